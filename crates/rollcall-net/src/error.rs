@@ -1,0 +1,61 @@
+//! The one error type of this crate: everything a socket, a broker or a
+//! malformed network reply can go wrong with.
+
+use std::io;
+use std::net::SocketAddr;
+
+/// Errors of the networking layer.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A broker URL that could not be parsed.
+    #[error("invalid broker URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The text as given.
+        url: String,
+        /// What was wrong with it.
+        reason: &'static str,
+    },
+    /// A host name that resolved to no address.
+    #[error("cannot resolve `{host}`: {source}")]
+    Resolve {
+        /// The host name as given.
+        host: String,
+        /// The resolver's error.
+        #[source]
+        source: io::Error,
+    },
+    /// `mqtts://` was asked for but this build has no TLS support.
+    #[error("TLS (mqtts://) is not supported by this build")]
+    TlsUnsupported,
+    /// A topic or filter that MQTT does not allow.
+    #[error("invalid MQTT {kind} `{topic}`")]
+    InvalidTopic {
+        /// `topic` or `filter`.
+        kind: &'static str,
+        /// The offending text.
+        topic: String,
+    },
+    /// A session setting that cannot work.
+    #[error("invalid session configuration: {0}")]
+    InvalidConfig(&'static str),
+    /// The session's event loop has ended (shutdown or kill).
+    #[error("the MQTT session has ended")]
+    SessionClosed,
+    /// Waiting for something did not finish in time.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(std::time::Duration, &'static str),
+    /// The embedded broker could not be started.
+    #[error("embedded broker on {addr}: {reason}")]
+    Broker {
+        /// The address it was to listen on.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A STUN reply that is not a valid answer to our request.
+    #[error("bad STUN response: {0}")]
+    Stun(&'static str),
+    /// Any other socket error.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}

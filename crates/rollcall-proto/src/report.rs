@@ -1,0 +1,98 @@
+//! The host report: a roll-call plus what the agent knows of its host,
+//! published on `/udp/report` for the host's services (PROTOCOL.md section 2).
+
+use std::net::IpAddr;
+
+use serde_json::Value;
+
+use crate::json::{self, Object, take_opt_str, take_str};
+use crate::topic::check_name;
+use crate::{ProtoError, RollCall};
+
+/// A roll-call enhanced with the host's name and addresses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostReport {
+    /// The roll-call, unknown fields included.
+    pub rollcall: RollCall,
+    /// The host's name; a service answers only reports naming its own host.
+    pub hostname: String,
+    /// The address of the interface the roll-call arrived on.
+    pub ipaddr: IpAddr,
+    /// The host's address as the outside world sees it, where known.
+    pub extaddr: Option<IpAddr>,
+}
+
+impl HostReport {
+    /// Parses a report from an MQTT payload (at most [`crate::MAX_PAYLOAD`] bytes).
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProtoError> {
+        let mut map = json::parse_object(bytes, crate::MAX_PAYLOAD)?;
+        let hostname = take_str(&mut map, "hostname")?;
+        check_name(&hostname).map_err(|e| ProtoError::bad_value("hostname", e.to_string()))?;
+        let ipaddr = parse_ip(take_str(&mut map, "ipaddr")?, "ipaddr")?;
+        let extaddr = take_opt_str(&mut map, "extaddr")?
+            .map(|a| parse_ip(a, "extaddr"))
+            .transpose()?;
+        Ok(HostReport {
+            rollcall: RollCall::from_object(map)?,
+            hostname,
+            ipaddr,
+            extaddr,
+        })
+    }
+
+    /// The report as a JSON object: the roll-call's fields plus the host's.
+    pub fn to_object(&self) -> Object {
+        let mut map = self.rollcall.to_object();
+        map.insert("hostname".into(), self.hostname.clone().into());
+        map.insert("ipaddr".into(), self.ipaddr.to_string().into());
+        json::put_opt(&mut map, "extaddr", self.extaddr.map(|a| a.to_string()));
+        map
+    }
+
+    /// The report as compact JSON bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&Value::Object(self.to_object())).unwrap_or_default()
+    }
+}
+
+fn parse_ip(text: String, field: &'static str) -> Result<IpAddr, ProtoError> {
+    text.parse()
+        .map_err(|_| ProtoError::bad_value(field, format!("`{text}` is not an IP address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_notes_report_round_trips() {
+        let raw = br#"{"hostname":"pibot01","replyto":"pibot01","cmd":"getstatus","ipaddr":"192.168.1.50","topic":"/stat/data","extaddr":"173.95.174.120","id":1234}"#;
+        let report = HostReport::parse(raw).unwrap();
+        assert_eq!(report.hostname, "pibot01");
+        assert_eq!(report.rollcall.id, 1234);
+        assert_eq!(report.extaddr, Some("173.95.174.120".parse().unwrap()));
+        let back: Value = serde_json::from_slice(&report.to_bytes()).unwrap();
+        assert_eq!(back, serde_json::from_slice::<Value>(raw).unwrap());
+    }
+
+    #[test]
+    fn a_report_needs_a_host_and_an_address() {
+        let no_ip = br#"{"hostname":"a","replyto":"a","cmd":"status","topic":"/t","id":1}"#;
+        assert_eq!(HostReport::parse(no_ip), Err(ProtoError::Missing("ipaddr")));
+        let bad_ip =
+            br#"{"hostname":"a","ipaddr":"x","replyto":"a","cmd":"status","topic":"/t","id":1}"#;
+        assert!(
+            HostReport::parse(bad_ip)
+                .unwrap_err()
+                .to_string()
+                .contains("ipaddr")
+        );
+        let bad_host = br#"{"hostname":"a/b","ipaddr":"1.2.3.4","replyto":"a","cmd":"status","topic":"/t","id":1}"#;
+        assert!(
+            HostReport::parse(bad_host)
+                .unwrap_err()
+                .to_string()
+                .contains("hostname")
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! Roll-call signatures (PROTOCOL.md section 7): HMAC-SHA256 over the object
+//! without `sig`, keys sorted, serialised compactly, as lowercase hex.
+//!
+//! Freshness (`ts` within 30 s) and replay (`nonce` seen before) need the
+//! clock and memory, so the caller checks them; this module only signs and
+//! verifies bytes.
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::ProtoError;
+use crate::json::Object;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The canonical bytes a signature covers: compact JSON, keys sorted, no `sig`.
+fn canonical(map: &Object) -> Vec<u8> {
+    // serde_json's Map is a BTreeMap here (no `preserve_order`), so keys come out sorted.
+    let mut copy = map.clone();
+    copy.remove("sig");
+    serde_json::to_vec(&Value::Object(copy)).unwrap_or_default()
+}
+
+fn mac(key: &[u8]) -> HmacSha256 {
+    // HMAC accepts keys of any length; new_from_slice cannot fail for it.
+    <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+}
+
+/// Adds `sig` to `map`, which should already carry `ts` and `nonce`.
+pub fn sign(map: &mut Object, key: &[u8]) {
+    let mut m = mac(key);
+    m.update(&canonical(map));
+    let sig = hex::encode(m.finalize().into_bytes());
+    map.insert("sig".into(), sig.into());
+}
+
+/// Checks `map`'s `sig` against `key`, in constant time.
+pub fn verify(map: &Object, key: &[u8]) -> Result<(), ProtoError> {
+    let sig = match map.get("sig") {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(ProtoError::Signature("`sig` must be a hex string")),
+        None => return Err(ProtoError::Signature("no `sig`")),
+    };
+    let bytes = hex::decode(sig).map_err(|_| ProtoError::Signature("`sig` is not hex"))?;
+    let mut m = mac(key);
+    m.update(&canonical(map));
+    m.verify_slice(&bytes)
+        .map_err(|_| ProtoError::Signature("bad signature"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_objects_verify_and_tampered_ones_do_not() {
+        let mut map: Object =
+            serde_json::from_str(r#"{"cmd":"status","id":1,"ts":5,"nonce":"n"}"#).unwrap();
+        sign(&mut map, b"k");
+        assert!(verify(&map, b"k").is_ok());
+        assert!(verify(&map, b"other").is_err());
+        map.insert("id".into(), 2.into());
+        assert_eq!(
+            verify(&map, b"k"),
+            Err(ProtoError::Signature("bad signature"))
+        );
+        map.remove("sig");
+        assert!(verify(&map, b"k").is_err());
+    }
+}

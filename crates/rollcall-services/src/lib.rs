@@ -1,0 +1,117 @@
+//! Every built-in service as a state machine that does no I/O: it describes
+//! itself, answers `get`, `set` and `control` requests, and on each tick says
+//! what to publish. The agent owns the sockets and the clock and feeds them in.
+//!
+//! One trait, [`Service`], is all the agent knows of a service, so a new
+//! service is a new implementation and nothing else changes.
+
+use std::time::Duration;
+
+use rollcall_proto::json::Object;
+use rollcall_proto::{Body, Description, ProtoError, Topics};
+use serde_json::Value;
+use thiserror::Error;
+
+pub mod system;
+
+/// What a service knows of where it runs, handed in with every call.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    /// The host's name.
+    pub host: &'a str,
+    /// The deployment's topics.
+    pub topics: &'a Topics,
+    /// Wall-clock time, unix milliseconds.
+    pub now_ms: u64,
+}
+
+/// One MQTT message a service wants sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publish {
+    /// Where.
+    pub topic: String,
+    /// What.
+    pub payload: Vec<u8>,
+    /// Whether the broker keeps it for late subscribers.
+    pub retain: bool,
+}
+
+impl Publish {
+    /// A retained reading `{"value":..,"unit":..,"ts":..}`, the shape every sensor value has.
+    pub fn reading(topic: String, value: Value, unit: Option<&str>, ts: u64) -> Self {
+        let mut map = Object::new();
+        map.insert("value".into(), value);
+        if let Some(unit) = unit {
+            map.insert("unit".into(), unit.into());
+        }
+        map.insert("ts".into(), ts.into());
+        Publish {
+            topic,
+            payload: serde_json::to_vec(&map).unwrap_or_default(),
+            retain: true,
+        }
+    }
+}
+
+/// What a `set` or `control` did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// Fields for the `{"ok":true,...}` answer.
+    pub reply: Object,
+    /// Messages to send because of it (new states).
+    pub publish: Vec<Publish>,
+    /// The self-description changed and must be re-published.
+    pub description_changed: bool,
+}
+
+/// Why a request was refused. The message goes to the requester verbatim.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// The payload itself was malformed.
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    /// The item named in the topic does not exist.
+    #[error("unknown item `{0}`")]
+    UnknownItem(String),
+    /// The request is well-formed but not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The service has nothing that can be set this way.
+    #[error("`{0}` is not supported by this service")]
+    Unsupported(&'static str),
+    /// The hardware failed.
+    #[error("hardware: {0}")]
+    Hardware(#[from] rollcall_hw::HwError),
+}
+
+/// A built-in service.
+pub trait Service: Send {
+    /// Its name in topics (`/{host}/{name}/...`) and in `getapps`.
+    fn name(&self) -> &str;
+
+    /// Its self-description, as it is now.
+    fn describe(&self, ctx: &Ctx<'_>) -> Description;
+
+    /// The current value(s) of `item`; an empty item means everything.
+    fn get(&mut self, item: &str, ctx: &Ctx<'_>) -> Result<Value, ServiceError>;
+
+    /// Sets `item`. Services with nothing to set keep this default.
+    fn set(&mut self, _item: &str, _body: &Body, _ctx: &Ctx<'_>) -> Result<Outcome, ServiceError> {
+        Err(ServiceError::Unsupported("set"))
+    }
+
+    /// Replaces the configuration, whole or not at all.
+    fn control(&mut self, _body: &Body, _ctx: &Ctx<'_>) -> Result<Outcome, ServiceError> {
+        Err(ServiceError::Unsupported("control"))
+    }
+
+    /// How often [`Service::tick`] wants to run; `None` for never.
+    fn tick_every(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Periodic work: readings to publish.
+    fn tick(&mut self, _ctx: &Ctx<'_>) -> Vec<Publish> {
+        Vec::new()
+    }
+}
