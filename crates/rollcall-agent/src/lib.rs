@@ -1,14 +1,22 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The per-host daemon: hears roll-calls, answers for its host and its
+//! built-in services, hands the roll-call to the host's other services over
+//! MQTT (`/udp/report`), relays their answers when the requester's broker is
+//! not this host's, and serves the built-in services' query topics.
+//!
+//! [`start`] returns once the agent is connected and listening; [`run`] is
+//! `start` then [`Agent::join`].
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod config;
+mod delivery;
+mod error;
+mod gate;
+mod host;
+mod stats;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use config::{BrokerChoice, Config, RawConfig};
+pub use error::AgentError;
+pub use host::{Agent, run, start};
+pub use stats::{AgentStats, StatsSnapshot};
+
+/// The version every host answer reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -22,7 +22,7 @@ pub struct SystemSnapshot {
 }
 
 /// Where system facts come from.
-pub trait SystemSource: Send {
+pub trait SystemSource: Send + Sync {
     /// Takes a reading; `now_ms` lets a simulation move with the caller's clock.
     fn read(&mut self, now_ms: u64) -> Result<SystemSnapshot, HwError>;
 }

@@ -1,14 +1,20 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Every socket of rollcall, and nothing else: the MQTT session, the
+//! embedded MQTT broker, the UDP roll-call sockets, STUN address discovery
+//! and shutdown signals. Payloads are plain bytes here; what they mean is
+//! `rollcall-proto`'s business.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod broker;
+mod error;
+mod mqtt;
+mod shutdown;
+pub mod stun;
+mod udp;
+mod url;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use broker::EmbeddedBroker;
+pub use error::NetError;
+pub use mqtt::{Message, Qos, Session, SessionConfig, SessionHandle, SessionStats, Will};
+pub use shutdown::{ctrl_c_token, wait_for_signal};
+pub use stun::{StunResponder, decode_binding_response, discover_external_addr};
+pub use udp::{RollCallSocket, interface_broadcasts, local_addr_towards};
+pub use url::{BrokerUrl, MQTT_PORT, MQTTS_PORT};

@@ -97,14 +97,19 @@ impl FromStr for BrokerUrl {
         let parsed = url::Url::parse(&format!("mqtt://{rest}"))
             .map_err(|_| invalid("not a host with an optional port"))?;
         if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(invalid("credentials belong in the configuration, not the URL"));
+            return Err(invalid(
+                "credentials belong in the configuration, not the URL",
+            ));
         }
-        if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() || parsed.fragment().is_some()
+        if !matches!(parsed.path(), "" | "/")
+            || parsed.query().is_some()
+            || parsed.fragment().is_some()
         {
             return Err(invalid("a broker URL has no path, query or fragment"));
         }
         let host = match parsed.host() {
-            Some(url::Host::Domain(name)) if !name.is_empty() => name.to_owned(),
+            // Host names are case-insensitive; lower case makes equal URLs equal.
+            Some(url::Host::Domain(name)) if !name.is_empty() => name.to_ascii_lowercase(),
             Some(url::Host::Ipv4(ip)) => ip.to_string(),
             Some(url::Host::Ipv6(ip)) => ip.to_string(),
             _ => return Err(invalid("missing host")),
@@ -129,13 +134,19 @@ mod tests {
     fn parses_every_accepted_form() {
         assert_eq!(parse("mqtt://broker:1884"), BrokerUrl::new("broker", 1884));
         assert_eq!(parse("mqtt://broker"), BrokerUrl::new("broker", 1883));
-        assert_eq!(parse("tcp://10.0.0.2:2000"), BrokerUrl::new("10.0.0.2", 2000));
+        assert_eq!(
+            parse("tcp://10.0.0.2:2000"),
+            BrokerUrl::new("10.0.0.2", 2000)
+        );
         assert_eq!(parse("pi.local:1999"), BrokerUrl::new("pi.local", 1999));
         assert_eq!(parse("pi.local"), BrokerUrl::new("pi.local", 1883));
         assert_eq!(parse(" MQTT://Broker/ "), BrokerUrl::new("broker", 1883));
         assert_eq!(parse("mqtt://[::1]:1884"), BrokerUrl::new("::1", 1884));
         let tls = parse("mqtts://secure.example");
-        assert_eq!((tls.host.as_str(), tls.port, tls.tls), ("secure.example", 8883, true));
+        assert_eq!(
+            (tls.host.as_str(), tls.port, tls.tls),
+            ("secure.example", 8883, true)
+        );
         assert_eq!(parse("mqtts://secure.example:9999").port, 9999);
     }
 
@@ -157,7 +168,11 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for text in ["mqtt://broker:1883", "mqtts://broker:8883", "mqtt://[::1]:1884"] {
+        for text in [
+            "mqtt://broker:1883",
+            "mqtts://broker:8883",
+            "mqtt://[::1]:1884",
+        ] {
             assert_eq!(parse(text).to_string(), text);
             assert_eq!(parse(&parse(text).to_string()), parse(text));
         }

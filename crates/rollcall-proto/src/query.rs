@@ -2,7 +2,7 @@
 //!
 //! A request payload may be empty, plain text (`on`, the notes' text form), any
 //! JSON value, or a JSON object which may carry `id` and a reply `topic` beside
-//! its own fields. Answers are `{"ok":true,"id":..,...}` or
+//! its own fields; `{"value":X,...}` stands for the bare value X. Answers are `{"ok":true,"id":..,...}` or
 //! `{"ok":false,"id":..,"error":".."}`.
 
 use serde_json::Value;
@@ -76,8 +76,12 @@ impl Request {
         if let Some(t) = &topic {
             check_topic(t, "topic")?;
         }
+        // `{"value": X, "id":.., "topic":..}` is X with a reply address, so a
+        // bare value such as `1` can ask for an answer too.
         let body = if map.is_empty() {
             Body::Empty
+        } else if map.len() == 1 && map.contains_key("value") {
+            Body::Json(map.remove("value").unwrap_or_default())
         } else {
             Body::Json(Value::Object(map))
         };
@@ -123,6 +127,8 @@ mod tests {
             (r.id, r.topic.as_deref(), r.body),
             (Some(7), Some("/me/answers"), Body::Empty)
         );
+        let r = Request::parse(br#"{"id":7,"topic":"/r","value":"on"}"#).unwrap();
+        assert_eq!(r.body, Body::Json("on".into()));
         let r = Request::parse(br#"{"id":7,"pump":1}"#).unwrap();
         assert_eq!(r.body, Body::Json(serde_json::json!({"pump":1})));
     }

@@ -137,19 +137,24 @@ impl Topics {
         self.topic(&format!("{host}/reply"))
     }
 
-    /// The subscriptions that cover every query topic of `host`.
-    pub fn query_filters(&self, host: &str) -> Vec<String> {
+    /// The host-level query topic, answered by the agent.
+    pub fn getapps(&self, host: &str) -> String {
+        self.topic(&format!("{host}/getapps"))
+    }
+
+    /// The subscriptions that cover every query topic of service `app` on
+    /// `host`, in both the app-first and the notes' verb-first forms.
+    pub fn query_filters(&self, host: &str, app: &str) -> Vec<String> {
         [
-            "getapps",
-            "+/get/#",
-            "+/set/#",
-            "+/control",
-            "+/setup",
-            "get/#",
-            "set/#",
+            format!("{host}/{app}/get/#"),
+            format!("{host}/{app}/set/#"),
+            format!("{host}/{app}/control"),
+            format!("{host}/{app}/setup"),
+            format!("{host}/get/{app}/#"),
+            format!("{host}/set/{app}/#"),
         ]
         .iter()
-        .map(|rest| self.topic(&format!("{host}/{rest}")))
+        .map(|rest| self.topic(rest))
         .collect()
     }
 
@@ -377,9 +382,9 @@ mod tests {
     #[test]
     fn every_query_filter_matches_its_query_topics() {
         let t = Topics::default();
-        let filters = t.query_filters("h");
+        let filters = t.query_filters("h", "gpio");
+        assert!(!filters.iter().any(|f| matches(f, "/h/system/get/x")));
         for topic in [
-            "/h/getapps",
             "/h/gpio/get/interfaces",
             "/h/get/gpio/input/x",
             "/h/gpio/set/a",

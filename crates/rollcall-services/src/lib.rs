@@ -12,6 +12,7 @@ use rollcall_proto::{Body, Description, ProtoError, Topics};
 use serde_json::Value;
 use thiserror::Error;
 
+pub mod announce;
 pub mod system;
 
 /// What a service knows of where it runs, handed in with every call.
@@ -85,7 +86,7 @@ pub enum ServiceError {
 }
 
 /// A built-in service.
-pub trait Service: Send {
+pub trait Service: Send + Sync {
     /// Its name in topics (`/{host}/{name}/...`) and in `getapps`.
     fn name(&self) -> &str;
 

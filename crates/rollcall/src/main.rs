@@ -1,3 +1,86 @@
-fn main() {
-    println!("Hello, world!");
+//! `rollcall`: one binary, a module per subcommand. Parsing arguments,
+//! printing for people (tables) or programs (`--json`), and turning errors
+//! into exit codes live here; everything else lives in the library crates.
+
+mod agent;
+mod demo;
+mod hub;
+mod query;
+mod report;
+mod scan;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// A self-documenting, self-reporting IoT cluster.
+#[derive(Debug, Parser)]
+#[command(name = "rollcall", version, about, long_about = None)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// A hub, its embedded broker and three simulated hosts, in one process.
+    Demo(demo::Args),
+    /// The per-host daemon: answers roll-calls and runs the built-in services.
+    Agent(agent::Args),
+    /// Calls the roll every few seconds and keeps the cluster map.
+    Hub(hub::Args),
+    /// Calls the roll once and prints who answered.
+    Scan(scan::Args),
+    /// Asks a service for a value (`/{host}/{app}/get/{item}`).
+    Get(query::GetArgs),
+    /// Sets a service's value (`/{host}/{app}/set/{item}`).
+    Set(query::SetArgs),
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info,rumqttd=warn",
+        1 => "debug,rumqttd=info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rollcall: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Agent(args) => agent::run(args).await,
+            Command::Hub(args) => hub::run(args).await,
+            Command::Scan(args) => scan::run(args).await,
+            Command::Get(args) => query::get(args).await,
+            Command::Set(args) => query::set(args).await,
+        }
+    });
+    // rumqttd's threads cannot be stopped; leaving the runtime must not wait for them.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("rollcall: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

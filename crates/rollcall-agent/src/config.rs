@@ -1,0 +1,347 @@
+//! The agent's configuration: read raw from TOML (unknown keys rejected),
+//! overridden by command-line flags, then validated once into [`Config`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rollcall_net::BrokerUrl;
+use rollcall_proto::Topics;
+use rollcall_proto::topic::check_name;
+use rollcall_services::announce::AnnounceConfig;
+use serde::Deserialize;
+
+use crate::AgentError;
+
+/// The configuration file as written, every key optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// This host's name in topics and answers.
+    pub hostname: Option<String>,
+    /// The MQTT broker the agent and its services use.
+    pub broker: Option<String>,
+    /// Run an embedded broker on this address and use it.
+    pub embedded_broker: Option<SocketAddr>,
+    /// MQTT username.
+    pub username: Option<String>,
+    /// MQTT password.
+    pub password: Option<String>,
+    /// CA file for `mqtts://` brokers.
+    pub ca_file: Option<PathBuf>,
+    /// Topic root (`""` gives `/udp/report`).
+    pub root: Option<String>,
+    /// UDP port roll-calls arrive on.
+    pub udp_port: Option<u16>,
+    /// Address the roll-call listener binds.
+    pub udp_bind: Option<IpAddr>,
+    /// Where what must survive a restart is kept.
+    pub state_dir: Option<PathBuf>,
+    /// Simulated hardware for every service.
+    pub sim: Option<bool>,
+    /// The host's external address, when known.
+    pub extaddr: Option<IpAddr>,
+    /// A STUN server (`host:port`) to discover the external address from.
+    pub stun_server: Option<String>,
+    /// Roll-calls handled per second at most; the rest are dropped.
+    pub max_rollcalls_per_s: Option<u32>,
+    /// How long after a roll-call's window relayed answers are still forwarded.
+    pub relay_grace_ms: Option<u64>,
+    /// MQTT keepalive, seconds.
+    pub keepalive_s: Option<u64>,
+    /// Shared secret: roll-calls must be signed with it (PROTOCOL.md section 7).
+    pub cluster_key: Option<String>,
+    /// Built-in services.
+    #[serde(default)]
+    pub services: RawServices,
+    /// Programs the agent answers for.
+    #[serde(default)]
+    pub announce: Vec<AnnounceConfig>,
+}
+
+/// `[services.*]` tables.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServices {
+    /// `[services.system]`
+    #[serde(default)]
+    pub system: RawSystem,
+}
+
+/// `[services.system]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSystem {
+    /// Whether the service runs.
+    pub enabled: Option<bool>,
+    /// Seconds between published readings.
+    pub interval_s: Option<u64>,
+}
+
+/// Where the agent's MQTT traffic goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokerChoice {
+    /// An existing broker.
+    External(BrokerUrl),
+    /// A broker the agent runs itself on this address (the notes' broker on every host).
+    Embedded(SocketAddr),
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This host's name.
+    pub hostname: String,
+    /// The broker.
+    pub broker: BrokerChoice,
+    /// MQTT username and password.
+    pub credentials: Option<(String, String)>,
+    /// CA file for TLS.
+    pub ca_file: Option<PathBuf>,
+    /// The topics of this deployment.
+    pub topics: Topics,
+    /// Where roll-calls are heard.
+    pub udp_listen: SocketAddr,
+    /// Where state is kept.
+    pub state_dir: PathBuf,
+    /// Simulated hardware.
+    pub sim: bool,
+    /// The configured external address.
+    pub extaddr: Option<IpAddr>,
+    /// The STUN server to ask for the external address.
+    pub stun_server: Option<String>,
+    /// Roll-call rate limit.
+    pub max_rollcalls_per_s: u32,
+    /// Relay grace after a roll-call's window.
+    pub relay_grace: Duration,
+    /// MQTT keepalive.
+    pub keepalive: Duration,
+    /// The cluster key, if roll-calls must be signed.
+    pub cluster_key: Option<Vec<u8>>,
+    /// The system service's interval, if it runs.
+    pub system_interval: Option<Duration>,
+    /// Announced services.
+    pub announce: Vec<AnnounceConfig>,
+}
+
+/// The commented default configuration `rollcall agent --print-config` prints.
+pub const DEFAULT_TOML: &str = r#"# rollcall agent configuration. Every key is optional; the values shown are
+# the defaults. Command-line flags override what is written here.
+
+# This host's name in topics (/{hostname}/gpio/...) and answers.
+# Default: the machine's hostname.
+# hostname = "pizero1"
+
+# The MQTT broker shared by the agent and the host's services.
+broker = "mqtt://127.0.0.1:1883"
+
+# Or: run an embedded broker on this address and use it, the original notes'
+# broker on every host. Answers are then relayed to the scanner's broker.
+# embedded_broker = "0.0.0.0:1883"
+
+# username = "rollcall"
+# password = "secret"
+# ca_file = "/etc/rollcall/ca.pem"     # for mqtts:// brokers
+
+# Topic root: "" gives /udp/report, "site1" gives site1/udp/report.
+root = ""
+
+# Where roll-calls are heard.
+udp_port = 46464
+udp_bind = "0.0.0.0"
+
+# Where what must survive a restart is kept.
+state_dir = "/var/lib/rollcall"
+
+# Simulated hardware for every service, to try rollcall on a PC.
+sim = false
+
+# The host's address as the outside world sees it: set it, or name a STUN
+# server to discover it. Left out of reports when unknown.
+# extaddr = "203.0.113.7"
+# stun_server = "stun.example.net:3478"
+
+# Roll-calls handled per second at most; more are dropped and counted.
+max_rollcalls_per_s = 20
+
+# How long after a roll-call's window relayed answers are still forwarded.
+relay_grace_ms = 2000
+
+# MQTT keepalive; a crashed agent shows offline about 1.5 times this later.
+keepalive_s = 5
+
+# A shared secret: when set, only roll-calls signed with it are answered.
+# cluster_key = "a long random string"
+
+[services.system]
+enabled = true
+interval_s = 30
+
+# Programs that cannot answer a roll-call themselves, answered for by the agent:
+# [[announce]]
+# function = "backup"
+# doc = "nightly backup to the NAS"
+# outputs = ["/nas/backup/last"]
+"#;
+
+impl RawConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, AgentError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AgentError::ReadConfig {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| AgentError::ParseConfig {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks every value and fills in the defaults.
+    pub fn validate(self) -> Result<Config, AgentError> {
+        let invalid = |field: &'static str, reason: String| AgentError::Invalid { field, reason };
+        let hostname = match self.hostname {
+            Some(h) => h,
+            None => machine_hostname().ok_or_else(|| {
+                invalid(
+                    "hostname",
+                    "cannot read the machine's hostname; set one".into(),
+                )
+            })?,
+        };
+        check_name(&hostname).map_err(|e| invalid("hostname", e.to_string()))?;
+        let broker = match (self.embedded_broker, self.broker) {
+            (Some(addr), _) => BrokerChoice::Embedded(addr),
+            (None, Some(url)) => BrokerChoice::External(
+                url.parse()
+                    .map_err(|e: rollcall_net::NetError| invalid("broker", e.to_string()))?,
+            ),
+            (None, None) => BrokerChoice::External(BrokerUrl::new("127.0.0.1", 1883)),
+        };
+        let topics = Topics::new(self.root.as_deref().unwrap_or(""))
+            .map_err(|e| invalid("root", e.to_string()))?;
+        let credentials = match (self.username, self.password) {
+            (Some(u), Some(p)) => Some((u, p)),
+            (Some(u), None) => Some((u, String::new())),
+            (None, Some(_)) => return Err(invalid("password", "given without a username".into())),
+            (None, None) => None,
+        };
+        let max_rollcalls_per_s = self.max_rollcalls_per_s.unwrap_or(20);
+        if max_rollcalls_per_s == 0 {
+            return Err(invalid("max_rollcalls_per_s", "must be at least 1".into()));
+        }
+        let keepalive_s = self.keepalive_s.unwrap_or(5);
+        if !(1..=3600).contains(&keepalive_s) {
+            return Err(invalid("keepalive_s", "must be from 1 to 3600".into()));
+        }
+        let relay_grace_ms = self.relay_grace_ms.unwrap_or(2000);
+        if relay_grace_ms > 60_000 {
+            return Err(invalid("relay_grace_ms", "at most 60000".into()));
+        }
+        let system_interval = match (
+            self.services.system.enabled,
+            self.services.system.interval_s,
+        ) {
+            (Some(false), _) => None,
+            (_, Some(0)) => return Err(invalid("services.system.interval_s", "at least 1".into())),
+            (_, secs) => Some(Duration::from_secs(secs.unwrap_or(30))),
+        };
+        let mut names = vec!["system".to_owned()];
+        for a in &self.announce {
+            check_name(&a.function).map_err(|e| invalid("announce.function", e.to_string()))?;
+            if names.contains(&a.function) {
+                return Err(invalid(
+                    "announce.function",
+                    format!("`{}` is used twice", a.function),
+                ));
+            }
+            names.push(a.function.clone());
+        }
+        Ok(Config {
+            hostname,
+            broker,
+            credentials,
+            ca_file: self.ca_file,
+            topics,
+            udp_listen: SocketAddr::new(
+                self.udp_bind.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+                self.udp_port.unwrap_or(rollcall_proto::DEFAULT_UDP_PORT),
+            ),
+            state_dir: self
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from("/var/lib/rollcall")),
+            sim: self.sim.unwrap_or(false),
+            extaddr: self.extaddr,
+            stun_server: self.stun_server,
+            max_rollcalls_per_s,
+            relay_grace: Duration::from_millis(relay_grace_ms),
+            keepalive: Duration::from_secs(keepalive_s),
+            cluster_key: self.cluster_key.map(String::into_bytes),
+            system_interval,
+            announce: self.announce,
+        })
+    }
+}
+
+/// The kernel's idea of this machine's name.
+fn machine_hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_default_parses_and_validates() {
+        let raw = RawConfig::from_toml(DEFAULT_TOML).unwrap();
+        let cfg = RawConfig {
+            hostname: Some("pizero1".into()),
+            ..raw
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(cfg.udp_listen.port(), 46464);
+        assert_eq!(cfg.system_interval, Some(Duration::from_secs(30)));
+        assert_eq!(
+            cfg.broker,
+            BrokerChoice::External(BrokerUrl::new("127.0.0.1", 1883))
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = RawConfig::from_toml("hostnme = \"x\"").unwrap_err();
+        assert!(err.contains("hostnme"), "{err}");
+        let err = RawConfig::from_toml("[services.system]\nintervl_s = 3").unwrap_err();
+        assert!(err.contains("intervl_s"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (toml, key) in [
+            ("hostname = \"a/b\"", "hostname"),
+            ("hostname = \"a\"\nbroker = \"http://x\"", "broker"),
+            (
+                "hostname = \"a\"\nmax_rollcalls_per_s = 0",
+                "max_rollcalls_per_s",
+            ),
+            ("hostname = \"a\"\nroot = \"a/#\"", "root"),
+            (
+                "hostname = \"a\"\n[[announce]]\nfunction = \"system\"",
+                "announce.function",
+            ),
+            ("hostname = \"a\"\npassword = \"p\"", "password"),
+        ] {
+            let err = RawConfig::from_toml(toml).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains(key), "{toml}: {err}");
+        }
+    }
+}

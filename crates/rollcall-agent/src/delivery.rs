@@ -1,0 +1,94 @@
+//! Where a roll-call's answers go: straight to this host's broker when it is
+//! the requester's (one shared broker), or relayed to the requester's broker
+//! (a broker on every host). PROTOCOL.md section 3.
+
+use std::net::{IpAddr, SocketAddr};
+
+use rollcall_net::BrokerUrl;
+use rollcall_proto::RollCall;
+
+/// The port a requester's broker is assumed to listen on when the roll-call names none.
+pub const DEFAULT_MQTT_PORT: u16 = 1883;
+
+/// The requester's broker: the roll-call's `broker` field, or port 1883 at its
+/// source address. `None` for a roll-call that came over MQTT without a
+/// `broker` field: its requester is on our broker.
+///
+/// A loopback `broker` in a roll-call from another host is ignored: it names
+/// the requester's own loopback, which we cannot reach.
+pub fn requester_broker(rc: &RollCall, source: Option<IpAddr>) -> Option<BrokerUrl> {
+    let named = rc
+        .broker
+        .as_deref()
+        .and_then(|b| b.parse::<BrokerUrl>().ok())
+        .filter(|b| !(b.is_loopback() && source.is_some_and(|s| !s.is_loopback())));
+    named.or_else(|| source.map(|ip| BrokerUrl::new(ip.to_string(), DEFAULT_MQTT_PORT)))
+}
+
+/// Whether `requester` is the broker this agent is connected to at `own`.
+/// `local_ip` is this host's address towards the requester: a broker bound to
+/// every interface (`0.0.0.0`) is reached there and on loopback.
+pub fn is_own_broker(requester: SocketAddr, own: SocketAddr, local_ip: IpAddr) -> bool {
+    if requester.port() != own.port() {
+        return false;
+    }
+    if own.ip().is_unspecified() {
+        return requester.ip().is_loopback() || requester.ip() == local_ip;
+    }
+    requester.ip() == own.ip() || (requester.ip().is_loopback() && own.ip().is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rc(broker: Option<&str>) -> RollCall {
+        let mut rc = RollCall::new(1, "hub", "/stat/data");
+        rc.broker = broker.map(str::to_owned);
+        rc
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_broker_field_wins_over_the_source_address() {
+        let b = requester_broker(&rc(Some("mqtt://198.18.0.1:1884")), Some(ip("198.18.0.9")));
+        assert_eq!(b, Some(BrokerUrl::new("198.18.0.1", 1884)));
+        let b = requester_broker(&rc(None), Some(ip("198.18.0.9")));
+        assert_eq!(b, Some(BrokerUrl::new("198.18.0.9", 1883)));
+        assert_eq!(requester_broker(&rc(None), None), None);
+    }
+
+    #[test]
+    fn a_loopback_broker_from_another_host_is_ignored() {
+        let b = requester_broker(&rc(Some("mqtt://127.0.0.1:2000")), Some(ip("198.18.0.9")));
+        assert_eq!(b, Some(BrokerUrl::new("198.18.0.9", 1883)));
+        let b = requester_broker(&rc(Some("mqtt://127.0.0.1:2000")), Some(ip("127.0.0.1")));
+        assert_eq!(b, Some(BrokerUrl::new("127.0.0.1", 2000)));
+    }
+
+    #[test]
+    fn own_broker_recognised_through_wildcard_and_loopback_binds() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let me = ip("198.18.0.5");
+        assert!(is_own_broker(sa("127.0.0.1:1883"), sa("0.0.0.0:1883"), me));
+        assert!(is_own_broker(sa("198.18.0.5:1883"), sa("0.0.0.0:1883"), me));
+        assert!(!is_own_broker(
+            sa("198.18.0.1:1883"),
+            sa("0.0.0.0:1883"),
+            me
+        ));
+        assert!(!is_own_broker(
+            sa("127.0.0.1:1884"),
+            sa("127.0.0.1:1883"),
+            me
+        ));
+        assert!(is_own_broker(
+            sa("198.18.0.1:1883"),
+            sa("198.18.0.1:1883"),
+            me
+        ));
+    }
+}

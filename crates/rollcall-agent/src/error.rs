@@ -1,0 +1,38 @@
+//! The agent's error type: what can stop it from starting or running.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Why the agent could not start or had to stop.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    /// The configuration file could not be read.
+    #[error("cannot read {path}: {source}")]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration is not valid TOML or has unknown keys.
+    #[error("{path}: {message}")]
+    ParseConfig {
+        /// The file.
+        path: PathBuf,
+        /// The TOML parser's message.
+        message: String,
+    },
+    /// A configuration value is not acceptable.
+    #[error("configuration: `{field}`: {reason}")]
+    Invalid {
+        /// The key.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A socket could not be opened or the broker not reached.
+    #[error(transparent)]
+    Net(#[from] rollcall_net::NetError),
+}

@@ -1,0 +1,687 @@
+//! The running agent: one task that owns the roll-call socket, the MQTT
+//! session's incoming messages, the built-in services and the relays, and
+//! reacts to each in turn. Answers wait out their jitter in tasks of their
+//! own so that one roll-call's `window_ms` never delays the next.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use rollcall_hw::system::{LinuxSystem, SimSystem, SystemSource};
+use rollcall_net::{
+    BrokerUrl, EmbeddedBroker, Message, Qos, RollCallSocket, Session, SessionConfig, SessionHandle,
+    Will,
+};
+use rollcall_proto::json::Object;
+use rollcall_proto::topic::matches;
+use rollcall_proto::{
+    HostReport, Query, Request, RollCall, RollCallLimits, Topics, error_reply, host_answer,
+    ok_reply, service_answer,
+};
+use rollcall_services::announce::Announced;
+use rollcall_services::system::SystemService;
+use rollcall_services::{Ctx, Publish, Service, ServiceError};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::delivery::{is_own_broker, requester_broker};
+use crate::gate::Gate;
+use crate::{AgentError, AgentStats, BrokerChoice, Config, VERSION};
+
+/// Bigger than any roll-call, so an oversized datagram is seen as oversized.
+const DATAGRAM_BUFFER: usize = 2048;
+/// How long external-address discovery may take at start.
+const STUN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A running agent.
+pub struct Agent {
+    stats: Arc<AgentStats>,
+    session: SessionHandle,
+    udp_addr: SocketAddr,
+    broker_url: BrokerUrl,
+    task: JoinHandle<Result<(), AgentError>>,
+    tracker: TaskTracker,
+}
+
+impl Agent {
+    /// What the agent has answered, relayed and dropped so far.
+    pub fn stats(&self) -> &AgentStats {
+        &self.stats
+    }
+
+    /// The address roll-calls are heard on.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+
+    /// The broker the agent uses (its embedded one, where it runs one).
+    pub fn broker_url(&self) -> &BrokerUrl {
+        &self.broker_url
+    }
+
+    /// Waits until the agent's MQTT session is connected.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), AgentError> {
+        Ok(self.session.wait_connected(timeout).await?)
+    }
+
+    /// Waits for the agent to stop (after its shutdown token is cancelled),
+    /// and for every task it started.
+    pub async fn join(self) -> Result<(), AgentError> {
+        let result = self.task.await.unwrap_or_else(|e| {
+            warn!(error = %e, "agent task ended abnormally");
+            Ok(())
+        });
+        self.tracker.close();
+        self.tracker.wait().await;
+        result
+    }
+}
+
+/// Runs an agent until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
+    start(config, shutdown).await?.join().await
+}
+
+/// Starts an agent: its broker (if embedded), MQTT session, roll-call
+/// listener and services. Returns once it is listening; the MQTT session
+/// connects (and reconnects) by itself.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+    let tracker = TaskTracker::new();
+    let (broker_url, own_broker) = match &config.broker {
+        BrokerChoice::External(url) => (url.clone(), url.resolve()?),
+        BrokerChoice::Embedded(addr) => {
+            let broker = EmbeddedBroker::start(*addr)?;
+            info!(addr = %broker.addr, "embedded broker listening");
+            (broker.url(), broker.addr)
+        }
+    };
+    let topics = config.topics.clone();
+    let host = config.hostname.clone();
+    // The session outlives the agent's loop by a little: it must carry the
+    // final `offline` before it disconnects, so it has a token of its own.
+    let session_token = CancellationToken::new();
+    let mut session_config =
+        SessionConfig::new(broker_url.clone(), format!("rollcall-agent-{host}"));
+    session_config.keep_alive = config.keepalive;
+    session_config.credentials = config.credentials.clone();
+    session_config.ca_file = config.ca_file.clone();
+    session_config.last_will = Some(Will {
+        topic: topics.state(&host),
+        payload: b"offline".to_vec(),
+        retain: true,
+    });
+    let Session { handle, incoming } =
+        Session::start(session_config.clone(), session_token.clone(), &tracker)?;
+    let udp = RollCallSocket::bind_listener(config.udp_listen)?;
+    let udp_addr = udp.local_addr()?;
+
+    let services = build_services(&config);
+    let stats = Arc::new(AgentStats::default());
+    let mut host_state = Host {
+        gate: Gate::new(config.max_rollcalls_per_s, config.cluster_key.clone()),
+        config,
+        topics,
+        services,
+        known_apps: BTreeSet::new(),
+        local: handle.clone(),
+        own_broker,
+        extaddr: None,
+        started: Instant::now(),
+        relays: Vec::new(),
+        remotes: HashMap::new(),
+        stats: stats.clone(),
+        tracker: tracker.clone(),
+        shutdown: shutdown.clone(),
+        session_token: session_token.clone(),
+        session_template: session_config,
+    };
+    host_state.announce().await?;
+    info!(%host, udp = %udp_addr, broker = %broker_url, "agent listening");
+
+    let task = tokio::spawn(async move {
+        host_state.extaddr = discover_extaddr(&host_state.config).await;
+        let result = host_state.serve(udp, incoming).await;
+        // Said explicitly: a clean disconnect does not trigger the will.
+        let _ = host_state
+            .local
+            .publish_state(
+                &host_state.topics.state(&host_state.config.hostname),
+                "offline",
+            )
+            .await;
+        session_token.cancel();
+        result
+    });
+    Ok(Agent {
+        stats,
+        session: handle,
+        udp_addr,
+        broker_url,
+        task,
+        tracker,
+    })
+}
+
+fn build_services(config: &Config) -> Vec<Box<dyn Service>> {
+    let mut services: Vec<Box<dyn Service>> = Vec::new();
+    if let Some(interval) = config.system_interval {
+        let source: Box<dyn SystemSource> = if config.sim {
+            Box::new(SimSystem::new(seed_of(&config.hostname)))
+        } else {
+            Box::new(LinuxSystem::default())
+        };
+        services.push(Box::new(SystemService::new(source, interval)));
+    }
+    for a in &config.announce {
+        services.push(Box::new(Announced::new(a.clone())));
+    }
+    services
+}
+
+/// A per-host number, so simulated hosts do not all show the same values.
+fn seed_of(name: &str) -> u64 {
+    name.bytes().map(u64::from).sum()
+}
+
+/// The configured external address, or the one a STUN server reports.
+async fn discover_extaddr(config: &Config) -> Option<IpAddr> {
+    if config.extaddr.is_some() {
+        return config.extaddr;
+    }
+    let server = config.stun_server.as_deref()?;
+    let addr = match tokio::net::lookup_host(server).await.map(|mut a| a.next()) {
+        Ok(Some(addr)) => addr,
+        Ok(None) | Err(_) => {
+            warn!(server, "cannot resolve the STUN server; extaddr left out");
+            return None;
+        }
+    };
+    match rollcall_net::discover_external_addr(addr, STUN_TIMEOUT).await {
+        Ok(mapped) => {
+            info!(extaddr = %mapped.ip(), "external address discovered");
+            Some(mapped.ip())
+        }
+        Err(error) => {
+            warn!(%error, "STUN discovery failed; extaddr left out");
+            None
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Answers from this host's own services, forwarded to a requester's broker
+/// until `until`.
+struct Relay {
+    topic: String,
+    id: u64,
+    to: SessionHandle,
+    until: Instant,
+}
+
+/// Everything the agent's loop owns.
+struct Host {
+    config: Config,
+    topics: Topics,
+    gate: Gate,
+    services: Vec<Box<dyn Service>>,
+    /// Services of this host that published a `$description`, ours included.
+    known_apps: BTreeSet<String>,
+    local: SessionHandle,
+    own_broker: SocketAddr,
+    extaddr: Option<IpAddr>,
+    started: Instant,
+    relays: Vec<Relay>,
+    /// Sessions to requesters' brokers, opened on first need and kept.
+    remotes: HashMap<String, Session>,
+    stats: Arc<AgentStats>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    session_token: CancellationToken,
+    session_template: SessionConfig,
+}
+
+impl Host {
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            host: &self.config.hostname,
+            topics: &self.topics,
+            now_ms: unix_ms(),
+        }
+    }
+
+    /// Subscribes to everything the agent serves and publishes its retained state.
+    async fn announce(&mut self) -> Result<(), AgentError> {
+        let host = self.config.hostname.clone();
+        let mut filters = vec![
+            self.topics.udp_request(),
+            self.topics.getapps(&host),
+            self.topics.description(&host, "+"),
+        ];
+        for svc in &self.services {
+            filters.extend(self.topics.query_filters(&host, svc.name()));
+        }
+        for filter in filters {
+            self.local.subscribe(&filter).await?;
+        }
+        self.local
+            .publish_state(&self.topics.state(&host), "online")
+            .await?;
+        for i in 0..self.services.len() {
+            self.publish_description(i).await?;
+        }
+        Ok(())
+    }
+
+    async fn publish_description(&self, index: usize) -> Result<(), AgentError> {
+        let svc = &self.services[index];
+        let mut desc = serde_json::to_value(svc.describe(&self.ctx())).unwrap_or(Value::Null);
+        desc["hostname"] = self.config.hostname.clone().into();
+        let topic = self.topics.description(&self.config.hostname, svc.name());
+        self.local
+            .publish_state(&topic, serde_json::to_vec(&desc).unwrap_or_default())
+            .await?;
+        Ok(())
+    }
+
+    async fn serve(
+        &mut self,
+        udp: RollCallSocket,
+        mut incoming: mpsc::Receiver<Message>,
+    ) -> Result<(), AgentError> {
+        let mut buf = vec![0u8; DATAGRAM_BUFFER];
+        let mut due: Vec<Option<Instant>> = self
+            .services
+            .iter()
+            .map(|s| s.tick_every().map(|_| Instant::now()))
+            .collect();
+        loop {
+            let next_tick = due.iter().flatten().min().copied();
+            let next_expiry = self.relays.iter().map(|r| r.until).min();
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                received = udp.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => self.on_datagram(&buf[..len], from).await,
+                    Err(error) => warn!(%error, "roll-call socket"),
+                },
+                Some(msg) = incoming.recv() => self.on_message(msg).await,
+                _ = sleep_until(next_tick) => self.tick(&mut due).await,
+                _ = sleep_until(next_expiry) => self.expire_relays().await,
+            }
+        }
+    }
+
+    async fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        match RollCall::parse(bytes, RollCallLimits::default()) {
+            Ok(rc) => self.on_rollcall(rc, Some(from.ip())).await,
+            Err(error) => {
+                AgentStats::bump(self.stats.dropped_malformed());
+                debug!(%from, %error, "roll-call datagram dropped");
+            }
+        }
+    }
+
+    async fn on_message(&mut self, msg: Message) {
+        let host = self.config.hostname.clone();
+        if msg.topic == self.topics.udp_request() {
+            match RollCall::parse(&msg.payload, RollCallLimits::default()) {
+                Ok(rc) => self.on_rollcall(rc, None).await,
+                Err(error) => {
+                    AgentStats::bump(self.stats.dropped_malformed());
+                    debug!(%error, "roll-call over MQTT dropped");
+                }
+            }
+        } else if matches(&self.topics.description(&host, "+"), &msg.topic) {
+            let app = msg.topic.rsplit('/').nth(1).unwrap_or_default().to_owned();
+            if msg.payload.is_empty() {
+                self.known_apps.remove(&app);
+            } else {
+                self.known_apps.insert(app);
+            }
+        } else if let Some(query) = self.topics.parse_query(&host, &msg.topic) {
+            self.on_query(query, &msg.payload).await;
+        } else if msg.topic == self.topics.getapps(&host) {
+            self.on_query(Query::GetApps, &msg.payload).await;
+        } else {
+            self.relay(&msg).await;
+        }
+    }
+
+    /// Every service this host has: built in, announced, and foreign ones
+    /// that published a description.
+    fn apps(&self) -> Vec<String> {
+        let mut apps = self.known_apps.clone();
+        apps.extend(self.services.iter().map(|s| s.name().to_owned()));
+        apps.into_iter().collect()
+    }
+
+    async fn on_rollcall(&mut self, rc: RollCall, source: Option<IpAddr>) {
+        if let Err(refusal) = self.gate.admit(&rc, unix_ms()) {
+            AgentStats::bump(self.stats.dropped_refused());
+            debug!(id = rc.id, replyto = %rc.replyto, ?refusal, "roll-call not answered");
+            return;
+        }
+        if rc.topic == self.topics.udp_report() || rc.topic == self.topics.udp_request() {
+            AgentStats::bump(self.stats.dropped_malformed());
+            debug!(topic = %rc.topic, "roll-call asks for answers on a rollcall topic; dropped");
+            return;
+        }
+        let towards = source.unwrap_or(self.own_broker.ip());
+        let ipaddr = match rollcall_net::local_addr_towards(towards) {
+            Ok(ip) => ip,
+            Err(error) => {
+                warn!(%towards, %error, "no route back to the requester; roll-call dropped");
+                return;
+            }
+        };
+        let Some(target) = self.target(&rc, source, ipaddr).await else {
+            return;
+        };
+        let report = HostReport {
+            rollcall: rc,
+            hostname: self.config.hostname.clone(),
+            ipaddr,
+            extaddr: self.extaddr,
+        };
+        let mut answers = vec![host_answer(
+            &report,
+            &self.apps(),
+            VERSION,
+            self.started.elapsed().as_secs(),
+        )];
+        let ctx = self.ctx();
+        answers.extend(
+            self.services
+                .iter()
+                .map(|s| service_answer(&report, &s.describe(&ctx))),
+        );
+        let window = report.rollcall.window_ms.unwrap_or(0);
+        let jitter = Duration::from_millis(rand::rng().random_range(0..=window));
+        let local = self.local.clone();
+        let report_topic = self.topics.udp_report();
+        let shutdown = self.shutdown.clone();
+        AgentStats::bump(self.stats.answered());
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(jitter) => {}
+            }
+            let topic = report.rollcall.topic.clone();
+            if let Err(error) = local
+                .publish(&report_topic, report.to_bytes(), Qos::AtLeastOnce, false)
+                .await
+            {
+                warn!(%error, "cannot publish the host report");
+            }
+            for answer in answers {
+                let bytes = serde_json::to_vec(&answer).unwrap_or_default();
+                if let Err(error) = target.publish(&topic, bytes, Qos::AtLeastOnce, false).await {
+                    warn!(%error, "cannot publish an answer");
+                }
+            }
+        });
+    }
+
+    /// The session answers go through: ours, or one to the requester's broker
+    /// with a relay set up for this host's other services.
+    async fn target(
+        &mut self,
+        rc: &RollCall,
+        source: Option<IpAddr>,
+        ipaddr: IpAddr,
+    ) -> Option<SessionHandle> {
+        let Some(requester) = requester_broker(rc, source) else {
+            return Some(self.local.clone());
+        };
+        let resolved = match tokio::net::lookup_host((requester.host.as_str(), requester.port))
+            .await
+            .map(|mut a| a.next())
+        {
+            Ok(Some(addr)) => addr,
+            _ => {
+                warn!(broker = %requester, "cannot resolve the requester's broker; roll-call dropped");
+                return None;
+            }
+        };
+        if is_own_broker(resolved, self.own_broker, ipaddr) {
+            return Some(self.local.clone());
+        }
+        let to = self.remote(requester).ok()?;
+        let window = Duration::from_millis(rc.window_ms.unwrap_or(0));
+        let until = Instant::now() + window + self.config.relay_grace;
+        if !self.relays.iter().any(|r| r.topic == rc.topic) {
+            if let Err(error) = self.local.subscribe(&rc.topic).await {
+                warn!(%error, "cannot subscribe to relay answers");
+            }
+        }
+        self.relays.push(Relay {
+            topic: rc.topic.clone(),
+            id: rc.id,
+            to: to.clone(),
+            until,
+        });
+        Some(to)
+    }
+
+    fn remote(&mut self, broker: BrokerUrl) -> Result<SessionHandle, AgentError> {
+        let key = broker.to_string();
+        if let Some(session) = self.remotes.get(&key) {
+            return Ok(session.handle.clone());
+        }
+        let mut config = self.session_template.clone();
+        config.client_id = format!(
+            "rollcall-relay-{}-{}",
+            self.config.hostname,
+            self.remotes.len()
+        );
+        config.broker = broker;
+        config.last_will = None;
+        let session = Session::start(config, self.session_token.clone(), &self.tracker)?;
+        info!(broker = %key, "relaying answers to the requester's broker");
+        let handle = session.handle.clone();
+        self.remotes.insert(key, session);
+        Ok(handle)
+    }
+
+    /// Forwards a service's answer to the requester's broker, if a relay wants it.
+    async fn relay(&self, msg: &Message) {
+        let wanted: Vec<&Relay> = self
+            .relays
+            .iter()
+            .filter(|r| r.topic == msg.topic)
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let Ok(map) = rollcall_proto::json::parse_object(&msg.payload, rollcall_proto::MAX_PAYLOAD)
+        else {
+            return;
+        };
+        let id = map.get("id").and_then(Value::as_u64);
+        let now = Instant::now();
+        for relay in wanted {
+            if Some(relay.id) == id && relay.until > now {
+                let forwarded = relay
+                    .to
+                    .publish(&msg.topic, msg.payload.to_vec(), Qos::AtLeastOnce, false)
+                    .await;
+                match forwarded {
+                    Ok(()) => AgentStats::bump(self.stats.relayed()),
+                    Err(error) => warn!(%error, "cannot relay an answer"),
+                }
+            }
+        }
+    }
+
+    async fn expire_relays(&mut self) {
+        let now = Instant::now();
+        let (expired, kept): (Vec<Relay>, Vec<Relay>) =
+            self.relays.drain(..).partition(|r| r.until <= now);
+        self.relays = kept;
+        for relay in expired {
+            if !self.relays.iter().any(|r| r.topic == relay.topic) {
+                let _ = self.local.unsubscribe(&relay.topic).await;
+            }
+        }
+    }
+
+    async fn tick(&mut self, due: &mut [Option<Instant>]) {
+        let now = Instant::now();
+        let ctx_host = self.config.hostname.clone();
+        let topics = self.topics.clone();
+        for (i, slot) in due.iter_mut().enumerate() {
+            let Some(at) = *slot else { continue };
+            if at > now {
+                continue;
+            }
+            let ctx = Ctx {
+                host: &ctx_host,
+                topics: &topics,
+                now_ms: unix_ms(),
+            };
+            let svc = &mut self.services[i];
+            let out = svc.tick(&ctx);
+            *slot = svc.tick_every().map(|every| now + every);
+            self.send_all(out).await;
+        }
+    }
+
+    async fn send_all(&self, out: Vec<Publish>) {
+        for p in out {
+            if let Err(error) = self
+                .local
+                .publish(&p.topic, p.payload, Qos::AtLeastOnce, p.retain)
+                .await
+            {
+                warn!(%error, topic = %p.topic, "cannot publish");
+            }
+        }
+    }
+
+    async fn on_query(&mut self, query: Query, payload: &[u8]) {
+        let host = self.config.hostname.clone();
+        let (default_reply, default_error) = match query.app() {
+            Some(app) => (
+                self.topics.app_reply(&host, app),
+                self.topics.app_error(&host, app),
+            ),
+            None => (self.topics.host_reply(&host), self.topics.host_reply(&host)),
+        };
+        let request = match Request::parse(payload) {
+            Ok(r) => r,
+            Err(error) => {
+                AgentStats::bump(self.stats.query_errors());
+                let reply = error_reply(None, &error.to_string());
+                self.send_all(vec![plain(default_error, reply)]).await;
+                return;
+            }
+        };
+        let id = request.id;
+        let explicit = request.topic.clone();
+        let is_command = matches!(query, Query::Set { .. } | Query::Control { .. });
+        match self.answer(query, &request).await {
+            Ok(fields) => {
+                // Commands answer only when asked to; queries always answer.
+                if let Some(topic) = explicit.or((!is_command).then_some(default_reply)) {
+                    self.send_all(vec![plain(topic, ok_reply(id, fields))])
+                        .await;
+                }
+            }
+            Err(error) => {
+                AgentStats::bump(self.stats.query_errors());
+                let topic = explicit.unwrap_or(default_error);
+                self.send_all(vec![plain(topic, error_reply(id, &error.to_string()))])
+                    .await;
+            }
+        }
+    }
+
+    /// Carries out a query on the addressed service; the fields of the answer.
+    async fn answer(&mut self, query: Query, request: &Request) -> Result<Object, ServiceError> {
+        let mut fields = Object::new();
+        if let Query::GetApps = query {
+            fields.insert("host".into(), self.config.hostname.clone().into());
+            fields.insert("apps".into(), self.apps().into());
+            return Ok(fields);
+        }
+        let app = query.app().unwrap_or_default().to_owned();
+        let index = self
+            .services
+            .iter()
+            .position(|s| s.name() == app)
+            .ok_or_else(|| ServiceError::UnknownItem(app.clone()))?;
+        let host = self.config.hostname.clone();
+        let topics = self.topics.clone();
+        let ctx = Ctx {
+            host: &host,
+            topics: &topics,
+            now_ms: unix_ms(),
+        };
+        let svc = &mut self.services[index];
+        fields.insert("function".into(), app.clone().into());
+        match query {
+            Query::GetApps => unreachable!("answered above"),
+            Query::Interfaces { .. } => {
+                if let Value::Object(lists) = svc.describe(&ctx).interfaces.topic_lists() {
+                    fields.extend(lists);
+                }
+            }
+            Query::Interface { category, .. } => {
+                let desc = svc.describe(&ctx);
+                let list =
+                    serde_json::to_value(desc.interfaces.list(category)).unwrap_or(Value::Null);
+                fields.insert(category.as_str().into(), list);
+            }
+            Query::Get { item, .. } => {
+                let value = svc.get(&item, &ctx)?;
+                fields.insert("item".into(), item.into());
+                fields.insert("value".into(), value);
+            }
+            Query::Set { item, .. } => {
+                let outcome = svc.set(&item, &request.body, &ctx)?;
+                fields.extend(outcome.reply);
+                self.send_all(outcome.publish).await;
+                if outcome.description_changed {
+                    let _ = self.publish_description(index).await;
+                }
+            }
+            Query::Control { .. } => {
+                let outcome = svc.control(&request.body, &ctx)?;
+                fields.extend(outcome.reply);
+                self.send_all(outcome.publish).await;
+                if outcome.description_changed {
+                    let _ = self.publish_description(index).await;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// A reply: not retained.
+fn plain(topic: String, payload: Vec<u8>) -> Publish {
+    Publish {
+        topic,
+        payload,
+        retain: false,
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

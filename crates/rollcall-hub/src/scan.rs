@@ -1,0 +1,143 @@
+//! Calling the roll: send one roll-call by UDP (broadcast or unicast) and,
+//! where asked, on MQTT `/udp/request`; collect answers on the roll-call's
+//! topic until the wait ends or everyone expected has answered.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use rollcall_net::{BrokerUrl, Message, Qos, RollCallSocket, Session, SessionHandle};
+use rollcall_proto::{RollCall, Topics};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::{Collector, HubError, Offer, ScanReport};
+
+/// What one roll-call asks and how long it waits.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    /// The requester's name in the roll-call.
+    pub replyto: String,
+    /// The topic answers go to.
+    pub topic: String,
+    /// The UDP port agents listen on.
+    pub udp_port: u16,
+    /// Broadcast addresses to send to.
+    pub broadcasts: Vec<IpAddr>,
+    /// Unicast addresses to send to.
+    pub targets: Vec<IpAddr>,
+    /// Also publish the roll-call on `/udp/request`.
+    pub via_mqtt: bool,
+    /// The longest wait for answers.
+    pub wait: Duration,
+    /// Each answerer waits a random 0..window_ms first.
+    pub window_ms: u64,
+    /// End as soon as this many hosts and all their services have answered.
+    pub expect: Option<usize>,
+}
+
+/// A scanner: an MQTT session on the broker answers arrive at, and a UDP socket.
+pub struct Scanner {
+    session: SessionHandle,
+    incoming: mpsc::Receiver<Message>,
+    udp: RollCallSocket,
+    broker: BrokerUrl,
+    topics: Topics,
+    subscribed: Option<String>,
+}
+
+impl Scanner {
+    /// A scanner on `session`, whose broker is `broker`.
+    pub fn new(session: Session, broker: BrokerUrl, topics: Topics) -> Result<Self, HubError> {
+        let udp = RollCallSocket::bind_sender(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+        Ok(Scanner {
+            session: session.handle,
+            incoming: session.incoming,
+            udp,
+            broker,
+            topics,
+            subscribed: None,
+        })
+    }
+
+    /// The `broker` field for a roll-call to `destinations`: our broker, unless
+    /// it is a loopback address and the roll-call leaves this host, where
+    /// agents would read it as their own loopback (PROTOCOL.md section 3).
+    fn broker_field(&self, destinations: &[IpAddr]) -> Option<String> {
+        let leaves_host = destinations.iter().any(|d| !d.is_loopback());
+        (!(self.broker.is_loopback() && leaves_host)).then(|| self.broker.to_string())
+    }
+
+    /// Sends roll-call `id` and collects its answers; `progress` is called
+    /// after each counted answer.
+    pub async fn scan(
+        &mut self,
+        id: u64,
+        opts: &ScanOptions,
+        mut progress: impl FnMut(&Collector),
+    ) -> Result<ScanReport, HubError> {
+        if opts.broadcasts.is_empty() && opts.targets.is_empty() && !opts.via_mqtt {
+            return Err(HubError::Invalid(
+                "nowhere to send the roll-call: give a broadcast address, a target, or MQTT".into(),
+            ));
+        }
+        if self.subscribed.as_deref() != Some(opts.topic.as_str()) {
+            if let Some(old) = self.subscribed.take() {
+                self.session.unsubscribe(&old).await?;
+            }
+            self.session.subscribe(&opts.topic).await?;
+            self.subscribed = Some(opts.topic.clone());
+        }
+        self.session.wait_connected(Duration::from_secs(5)).await?;
+        // Answers that arrived between scans belong to none of them.
+        while self.incoming.try_recv().is_ok() {}
+
+        let destinations: Vec<IpAddr> = opts
+            .broadcasts
+            .iter()
+            .chain(&opts.targets)
+            .copied()
+            .collect();
+        let mut rc = RollCall::new(id, opts.replyto.clone(), opts.topic.clone());
+        rc.window_ms = Some(opts.window_ms);
+        rc.broker = self.broker_field(&destinations);
+        let bytes = rc.to_bytes();
+
+        let mut collector = Collector::new(id, opts.window_ms);
+        let started = Instant::now();
+        for dest in &destinations {
+            self.udp
+                .send_to(&bytes, SocketAddr::new(*dest, opts.udp_port))
+                .await?;
+        }
+        if opts.via_mqtt {
+            self.session
+                .publish(
+                    &self.topics.udp_request(),
+                    bytes.clone(),
+                    Qos::AtLeastOnce,
+                    false,
+                )
+                .await?;
+        }
+        let deadline = started + opts.wait;
+        loop {
+            if opts.expect.is_some_and(|n| collector.complete(n)) {
+                break;
+            }
+            let msg = match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => return Err(rollcall_net::NetError::SessionClosed.into()),
+                Err(_) => break,
+            };
+            if msg.topic != opts.topic {
+                continue;
+            }
+            match collector.offer(&msg.payload, started.elapsed()) {
+                Offer::Counted => progress(&collector),
+                other => debug!(?other, "answer not counted"),
+            }
+        }
+        Ok(collector.finish(started.elapsed()))
+    }
+}

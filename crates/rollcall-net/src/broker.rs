@@ -1,0 +1,133 @@
+//! The embedded MQTT broker (rumqttd), so that a hub or the demo needs no
+//! broker installed.
+//!
+//! rumqttd has no shutdown API: once started, the broker lives until the
+//! process exits.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use tracing::error;
+
+use crate::{BrokerUrl, NetError};
+
+/// How long `start` waits for the listener to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running rumqttd broker speaking MQTT 3.1.1.
+#[derive(Debug, Clone)]
+pub struct EmbeddedBroker {
+    /// The address it listens on (with the real port when 0 was asked for).
+    pub addr: SocketAddr,
+}
+
+impl EmbeddedBroker {
+    /// Starts rumqttd on `addr` on dedicated threads, and returns once it
+    /// accepts TCP connections. Port 0 picks a free port.
+    pub fn start(addr: SocketAddr) -> Result<EmbeddedBroker, NetError> {
+        let broker_error = |reason: String| NetError::Broker { addr, reason };
+        let addr = if addr.port() == 0 {
+            // rumqttd binds by itself and does not report the port it got,
+            // so we find a free one first. Another process could take it in
+            // between; the readiness check below would then fail.
+            let probe = TcpListener::bind(addr)?;
+            probe.local_addr()?
+        } else {
+            addr
+        };
+
+        let mut broker = Broker::new(config(addr));
+        let (ended_tx, ended) = mpsc::channel();
+        thread::Builder::new()
+            .name(format!("rumqttd {addr}"))
+            .spawn(move || {
+                // `start` only returns when every listener has died.
+                let outcome = broker.start();
+                if let Err(error) = &outcome {
+                    error!(%addr, %error, "embedded broker failed");
+                }
+                let _ = ended_tx.send(format!("{outcome:?}"));
+            })?;
+
+        wait_until_accepting(addr, &ended).map_err(broker_error)?;
+        Ok(EmbeddedBroker { addr })
+    }
+
+    /// The URL clients use to reach it. An unspecified listen address
+    /// (0.0.0.0) is reached through loopback.
+    pub fn url(&self) -> BrokerUrl {
+        let ip = if self.addr.ip().is_unspecified() {
+            match self.addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            }
+        } else {
+            self.addr.ip()
+        };
+        BrokerUrl::new(ip.to_string(), self.addr.port())
+    }
+}
+
+/// Connects in a loop until the listener answers, the broker thread ends,
+/// or the overall timeout passes.
+fn wait_until_accepting(addr: SocketAddr, ended: &mpsc::Receiver<String>) -> Result<(), String> {
+    let target = EmbeddedBroker { addr }
+        .url()
+        .resolve()
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut delay = Duration::from_millis(5);
+    loop {
+        if TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if let Ok(outcome) = ended.try_recv() {
+            return Err(format!("broker stopped at start: {outcome}"));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("not accepting connections after {READY_TIMEOUT:?}"));
+        }
+        thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A configuration for hundreds of clients sending bursts: one roll-call
+/// makes every host answer within a few milliseconds.
+fn config(listen: SocketAddr) -> Config {
+    let connections = ConnectionSettings {
+        connection_timeout_ms: 5000,
+        max_payload_size: 1024 * 1024,
+        max_inflight_count: 500,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = ServerSettings {
+        name: "rollcall-v4".to_owned(),
+        listen,
+        tls: None,
+        // rumqttd sleeps this long after every accept; 0 lets hundreds of
+        // clients connect at once.
+        next_connection_delay_ms: 0,
+        connections,
+    };
+    Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: 4096,
+            max_outgoing_packet_count: 10_000,
+            // Each subscribed filter keeps an in-memory log of at most
+            // count x size bytes; readers that fall further behind skip.
+            max_segment_size: 4 * 1024 * 1024,
+            max_segment_count: 4,
+            ..RouterConfig::default()
+        },
+        v4: Some(HashMap::from([("1".to_owned(), server)])),
+        ..Config::default()
+    }
+}

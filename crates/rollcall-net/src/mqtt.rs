@@ -1,0 +1,696 @@
+//! The MQTT session: one task owns the rumqttc event loop and keeps the
+//! session alive across broker outages. It remembers subscriptions and
+//! retained state so that every reconnect restores them, because a
+//! clean-session broker forgets both.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
+    Outgoing, Packet, Publish, QoS, Request, Subscribe,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::{BrokerUrl, NetError};
+
+/// How long a clean shutdown waits for queued requests and the DISCONNECT
+/// to reach the broker before it drops the connection anyway.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
+
+/// Everything needed to open a session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The broker to connect to.
+    pub broker: BrokerUrl,
+    /// MQTT client id. Note that rumqttd refuses ids containing `+ $ # /`.
+    pub client_id: String,
+    /// Keep-alive interval: zero, or at least one second (default 5 s).
+    pub keep_alive: Duration,
+    /// Published by the broker when the connection dies without DISCONNECT.
+    pub last_will: Option<Will>,
+    /// User name and password.
+    pub credentials: Option<(String, String)>,
+    /// CA certificate for `mqtts://` brokers.
+    pub ca_file: Option<PathBuf>,
+    /// Largest packet accepted or sent, in bytes (default 256 KiB).
+    pub max_packet_size: usize,
+    /// Capacity of both the request queue and the incoming-message channel
+    /// (default 1024).
+    pub channel_capacity: usize,
+}
+
+impl SessionConfig {
+    /// A configuration with the defaults: 5 s keep-alive, no will, no
+    /// credentials, 256 KiB packets, 1024-entry channels.
+    pub fn new(broker: BrokerUrl, client_id: impl Into<String>) -> Self {
+        Self {
+            broker,
+            client_id: client_id.into(),
+            keep_alive: Duration::from_secs(5),
+            last_will: None,
+            credentials: None,
+            ca_file: None,
+            max_packet_size: 256 * 1024,
+            channel_capacity: 1024,
+        }
+    }
+}
+
+/// The last will: always sent with QoS 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    /// Topic the broker publishes the will on.
+    pub topic: String,
+    /// The will's payload.
+    pub payload: Vec<u8>,
+    /// Whether the broker retains it.
+    pub retain: bool,
+}
+
+/// A message received on a subscribed topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The topic it was published on.
+    pub topic: String,
+    /// The payload, untouched.
+    pub payload: Bytes,
+    /// Set when the broker delivered it from its retained store.
+    pub retain: bool,
+}
+
+/// Delivery guarantee of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qos {
+    /// QoS 0: fire and forget.
+    AtMostOnce,
+    /// QoS 1: acknowledged by the broker.
+    AtLeastOnce,
+}
+
+impl From<Qos> for QoS {
+    fn from(qos: Qos) -> Self {
+        match qos {
+            Qos::AtMostOnce => QoS::AtMostOnce,
+            Qos::AtLeastOnce => QoS::AtLeastOnce,
+        }
+    }
+}
+
+/// Counters of a session since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Connections accepted by the broker (ConnAck received).
+    pub connects: u64,
+    /// Publishes received from the broker.
+    pub received: u64,
+    /// Publishes written to the broker.
+    pub sent: u64,
+    /// Received publishes dropped because the incoming channel was full.
+    pub dropped: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connects: AtomicU64,
+    received: AtomicU64,
+    sent: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the session must restore after every reconnect, and whether it is
+/// connected right now.
+///
+/// Both live under one lock so that a request is sent exactly once: either
+/// the handle sees the session connected and sends it itself, or it only
+/// records it and the next ConnAck replays it.
+#[derive(Debug, Default)]
+struct Remembered {
+    connected: bool,
+    filters: BTreeSet<String>,
+    states: BTreeMap<String, Vec<u8>>,
+}
+
+impl Remembered {
+    /// Records a subscription; returns whether the caller must send it now.
+    fn subscribe(&mut self, filter: &str) -> bool {
+        self.filters.insert(filter.to_owned());
+        self.connected
+    }
+
+    /// Forgets a subscription; returns whether the caller must send the
+    /// UNSUBSCRIBE now (a disconnected clean session has nothing to undo).
+    fn unsubscribe(&mut self, filter: &str) -> bool {
+        self.filters.remove(filter);
+        self.connected
+    }
+
+    /// Records the latest retained state of a topic; returns whether the
+    /// caller must publish it now.
+    fn set_state(&mut self, topic: &str, payload: &[u8]) -> bool {
+        self.states.insert(topic.to_owned(), payload.to_vec());
+        self.connected
+    }
+
+    /// Marks the session connected and returns what must be replayed.
+    fn on_connected(&mut self) -> Vec<Request> {
+        self.connected = true;
+        let subscribes = self
+            .filters
+            .iter()
+            .map(|filter| Request::Subscribe(Subscribe::new(filter, QoS::AtLeastOnce)));
+        let states = self.states.iter().map(|(topic, payload)| {
+            let mut publish = Publish::new(topic, QoS::AtLeastOnce, payload.clone());
+            publish.retain = true;
+            Request::Publish(publish)
+        });
+        subscribes.chain(states).collect()
+    }
+
+    fn on_disconnected(&mut self) {
+        self.connected = false;
+    }
+}
+
+/// Reconnect delays: doubling from 100 ms up to 2 s, reset on success.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const CAP: Duration = Duration::from_secs(2);
+
+    fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::CAP);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+/// State shared by every handle and the event-loop task.
+#[derive(Debug)]
+struct Shared {
+    client: AsyncClient,
+    remembered: Mutex<Remembered>,
+    connected: watch::Sender<bool>,
+    counters: Counters,
+    /// Ends the loop without DISCONNECT, so the broker fires the will.
+    kill: CancellationToken,
+    /// Cancelled once the event-loop task has finished.
+    ended: CancellationToken,
+}
+
+impl Shared {
+    fn remembered(&self) -> MutexGuard<'_, Remembered> {
+        // The lock is never held across a panic point that could leave the
+        // bookkeeping half-updated, so a poisoned lock is still consistent.
+        self.remembered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.connected.send_replace(connected);
+    }
+}
+
+/// A cheap, cloneable handle to a running session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    shared: Arc<Shared>,
+}
+
+impl SessionHandle {
+    /// Subscribes with QoS 1. The filter is remembered and subscribed again
+    /// after every reconnect. While disconnected it is only remembered.
+    pub async fn subscribe(&self, filter: &str) -> Result<(), NetError> {
+        check_filter(filter)?;
+        if self.shared.remembered().subscribe(filter) {
+            self.send(self.shared.client.subscribe(filter, QoS::AtLeastOnce))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Unsubscribes, and forgets the filter for future reconnects.
+    pub async fn unsubscribe(&self, filter: &str) -> Result<(), NetError> {
+        check_filter(filter)?;
+        if self.shared.remembered().unsubscribe(filter) {
+            self.send(self.shared.client.unsubscribe(filter)).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues a publish. It waits only when the request queue
+    /// (`channel_capacity`) is full. Publishes queued while the broker is
+    /// unreachable may be lost: a clean session starts afresh.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+        qos: Qos,
+        retain: bool,
+    ) -> Result<(), NetError> {
+        check_topic(topic)?;
+        self.send(
+            self.shared
+                .client
+                .publish(topic, qos.into(), retain, payload),
+        )
+        .await
+    }
+
+    /// Publishes retained with QoS 1 and remembers the payload as the
+    /// topic's state, published again after every reconnect (for example
+    /// `$state` and `$description`).
+    pub async fn publish_state(
+        &self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<(), NetError> {
+        check_topic(topic)?;
+        let payload = payload.into();
+        if self.shared.remembered().set_state(topic, &payload) {
+            self.send(
+                self.shared
+                    .client
+                    .publish(topic, QoS::AtLeastOnce, true, payload),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Resolves once the broker has accepted the connection.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), NetError> {
+        let mut connected = self.shared.connected.subscribe();
+        tokio::select! {
+            // A closed watch cannot happen while `self` holds the sender.
+            result = connected.wait_for(|connected| *connected) => {
+                result.map(drop).map_err(|_| NetError::SessionClosed)
+            }
+            () = self.shared.ended.cancelled() => Err(NetError::SessionClosed),
+            () = tokio::time::sleep(timeout) => {
+                Err(NetError::Timeout(timeout, "the MQTT connection"))
+            }
+        }
+    }
+
+    /// Whether the session is connected to the broker right now.
+    pub fn is_connected(&self) -> bool {
+        *self.shared.connected.borrow()
+    }
+
+    /// The session's counters.
+    pub fn stats(&self) -> SessionStats {
+        let counters = &self.shared.counters;
+        SessionStats {
+            connects: counters.connects.load(Ordering::Relaxed),
+            received: counters.received.load(Ordering::Relaxed),
+            sent: counters.sent.load(Ordering::Relaxed),
+            dropped: counters.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Ends the session abruptly, without DISCONNECT, as a crash would: the
+    /// broker then publishes the last will. Meant for tests and demos.
+    pub fn kill(&self) {
+        self.shared.kill.cancel();
+    }
+
+    /// Resolves when the event-loop task has finished.
+    pub async fn closed(&self) {
+        self.shared.ended.cancelled().await;
+    }
+
+    async fn send(
+        &self,
+        request: impl Future<Output = Result<(), rumqttc::ClientError>>,
+    ) -> Result<(), NetError> {
+        // The only failure left after our own validation is a closed
+        // request channel: the event loop has ended.
+        request.await.map_err(|_| NetError::SessionClosed)
+    }
+}
+
+fn check_topic(topic: &str) -> Result<(), NetError> {
+    if topic.is_empty() || !rumqttc::valid_topic(topic) {
+        return Err(NetError::InvalidTopic {
+            kind: "topic",
+            topic: topic.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn check_filter(filter: &str) -> Result<(), NetError> {
+    if !rumqttc::valid_filter(filter) {
+        return Err(NetError::InvalidTopic {
+            kind: "filter",
+            topic: filter.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A running session: its handle and the messages it receives.
+#[derive(Debug)]
+pub struct Session {
+    /// Handle for subscribing and publishing.
+    pub handle: SessionHandle,
+    /// Messages on subscribed topics. When this channel is full, further
+    /// messages are dropped (and counted) rather than stalling the session.
+    pub incoming: mpsc::Receiver<Message>,
+}
+
+impl Session {
+    /// Spawns the event-loop task on `tracker`; it connects, and reconnects
+    /// forever after failures. The task ends when `shutdown` is cancelled,
+    /// after flushing queued requests and a clean DISCONNECT (so the will
+    /// is not sent), or at once on [`SessionHandle::kill`].
+    ///
+    /// Must be called inside a tokio runtime.
+    pub fn start(
+        config: SessionConfig,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Session, NetError> {
+        let (eventloop, client) = build_client(&config)?;
+        let (incoming_tx, incoming) = mpsc::channel(config.channel_capacity.max(1));
+        let shared = Arc::new(Shared {
+            client,
+            remembered: Mutex::default(),
+            connected: watch::Sender::new(false),
+            counters: Counters::default(),
+            kill: CancellationToken::new(),
+            ended: CancellationToken::new(),
+        });
+        let event_loop = SessionLoop {
+            eventloop,
+            shared: Arc::clone(&shared),
+            incoming: incoming_tx,
+            broker: config.broker,
+        };
+        tracker.spawn(event_loop.run(shutdown));
+        Ok(Session {
+            handle: SessionHandle { shared },
+            incoming,
+        })
+    }
+}
+
+fn build_client(config: &SessionConfig) -> Result<(EventLoop, AsyncClient), NetError> {
+    if config.broker.tls {
+        return Err(NetError::TlsUnsupported);
+    }
+    if !config.keep_alive.is_zero() && config.keep_alive < Duration::from_secs(1) {
+        return Err(NetError::InvalidConfig(
+            "keep_alive must be zero or at least one second",
+        ));
+    }
+    let mut options = MqttOptions::new(&config.client_id, &config.broker.host, config.broker.port);
+    options
+        .set_keep_alive(config.keep_alive)
+        .set_clean_session(true)
+        .set_max_packet_size(config.max_packet_size, config.max_packet_size);
+    if let Some((user, password)) = &config.credentials {
+        options.set_credentials(user, password);
+    }
+    if let Some(will) = &config.last_will {
+        options.set_last_will(LastWill::new(
+            &will.topic,
+            will.payload.clone(),
+            QoS::AtLeastOnce,
+            will.retain,
+        ));
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, config.channel_capacity);
+    // Without TCP_NODELAY every QoS 1 exchange waits ~40 ms on delayed ACKs.
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
+    Ok((eventloop, client))
+}
+
+/// The task that owns the rumqttc event loop.
+struct SessionLoop {
+    eventloop: EventLoop,
+    shared: Arc<Shared>,
+    incoming: mpsc::Sender<Message>,
+    broker: BrokerUrl,
+}
+
+impl SessionLoop {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let kill = self.shared.kill.clone();
+        let mut backoff = Backoff::new();
+        let mut in_outage = false;
+        loop {
+            let event = tokio::select! {
+                biased;
+                () = kill.cancelled() => break,
+                () = shutdown.cancelled() => {
+                    self.disconnect().await;
+                    break;
+                }
+                event = self.eventloop.poll() => event,
+            };
+            match event {
+                Ok(event) => {
+                    if self.handle(event) {
+                        backoff.reset();
+                        if std::mem::take(&mut in_outage) {
+                            info!(broker = %self.broker, "MQTT connection restored");
+                        }
+                    }
+                }
+                Err(error) => {
+                    self.set_disconnected();
+                    log_connection_error(&self.broker, &error, in_outage);
+                    in_outage = true;
+                    tokio::select! {
+                        () = kill.cancelled() => break,
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            }
+        }
+        self.set_disconnected();
+        self.shared.ended.cancel();
+        debug!(broker = %self.broker, "MQTT session ended");
+    }
+
+    /// Handles one event; returns whether it was a (re)connection.
+    fn handle(&mut self, event: Event) -> bool {
+        match event {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                Counters::bump(&self.shared.counters.connects);
+                // rumqttc has just cleared `pending` (a clean session has
+                // nothing to resume) and sends it before anything queued.
+                let replay = self.shared.remembered().on_connected();
+                self.eventloop.pending.extend(replay);
+                self.shared.set_connected(true);
+                true
+            }
+            Event::Incoming(Packet::Publish(publish)) => {
+                Counters::bump(&self.shared.counters.received);
+                self.deliver(publish);
+                false
+            }
+            Event::Outgoing(Outgoing::Publish(_)) => {
+                Counters::bump(&self.shared.counters.sent);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn deliver(&self, publish: Publish) {
+        let message = Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            retain: publish.retain,
+        };
+        // Never wait here: a slow consumer must not stall pings and acks.
+        match self.incoming.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                Counters::bump(&self.shared.counters.dropped);
+                debug!(topic = %message.topic, "incoming channel full, message dropped");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn set_disconnected(&self) {
+        self.shared.remembered().on_disconnected();
+        self.shared.set_connected(false);
+    }
+
+    /// Flushes what is queued, then sends DISCONNECT, within a grace period.
+    async fn disconnect(&mut self) {
+        if !self.shared.remembered().connected {
+            return;
+        }
+        // Queued behind earlier requests on purpose: an "offline" state
+        // published just before shutdown still goes out first.
+        if self.shared.client.try_disconnect().is_err() {
+            return;
+        }
+        let flushed = tokio::time::timeout(DISCONNECT_GRACE, async {
+            loop {
+                match self.eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(event) => {
+                        self.handle(event);
+                    }
+                }
+            }
+        })
+        .await;
+        if flushed.is_err() {
+            warn!(broker = %self.broker, "MQTT disconnect timed out");
+        }
+    }
+}
+
+fn log_connection_error(broker: &BrokerUrl, error: &ConnectionError, in_outage: bool) {
+    if in_outage {
+        debug!(%broker, %error, "MQTT reconnect failed");
+    } else {
+        warn!(%broker, %error, "MQTT connection lost; reconnecting until it is back");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics(requests: &[Request]) -> Vec<String> {
+        requests
+            .iter()
+            .map(|request| match request {
+                Request::Subscribe(subscribe) => format!("sub {}", subscribe.filters[0].path),
+                Request::Publish(publish) => {
+                    assert!(publish.retain && publish.qos == QoS::AtLeastOnce);
+                    format!(
+                        "pub {} {}",
+                        publish.topic,
+                        String::from_utf8_lossy(&publish.payload)
+                    )
+                }
+                other => panic!("unexpected replay {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn requests_while_disconnected_are_only_remembered() {
+        let mut remembered = Remembered::default();
+        assert!(!remembered.subscribe("/a/#"));
+        assert!(!remembered.set_state("/h/$state", b"online"));
+        assert_eq!(
+            topics(&remembered.on_connected()),
+            ["sub /a/#", "pub /h/$state online"]
+        );
+    }
+
+    #[test]
+    fn requests_while_connected_are_sent_and_remembered() {
+        let mut remembered = Remembered::default();
+        remembered.on_connected();
+        assert!(remembered.subscribe("/a/+"));
+        assert!(remembered.set_state("/h/$state", b"online"));
+        remembered.on_disconnected();
+        assert_eq!(
+            topics(&remembered.on_connected()),
+            ["sub /a/+", "pub /h/$state online"]
+        );
+    }
+
+    #[test]
+    fn every_reconnect_replays_the_latest_state_and_live_filters() {
+        let mut remembered = Remembered::default();
+        remembered.subscribe("/a");
+        remembered.subscribe("/b");
+        remembered.subscribe("/a");
+        remembered.set_state("/h/$state", b"starting");
+        remembered.set_state("/h/$state", b"online");
+        remembered.set_state("/h/gpio/$description", b"{}");
+        remembered.unsubscribe("/b");
+        remembered.unsubscribe("/never");
+        for _ in 0..3 {
+            assert_eq!(
+                topics(&remembered.on_connected()),
+                [
+                    "sub /a",
+                    "pub /h/$state online",
+                    "pub /h/gpio/$description {}"
+                ]
+            );
+            remembered.on_disconnected();
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets() {
+        let mut backoff = Backoff::new();
+        let delays: Vec<u64> = (0..7)
+            .map(|_| backoff.next_delay().as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn topics_and_filters_are_checked() {
+        assert!(check_topic("/h/$state").is_ok());
+        assert!(check_topic("").is_err());
+        assert!(check_topic("/a/+").is_err());
+        assert!(check_filter("/a/+/b/#").is_ok());
+        assert!(check_filter("/a/#/b").is_err());
+        assert!(check_filter("").is_err());
+    }
+
+    #[test]
+    fn tls_and_sub_second_keep_alive_are_refused() {
+        let mut config = SessionConfig::new("mqtts://broker".parse().unwrap(), "c");
+        assert!(matches!(
+            build_client(&config),
+            Err(NetError::TlsUnsupported)
+        ));
+        config.broker.tls = false;
+        config.keep_alive = Duration::from_millis(500);
+        assert!(matches!(
+            build_client(&config),
+            Err(NetError::InvalidConfig(_))
+        ));
+        config.keep_alive = Duration::ZERO;
+        assert!(build_client(&config).is_ok());
+    }
+}

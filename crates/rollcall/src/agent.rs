@@ -1,0 +1,64 @@
+//! `rollcall agent`: the per-host daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use rollcall_agent::RawConfig;
+use rollcall_agent::config::DEFAULT_TOML;
+
+/// `rollcall agent` arguments. Each overrides the same key of `--config`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// TOML configuration file (see --print-config).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print a commented default configuration and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// This host's name (default: the machine's hostname).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// The MQTT broker, mqtt://host:port.
+    #[arg(long)]
+    broker: Option<String>,
+    /// Run an embedded broker on ADDR (e.g. 0.0.0.0:1883) and use it.
+    #[arg(long, value_name = "ADDR")]
+    embedded_broker: Option<SocketAddr>,
+    /// UDP port roll-calls arrive on.
+    #[arg(long)]
+    udp_port: Option<u16>,
+    /// Where what must survive a restart is kept.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Every service on its simulated backend, to try rollcall on a PC.
+    #[arg(long)]
+    sim: bool,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    if args.print_config {
+        print!("{DEFAULT_TOML}");
+        return Ok(());
+    }
+    let mut raw = match &args.config {
+        Some(path) => RawConfig::from_file(path)?,
+        None => RawConfig::default(),
+    };
+    raw.hostname = args.hostname.or(raw.hostname);
+    raw.broker = args.broker.or(raw.broker);
+    raw.embedded_broker = args.embedded_broker.or(raw.embedded_broker);
+    raw.udp_port = args.udp_port.or(raw.udp_port);
+    raw.state_dir = args.state_dir.or(raw.state_dir);
+    if args.sim {
+        raw.sim = Some(true);
+    }
+    let config = raw.validate()?;
+    let signals = tokio_util::task::TaskTracker::new();
+    let shutdown = rollcall_net::ctrl_c_token(&signals);
+    let result = rollcall_agent::run(config, shutdown.clone()).await;
+    shutdown.cancel();
+    signals.close();
+    signals.wait().await;
+    Ok(result?)
+}

@@ -1,0 +1,139 @@
+//! `rollcall demo`: an embedded broker on loopback, three simulated hosts
+//! (agents in this process on simulated hardware), and a roll-call over the
+//! loopback broadcast address every few seconds, printed as a table.
+//! Nothing leaves this machine: the broker, the agents and the roll-call all
+//! live on 127.0.0.0/8.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rollcall_agent::{Agent, RawConfig};
+use rollcall_hub::{ScanOptions, Scanner};
+use rollcall_net::{EmbeddedBroker, Session, SessionConfig};
+use rollcall_proto::Topics;
+use rollcall_services::announce::AnnounceConfig;
+use tokio_util::task::TaskTracker;
+
+use crate::report;
+
+/// The loopback broadcast address: every socket on this machine bound to the
+/// port hears it, and no packet reaches a real interface.
+const LOOPBACK_BROADCAST: Ipv4Addr = Ipv4Addr::new(127, 255, 255, 255);
+/// The simulated hosts, named as in the original notes.
+const HOSTS: [&str; 3] = ["pizero1", "pizero2", "pibot01"];
+
+/// `rollcall demo` arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print one report and exit.
+    #[arg(long)]
+    once: bool,
+    /// Print reports as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Seconds between roll-calls.
+    #[arg(long, default_value_t = 5)]
+    every: u64,
+}
+
+/// A UDP port nobody on this machine is using now.
+fn free_udp_port() -> Result<u16> {
+    Ok(UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// What each simulated host runs: the system service, and on pibot01 the
+/// notes' display driver, announced by configuration.
+fn host_config(name: &str, broker: &str, udp_port: u16, state: &std::path::Path) -> RawConfig {
+    let announce = if name == "pibot01" {
+        vec![AnnounceConfig {
+            function: "display_driver".into(),
+            doc: Some("the notes' display: text in, buttons out".into()),
+            inputs: vec!["/display".into()],
+            outputs: vec!["/dbuts".into()],
+            controls: vec!["/dcontrol".into()],
+        }]
+    } else {
+        Vec::new()
+    };
+    RawConfig {
+        hostname: Some(name.into()),
+        broker: Some(broker.into()),
+        udp_port: Some(udp_port),
+        state_dir: Some(state.join(name)),
+        sim: Some(true),
+        announce,
+        ..RawConfig::default()
+    }
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    anyhow::ensure!(args.every > 0, "--every must be at least 1");
+    let broker = EmbeddedBroker::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .context("starting the embedded broker")?;
+    let udp_port = free_udp_port()?;
+    let state = std::env::temp_dir().join(format!("rollcall-demo-{}", std::process::id()));
+    eprintln!(
+        "rollcall demo: broker {}, roll-calls on udp {LOOPBACK_BROADCAST}:{udp_port}, hosts {}",
+        broker.url(),
+        HOSTS.join(", ")
+    );
+
+    let signals = TaskTracker::new();
+    let shutdown = rollcall_net::ctrl_c_token(&signals);
+    let mut agents: Vec<Agent> = Vec::new();
+    for name in HOSTS {
+        let config = host_config(name, &broker.url().to_string(), udp_port, &state).validate()?;
+        agents.push(rollcall_agent::start(config, shutdown.clone()).await?);
+    }
+    for agent in &agents {
+        agent.wait_connected(Duration::from_secs(5)).await?;
+    }
+
+    let tracker = TaskTracker::new();
+    let session = Session::start(
+        SessionConfig::new(broker.url(), "rollcall-demo-hub"),
+        shutdown.clone(),
+        &tracker,
+    )?;
+    let mut scanner = Scanner::new(session, broker.url(), Topics::default())?;
+    let opts = ScanOptions {
+        replyto: "demo".into(),
+        topic: "/stat/data".into(),
+        udp_port,
+        broadcasts: vec![IpAddr::V4(LOOPBACK_BROADCAST)],
+        targets: Vec::new(),
+        via_mqtt: false,
+        wait: Duration::from_millis(1500),
+        window_ms: 20,
+        expect: Some(HOSTS.len()),
+    };
+    let mut ticker = tokio::time::interval(Duration::from_secs(args.every));
+    let mut id = u64::from(crate::scan::rand_id());
+    let result: Result<()> = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            _ = ticker.tick() => {}
+        }
+        id += 1;
+        match scanner.scan(id, &opts, |_| {}).await {
+            Ok(r) => report::print(&r, args.json),
+            Err(e) => break Err(e.into()),
+        }
+        if args.once {
+            break Ok(());
+        }
+    };
+    shutdown.cancel();
+    for agent in agents {
+        agent.join().await?;
+    }
+    tracker.close();
+    tracker.wait().await;
+    signals.close();
+    signals.wait().await;
+    let _ = std::fs::remove_dir_all(&state);
+    result
+}
