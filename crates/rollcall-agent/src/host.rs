@@ -460,10 +460,10 @@ impl Host {
         let to = self.remote(requester).ok()?;
         let window = Duration::from_millis(rc.window_ms.unwrap_or(0));
         let until = Instant::now() + window + self.config.relay_grace;
-        if !self.relays.iter().any(|r| r.topic == rc.topic) {
-            if let Err(error) = self.local.subscribe(&rc.topic).await {
-                warn!(%error, "cannot subscribe to relay answers");
-            }
+        if !self.relays.iter().any(|r| r.topic == rc.topic)
+            && let Err(error) = self.local.subscribe(&rc.topic).await
+        {
+            warn!(%error, "cannot subscribe to relay answers");
         }
         self.relays.push(Relay {
             topic: rc.topic.clone(),

@@ -1,0 +1,549 @@
+//! The roll-call end to end: agents, the embedded broker or a real
+//! Mosquitto, and the scanner, all on loopback.
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use rollcall_net::{BrokerUrl, Qos, RollCallSocket, Session, SessionConfig, StunResponder};
+use rollcall_proto::RollCall;
+use serde_json::{Value, json};
+use support::*;
+use tokio::io::AsyncBufReadExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Three agents, one broker, one broadcast roll-call: everyone answers, with
+/// the notes' flat fields and full interfaces.
+async fn three_hosts_answer_one_broadcast(broker: BrokerUrl) {
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let port = free_udp_port();
+    let mut agents = Vec::new();
+    for name in ["pizero1", "pizero2", "pibot01"] {
+        agents.push(agent(host_config(name, &broker, port), &shutdown).await);
+    }
+    let mut scanner = scanner(&broker, &shutdown, &tracker);
+    let report = scanner.scan(41, &broadcast(port, 3), |_| {}).await.unwrap();
+
+    assert_eq!(report.id, 41);
+    assert_eq!(report.hosts.len(), 3, "{report:#?}");
+    for host in &report.hosts {
+        assert_eq!(host.ipaddr.as_deref(), Some("127.0.0.1"));
+        assert!(host.t_ms.is_some());
+        assert_eq!(host.apps.as_deref(), Some(&["system".to_string()][..]));
+        let system = &host.services[0];
+        assert_eq!(system.function, "system");
+        assert_eq!(
+            system.control.as_deref(),
+            Some(format!("/{}/system/control", host.hostname).as_str())
+        );
+        assert_eq!(
+            system.outputs.as_deref(),
+            Some(format!("/{}/system/+", host.hostname).as_str())
+        );
+        let interfaces = system.interfaces.as_ref().unwrap();
+        assert!(
+            interfaces
+                .outputs
+                .iter()
+                .any(|i| i.name == "cpu_temp" && i.unit.as_deref() == Some("°C"))
+        );
+    }
+    // Ended by --expect, not by the wait.
+    assert!(report.elapsed_ms < 5000);
+    shutdown.cancel();
+    for a in agents {
+        a.join().await.unwrap();
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_answer_one_broadcast_on_the_embedded_broker() {
+    three_hosts_answer_one_broadcast(embedded_broker()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_answer_one_broadcast_on_mosquitto() {
+    let Some(mosquitto) = Mosquitto::start("three_hosts_answer_one_broadcast_on_mosquitto") else {
+        return;
+    };
+    three_hosts_answer_one_broadcast(mosquitto.url.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roll_call_over_mqtt_is_answered_and_a_repeat_is_not() {
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let port = free_udp_port();
+    let a = agent(host_config("far", &broker, port), &shutdown).await;
+    let mut scanner = scanner(&broker, &shutdown, &tracker);
+    let mut opts = broadcast(port, 1);
+    opts.broadcasts.clear();
+    opts.via_mqtt = true;
+    let report = scanner.scan(7, &opts, |_| {}).await.unwrap();
+    assert_eq!(functions(&report, "far"), ["system"]);
+
+    // The same roll-call by broadcast and over MQTT is answered once.
+    opts.broadcasts = vec![LOOPBACK_BROADCAST];
+    opts.expect = None;
+    opts.wait = Duration::from_millis(600);
+    let report = scanner.scan(8, &opts, |_| {}).await.unwrap();
+    assert_eq!(report.hosts.len(), 1);
+    assert_eq!(report.duplicates, 0);
+    let stats = a.stats().snapshot();
+    assert_eq!(stats.answered, 2);
+    assert_eq!(stats.dropped_refused, 1);
+    shutdown.cancel();
+    a.join().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_datagrams_are_dropped_counted_and_do_not_stop_the_agent() {
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let port = free_udp_port();
+    let a = agent(host_config("sturdy", &broker, port), &shutdown).await;
+    let sender = RollCallSocket::bind_sender(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).unwrap();
+    let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+    let huge = format!(
+        r#"{{"cmd":"status","id":1,"replyto":"x","topic":"/t","pad":"{}"}}"#,
+        "x".repeat(1300)
+    );
+    let bad: Vec<&[u8]> = vec![
+        b"\xff\xfe not utf-8",
+        b"not json",
+        huge.as_bytes(),
+        deep.as_bytes(),
+        br#"{"cmd":"status","replyto":"x","topic":"/t"}"#,
+        br#"{"cmd":"status","id":"one","replyto":"x","topic":"/t"}"#,
+        br#"{"cmd":"status","id":1,"replyto":"x","topic":"/t/#"}"#,
+        b"",
+    ];
+    for datagram in &bad {
+        sender.send_to(datagram, to).await.unwrap();
+    }
+    let mut scanner = scanner(&broker, &shutdown, &tracker);
+    let mut opts = broadcast(port, 1);
+    opts.broadcasts.clear();
+    opts.targets = vec![Ipv4Addr::LOCALHOST.into()];
+    let report = scanner.scan(99, &opts, |_| {}).await.unwrap();
+    assert_eq!(functions(&report, "sturdy"), ["system"]);
+    // The datagrams were sent before the good roll-call, on the same socket
+    // pair, so the agent has read them all by the time it answered.
+    assert_eq!(a.stats().snapshot().dropped_malformed, bad.len() as u64);
+    shutdown.cancel();
+    a.join().await.unwrap();
+}
+
+/// A client that asks and reads answers on a private topic.
+struct Asker {
+    session: Session,
+}
+
+impl Asker {
+    async fn new(broker: &BrokerUrl, shutdown: &CancellationToken, tracker: &TaskTracker) -> Asker {
+        let session = Session::start(
+            SessionConfig::new(broker.clone(), format!("asker-{}", rand_suffix())),
+            shutdown.clone(),
+            tracker,
+        )
+        .unwrap();
+        session
+            .handle
+            .wait_connected(Duration::from_secs(5))
+            .await
+            .unwrap();
+        Asker { session }
+    }
+
+    async fn listen(&self, filter: &str) {
+        self.session.handle.subscribe(filter).await.unwrap();
+    }
+
+    async fn send(&self, topic: &str, payload: &str) {
+        self.session
+            .handle
+            .publish(topic, payload.as_bytes().to_vec(), Qos::AtLeastOnce, false)
+            .await
+            .unwrap();
+    }
+
+    /// The next message, as (topic, JSON).
+    async fn next(&mut self) -> (String, Value) {
+        let msg = tokio::time::timeout(Duration::from_secs(5), self.session.incoming.recv())
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        (msg.topic, serde_json::from_slice(&msg.payload).unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_topics_answer_and_bad_queries_get_error_answers() {
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let a = agent(host_config("pizero2", &broker, free_udp_port()), &shutdown).await;
+    let mut asker = Asker::new(&broker, &shutdown, &tracker).await;
+    asker.listen("/me/#").await;
+    asker.listen("/pizero2/reply").await;
+    asker.listen("/pizero2/system/reply").await;
+    asker.listen("/pizero2/system/error").await;
+
+    asker.send("/pizero2/getapps", "").await;
+    let (topic, v) = asker.next().await;
+    assert_eq!(topic, "/pizero2/reply");
+    assert_eq!(v["apps"], json!(["system"]));
+    assert_eq!(v["host"], "pizero2");
+
+    asker
+        .send(
+            "/pizero2/system/get/interfaces",
+            r#"{"id":5,"topic":"/me/a"}"#,
+        )
+        .await;
+    let (topic, v) = asker.next().await;
+    assert_eq!(
+        (topic.as_str(), v["id"].clone(), v["ok"].clone()),
+        ("/me/a", json!(5), json!(true))
+    );
+    assert_eq!(v["controls"], json!(["/pizero2/system/control"]));
+
+    asker
+        .send(
+            "/pizero2/system/get/interface/outputs",
+            r#"{"topic":"/me/b"}"#,
+        )
+        .await;
+    let (_, v) = asker.next().await;
+    assert!(
+        v["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "uptime" && i["unit"] == "s")
+    );
+
+    // The notes' verb-first form answers the same.
+    asker
+        .send("/pizero2/get/system/mem_total", r#"{"topic":"/me/c"}"#)
+        .await;
+    let (_, v) = asker.next().await;
+    assert!(v["value"].as_u64().unwrap() > 0);
+
+    for (topic, payload, needle) in [
+        (
+            "/pizero2/system/control",
+            "{not json",
+            "expected a JSON object",
+        ),
+        (
+            "/pizero2/system/control",
+            r#"{"interval_s":0}"#,
+            "interval_s",
+        ),
+        (
+            "/pizero2/system/control",
+            r#"{"interval":5}"#,
+            "unknown key `interval`",
+        ),
+        ("/pizero2/system/get/nothing", "", "unknown item `nothing`"),
+        ("/pizero2/system/set/uptime", "5", "not supported"),
+        (
+            "/pizero2/system/get/uptime",
+            r#"{"topic":"/me/#"}"#,
+            "wildcards",
+        ),
+        (
+            "/pizero2/system/get/uptime",
+            "\u{0}{\"a\":[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]}",
+            "nested",
+        ),
+    ] {
+        asker.send(topic, payload).await;
+        let (at, v) = asker.next().await;
+        assert_eq!(at, "/pizero2/system/error", "{topic} {payload}");
+        assert_eq!(v["ok"], false);
+        let error = v["error"].as_str().unwrap();
+        assert!(error.contains(needle), "{topic} {payload}: {error}");
+    }
+    // Good control input changes the interval, answered on the reply topic asked for.
+    asker
+        .send(
+            "/pizero2/system/control",
+            r#"{"interval_s":7,"id":3,"topic":"/me/ok"}"#,
+        )
+        .await;
+    let (at, v) = asker.next().await;
+    assert_eq!(
+        (at.as_str(), v["ok"].clone(), v["interval_s"].clone()),
+        ("/me/ok", json!(true), json!(7))
+    );
+    assert!(a.stats().snapshot().query_errors >= 7);
+    shutdown.cancel();
+    a.join().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn description_and_state_are_retained_for_late_subscribers() {
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let agent_shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let a = agent(
+        host_config("pizero1", &broker, free_udp_port()),
+        &agent_shutdown,
+    )
+    .await;
+    let mut late = Asker::new(&broker, &shutdown, &tracker).await;
+    late.listen("/pizero1/system/$description").await;
+    let (_, d) = late.next().await;
+    assert_eq!(d["function"], "system");
+    assert_eq!(d["hostname"], "pizero1");
+    assert!(d["interfaces"]["outputs"].is_array());
+    late.listen("/pizero1/$state").await;
+    let msg = tokio::time::timeout(Duration::from_secs(5), late.session.incoming.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&msg.payload[..], b"online");
+    agent_shutdown.cancel();
+    a.join().await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), late.session.incoming.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&msg.payload[..], b"offline");
+    shutdown.cancel();
+}
+
+/// The notes' broker on every host: the agent's services publish on its own
+/// broker, and it relays their answers to the requester's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_relayed_from_the_hosts_broker_to_the_requesters() {
+    let hub_broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let port = free_udp_port();
+    let mut config = host_config("pizero1", &hub_broker, port);
+    config.broker = None;
+    config.embedded_broker = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let a = agent(config, &shutdown).await;
+    let host_broker = a.broker_url().clone();
+    assert_ne!(host_broker, hub_broker);
+
+    // A foreign service on the host's broker: it describes itself (so the
+    // agent lists it among the host's apps) and answers every report.
+    let mut foreign = Asker::new(&host_broker, &shutdown, &tracker).await;
+    foreign
+        .session
+        .handle
+        .publish_state("/pizero1/pump/$description", r#"{"function":"pump"}"#)
+        .await
+        .unwrap();
+    let mut asker = Asker::new(&host_broker, &shutdown, &tracker).await;
+    asker.listen("/me/apps").await;
+    loop {
+        asker
+            .send("/pizero1/getapps", r#"{"topic":"/me/apps"}"#)
+            .await;
+        let (_, v) = asker.next().await;
+        if v["apps"].as_array().unwrap().contains(&json!("pump")) {
+            break;
+        }
+    }
+    foreign.listen("/udp/report").await;
+    let foreign_task = tokio::spawn(async move {
+        let (_, report) = foreign.next().await;
+        let mut answer = report.clone();
+        answer["function"] = "pump".into();
+        answer["inputs"] = "/pizero1/pump/set".into();
+        foreign
+            .send(report["topic"].as_str().unwrap(), &answer.to_string())
+            .await;
+    });
+
+    // The roll-call names the hub's broker; the agent's own answers go there
+    // directly and the pump's is relayed.
+    let mut scanner = scanner(&hub_broker, &shutdown, &tracker);
+    let report = scanner
+        .scan(1234, &broadcast(port, 1), |_| {})
+        .await
+        .unwrap();
+    foreign_task.await.unwrap();
+    assert_eq!(functions(&report, "pizero1"), ["pump", "system"]);
+    assert_eq!(a.stats().snapshot().relayed, 1);
+    shutdown.cancel();
+    a.join().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extaddr_comes_from_stun_and_is_left_out_when_unknown() {
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let port = free_udp_port();
+    let stun = StunResponder::start_with_mapped(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        Some("203.0.113.7:40000".parse().unwrap()),
+        shutdown.clone(),
+        &tracker,
+    )
+    .unwrap();
+    let mut with_stun = host_config("outside", &broker, port);
+    with_stun.stun_server = Some(stun.addr.to_string());
+    let a = agent(with_stun, &shutdown).await;
+    let b = agent(host_config("inside", &broker, port), &shutdown).await;
+    let mut scanner = scanner(&broker, &shutdown, &tracker);
+    let report = scanner.scan(5, &broadcast(port, 2), |_| {}).await.unwrap();
+    let ext = |h: &str| {
+        report
+            .hosts
+            .iter()
+            .find(|x| x.hostname == h)
+            .unwrap()
+            .extaddr
+            .clone()
+    };
+    assert_eq!(ext("outside").as_deref(), Some("203.0.113.7"));
+    assert_eq!(ext("inside"), None);
+    shutdown.cancel();
+    a.join().await.unwrap();
+    b.join().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_cluster_key_only_signed_roll_calls_are_answered() {
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let port = free_udp_port();
+    let mut config = host_config("locked", &broker, port);
+    config.cluster_key = Some("s3cret".into());
+    let a = agent(config, &shutdown).await;
+    let mut asker = Asker::new(&broker, &shutdown, &tracker).await;
+    asker.listen("/signed/answers").await;
+    let sender = RollCallSocket::bind_sender(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).unwrap();
+    let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+
+    // Answers go to our broker, which is not on the default port 1883.
+    let roll_call = |id| {
+        let mut rc = RollCall::new(id, "hub", "/signed/answers");
+        rc.broker = Some(broker.to_string());
+        rc
+    };
+    sender.send_to(&roll_call(1).to_bytes(), to).await.unwrap();
+    let mut map = roll_call(2).to_object();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    map.insert("ts".into(), now.into());
+    map.insert("nonce".into(), "n-1".into());
+    rollcall_proto::sign::sign(&mut map, b"s3cret");
+    sender
+        .send_to(&serde_json::to_vec(&map).unwrap(), to)
+        .await
+        .unwrap();
+    // Only answers to roll-call 2 ever arrive: the unsigned one went first.
+    let (_, v) = asker.next().await;
+    assert_eq!(v["id"], 2);
+    assert_eq!(a.stats().snapshot().dropped_refused, 1);
+    shutdown.cancel();
+    a.join().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_service_built_from_mosquitto_clients_joins_the_roll_call() {
+    let test = "a_foreign_service_built_from_mosquitto_clients_joins_the_roll_call";
+    let Some(mosquitto) = Mosquitto::start(test) else {
+        return;
+    };
+    let (Some(sub), Some(publ)) = (
+        mosquitto_client(test, "mosquitto_sub"),
+        mosquitto_client(test, "mosquitto_pub"),
+    ) else {
+        return;
+    };
+    let broker = mosquitto.url.clone();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let port = free_udp_port();
+    let a = agent(host_config("pizero3", &broker, port), &shutdown).await;
+    let port_arg = broker.port.to_string();
+
+    // The foreign service: mosquitto_sub hears the report...
+    let mut listener = tokio::process::Command::new(&sub)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port_arg,
+            "-t",
+            "/udp/report",
+            "-t",
+            "/probe",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(listener.stdout.take().unwrap()).lines();
+    // ...once it is subscribed: it is when it prints a probe we publish.
+    let asker = Asker::new(&broker, &shutdown, &tracker).await;
+    loop {
+        asker.send("/probe", "probe").await;
+        if let Ok(line) = tokio::time::timeout(Duration::from_millis(200), lines.next_line()).await
+        {
+            assert_eq!(line.unwrap().as_deref(), Some("probe"));
+            break;
+        }
+    }
+    let mut scanner = scanner(&broker, &shutdown, &tracker);
+    let mut opts = broadcast(port, 1);
+    opts.expect = None;
+    opts.wait = Duration::from_secs(3);
+    let scan = tokio::spawn(async move { scanner.scan(77, &opts, |_| {}).await.unwrap() });
+
+    let report_line = loop {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .expect("a report within 5 s")
+            .unwrap()
+            .unwrap();
+        if line != "probe" {
+            break line;
+        }
+    };
+    let report: Value = serde_json::from_str(&report_line).unwrap();
+    assert_eq!(report["hostname"], "pizero3");
+    // ...and mosquitto_pub answers with the report plus its own description.
+    let mut answer = report.clone();
+    answer["function"] = "weather_station".into();
+    answer["outputs"] = "/pizero3/weather/+".into();
+    let status = tokio::process::Command::new(&publ)
+        .args(["-h", "127.0.0.1", "-p", &port_arg, "-q", "1", "-t"])
+        .arg(report["topic"].as_str().unwrap())
+        .arg("-m")
+        .arg(answer.to_string())
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let report = scan.await.unwrap();
+    let functions = functions(&report, "pizero3");
+    assert!(
+        functions.contains(&"weather_station".to_string()),
+        "{functions:?}"
+    );
+    assert!(functions.contains(&"system".to_string()), "{functions:?}");
+    shutdown.cancel();
+    a.join().await.unwrap();
+}
