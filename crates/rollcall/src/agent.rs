@@ -16,6 +16,9 @@ pub struct Args {
     /// Print a commented default configuration and exit.
     #[arg(long)]
     print_config: bool,
+    /// Check the configuration, print what it amounts to, and exit.
+    #[arg(long)]
+    check: bool,
     /// This host's name (default: the machine's hostname).
     #[arg(long)]
     hostname: Option<String>,
@@ -54,6 +57,10 @@ pub async fn run(args: Args) -> Result<()> {
         raw.sim = Some(true);
     }
     let config = raw.validate()?;
+    if args.check {
+        println!("configuration OK: {config:#?}");
+        return Ok(());
+    }
     let signals = tokio_util::task::TaskTracker::new();
     let shutdown = rollcall_net::ctrl_c_token(&signals);
     let result = rollcall_agent::run(config, shutdown.clone()).await;

@@ -1,0 +1,203 @@
+//! The `rollcall` binary as a user runs it: the demo, an agent process and
+//! `rollcall scan --json` against it, `get`, and the printed configuration.
+//! Everything stays on loopback.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn rollcall() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rollcall"))
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn demo_once_prints_three_hosts_as_a_table_and_as_json() {
+    let table = ok(rollcall().args(["demo", "--once"]).output().unwrap());
+    for host in ["pizero1", "pizero2", "pibot01"] {
+        assert!(table.contains(host), "{table}");
+    }
+    assert!(
+        table.contains("display_driver  /display  /dbuts"),
+        "{table}"
+    );
+
+    let json: Value = serde_json::from_str(&ok(rollcall()
+        .args(["demo", "--once", "--json"])
+        .output()
+        .unwrap()))
+    .unwrap();
+    let hosts = json["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 3);
+    for h in hosts {
+        assert_eq!(h["ipaddr"], "127.0.0.1");
+        assert!(h["t_ms"].is_u64());
+        assert!(
+            h["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["function"] == "system")
+        );
+    }
+}
+
+#[test]
+fn print_config_is_valid_toml_the_agent_accepts() {
+    let text = ok(rollcall()
+        .args(["agent", "--print-config"])
+        .output()
+        .unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        text.replace("# hostname = \"pizero1\"", "hostname = \"x\""),
+    )
+    .unwrap();
+    let checked = ok(rollcall()
+        .args(["agent", "--check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap());
+    assert!(checked.contains("hostname: \"x\""), "{checked}");
+    // A bad key in the same file is refused with its name, before anything starts.
+    std::fs::write(dir.path().join("bad.toml"), "hostnam = \"x\"\n").unwrap();
+    let out = rollcall()
+        .args(["agent", "--check", "--config"])
+        .arg(dir.path().join("bad.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hostnam"));
+}
+
+#[test]
+fn scan_json_and_get_against_an_agent_process() {
+    let broker_port = free_tcp_port();
+    let udp_port = free_udp_port();
+    let state = tempfile::tempdir().unwrap();
+    let _agent = Running(
+        rollcall()
+            .args([
+                "agent",
+                "--hostname",
+                "pizero1",
+                "--sim",
+                "--embedded-broker",
+            ])
+            .arg(format!("127.0.0.1:{broker_port}"))
+            .args(["--udp-port", &udp_port.to_string(), "--state-dir"])
+            .arg(state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, broker_port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent's broker never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let broker = format!("mqtt://127.0.0.1:{broker_port}");
+    // The agent may still be subscribing: `get` succeeds once it serves.
+    let value: Value = loop {
+        let out = rollcall()
+            .args([
+                "get",
+                "pizero1",
+                "system",
+                "mem_total",
+                "--wait-ms",
+                "500",
+                "--broker",
+                &broker,
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break serde_json::from_slice(&out.stdout).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "get never answered: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    assert!(value["value"].as_u64().unwrap() > 0);
+
+    let out = ok(rollcall()
+        .args([
+            "scan",
+            "--json",
+            "--expect",
+            "1",
+            "--broadcast",
+            "127.255.255.255",
+            "--udp-port",
+        ])
+        .arg(udp_port.to_string())
+        .args(["--broker", &broker])
+        .output()
+        .unwrap());
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert!(report["id"].is_u64() && report["elapsed_ms"].is_u64());
+    let host = &report["hosts"][0];
+    assert_eq!(host["hostname"], "pizero1");
+    assert!(host["t_ms"].is_u64());
+    let system = &host["services"][0];
+    assert_eq!(system["function"], "system");
+    assert_eq!(system["control"], "/pizero1/system/control");
+    assert!(system["t_ms"].is_u64());
+    assert!(system["interfaces"]["outputs"].is_array());
+
+    // A set the service refuses exits non-zero with the service's reason.
+    let out = rollcall()
+        .args([
+            "set", "pizero1", "system", "uptime", "5", "--broker", &broker,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not supported"));
+}
