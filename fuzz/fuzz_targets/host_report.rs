@@ -7,7 +7,13 @@ use rollcall_proto::HostReport;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(report) = HostReport::parse(data) {
-        let again = HostReport::parse(&report.to_bytes()).expect("a parsed report re-parses");
+        let bytes = report.to_bytes();
+        // Compact output may still be longer than the input (`1e5` prints as
+        // `100000.0`) and so over the size limit; only compare when it fits.
+        if bytes.len() > rollcall_proto::MAX_PAYLOAD {
+            return;
+        }
+        let again = HostReport::parse(&bytes).expect("a parsed report re-parses");
         assert_eq!(
             (&again.hostname, again.ipaddr, again.extaddr, again.rollcall.id),
             (&report.hostname, report.ipaddr, report.extaddr, report.rollcall.id)

@@ -82,6 +82,10 @@ impl Topics {
         if !root.is_empty() {
             check_topic(root, "root")?;
         }
+        if root.starts_with('$') {
+            // Wildcard subscriptions never match `$` topics (MQTT 3.1.1 §4.7.2).
+            return Err(ProtoError::bad_value("root", "cannot start with `$`"));
+        }
         Ok(Topics {
             root: root.to_owned(),
         })
@@ -193,7 +197,7 @@ impl Topics {
                 app,
                 item: tail.join("/"),
             },
-            ("set", tail) if !tail.is_empty() => Query::Set {
+            ("set", tail) if !tail.concat().is_empty() => Query::Set {
                 app,
                 item: tail.join("/"),
             },
@@ -275,9 +279,17 @@ pub fn matches(filter: &str, topic: &str) -> bool {
 
 /// The narrowest single filter that covers every topic in `topics`: the topic
 /// itself when there is one, `+` where same-length topics differ in a level,
-/// else the common leading levels followed by `#`. `None` when empty.
+/// else the common leading levels followed by `#`. `None` when empty, or
+/// when only a leading wildcard would do and a topic starts with `$`, which
+/// no leading wildcard matches.
 pub fn covering_filter<'a>(topics: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    let mut topics = topics.into_iter();
+    let topics: Vec<&str> = topics.into_iter().collect();
+    let filter = narrowest_filter(&topics)?;
+    topics.iter().all(|t| matches(&filter, t)).then_some(filter)
+}
+
+fn narrowest_filter(topics: &[&str]) -> Option<String> {
+    let mut topics = topics.iter();
     let first: Vec<&str> = topics.next()?.split('/').collect();
     let mut levels: Vec<Option<&str>> = first.iter().copied().map(Some).collect();
     let mut same_len = true;

@@ -224,14 +224,19 @@ fn query_topic() -> impl Strategy<Value = (Query, String)> {
             };
             (Query::Get { app, item }, rest)
         }),
-        (name(), get_item(), verb_first).prop_map(|(app, item, vf)| {
-            let rest = if vf {
-                format!("set/{app}/{item}")
-            } else {
-                format!("{app}/set/{item}")
-            };
-            (Query::Set { app, item }, rest)
-        }),
+        (
+            name(),
+            get_item().prop_filter("a set names an item", |i| !i.replace('/', "").is_empty()),
+            verb_first
+        )
+            .prop_map(|(app, item, vf)| {
+                let rest = if vf {
+                    format!("set/{app}/{item}")
+                } else {
+                    format!("{app}/set/{item}")
+                };
+                (Query::Set { app, item }, rest)
+            }),
         (name(), prop_oneof![Just("control"), Just("setup")]).prop_map(|(app, verb)| {
             let rest = format!("{app}/{verb}");
             (Query::Control { app }, rest)
@@ -466,7 +471,6 @@ proptest! {
 /// parsing may land one ULP off (`-2.690762571501157e185` reads back as
 /// `-2.6907625715011572e185`). See also `a_signed_float_field_verifies_after_the_wire`.
 #[test]
-#[ignore = "known bug: serde_json without float_roundtrip; reported"]
 fn float_extra_fields_round_trip() {
     proptest!(|(rc in rollcall_with(extra_fields(
         any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from)
@@ -483,7 +487,6 @@ fn float_extra_fields_round_trip() {
 /// receiver re-serialises a float that parsed one ULP off, so the canonical
 /// bytes differ from what was signed and a genuine roll-call is dropped.
 #[test]
-#[ignore = "known bug: serde_json without float_roundtrip; reported"]
 fn a_signed_float_field_verifies_after_the_wire() {
     let mut map = RollCall::new(1, "a", "/t").to_object();
     map.insert("load".into(), (-2.690762571501157e185).into());
@@ -494,16 +497,14 @@ fn a_signed_float_field_verifies_after_the_wire() {
 }
 
 /// `covering_filter` promises a filter that covers every topic it was given,
-/// but a leading `+`/`#` never matches a topic starting with `$` (MQTT 4.7.2).
+/// but a leading `+`/`#` never matches a topic starting with `$` (MQTT 4.7.2):
+/// where only such a filter would do, there is none.
 #[test]
-#[ignore = "known bug: covering_filter over `$` topics; reported"]
 fn covering_filter_covers_dollar_topics() {
     for topics in [vec!["$a", "$b"], vec!["$x/1", "y/1"], vec!["$x", "y/z"]] {
-        let filter = covering_filter(topics.iter().copied()).unwrap();
-        for t in &topics {
-            assert!(matches(&filter, t), "{filter} does not cover {t}");
-        }
+        assert_eq!(covering_filter(topics.iter().copied()), None, "{topics:?}");
     }
+    assert_eq!(covering_filter(["$x/1", "$x/2"]), Some("$x/+".to_string()));
 }
 
 // ---------------------------------------------------------------- hostile inputs
