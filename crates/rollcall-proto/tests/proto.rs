@@ -452,7 +452,10 @@ proptest! {
 
         let mut resigned = map.clone();
         let sig = resigned["sig"].as_str().unwrap().to_owned();
-        let flipped = if sig.starts_with('0') { format!("1{}", &sig[1..]) } else { format!("0{}", &sig[1..]) };
+        let flipped = match sig.strip_prefix('0') {
+            Some(rest) => format!("1{rest}"),
+            None => format!("0{}", &sig[1..]),
+        };
         resigned.insert("sig".into(), flipped.into());
         prop_assert!(sign::verify(&resigned, &key).is_err());
     }
