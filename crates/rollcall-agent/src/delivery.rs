@@ -14,28 +14,29 @@ pub const DEFAULT_MQTT_PORT: u16 = 1883;
 /// source address. `None` for a roll-call that came over MQTT without a
 /// `broker` field: its requester is on our broker.
 ///
-/// A loopback `broker` in a roll-call from another host is ignored: it names
-/// the requester's own loopback, which we cannot reach.
+/// A loopback `broker` is ignored unless the roll-call came from this host's
+/// loopback: from another host, or over MQTT where the sender is unknown, it
+/// names the requester's own loopback, which we cannot reach.
 pub fn requester_broker(rc: &RollCall, source: Option<IpAddr>) -> Option<BrokerUrl> {
     let named = rc
         .broker
         .as_deref()
         .and_then(|b| b.parse::<BrokerUrl>().ok())
-        .filter(|b| !(b.is_loopback() && source.is_some_and(|s| !s.is_loopback())));
+        .filter(|b| !b.is_loopback() || source.is_some_and(|s| s.is_loopback()));
     named.or_else(|| source.map(|ip| BrokerUrl::new(ip.to_string(), DEFAULT_MQTT_PORT)))
 }
 
 /// Whether `requester` is the broker this agent is connected to at `own`.
-/// `local_ip` is this host's address towards the requester: a broker bound to
-/// every interface (`0.0.0.0`) is reached there and on loopback.
-pub fn is_own_broker(requester: SocketAddr, own: SocketAddr, local_ip: IpAddr) -> bool {
-    if requester.port() != own.port() {
-        return false;
-    }
-    if own.ip().is_unspecified() {
-        return requester.ip().is_loopback() || requester.ip() == local_ip;
-    }
-    requester.ip() == own.ip() || (requester.ip().is_loopback() && own.ip().is_loopback())
+/// `is_local` tells whether an address is one of this host's: a broker on
+/// this host is reached on loopback and on each of the host's addresses
+/// alike, and relaying from a broker to itself would loop.
+pub fn is_own_broker(
+    requester: SocketAddr,
+    own: SocketAddr,
+    is_local: impl Fn(IpAddr) -> bool,
+) -> bool {
+    requester.port() == own.port()
+        && (requester.ip() == own.ip() || (is_local(requester.ip()) && is_local(own.ip())))
 }
 
 #[cfg(test)]
@@ -70,25 +71,50 @@ mod tests {
     }
 
     #[test]
-    fn own_broker_recognised_through_wildcard_and_loopback_binds() {
+    fn own_broker_recognised_through_any_of_this_hosts_addresses() {
         let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
-        let me = ip("198.18.0.5");
-        assert!(is_own_broker(sa("127.0.0.1:1883"), sa("0.0.0.0:1883"), me));
-        assert!(is_own_broker(sa("198.18.0.5:1883"), sa("0.0.0.0:1883"), me));
+        let local = |a: IpAddr| a.is_loopback() || a.is_unspecified() || a == ip("198.18.0.5");
+        assert!(is_own_broker(
+            sa("127.0.0.1:1883"),
+            sa("0.0.0.0:1883"),
+            local
+        ));
+        assert!(is_own_broker(
+            sa("198.18.0.5:1883"),
+            sa("0.0.0.0:1883"),
+            local
+        ));
+        // The loop a relay must never make: our broker known as 127.0.0.1,
+        // named by a roll-call from the LAN by this host's address.
+        assert!(is_own_broker(
+            sa("198.18.0.5:1883"),
+            sa("127.0.0.1:1883"),
+            local
+        ));
         assert!(!is_own_broker(
             sa("198.18.0.1:1883"),
             sa("0.0.0.0:1883"),
-            me
+            local
         ));
         assert!(!is_own_broker(
             sa("127.0.0.1:1884"),
             sa("127.0.0.1:1883"),
-            me
+            local
         ));
         assert!(is_own_broker(
             sa("198.18.0.1:1883"),
             sa("198.18.0.1:1883"),
-            me
+            local
         ));
+    }
+
+    #[test]
+    fn a_loopback_broker_over_mqtt_is_ignored() {
+        assert_eq!(
+            requester_broker(&rc(Some("mqtt://127.0.0.1:2000")), None),
+            None
+        );
+        let b = requester_broker(&rc(Some("mqtt://198.18.0.1:2000")), None);
+        assert_eq!(b, Some(BrokerUrl::new("198.18.0.1", 2000)));
     }
 }

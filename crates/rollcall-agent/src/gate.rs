@@ -9,8 +9,9 @@ use std::time::Duration;
 use rollcall_proto::RollCall;
 use rollcall_proto::json::Object;
 
-/// How many recent roll-calls (and nonces) are remembered.
-const REMEMBERED: usize = 256;
+/// How many recent roll-calls (and nonces) are remembered: more than the
+/// rate limit admits within the 30 s a signed roll-call stays fresh.
+const REMEMBERED: usize = 4096;
 /// How far a signed roll-call's `ts` may be from our clock (PROTOCOL.md section 7).
 const MAX_SKEW_MS: u64 = 30_000;
 

@@ -3,7 +3,7 @@
 //! reacts to each in turn. Answers wait out their jitter in tasks of their
 //! own so that one roll-call's `window_ms` never delays the next.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,7 +17,7 @@ use rollcall_net::{
 use rollcall_proto::json::Object;
 use rollcall_proto::topic::matches;
 use rollcall_proto::{
-    HostReport, Query, Request, RollCall, RollCallLimits, Topics, error_reply, host_answer,
+    Answer, HostReport, Query, Request, RollCall, RollCallLimits, Topics, error_reply, host_answer,
     ok_reply, service_answer,
 };
 use rollcall_services::announce::Announced;
@@ -221,13 +221,21 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Answers from this host's own services, forwarded to a requester's broker
-/// until `until`.
+/// Answers from this host's other services, forwarded to a requester's
+/// broker until `until`, each (host, function) once.
 struct Relay {
     topic: String,
     id: u64,
+    remote: String,
     to: SessionHandle,
     until: Instant,
+    forwarded: HashSet<(String, String)>,
+}
+
+/// A session to a requester's broker, kept while a relay uses it.
+struct Remote {
+    session: Session,
+    stop: CancellationToken,
 }
 
 /// Everything the agent's loop owns.
@@ -243,8 +251,8 @@ struct Host {
     extaddr: Option<IpAddr>,
     started: Instant,
     relays: Vec<Relay>,
-    /// Sessions to requesters' brokers, opened on first need and kept.
-    remotes: HashMap<String, Session>,
+    /// Sessions to requesters' brokers, open while a relay needs them.
+    remotes: HashMap<String, Remote>,
     stats: Arc<AgentStats>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -385,7 +393,7 @@ impl Host {
                 return;
             }
         };
-        let Some(target) = self.target(&rc, source, ipaddr).await else {
+        let Some(target) = self.target(&rc, source).await else {
             return;
         };
         let report = HostReport {
@@ -435,12 +443,7 @@ impl Host {
 
     /// The session answers go through: ours, or one to the requester's broker
     /// with a relay set up for this host's other services.
-    async fn target(
-        &mut self,
-        rc: &RollCall,
-        source: Option<IpAddr>,
-        ipaddr: IpAddr,
-    ) -> Option<SessionHandle> {
+    async fn target(&mut self, rc: &RollCall, source: Option<IpAddr>) -> Option<SessionHandle> {
         let Some(requester) = requester_broker(rc, source) else {
             return Some(self.local.clone());
         };
@@ -454,9 +457,10 @@ impl Host {
                 return None;
             }
         };
-        if is_own_broker(resolved, self.own_broker, ipaddr) {
+        if is_own_broker(resolved, self.own_broker, is_local_address) {
             return Some(self.local.clone());
         }
+        let remote = requester.to_string();
         let to = self.remote(requester).ok()?;
         let window = Duration::from_millis(rc.window_ms.unwrap_or(0));
         let until = Instant::now() + window + self.config.relay_grace;
@@ -468,16 +472,18 @@ impl Host {
         self.relays.push(Relay {
             topic: rc.topic.clone(),
             id: rc.id,
+            remote,
             to: to.clone(),
             until,
+            forwarded: HashSet::new(),
         });
         Some(to)
     }
 
     fn remote(&mut self, broker: BrokerUrl) -> Result<SessionHandle, AgentError> {
         let key = broker.to_string();
-        if let Some(session) = self.remotes.get(&key) {
-            return Ok(session.handle.clone());
+        if let Some(remote) = self.remotes.get(&key) {
+            return Ok(remote.session.handle.clone());
         }
         let mut config = self.session_template.clone();
         config.client_id = format!(
@@ -487,43 +493,47 @@ impl Host {
         );
         config.broker = broker;
         config.last_will = None;
-        let session = Session::start(config, self.session_token.clone(), &self.tracker)?;
+        let stop = self.session_token.child_token();
+        let session = Session::start(config, stop.clone(), &self.tracker)?;
         info!(broker = %key, "relaying answers to the requester's broker");
         let handle = session.handle.clone();
-        self.remotes.insert(key, session);
+        self.remotes.insert(key, Remote { session, stop });
         Ok(handle)
     }
 
-    /// Forwards a service's answer to the requester's broker, if a relay wants it.
-    async fn relay(&self, msg: &Message) {
-        let wanted: Vec<&Relay> = self
-            .relays
-            .iter()
-            .filter(|r| r.topic == msg.topic)
-            .collect();
-        if wanted.is_empty() {
+    /// Forwards a service's answer to the requester's broker, if a relay wants
+    /// it. The agent's own answers went there directly and are not forwarded.
+    async fn relay(&mut self, msg: &Message) {
+        if !self.relays.iter().any(|r| r.topic == msg.topic) {
             return;
         }
-        let Ok(map) = rollcall_proto::json::parse_object(&msg.payload, rollcall_proto::MAX_PAYLOAD)
-        else {
+        let Ok(answer) = Answer::parse(&msg.payload) else {
             return;
         };
-        let id = map.get("id").and_then(Value::as_u64);
+        let own = answer.hostname == self.config.hostname
+            && (answer.is_host() || self.services.iter().any(|s| s.name() == answer.function));
+        if own {
+            return;
+        }
         let now = Instant::now();
-        for relay in wanted {
-            if Some(relay.id) == id && relay.until > now {
-                let forwarded = relay
-                    .to
-                    .publish(&msg.topic, msg.payload.to_vec(), Qos::AtLeastOnce, false)
-                    .await;
-                match forwarded {
-                    Ok(()) => AgentStats::bump(self.stats.relayed()),
-                    Err(error) => warn!(%error, "cannot relay an answer"),
-                }
+        let key = (answer.hostname, answer.function);
+        for relay in &mut self.relays {
+            let wanted = relay.topic == msg.topic && relay.id == answer.id && relay.until > now;
+            if !wanted || !relay.forwarded.insert(key.clone()) {
+                continue;
+            }
+            let forwarded = relay
+                .to
+                .publish(&msg.topic, msg.payload.to_vec(), Qos::AtLeastOnce, false)
+                .await;
+            match forwarded {
+                Ok(()) => AgentStats::bump(self.stats.relayed()),
+                Err(error) => warn!(%error, "cannot relay an answer"),
             }
         }
     }
 
+    /// Ends relays past their time, and closes sessions no relay uses.
     async fn expire_relays(&mut self) {
         let now = Instant::now();
         let (expired, kept): (Vec<Relay>, Vec<Relay>) =
@@ -534,6 +544,14 @@ impl Host {
                 let _ = self.local.unsubscribe(&relay.topic).await;
             }
         }
+        let relays = &self.relays;
+        self.remotes.retain(|key, remote| {
+            let used = relays.iter().any(|r| &r.remote == key);
+            if !used {
+                remote.stop.cancel();
+            }
+            used
+        });
     }
 
     async fn tick(&mut self, due: &mut [Option<Instant>]) {
@@ -649,6 +667,12 @@ impl Host {
                 fields.insert("value".into(), value);
             }
             Query::Set { item, .. } => {
+                if item.is_empty() {
+                    return Err(ServiceError::Invalid(format!(
+                        "name the item to set: {}",
+                        topics.service(&host, &app, "set/{item}")
+                    )));
+                }
                 let outcome = svc.set(&item, &request.body, &ctx)?;
                 fields.extend(outcome.reply);
                 self.send_all(outcome.publish).await;
@@ -676,6 +700,14 @@ fn plain(topic: String, payload: Vec<u8>) -> Publish {
         payload,
         retain: false,
     }
+}
+
+/// Whether `ip` is one of this host's addresses: the kernel routes to a local
+/// address from that same address.
+fn is_local_address(ip: IpAddr) -> bool {
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || rollcall_net::local_addr_towards(ip).is_ok_and(|from| from == ip)
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.

@@ -256,6 +256,12 @@ async fn query_topics_answer_and_bad_queries_get_error_answers() {
         ),
         ("/pizero2/system/get/nothing", "", "unknown item `nothing`"),
         ("/pizero2/system/set/uptime", "5", "not supported"),
+        ("/pizero2/system/set", "5", "name the item to set"),
+        (
+            "/pizero2/system/get/interface/sideways",
+            "",
+            "unknown item `interface/sideways`",
+        ),
         (
             "/pizero2/system/get/uptime",
             r#"{"topic":"/me/#"}"#,
@@ -456,6 +462,12 @@ async fn with_a_cluster_key_only_signed_roll_calls_are_answered() {
     let (_, v) = asker.next().await;
     assert_eq!(v["id"], 2);
     assert_eq!(a.stats().snapshot().dropped_refused, 1);
+    // The scanner signs when given the key.
+    let mut scanner = scanner(&broker, &shutdown, &tracker);
+    let mut opts = broadcast(port, 1);
+    opts.cluster_key = Some(b"s3cret".to_vec());
+    let report = scanner.scan(3, &opts, |_| {}).await.unwrap();
+    assert_eq!(functions(&report, "locked"), ["system"]);
     shutdown.cancel();
     a.join().await.unwrap();
 }

@@ -27,10 +27,13 @@ pub struct ServiceSeen {
     /// Its function.
     pub function: String,
     /// Flat field: topics it consumes.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub inputs: Option<String>,
     /// Flat field: topics it publishes.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub outputs: Option<String>,
     /// Flat field: its configuration topic.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<String>,
     /// Milliseconds from the roll-call's sending to this answer.
     pub t_ms: u64,

@@ -78,6 +78,7 @@ pub async fn run_hub(
         };
         let report = match report {
             Ok(r) => r,
+            Err(_) if shutdown.is_cancelled() => break Ok(()),
             Err(error) => {
                 warn!(%error, "roll-call failed");
                 continue;

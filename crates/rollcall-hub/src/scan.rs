@@ -34,6 +34,14 @@ pub struct ScanOptions {
     pub window_ms: u64,
     /// End as soon as this many hosts and all their services have answered.
     pub expect: Option<usize>,
+    /// Sign the roll-call with this cluster key (PROTOCOL.md section 7).
+    pub cluster_key: Option<Vec<u8>>,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A scanner: an MQTT session on the broker answers arrive at, and a UDP socket.
@@ -61,8 +69,10 @@ impl Scanner {
     }
 
     /// The `broker` field for a roll-call to `destinations`: our broker, unless
-    /// it is a loopback address and the roll-call leaves this host, where
+    /// it is a loopback address and the datagrams leave this host, where
     /// agents would read it as their own loopback (PROTOCOL.md section 3).
+    /// Agents that hear the roll-call over MQTT ignore a loopback broker, so
+    /// it does no harm there.
     fn broker_field(&self, destinations: &[IpAddr]) -> Option<String> {
         let leaves_host = destinations.iter().any(|d| !d.is_loopback());
         (!(self.broker.is_loopback() && leaves_host)).then(|| self.broker.to_string())
@@ -101,7 +111,19 @@ impl Scanner {
         let mut rc = RollCall::new(id, opts.replyto.clone(), opts.topic.clone());
         rc.window_ms = Some(opts.window_ms);
         rc.broker = self.broker_field(&destinations);
-        let bytes = rc.to_bytes();
+        let bytes = match &opts.cluster_key {
+            None => rc.to_bytes(),
+            Some(key) => {
+                let mut map = rc.to_object();
+                map.insert("ts".into(), unix_ms().into());
+                map.insert(
+                    "nonce".into(),
+                    format!("{:032x}", rand::random::<u128>()).into(),
+                );
+                rollcall_proto::sign::sign(&mut map, key);
+                serde_json::to_vec(&map).unwrap_or_default()
+            }
+        };
 
         let mut collector = Collector::new(id, opts.window_ms);
         let started = Instant::now();

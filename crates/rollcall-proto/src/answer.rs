@@ -80,20 +80,19 @@ impl Answer {
     /// Reads an answer from an MQTT payload (at most [`crate::MAX_PAYLOAD`] bytes).
     pub fn parse(bytes: &[u8]) -> Result<Self, ProtoError> {
         let mut map = json::parse_object(bytes, crate::MAX_PAYLOAD)?;
-        let interfaces = match map.remove("interfaces") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(
-                serde_json::from_value(v)
-                    .map_err(|e| ProtoError::bad_value("interfaces", e.to_string()))?,
-            ),
+        // A foreign service's answer counts even where its optional parts
+        // are not as this protocol shapes them: those parts are left out.
+        let interfaces = map
+            .remove("interfaces")
+            .and_then(|v| serde_json::from_value(v).ok());
+        let health = map
+            .remove("health")
+            .and_then(|v| serde_json::from_value(v).ok());
+        let mut flat = |field| match map.remove(field) {
+            Some(Value::String(topic)) => Some(topic),
+            _ => None,
         };
-        let health = match map.remove("health") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(
-                serde_json::from_value(v)
-                    .map_err(|e| ProtoError::bad_value("health", e.to_string()))?,
-            ),
-        };
+        let (inputs, outputs, control) = (flat("inputs"), flat("outputs"), flat("control"));
         let apps = match map.remove("apps") {
             None | Some(Value::Null) => None,
             Some(Value::Array(items)) => Some(
@@ -113,9 +112,9 @@ impl Answer {
             function: take_str(&mut map, "function")?,
             ipaddr: take_opt_str(&mut map, "ipaddr")?,
             extaddr: take_opt_str(&mut map, "extaddr")?,
-            inputs: take_opt_str(&mut map, "inputs")?,
-            outputs: take_opt_str(&mut map, "outputs")?,
-            control: take_opt_str(&mut map, "control")?,
+            inputs,
+            outputs,
+            control,
             interfaces,
             health,
             apps,
@@ -187,6 +186,9 @@ mod tests {
             Answer::parse(br#"{"id":5,"hostname":"h","function":"pump","inputs":"/p"}"#).unwrap();
         assert_eq!(a.inputs.as_deref(), Some("/p"));
         assert!(Answer::parse(br#"{"id":5,"hostname":"h"}"#).is_err());
+        let odd = br#"{"id":5,"hostname":"h","function":"f","inputs":["/a"],"interfaces":{"inputs":[{"x":1}]}}"#;
+        let a = Answer::parse(odd).unwrap();
+        assert_eq!((a.inputs, a.interfaces), (None, None));
         assert!(Answer::parse(br#"{"id":5,"hostname":"h","function":"f","apps":[1]}"#).is_err());
     }
 }

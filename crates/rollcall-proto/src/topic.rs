@@ -189,15 +189,19 @@ impl Topics {
         let app = app.to_owned();
         Some(match (verb, tail) {
             ("get", ["interfaces"]) => Query::Interfaces { app },
-            ("get", ["interface", category]) => Query::Interface {
-                app,
-                category: category.parse().ok()?,
-            },
+            // An unknown category falls through to `get`, whose unknown item gets an error answer.
+            ("get", ["interface", category]) if category.parse::<Category>().is_ok() => {
+                Query::Interface {
+                    app,
+                    category: category.parse().ok()?,
+                }
+            }
             ("get", tail) => Query::Get {
                 app,
                 item: tail.join("/"),
             },
-            ("set", tail) if !tail.concat().is_empty() => Query::Set {
+            // An empty item is still a query: it gets an error answer.
+            ("set", tail) => Query::Set {
                 app,
                 item: tail.join("/"),
             },
@@ -379,8 +383,6 @@ mod tests {
         for topic in [
             "/other/getapps",
             "/h/gpio/reply",
-            "/h/gpio/get/interface/sideways",
-            "/h/gpio/set",
             "/hx/getapps",
             "h/getapps",
             "/h/$x/get/a",

@@ -109,6 +109,7 @@ pub async fn run(args: Args) -> Result<()> {
         wait: Duration::from_millis(1500),
         window_ms: 20,
         expect: Some(HOSTS.len()),
+        cluster_key: None,
     };
     let mut ticker = tokio::time::interval(Duration::from_secs(args.every));
     let mut id = u64::from(crate::scan::rand_id());

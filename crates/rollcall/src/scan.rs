@@ -41,6 +41,9 @@ pub struct RollCallArgs {
     /// Topic root (`""` gives `/udp/request`).
     #[arg(long, default_value = "")]
     pub root: String,
+    /// Sign roll-calls with this cluster key, for agents that have one.
+    #[arg(long, env = "ROLLCALL_CLUSTER_KEY", hide_env_values = true)]
+    pub cluster_key: Option<String>,
 }
 
 impl RollCallArgs {
@@ -64,6 +67,7 @@ impl RollCallArgs {
             wait,
             window_ms: self.window_ms,
             expect,
+            cluster_key: self.cluster_key.clone().map(String::into_bytes),
         })
     }
 

@@ -114,6 +114,7 @@ pub fn broadcast(udp_port: u16, expect: usize) -> ScanOptions {
         wait: Duration::from_secs(5),
         window_ms: 10,
         expect: Some(expect),
+        cluster_key: None,
     }
 }
 
