@@ -123,6 +123,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     let udp_addr = udp.local_addr()?;
 
     let services = build_services(&config);
+    // Every service publishes its first readings as soon as the agent runs.
+    let due = services
+        .iter()
+        .map(|s| s.tick_every().map(|_| Instant::now()))
+        .collect();
     let stats = Arc::new(AgentStats::default());
     let mut host_state = Host {
         gate: Gate::new(config.max_rollcalls_per_s, config.cluster_key.clone()),
@@ -135,6 +140,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         extaddr: None,
         started: Instant::now(),
         relays: Vec::new(),
+        due,
         remotes: HashMap::new(),
         stats: stats.clone(),
         tracker: tracker.clone(),
@@ -251,6 +257,8 @@ struct Host {
     extaddr: Option<IpAddr>,
     started: Instant,
     relays: Vec<Relay>,
+    /// When each service's next tick is due (`None`: it never ticks).
+    due: Vec<Option<Instant>>,
     /// Sessions to requesters' brokers, open while a relay needs them.
     remotes: HashMap<String, Remote>,
     stats: Arc<AgentStats>,
@@ -309,13 +317,8 @@ impl Host {
         mut incoming: mpsc::Receiver<Message>,
     ) -> Result<(), AgentError> {
         let mut buf = vec![0u8; DATAGRAM_BUFFER];
-        let mut due: Vec<Option<Instant>> = self
-            .services
-            .iter()
-            .map(|s| s.tick_every().map(|_| Instant::now()))
-            .collect();
         loop {
-            let next_tick = due.iter().flatten().min().copied();
+            let next_tick = self.due.iter().flatten().min().copied();
             let next_expiry = self.relays.iter().map(|r| r.until).min();
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
@@ -324,7 +327,7 @@ impl Host {
                     Err(error) => warn!(%error, "roll-call socket"),
                 },
                 Some(msg) = incoming.recv() => self.on_message(msg).await,
-                _ = sleep_until(next_tick) => self.tick(&mut due).await,
+                _ = sleep_until(next_tick) => self.tick().await,
                 _ = sleep_until(next_expiry) => self.expire_relays().await,
             }
         }
@@ -554,24 +557,30 @@ impl Host {
         });
     }
 
-    async fn tick(&mut self, due: &mut [Option<Instant>]) {
+    /// Runs every service whose tick is due; a service whose health changed
+    /// re-publishes its description, so the map sees it without a roll-call.
+    async fn tick(&mut self) {
         let now = Instant::now();
-        let ctx_host = self.config.hostname.clone();
-        let topics = self.topics.clone();
-        for (i, slot) in due.iter_mut().enumerate() {
-            let Some(at) = *slot else { continue };
-            if at > now {
+        for i in 0..self.services.len() {
+            if self.due[i].is_none_or(|at| at > now) {
                 continue;
             }
+            let host = self.config.hostname.clone();
+            let topics = self.topics.clone();
             let ctx = Ctx {
-                host: &ctx_host,
+                host: &host,
                 topics: &topics,
                 now_ms: unix_ms(),
             };
             let svc = &mut self.services[i];
+            let health_before = svc.describe(&ctx).health;
             let out = svc.tick(&ctx);
-            *slot = svc.tick_every().map(|every| now + every);
+            let health_changed = svc.describe(&ctx).health != health_before;
+            self.due[i] = svc.tick_every().map(|every| now + every);
             self.send_all(out).await;
+            if health_changed && let Err(error) = self.publish_description(i).await {
+                warn!(%error, "cannot publish a description");
+            }
         }
     }
 
@@ -682,6 +691,8 @@ impl Host {
             }
             Query::Control { .. } => {
                 let outcome = svc.control(&request.body, &ctx)?;
+                // A new interval counts from now, not from the old schedule.
+                self.due[index] = svc.tick_every().map(|every| Instant::now() + every);
                 fields.extend(outcome.reply);
                 self.send_all(outcome.publish).await;
                 if outcome.description_changed {

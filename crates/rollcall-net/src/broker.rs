@@ -5,6 +5,7 @@
 //! process exits.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::thread;
@@ -72,8 +73,8 @@ impl EmbeddedBroker {
     }
 }
 
-/// Connects in a loop until the listener answers, the broker thread ends,
-/// or the overall timeout passes.
+/// Probes in a loop until the broker answers, the broker thread ends, or
+/// the overall timeout passes.
 fn wait_until_accepting(addr: SocketAddr, ended: &mpsc::Receiver<String>) -> Result<(), String> {
     let target = EmbeddedBroker { addr }
         .url()
@@ -82,17 +83,43 @@ fn wait_until_accepting(addr: SocketAddr, ended: &mpsc::Receiver<String>) -> Res
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut delay = Duration::from_millis(5);
     loop {
-        if TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok() {
+        if mqtt_handshake(target).is_ok() {
             return Ok(());
         }
         if let Ok(outcome) = ended.try_recv() {
             return Err(format!("broker stopped at start: {outcome}"));
         }
         if Instant::now() >= deadline {
-            return Err(format!("not accepting connections after {READY_TIMEOUT:?}"));
+            return Err(format!("not answering after {READY_TIMEOUT:?}"));
         }
         thread::sleep(delay);
         delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// One MQTT 3.1.1 CONNECT, CONNACK, DISCONNECT exchange. A bare TCP probe
+/// would do, but rumqttd logs an error for every connection that closes
+/// before its CONNECT.
+fn mqtt_handshake(target: SocketAddr) -> std::io::Result<()> {
+    const CONNECT: &[u8] = &[
+        0x10, 20, // CONNECT, remaining length
+        0, 4, b'M', b'Q', b'T', b'T', 4, // protocol name, level 4 (3.1.1)
+        0x02, 0, 5, // clean session, keep-alive 5 s
+        0, 8, b'r', b'c', b'-', b'p', b'r', b'o', b'b', b'e', // client id
+    ];
+    const CONNACK_ACCEPTED: [u8; 4] = [0x20, 2, 0, 0];
+    const DISCONNECT: &[u8] = &[0xE0, 0];
+
+    let mut stream = TcpStream::connect_timeout(&target, Duration::from_millis(200))?;
+    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+    stream.write_all(CONNECT)?;
+    let mut connack = [0; 4];
+    stream.read_exact(&mut connack)?;
+    stream.write_all(DISCONNECT)?;
+    if connack == CONNACK_ACCEPTED {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("broker refused the probe"))
     }
 }
 

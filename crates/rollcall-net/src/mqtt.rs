@@ -3,7 +3,7 @@
 //! retained state so that every reconnect restores them, because a
 //! clean-session broker forgets both.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,7 +30,7 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 pub struct SessionConfig {
     /// The broker to connect to.
     pub broker: BrokerUrl,
-    /// MQTT client id. Note that rumqttd refuses ids containing `+ $ # /`.
+    /// MQTT client id, without `+ # $ /` (which rumqttd refuses).
     pub client_id: String,
     /// Keep-alive interval: zero, or at least one second (default 5 s).
     pub keep_alive: Duration,
@@ -140,14 +140,14 @@ impl Counters {
 #[derive(Debug, Default)]
 struct Remembered {
     connected: bool,
-    filters: BTreeSet<String>,
+    filters: BTreeMap<String, QoS>,
     states: BTreeMap<String, Vec<u8>>,
 }
 
 impl Remembered {
     /// Records a subscription; returns whether the caller must send it now.
-    fn subscribe(&mut self, filter: &str) -> bool {
-        self.filters.insert(filter.to_owned());
+    fn subscribe(&mut self, filter: &str, qos: QoS) -> bool {
+        self.filters.insert(filter.to_owned(), qos);
         self.connected
     }
 
@@ -171,7 +171,7 @@ impl Remembered {
         let subscribes = self
             .filters
             .iter()
-            .map(|filter| Request::Subscribe(Subscribe::new(filter, QoS::AtLeastOnce)));
+            .map(|(filter, qos)| Request::Subscribe(Subscribe::new(filter, *qos)));
         let states = self.states.iter().map(|(topic, payload)| {
             let mut publish = Publish::new(topic, QoS::AtLeastOnce, payload.clone());
             publish.retain = true;
@@ -225,8 +225,8 @@ struct Shared {
 
 impl Shared {
     fn remembered(&self) -> MutexGuard<'_, Remembered> {
-        // The lock is never held across a panic point that could leave the
-        // bookkeeping half-updated, so a poisoned lock is still consistent.
+        // Every update under this lock is a single map or flag operation, so
+        // even a poisoned lock holds consistent bookkeeping.
         self.remembered
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -247,9 +247,20 @@ impl SessionHandle {
     /// Subscribes with QoS 1. The filter is remembered and subscribed again
     /// after every reconnect. While disconnected it is only remembered.
     pub async fn subscribe(&self, filter: &str) -> Result<(), NetError> {
+        self.subscribe_with_qos(filter, Qos::AtLeastOnce).await
+    }
+
+    /// Subscribes with the given maximum QoS, remembered like
+    /// [`subscribe`](Self::subscribe).
+    ///
+    /// rumqttd hands a new QoS 1 subscription at most 100 retained messages
+    /// (its fixed in-flight window) and silently drops the rest; a QoS 0
+    /// subscription gets them all. Use QoS 0 for wide filters over retained
+    /// state, such as every host's `$state`.
+    pub async fn subscribe_with_qos(&self, filter: &str, qos: Qos) -> Result<(), NetError> {
         check_filter(filter)?;
-        if self.shared.remembered().subscribe(filter) {
-            self.send(self.shared.client.subscribe(filter, QoS::AtLeastOnce))
+        if self.shared.remembered().subscribe(filter, qos.into()) {
+            self.send(self.shared.client.subscribe(filter, qos.into()))
                 .await?;
         }
         Ok(())
@@ -366,8 +377,11 @@ fn check_topic(topic: &str) -> Result<(), NetError> {
     Ok(())
 }
 
+/// Besides MQTT's own rules, refuses filters starting with `$`: rumqttd
+/// drops the connection of whoever subscribes to one, and a remembered
+/// filter would then make the session reconnect in a loop.
 fn check_filter(filter: &str) -> Result<(), NetError> {
-    if !rumqttc::valid_filter(filter) {
+    if !rumqttc::valid_filter(filter) || filter.starts_with('$') {
         return Err(NetError::InvalidTopic {
             kind: "filter",
             topic: filter.to_owned(),
@@ -425,6 +439,13 @@ impl Session {
 fn build_client(config: &SessionConfig) -> Result<(EventLoop, AsyncClient), NetError> {
     if config.broker.tls {
         return Err(NetError::TlsUnsupported);
+    }
+    // rumqttd refuses these, and one such client reconnecting can poison
+    // rumqttd's will bookkeeping for every later connection.
+    if config.client_id.contains(['+', '#', '$', '/']) {
+        return Err(NetError::InvalidConfig(
+            "client_id must not contain `+`, `#`, `$` or `/`",
+        ));
     }
     if !config.keep_alive.is_zero() && config.keep_alive < Duration::from_secs(1) {
         return Err(NetError::InvalidConfig(
@@ -594,7 +615,10 @@ mod tests {
         requests
             .iter()
             .map(|request| match request {
-                Request::Subscribe(subscribe) => format!("sub {}", subscribe.filters[0].path),
+                Request::Subscribe(subscribe) => {
+                    let filter = &subscribe.filters[0];
+                    format!("sub {} {:?}", filter.path, filter.qos)
+                }
                 Request::Publish(publish) => {
                     assert!(publish.retain && publish.qos == QoS::AtLeastOnce);
                     format!(
@@ -611,11 +635,11 @@ mod tests {
     #[test]
     fn requests_while_disconnected_are_only_remembered() {
         let mut remembered = Remembered::default();
-        assert!(!remembered.subscribe("/a/#"));
+        assert!(!remembered.subscribe("/a/#", QoS::AtLeastOnce));
         assert!(!remembered.set_state("/h/$state", b"online"));
         assert_eq!(
             topics(&remembered.on_connected()),
-            ["sub /a/#", "pub /h/$state online"]
+            ["sub /a/# AtLeastOnce", "pub /h/$state online"]
         );
     }
 
@@ -623,21 +647,21 @@ mod tests {
     fn requests_while_connected_are_sent_and_remembered() {
         let mut remembered = Remembered::default();
         remembered.on_connected();
-        assert!(remembered.subscribe("/a/+"));
+        assert!(remembered.subscribe("/a/+", QoS::AtLeastOnce));
         assert!(remembered.set_state("/h/$state", b"online"));
         remembered.on_disconnected();
         assert_eq!(
             topics(&remembered.on_connected()),
-            ["sub /a/+", "pub /h/$state online"]
+            ["sub /a/+ AtLeastOnce", "pub /h/$state online"]
         );
     }
 
     #[test]
     fn every_reconnect_replays_the_latest_state_and_live_filters() {
         let mut remembered = Remembered::default();
-        remembered.subscribe("/a");
-        remembered.subscribe("/b");
-        remembered.subscribe("/a");
+        remembered.subscribe("/a", QoS::AtMostOnce);
+        remembered.subscribe("/b", QoS::AtLeastOnce);
+        remembered.subscribe("/a", QoS::AtLeastOnce);
         remembered.set_state("/h/$state", b"starting");
         remembered.set_state("/h/$state", b"online");
         remembered.set_state("/h/gpio/$description", b"{}");
@@ -647,7 +671,7 @@ mod tests {
             assert_eq!(
                 topics(&remembered.on_connected()),
                 [
-                    "sub /a",
+                    "sub /a AtLeastOnce",
                     "pub /h/$state online",
                     "pub /h/gpio/$description {}"
                 ]
@@ -675,10 +699,11 @@ mod tests {
         assert!(check_filter("/a/+/b/#").is_ok());
         assert!(check_filter("/a/#/b").is_err());
         assert!(check_filter("").is_err());
+        assert!(check_filter("$SYS/#").is_err());
     }
 
     #[test]
-    fn tls_and_sub_second_keep_alive_are_refused() {
+    fn unworkable_configurations_are_refused() {
         let mut config = SessionConfig::new("mqtts://broker".parse().unwrap(), "c");
         assert!(matches!(
             build_client(&config),
@@ -692,5 +717,10 @@ mod tests {
         ));
         config.keep_alive = Duration::ZERO;
         assert!(build_client(&config).is_ok());
+        config.client_id = "pi/1".to_owned();
+        assert!(matches!(
+            build_client(&config),
+            Err(NetError::InvalidConfig(_))
+        ));
     }
 }

@@ -148,6 +148,8 @@ async fn invalid_topics_are_refused() {
     assert!(matches!(publish, Err(NetError::InvalidTopic { .. })));
     assert!(a.handle.subscribe("/a/#/b").await.is_err());
     assert!(a.handle.publish_state("", "x").await.is_err());
+    // rumqttd would drop the connection for this one.
+    assert!(a.handle.subscribe("$SYS/#").await.is_err());
     harness.stop().await;
 }
 
@@ -167,7 +169,7 @@ async fn retained_state_reaches_late_subscribers() {
 
     let mut late = harness.connect(&broker.url(), "collector").await;
     late.handle.subscribe("/pibot01/#").await.unwrap();
-    let mut received = vec![
+    let mut received = [
         next(&mut late.incoming).await,
         next(&mut late.incoming).await,
     ];
@@ -176,6 +178,38 @@ async fn retained_state_reaches_late_subscribers() {
     assert_eq!(&received[0].payload[..], b"online");
     assert!(received.iter().all(|message| message.retain));
     assert_eq!(received[1].topic, "/pibot01/gpio/output/pump");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_qos0_subscription_gets_every_retained_message() {
+    // rumqttd gives a QoS 1 subscription only 100 of them.
+    const HOSTS: usize = 250;
+    let broker = broker();
+    let harness = Harness::new();
+    let mut agents = harness.connect(&broker.url(), "agents").await;
+    for host in 0..HOSTS {
+        agents
+            .handle
+            .publish_state(&format!("/host{host}/$state"), "online")
+            .await
+            .unwrap();
+    }
+    // Our own retained messages are stored once this round trip is done.
+    sync(&agents.handle, &mut agents.incoming, "agents").await;
+
+    let mut collector = harness.connect(&broker.url(), "collector").await;
+    collector
+        .handle
+        .subscribe_with_qos("/+/$state", Qos::AtMostOnce)
+        .await
+        .unwrap();
+    let mut hosts = std::collections::BTreeSet::new();
+    while hosts.len() < HOSTS {
+        let message = next(&mut collector.incoming).await;
+        assert!(message.retain);
+        hosts.insert(message.topic);
+    }
     harness.stop().await;
 }
 
@@ -341,12 +375,16 @@ async fn reconnect_restores_subscriptions_and_state() {
     agent.handle.wait_connected(WAIT).await.unwrap();
     assert_eq!(agent.handle.stats().connects, 2);
 
+    // The replayed state may reach the broker just before or just after
+    // this subscription: as the retained message or as a live one.
     other.handle.subscribe("/pibot01/$state").await.unwrap();
-    let state = next(&mut other.incoming).await;
-    assert_eq!(
-        (state.topic.as_str(), &state.payload[..]),
-        ("/pibot01/$state", &b"online"[..])
-    );
+    loop {
+        let state = next(&mut other.incoming).await;
+        assert_eq!(state.topic, "/pibot01/$state");
+        if &state.payload[..] == b"online" {
+            break;
+        }
+    }
 
     // The remembered subscription is live again once the broker has it.
     sync(&agent.handle, &mut agent.incoming, "agent").await;
