@@ -559,3 +559,79 @@ async fn a_foreign_service_built_from_mosquitto_clients_joins_the_roll_call() {
     shutdown.cancel();
     a.join().await.unwrap();
 }
+
+/// The worked example of docs/protocol.md, run as written: a service in
+/// bash with mosquitto clients joins the roll-call and is listed by the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_shell_service_joins_the_roll_call() {
+    let test = "the_documented_shell_service_joins_the_roll_call";
+    let Some(mosquitto) = Mosquitto::start(test) else {
+        return;
+    };
+    if mosquitto_client(test, "mosquitto_sub").is_none()
+        || mosquitto_client(test, "python3").is_none()
+    {
+        return;
+    }
+    let broker = mosquitto.url.clone();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let port = free_udp_port();
+    let a = agent(host_config("pizero4", &broker, port), &shutdown).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/foreign_service.sh"
+    );
+    let mut service = tokio::process::Command::new("bash")
+        .arg(script)
+        .args(["pizero4", "127.0.0.1", &broker.port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The script describes itself first; the agent then lists it.
+    let mut asker = Asker::new(&broker, &shutdown, &tracker).await;
+    asker.listen("/me/apps").await;
+    loop {
+        asker
+            .send("/pizero4/getapps", r#"{"topic":"/me/apps"}"#)
+            .await;
+        let (_, v) = asker.next().await;
+        if v["apps"].as_array().unwrap().contains(&json!("board")) {
+            break;
+        }
+    }
+    // Listed, so --expect waits for its answer; it may still be subscribing
+    // to /udp/report, so call the roll until it answers.
+    let mut scanner = scanner(&broker, &shutdown, &tracker);
+    let mut opts = broadcast(port, 1);
+    opts.wait = Duration::from_millis(500);
+    let mut id = 500;
+    let report = loop {
+        id += 1;
+        let report = scanner.scan(id, &opts, |_| {}).await.unwrap();
+        if functions(&report, "pizero4").contains(&"board".to_string()) || id > 520 {
+            break report;
+        }
+    };
+    let board = report.hosts[0]
+        .services
+        .iter()
+        .find(|s| s.function == "board")
+        .unwrap();
+    assert_eq!(board.inputs.as_deref(), Some("/pizero4/board/set/message"));
+    assert!(board.interfaces.is_some());
+    // SIGTERM, so the script clears its description and stops its children.
+    let pid = service.id().unwrap().to_string();
+    let stopped = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(stopped.await.unwrap().success());
+    tokio::time::timeout(Duration::from_secs(5), service.wait())
+        .await
+        .expect("the script ends on SIGTERM")
+        .unwrap();
+    shutdown.cancel();
+    a.join().await.unwrap();
+}

@@ -81,6 +81,9 @@ pub struct ScanReport {
     pub other_ids: u64,
     /// Answers seen twice.
     pub duplicates: u64,
+    /// Messages the scanner's MQTT session dropped during the scan because
+    /// its buffer was full: answers lost on our side.
+    pub lost_in_session: u64,
     /// Every host that answered, by name.
     pub hosts: Vec<HostSeen>,
 }
@@ -207,6 +210,7 @@ impl Collector {
             window_ms: self.window_ms,
             other_ids: self.other_ids,
             duplicates: self.duplicates,
+            lost_in_session: 0,
             hosts: self.hosts.into_values().collect(),
         }
     }

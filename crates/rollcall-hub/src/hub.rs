@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rollcall_net::{BrokerUrl, EmbeddedBroker, Session, SessionConfig};
+use rollcall_net::{BrokerUrl, EmbeddedBroker};
 use rollcall_proto::Topics;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,15 +54,13 @@ pub async fn run_hub(
         }
     };
     let tracker = TaskTracker::new();
-    let session = Session::start(
-        SessionConfig::new(
-            broker.clone(),
-            format!("rollcall-hub-{}", config.scan.replyto),
-        ),
+    let mut scanner = Scanner::connect(
+        broker,
+        format!("rollcall-hub-{}", config.scan.replyto),
+        config.topics.clone(),
         shutdown.clone(),
         &tracker,
     )?;
-    let mut scanner = Scanner::new(session, broker, config.topics.clone())?;
     let mut ticker = tokio::time::interval(config.every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut id: u64 = rand::random::<u32>().into();

@@ -120,6 +120,7 @@ mod tests {
             window_ms: 0,
             other_ids: 0,
             duplicates: 0,
+            lost_in_session: 0,
             hosts: hosts
                 .iter()
                 .map(|(h, services)| HostSeen {

@@ -5,11 +5,15 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use rollcall_net::{BrokerUrl, Message, Qos, RollCallSocket, Session, SessionHandle};
+use rollcall_net::{
+    BrokerUrl, Message, Qos, RollCallSocket, Session, SessionConfig, SessionHandle,
+};
 use rollcall_proto::{RollCall, Topics};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::debug;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
 
 use crate::{Collector, HubError, Offer, ScanReport};
 
@@ -44,6 +48,12 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// How many answers the scanner's session buffers between reads. One
+/// roll-call to a thousand hosts brings thousands of answers within a few
+/// milliseconds; a smaller buffer overflows whenever the scanner's thread is
+/// off the CPU for a moment, and an answer dropped there is lost.
+pub const ANSWER_BUFFER: usize = 65_536;
+
 /// A scanner: an MQTT session on the broker answers arrive at, and a UDP socket.
 pub struct Scanner {
     session: SessionHandle,
@@ -55,8 +65,17 @@ pub struct Scanner {
 }
 
 impl Scanner {
-    /// A scanner on `session`, whose broker is `broker`.
-    pub fn new(session: Session, broker: BrokerUrl, topics: Topics) -> Result<Self, HubError> {
+    /// A scanner on `broker`, its session running on `tracker` until `shutdown`.
+    pub fn connect(
+        broker: BrokerUrl,
+        client_id: impl Into<String>,
+        topics: Topics,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Self, HubError> {
+        let mut config = SessionConfig::new(broker.clone(), client_id);
+        config.channel_capacity = ANSWER_BUFFER;
+        let session = Session::start(config, shutdown, tracker)?;
         let udp = RollCallSocket::bind_sender(SocketAddr::from(([0, 0, 0, 0], 0)))?;
         Ok(Scanner {
             session: session.handle,
@@ -66,6 +85,11 @@ impl Scanner {
             topics,
             subscribed: None,
         })
+    }
+
+    /// The scanner's MQTT session.
+    pub fn session(&self) -> &SessionHandle {
+        &self.session
     }
 
     /// The `broker` field for a roll-call to `destinations`: our broker, unless
@@ -126,6 +150,7 @@ impl Scanner {
         };
 
         let mut collector = Collector::new(id, opts.window_ms);
+        let dropped_before = self.session.stats().dropped;
         let started = Instant::now();
         for dest in &destinations {
             self.udp
@@ -160,6 +185,14 @@ impl Scanner {
                 other => debug!(?other, "answer not counted"),
             }
         }
-        Ok(collector.finish(started.elapsed()))
+        let mut report = collector.finish(started.elapsed());
+        report.lost_in_session = self.session.stats().dropped - dropped_before;
+        if report.lost_in_session > 0 {
+            warn!(
+                lost = report.lost_in_session,
+                "messages dropped by the scanner's full session buffer"
+            );
+        }
+        Ok(report)
     }
 }

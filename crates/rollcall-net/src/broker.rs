@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 use tracing::error;
 
 use crate::{BrokerUrl, NetError};
@@ -123,6 +123,9 @@ fn mqtt_handshake(target: SocketAddr) -> std::io::Result<()> {
     }
 }
 
+/// The filter that keeps rumqttd's match cache warm; see [`config`].
+const CATCH_ALL: &str = "#";
+
 /// A configuration for hundreds of clients sending bursts: one roll-call
 /// makes every host answer within a few milliseconds.
 fn config(listen: SocketAddr) -> Config {
@@ -152,6 +155,20 @@ fn config(listen: SocketAddr) -> Config {
             // count x size bytes; readers that fall further behind skip.
             max_segment_size: 4 * 1024 * 1024,
             max_segment_count: 4,
+            // rumqttd 0.20 caches which filters a topic matches only when the
+            // list is not empty, so a topic nobody subscribes to (a host
+            // report without foreign services) is matched against every
+            // filter on every publish: hosts² × services work per roll-call.
+            // A filter that matches everything makes every list non-empty;
+            // nobody reads it, and its log is kept small.
+            initialized_filters: Some(vec![CATCH_ALL.to_owned()]),
+            custom_segment: Some(HashMap::from([(
+                CATCH_ALL.to_owned(),
+                SegmentConfig {
+                    max_segment_size: 64 * 1024,
+                    max_segment_count: 2,
+                },
+            )])),
             ..RouterConfig::default()
         },
         v4: Some(HashMap::from([("1".to_owned(), server)])),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rollcall_agent::{Agent, RawConfig};
 use rollcall_hub::{ScanOptions, Scanner};
-use rollcall_net::{EmbeddedBroker, Session, SessionConfig};
+use rollcall_net::EmbeddedBroker;
 use rollcall_proto::Topics;
 use rollcall_services::announce::AnnounceConfig;
 use tokio_util::task::TaskTracker;
@@ -93,12 +93,13 @@ pub async fn run(args: Args) -> Result<()> {
     }
 
     let tracker = TaskTracker::new();
-    let session = Session::start(
-        SessionConfig::new(broker.url(), "rollcall-demo-hub"),
+    let mut scanner = Scanner::connect(
+        broker.url(),
+        "rollcall-demo-hub",
+        Topics::default(),
         shutdown.clone(),
         &tracker,
     )?;
-    let mut scanner = Scanner::new(session, broker.url(), Topics::default())?;
     let opts = ScanOptions {
         replyto: "demo".into(),
         topic: "/stat/data".into(),

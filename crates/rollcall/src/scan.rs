@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rollcall_hub::{ScanOptions, Scanner};
-use rollcall_net::{BrokerUrl, Session, SessionConfig};
+use rollcall_net::BrokerUrl;
 use rollcall_proto::Topics;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -102,15 +102,13 @@ pub async fn run(args: Args) -> Result<()> {
         .options(Duration::from_millis(args.wait_ms), args.expect)?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let session = Session::start(
-        SessionConfig::new(
-            args.broker.clone(),
-            format!("rollcall-scan-{}", std::process::id()),
-        ),
+    let mut scanner = Scanner::connect(
+        args.broker.clone(),
+        format!("rollcall-scan-{}", std::process::id()),
+        args.rollcall.topics()?,
         shutdown.clone(),
         &tracker,
     )?;
-    let mut scanner = Scanner::new(session, args.broker.clone(), args.rollcall.topics()?)?;
     let spinner = ProgressBar::new_spinner();
     spinner.set_style(
         ProgressStyle::with_template("{spinner} {msg} ({elapsed})")

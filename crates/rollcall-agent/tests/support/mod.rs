@@ -86,13 +86,14 @@ pub async fn agent(config: RawConfig, shutdown: &CancellationToken) -> Agent {
 /// A scanner on `broker`.
 pub fn scanner(broker: &BrokerUrl, shutdown: &CancellationToken, tracker: &TaskTracker) -> Scanner {
     let id = format!("test-scanner-{}", rand_suffix());
-    let session = Session::start(
-        SessionConfig::new(broker.clone(), id),
+    Scanner::connect(
+        broker.clone(),
+        id,
+        Topics::default(),
         shutdown.clone(),
         tracker,
     )
-    .unwrap();
-    Scanner::new(session, broker.clone(), Topics::default()).unwrap()
+    .unwrap()
 }
 
 pub fn rand_suffix() -> u32 {

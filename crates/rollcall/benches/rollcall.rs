@@ -1,0 +1,705 @@
+//! Roll-call latency on 200 simulated hosts with 5 services each.
+//!
+//! For each broker (the embedded rumqttd, then a Mosquitto child process)
+//! and each `window_ms` (20, what `rollcall scan` asks for, and 0), this
+//! starts 200 agents in this process on simulated hardware, calls the roll
+//! 2 + 20 times over the loopback broadcast address, and reports the time
+//! from sending the roll-call to the last answer stored (p50, p95, max over
+//! the 20 counted roll-calls) and the answers lost (each roll-call must
+//! bring 200 host answers + 200 x 5 service answers).
+//!
+//! Run with `cargo bench -p rollcall --bench rollcall`. It prints a markdown
+//! table on stdout and progress on stderr. Nothing leaves this machine: the
+//! brokers listen on 127.0.0.1 and roll-calls go to 127.255.255.255.
+//!
+//! Percentiles are nearest-rank over the counted roll-calls (p95 of 20 is
+//! the 19th smallest).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rollcall_agent::{Agent, RawConfig};
+use rollcall_hub::{ScanOptions, ScanReport, Scanner};
+use rollcall_net::{BrokerUrl, EmbeddedBroker, SessionHandle};
+use rollcall_proto::Topics;
+use rollcall_services::announce::AnnounceConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Simulated hosts.
+const HOSTS: usize = 200;
+/// Services per host: `system` plus `svc1`..`svc4`.
+const ANNOUNCED: usize = 4;
+/// Answers one roll-call must bring: a host answer and one per service.
+const EXPECTED_ANSWERS: usize = HOSTS * (1 + 1 + ANNOUNCED);
+/// Roll-calls counted per (broker, window_ms).
+const COUNTED: usize = 20;
+/// Roll-calls before those, not counted (connections and caches warm up).
+const WARM_UP: usize = 2;
+/// The `window_ms` values measured: `rollcall scan`'s default, and none.
+const WINDOWS: [u64; 2] = [20, 0];
+/// The longest a roll-call waits for its answers.
+const SCAN_WAIT: Duration = Duration::from_secs(5);
+/// Agents run with the default `max_rollcalls_per_s` (20), counted in fixed
+/// one-second windows; a roll-call that arrives over the limit is dropped
+/// by design. Roll-calls therefore start at least this far apart (10 a
+/// second), so the benchmark measures answering, not the rate limit. It is
+/// a pacing rule, not a wait for a condition: each scan itself ends when
+/// every answer has arrived (`expect`).
+const ROLLCALL_SPACING: Duration = Duration::from_millis(100);
+/// How long all 200 agents may take to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long stopping the agents may take.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long Mosquitto may take to accept TCP connections.
+const MOSQUITTO_READY: Duration = Duration::from_secs(5);
+/// The loopback broadcast address: every socket bound to the port on this
+/// machine hears it, and no packet reaches a real interface.
+const LOOPBACK_BROADCAST: Ipv4Addr = Ipv4Addr::new(127, 255, 255, 255);
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                // rumqttd logs every client's disconnect at the end as an
+                // error ("no-connection id N is already gone"); RUST_LOG
+                // overrides this.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // `cargo bench` passes `--bench`; nothing here takes arguments.
+    let started = Instant::now();
+    let temp = TempDir::create(&format!("rollcall-bench-{}", std::process::id()))?;
+    let state = temp.path.as_path();
+
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let mut next_id: u64 = 1_000_000 + u64::from(std::process::id()) * 1000;
+
+    eprintln!("== embedded broker (rumqttd)");
+    let embedded = EmbeddedBroker::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .context("starting the embedded broker")?;
+    rows.extend(
+        run_phase(
+            "embedded (rumqttd)",
+            embedded.url(),
+            None,
+            state,
+            &mut next_id,
+        )
+        .await
+        .context("embedded broker phase")?,
+    );
+
+    eprintln!("== Mosquitto");
+    match find_mosquitto() {
+        None => {
+            eprintln!("Mosquitto phase skipped: mosquitto not installed");
+            notes.push("Mosquitto: skipped: mosquitto not installed".to_owned());
+        }
+        Some(binary) => {
+            let mosquitto = Mosquitto::start(&binary, &state.join("mosquitto"))
+                .context("starting mosquitto")?;
+            let phase = run_phase(
+                "mosquitto",
+                mosquitto.url(),
+                Some(mosquitto.child.id()),
+                state,
+                &mut next_id,
+            )
+            .await;
+            drop(mosquitto);
+            rows.extend(phase.context("mosquitto phase")?);
+        }
+    }
+
+    print_table(&rows, &notes);
+    println!();
+    println!(
+        "Whole run: {:.1} s (agents' start, connection and stop included).",
+        started.elapsed().as_secs_f64()
+    );
+    // rumqttd has no shutdown; its threads end with the process.
+    Ok(())
+}
+
+/// A directory under the system's temp dir, removed when dropped.
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn create(name: &str) -> Result<TempDir> {
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir { path })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// One (broker, window_ms) line of the results.
+struct Row {
+    broker: &'static str,
+    window_ms: u64,
+    /// Milliseconds from the roll-call to its last answer, per counted roll-call.
+    last_ms: Vec<u64>,
+    /// Milliseconds to the first answer, per counted roll-call.
+    first_ms: Vec<u64>,
+    /// Milliseconds to the median (600th) answer, per counted roll-call.
+    median_answer_ms: Vec<u64>,
+    /// Answers missing, summed over the counted roll-calls.
+    lost: usize,
+    /// Counted roll-calls that ended by timeout rather than complete.
+    incomplete: usize,
+    /// Duplicates and other ids the collector saw.
+    duplicates: u64,
+    other_ids: u64,
+    /// Roll-calls the agents refused (rate limit, ...), during this row.
+    refused: u64,
+    /// Answers the scanner's session dropped because its channel was full.
+    scanner_dropped: u64,
+    /// Wall time of the counted scans, summed.
+    scan_wall: Duration,
+    /// CPU time over the counted roll-calls, by whom.
+    cpu: CpuTimes,
+}
+
+/// CPU time spent, by whom.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTimes {
+    /// This process's main thread, which runs the scanner's collecting loop.
+    main: Duration,
+    /// The tokio workers: the 200 agents, every MQTT session's event loop
+    /// (the scanner's included).
+    workers: Duration,
+    /// The broker: rumqttd's threads in this process, or the Mosquitto process.
+    broker: Duration,
+    /// Any other thread of this process.
+    other: Duration,
+    /// Every CPU of the machine, busy (from /proc/stat).
+    machine: Duration,
+}
+
+impl CpuTimes {
+    /// Now, from /proc (zero where it cannot be read). `broker_pid` is the
+    /// Mosquitto process; without it, rumqttd's threads in this process count
+    /// as the broker.
+    fn now(broker_pid: Option<u32>) -> CpuTimes {
+        let mut t = CpuTimes::default();
+        let main_tid = std::process::id().to_string();
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for task in tasks.flatten() {
+                let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                let ran = run_time(&task.path().join("schedstat"));
+                match comm.trim() {
+                    _ if task.file_name().to_str() == Some(main_tid.as_str()) => t.main += ran,
+                    name if name.starts_with("tokio-r") => t.workers += ran,
+                    // rumqttd's router, its connections' thread (named after
+                    // the listener in rollcall-net's broker config), and the
+                    // thread rollcall-net starts it on.
+                    name if name.starts_with("router-")
+                        || name == "rollcall-v4"
+                        || name.starts_with("rumqttd") =>
+                    {
+                        t.broker += ran
+                    }
+                    _ => t.other += ran,
+                }
+            }
+        }
+        if let Some(pid) = broker_pid {
+            t.broker += run_time(Path::new(&format!("/proc/{pid}/schedstat")));
+        }
+        t.machine = machine_busy();
+        t
+    }
+
+    fn since(self, before: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            main: self.main.saturating_sub(before.main),
+            workers: self.workers.saturating_sub(before.workers),
+            broker: self.broker.saturating_sub(before.broker),
+            other: self.other.saturating_sub(before.other),
+            machine: self.machine.saturating_sub(before.machine),
+        }
+    }
+
+    fn plus(self, more: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            main: self.main + more.main,
+            workers: self.workers + more.workers,
+            broker: self.broker + more.broker,
+            other: self.other + more.other,
+            machine: self.machine + more.machine,
+        }
+    }
+
+    /// What this benchmark used: its process, and Mosquitto where it runs.
+    fn ours(&self) -> Duration {
+        self.main + self.workers + self.broker + self.other
+    }
+}
+
+/// Busy time of all CPUs since boot: the `cpu` line of /proc/stat less idle
+/// and iowait, in USER_HZ ticks (100 a second on Linux).
+fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    if fields.len() < 8 {
+        return Duration::ZERO;
+    }
+    let busy: u64 = fields.iter().sum::<u64>() - fields[3] - fields[4];
+    Duration::from_millis(busy * 10)
+}
+
+/// The first field of a schedstat file: nanoseconds spent running.
+fn run_time(schedstat: &Path) -> Duration {
+    std::fs::read_to_string(schedstat)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+/// Starts 200 agents on `broker`, calls the roll for each window, stops them.
+async fn run_phase(
+    name: &'static str,
+    broker: BrokerUrl,
+    broker_pid: Option<u32>,
+    state: &Path,
+    next_id: &mut u64,
+) -> Result<Vec<Row>> {
+    let udp_port = free_udp_port()?;
+    let shutdown = CancellationToken::new();
+    let phase_started = Instant::now();
+    let mut agents = Vec::with_capacity(HOSTS);
+    let result = async {
+        for i in 0..HOSTS {
+            let config = host_config(i, &broker, udp_port, state).validate()?;
+            agents.push(rollcall_agent::start(config, shutdown.clone()).await?);
+        }
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        for (i, agent) in agents.iter().enumerate() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            agent
+                .wait_connected(left)
+                .await
+                .with_context(|| format!("agent host{i:03} did not connect"))?;
+        }
+        eprintln!(
+            "{name}: {HOSTS} agents connected after {:.2} s (broker {broker}, udp port {udp_port})",
+            phase_started.elapsed().as_secs_f64()
+        );
+
+        let tracker = TaskTracker::new();
+        let mut scanner = Scanner::connect(
+            broker.clone(),
+            format!("rollcall-bench-{}", std::process::id()),
+            Topics::default(),
+            shutdown.clone(),
+            &tracker,
+        )?;
+        let handle = scanner.session().clone();
+        handle
+            .wait_connected(Duration::from_secs(10))
+            .await
+            .context("the scanner did not connect")?;
+        let mut rows = Vec::new();
+        let phase = Phase {
+            broker: name,
+            session: &handle,
+            agents: &agents,
+            udp_port,
+            broker_pid,
+        };
+        for window_ms in WINDOWS {
+            rows.push(measure(&phase, window_ms, &mut scanner, next_id).await?);
+        }
+        Ok(rows)
+    }
+    .await;
+
+    shutdown.cancel();
+    let joined = tokio::time::timeout(JOIN_TIMEOUT, async {
+        for agent in agents {
+            if let Err(error) = agent.join().await {
+                eprintln!("{name}: agent ended with an error: {error}");
+            }
+        }
+    })
+    .await;
+    if joined.is_err() {
+        eprintln!("{name}: agents did not stop within {JOIN_TIMEOUT:?}");
+    }
+    result
+}
+
+/// What one phase's roll-calls are sent to and measured against.
+struct Phase<'a> {
+    broker: &'static str,
+    /// The scanner's MQTT session (for its dropped-message counter).
+    session: &'a SessionHandle,
+    agents: &'a [Agent],
+    udp_port: u16,
+    /// The Mosquitto process, whose CPU time counts as the broker's.
+    broker_pid: Option<u32>,
+}
+
+/// Calls the roll `WARM_UP + COUNTED` times with `window_ms`.
+async fn measure(
+    phase: &Phase<'_>,
+    window_ms: u64,
+    scanner: &mut Scanner,
+    next_id: &mut u64,
+) -> Result<Row> {
+    let Phase {
+        broker,
+        session,
+        agents,
+        udp_port,
+        broker_pid,
+    } = *phase;
+    let opts = ScanOptions {
+        replyto: "bench".into(),
+        topic: "/stat/data".into(),
+        udp_port,
+        broadcasts: vec![IpAddr::V4(LOOPBACK_BROADCAST)],
+        targets: Vec::new(),
+        via_mqtt: false,
+        wait: SCAN_WAIT,
+        window_ms,
+        expect: Some(HOSTS),
+        cluster_key: None,
+    };
+    let refused = || -> u64 {
+        agents
+            .iter()
+            .map(|a| a.stats().snapshot().dropped_refused)
+            .sum()
+    };
+    let (mut refused_before, mut dropped_before) = (0, 0);
+    let mut row = Row {
+        broker,
+        window_ms,
+        last_ms: Vec::new(),
+        first_ms: Vec::new(),
+        median_answer_ms: Vec::new(),
+        lost: 0,
+        incomplete: 0,
+        duplicates: 0,
+        other_ids: 0,
+        refused: 0,
+        scanner_dropped: 0,
+        scan_wall: Duration::ZERO,
+        cpu: CpuTimes::default(),
+    };
+    let mut pace = tokio::time::interval(ROLLCALL_SPACING);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for n in 0..WARM_UP + COUNTED {
+        pace.tick().await;
+        if n == WARM_UP {
+            refused_before = refused();
+            dropped_before = session.stats().dropped;
+        }
+        *next_id += 1;
+        let cpu_before = CpuTimes::now(broker_pid);
+        let scan_started = Instant::now();
+        let report = scanner.scan(*next_id, &opts, |_| {}).await?;
+        let scan_wall = scan_started.elapsed();
+        let cpu = CpuTimes::now(broker_pid).since(cpu_before);
+        let answers = answers_in(&report);
+        let lost = EXPECTED_ANSWERS.saturating_sub(answers);
+        let last = report.last_answer_ms().unwrap_or(report.elapsed_ms);
+        if n < WARM_UP {
+            eprintln!(
+                "{broker} window_ms={window_ms} warm-up {n}: last answer {last} ms, lost {lost}"
+            );
+            continue;
+        }
+        if report.window_ms != window_ms {
+            bail!(
+                "the roll-call asked window_ms={} instead of {window_ms}",
+                report.window_ms
+            );
+        }
+        let mut times = answer_times(&report);
+        times.sort_unstable();
+        row.first_ms.push(times.first().copied().unwrap_or(0));
+        row.median_answer_ms
+            .push(times.get(times.len() / 2).copied().unwrap_or(0));
+        row.last_ms.push(last);
+        row.scan_wall += scan_wall;
+        row.cpu = row.cpu.plus(cpu);
+        row.lost += lost;
+        row.incomplete += usize::from(lost > 0);
+        row.duplicates += report.duplicates;
+        row.other_ids += report.other_ids;
+    }
+    row.refused = refused() - refused_before;
+    row.scanner_dropped = session.stats().dropped - dropped_before;
+    eprintln!(
+        "{broker} window_ms={window_ms}: last answer p50 {} ms, p95 {} ms, max {} ms, lost {}",
+        percentile(&row.last_ms, 50),
+        percentile(&row.last_ms, 95),
+        row.last_ms.iter().max().copied().unwrap_or(0),
+        row.lost
+    );
+    Ok(row)
+}
+
+/// Host answers plus service answers stored in one report.
+fn answers_in(report: &ScanReport) -> usize {
+    report.hosts.iter().filter(|h| h.t_ms.is_some()).count() + report.service_count()
+}
+
+/// Every stored answer's arrival time, in ms after the roll-call.
+fn answer_times(report: &ScanReport) -> Vec<u64> {
+    report
+        .hosts
+        .iter()
+        .flat_map(|h| h.t_ms.into_iter().chain(h.services.iter().map(|s| s.t_ms)))
+        .collect()
+}
+
+/// Nearest-rank percentile.
+fn percentile(values: &[u64], p: usize) -> u64 {
+    if values.is_empty() {
+        return 0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
+
+fn print_table(rows: &[Row], notes: &[String]) {
+    println!(
+        "Roll-call: {HOSTS} hosts x {} services, {COUNTED} roll-calls per line \
+         (after {WARM_UP} warm-up), {EXPECTED_ANSWERS} answers expected per roll-call",
+        1 + ANNOUNCED
+    );
+    println!();
+    println!(
+        "| broker | window_ms | last answer p50 | p95 | max | answers lost | target: p95 < 50 ms, 0 lost |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    for r in rows {
+        let p95 = percentile(&r.last_ms, 95);
+        println!(
+            "| {} | {} | {} ms | {} ms | {} ms | {} | {} |",
+            r.broker,
+            r.window_ms,
+            percentile(&r.last_ms, 50),
+            p95,
+            r.last_ms.iter().max().copied().unwrap_or(0),
+            r.lost,
+            if p95 < 50 && r.lost == 0 {
+                "met"
+            } else {
+                "missed"
+            }
+        );
+    }
+    for note in notes {
+        println!("| {note} | | | | | | |");
+    }
+    println!();
+    println!("Answers (first and median answer: medians over the counted roll-calls):");
+    println!();
+    println!(
+        "| broker | window_ms | first answer | median answer | roll-calls incomplete | \
+         duplicates | other ids | refused by agents | dropped by scanner session |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in rows {
+        println!(
+            "| {} | {} | {} ms | {} ms | {} | {} | {} | {} | {} |",
+            r.broker,
+            r.window_ms,
+            percentile(&r.first_ms, 50),
+            percentile(&r.median_answer_ms, 50),
+            r.incomplete,
+            r.duplicates,
+            r.other_ids,
+            r.refused,
+            r.scanner_dropped,
+        );
+    }
+    println!();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "CPU time per roll-call, while the counted scans ran (mean over them), \
+         {cores} CPUs; \"machine busy\" is all CPUs' busy time over {cores} x scan wall:"
+    );
+    println!();
+    println!(
+        "| broker | window_ms | scan wall | scanner loop (main thread) | agents + MQTT sessions \
+         (tokio workers) | broker | rest of this process | other processes | machine busy |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in rows {
+        let n = r.last_ms.len().max(1) as f64;
+        let per = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0 / n);
+        let others = r.cpu.machine.saturating_sub(r.cpu.ours());
+        let busy =
+            r.cpu.machine.as_secs_f64() / (cores as f64 * r.scan_wall.as_secs_f64()).max(1e-9);
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} % |",
+            r.broker,
+            r.window_ms,
+            per(r.scan_wall),
+            per(r.cpu.main),
+            per(r.cpu.workers),
+            per(r.cpu.broker),
+            per(r.cpu.other),
+            per(others),
+            100.0 * busy,
+        );
+    }
+}
+
+/// Host `i`: the system service plus `svc1`..`svc4`, announced.
+fn host_config(i: usize, broker: &BrokerUrl, udp_port: u16, state: &Path) -> RawConfig {
+    let name = format!("host{i:03}");
+    let announce = (1..=ANNOUNCED)
+        .map(|n| AnnounceConfig {
+            function: format!("svc{n}"),
+            doc: Some(format!("benchmark service {n}")),
+            inputs: Vec::new(),
+            outputs: vec![format!("/{name}/svc{n}/value")],
+            controls: Vec::new(),
+        })
+        .collect();
+    RawConfig {
+        hostname: Some(name.clone()),
+        broker: Some(broker.to_string()),
+        udp_port: Some(udp_port),
+        state_dir: Some(state.join(&name)),
+        sim: Some(true),
+        announce,
+        ..RawConfig::default()
+    }
+}
+
+/// A UDP port nobody on this machine is using now.
+fn free_udp_port() -> Result<u16> {
+    Ok(UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// `mosquitto` on PATH, or in /usr/sbin where Debian puts it.
+fn find_mosquitto() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|dir| dir.join("mosquitto"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A Mosquitto child process, killed when dropped (also on error paths).
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Mosquitto {
+    /// Starts mosquitto on a free loopback port and waits until it accepts TCP.
+    fn start(binary: &Path, dir: &Path) -> Result<Mosquitto> {
+        std::fs::create_dir_all(dir)?;
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port();
+        let conf = dir.join("mosquitto.conf");
+        // Defaults otherwise, except the per-client queue: one roll-call
+        // sends 1200 QoS 1 answers to the scanner, beyond the default 1000.
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\n\
+                 allow_anonymous true\n\
+                 persistence false\n\
+                 max_queued_messages 10000\n\
+                 log_dest stderr\n\
+                 log_type error\n\
+                 log_type warning\n"
+            ),
+        )?;
+        let log = std::fs::File::create(dir.join("mosquitto.log"))?;
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("running {}", binary.display()))?;
+        let mut mosquitto = Mosquitto {
+            child,
+            port,
+            dir: dir.to_owned(),
+        };
+        let deadline = Instant::now() + MOSQUITTO_READY;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            if let Some(status) = mosquitto.child.try_wait()? {
+                let log = std::fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default();
+                bail!("mosquitto exited at start ({status}): {log}");
+            }
+            if Instant::now() >= deadline {
+                bail!("mosquitto not accepting connections on {addr} after {MOSQUITTO_READY:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let version = Command::new(binary)
+            .arg("-h")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        eprintln!("{version} listening on {addr}");
+        Ok(mosquitto)
+    }
+
+    fn url(&self) -> BrokerUrl {
+        BrokerUrl::new("127.0.0.1", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Ok(log) = std::fs::read_to_string(self.dir.join("mosquitto.log"))
+            && !log.trim().is_empty()
+        {
+            eprintln!("mosquitto log:\n{log}");
+        }
+    }
+}
