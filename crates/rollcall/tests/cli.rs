@@ -201,3 +201,53 @@ fn scan_json_and_get_against_an_agent_process() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("not supported"));
 }
+
+/// Reads `child`'s stderr until a line contains every one of `words`.
+fn wait_for_line(lines: &mut impl Iterator<Item = std::io::Result<String>>, words: &[&str]) -> String {
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if words.iter().all(|w| line.contains(w)) {
+            return line;
+        }
+    }
+    panic!("the output ended before a line with {words:?}");
+}
+
+#[test]
+fn the_hub_logs_hosts_appearing_and_going_missing() {
+    use std::io::BufRead;
+    let broker_port = free_tcp_port();
+    let udp_port = free_udp_port();
+    let state = tempfile::tempdir().unwrap();
+    let mut hub = Running(
+        rollcall()
+            .args(["hub", "--embedded-broker"])
+            .arg(format!("127.0.0.1:{broker_port}"))
+            .args(["--broadcast", "127.255.255.255", "--udp-port", &udp_port.to_string()])
+            .args(["--scan-every", "1", "--wait-ms", "500"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = std::io::BufReader::new(hub.0.stderr.take().unwrap());
+    let mut lines = stderr.lines();
+    wait_for_line(&mut lines, &["embedded broker listening"]);
+    let mut agent = Running(
+        rollcall()
+            .args(["agent", "--hostname", "pizero9", "--sim", "--broker"])
+            .arg(format!("mqtt://127.0.0.1:{broker_port}"))
+            .args(["--udp-port", &udp_port.to_string(), "--state-dir"])
+            .arg(state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_line(&mut lines, &["host appeared", "pizero9"]);
+    wait_for_line(&mut lines, &["service appeared", "pizero9", "system"]);
+    let _ = agent.0.kill();
+    let _ = agent.0.wait();
+    wait_for_line(&mut lines, &["host missing", "pizero9"]);
+}
