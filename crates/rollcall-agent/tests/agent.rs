@@ -175,6 +175,19 @@ impl Asker {
             .unwrap();
     }
 
+    /// The payload of the next message on `topic`, skipping others.
+    async fn next_on(&mut self, topic: &str) -> Vec<u8> {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(5), self.session.incoming.recv())
+                .await
+                .expect("a message within 5 s")
+                .unwrap();
+            if msg.topic == topic {
+                return msg.payload.to_vec();
+            }
+        }
+    }
+
     /// The next message, as (topic, JSON).
     async fn next(&mut self) -> (String, Value) {
         let msg = tokio::time::timeout(Duration::from_secs(5), self.session.incoming.recv())
@@ -315,18 +328,10 @@ async fn description_and_state_are_retained_for_late_subscribers() {
     assert_eq!(d["hostname"], "pizero1");
     assert!(d["interfaces"]["outputs"].is_array());
     late.listen("/pizero1/$state").await;
-    let msg = tokio::time::timeout(Duration::from_secs(5), late.session.incoming.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&msg.payload[..], b"online");
+    assert_eq!(late.next_on("/pizero1/$state").await, b"online");
     agent_shutdown.cancel();
     a.join().await.unwrap();
-    let msg = tokio::time::timeout(Duration::from_secs(5), late.session.incoming.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&msg.payload[..], b"offline");
+    assert_eq!(late.next_on("/pizero1/$state").await, b"offline");
     shutdown.cancel();
 }
 

@@ -123,9 +123,6 @@ fn mqtt_handshake(target: SocketAddr) -> std::io::Result<()> {
     }
 }
 
-/// The filter that keeps rumqttd's match cache warm; see [`config`].
-const CATCH_ALL: &str = "#";
-
 /// A configuration for hundreds of clients sending bursts: one roll-call
 /// makes every host answer within a few milliseconds.
 fn config(listen: SocketAddr) -> Config {
@@ -155,15 +152,6 @@ fn config(listen: SocketAddr) -> Config {
             // count x size bytes; readers that fall further behind skip.
             max_segment_size: 4 * 1024 * 1024,
             max_segment_count: 4,
-            // rumqttd 0.20 caches which filters a topic matches only when the
-            // list is not empty, so a topic nobody subscribes to (a host
-            // report without foreign services) is matched against every
-            // filter on every publish: hosts² × services work per roll-call.
-            // A filter that matches everything makes every list non-empty.
-            // Nobody reads it; its log costs at most the segments above.
-            // (A `custom_segment` cannot shrink it: rumqttd applies a custom
-            // segment to every filter the key matches, and `#` matches all.)
-            initialized_filters: Some(vec![CATCH_ALL.to_owned()]),
             ..RouterConfig::default()
         },
         v4: Some(HashMap::from([("1".to_owned(), server)])),

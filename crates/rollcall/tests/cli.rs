@@ -203,7 +203,10 @@ fn scan_json_and_get_against_an_agent_process() {
 }
 
 /// Reads `child`'s stderr until a line contains every one of `words`.
-fn wait_for_line(lines: &mut impl Iterator<Item = std::io::Result<String>>, words: &[&str]) -> String {
+fn wait_for_line(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    words: &[&str],
+) -> String {
     for line in lines.by_ref() {
         let line = line.unwrap();
         if words.iter().all(|w| line.contains(w)) {
@@ -223,7 +226,12 @@ fn the_hub_logs_hosts_appearing_and_going_missing() {
         rollcall()
             .args(["hub", "--embedded-broker"])
             .arg(format!("127.0.0.1:{broker_port}"))
-            .args(["--broadcast", "127.255.255.255", "--udp-port", &udp_port.to_string()])
+            .args([
+                "--broadcast",
+                "127.255.255.255",
+                "--udp-port",
+                &udp_port.to_string(),
+            ])
             .args(["--scan-every", "1", "--wait-ms", "500"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
