@@ -221,6 +221,16 @@ async fn discover_extaddr(config: &Config) -> Option<IpAddr> {
     }
 }
 
+/// What a service is told of where it runs, now. A free function so that it
+/// borrows only these fields while a service is borrowed mutably.
+fn ctx_now<'a>(config: &'a Config, topics: &'a Topics) -> Ctx<'a> {
+    Ctx {
+        host: &config.hostname,
+        topics,
+        now_ms: unix_ms(),
+    }
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -270,11 +280,7 @@ struct Host {
 
 impl Host {
     fn ctx(&self) -> Ctx<'_> {
-        Ctx {
-            host: &self.config.hostname,
-            topics: &self.topics,
-            now_ms: unix_ms(),
-        }
+        ctx_now(&self.config, &self.topics)
     }
 
     /// Subscribes to everything the agent serves and publishes its retained state.
@@ -417,23 +423,29 @@ impl Host {
                 .iter()
                 .map(|s| service_answer(&report, &s.describe(&ctx))),
         );
+        // The host's other services get the report at once: each is an
+        // answerer and waits out its own share of the window.
+        if let Err(error) = self
+            .local
+            .publish(
+                &self.topics.udp_report(),
+                report.to_bytes(),
+                Qos::AtLeastOnce,
+                false,
+            )
+            .await
+        {
+            warn!(%error, "cannot publish the host report");
+        }
         let window = report.rollcall.window_ms.unwrap_or(0);
         let jitter = Duration::from_millis(rand::rng().random_range(0..=window));
-        let local = self.local.clone();
-        let report_topic = self.topics.udp_report();
+        let topic = report.rollcall.topic;
         let shutdown = self.shutdown.clone();
         AgentStats::bump(self.stats.answered());
         self.tracker.spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(jitter) => {}
-            }
-            let topic = report.rollcall.topic.clone();
-            if let Err(error) = local
-                .publish(&report_topic, report.to_bytes(), Qos::AtLeastOnce, false)
-                .await
-            {
-                warn!(%error, "cannot publish the host report");
             }
             for answer in answers {
                 let bytes = serde_json::to_vec(&answer).unwrap_or_default();
@@ -565,13 +577,7 @@ impl Host {
             if self.due[i].is_none_or(|at| at > now) {
                 continue;
             }
-            let host = self.config.hostname.clone();
-            let topics = self.topics.clone();
-            let ctx = Ctx {
-                host: &host,
-                topics: &topics,
-                now_ms: unix_ms(),
-            };
+            let ctx = ctx_now(&self.config, &self.topics);
             let svc = &mut self.services[i];
             let health_before = svc.describe(&ctx).health;
             let out = svc.tick(&ctx);
@@ -648,13 +654,7 @@ impl Host {
             .iter()
             .position(|s| s.name() == app)
             .ok_or_else(|| ServiceError::UnknownItem(app.clone()))?;
-        let host = self.config.hostname.clone();
-        let topics = self.topics.clone();
-        let ctx = Ctx {
-            host: &host,
-            topics: &topics,
-            now_ms: unix_ms(),
-        };
+        let ctx = ctx_now(&self.config, &self.topics);
         let svc = &mut self.services[index];
         fields.insert("function".into(), app.clone().into());
         match query {
@@ -679,7 +679,7 @@ impl Host {
                 if item.is_empty() {
                     return Err(ServiceError::Invalid(format!(
                         "name the item to set: {}",
-                        topics.service(&host, &app, "set/{item}")
+                        ctx.topics.service(ctx.host, &app, "set/{item}")
                     )));
                 }
                 let outcome = svc.set(&item, &request.body, &ctx)?;

@@ -54,6 +54,12 @@ fn unix_ms() -> u64 {
 /// off the CPU for a moment, and an answer dropped there is lost.
 pub const ANSWER_BUFFER: usize = 65_536;
 
+/// How long the scanner waits for its answer subscription to work.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the subscription probe is sent again (the first one may be
+/// published before the broker has the subscription).
+const PROBE_RETRY: Duration = Duration::from_millis(100);
+
 /// A scanner: an MQTT session on the broker answers arrive at, and a UDP socket.
 pub struct Scanner {
     session: SessionHandle,
@@ -102,6 +108,35 @@ impl Scanner {
         (!(self.broker.is_loopback() && leaves_host)).then(|| self.broker.to_string())
     }
 
+    /// Returns once the broker delivers what is published on `topic` to us:
+    /// a fast agent answers within a millisecond, and an answer that reaches
+    /// the broker before our subscription does is lost. A probe published on
+    /// the topic and received back proves the subscription; other scanners
+    /// on the topic see it as a message that is not an answer.
+    async fn await_subscription(&mut self, topic: &str) -> Result<(), HubError> {
+        let probe = format!("{{\"probe\":\"{:032x}\"}}", rand::random::<u128>());
+        let deadline = Instant::now() + SUBSCRIBE_TIMEOUT;
+        loop {
+            self.session
+                .publish(topic, probe.clone(), Qos::AtLeastOnce, false)
+                .await?;
+            let retry = (Instant::now() + PROBE_RETRY).min(deadline);
+            while let Ok(msg) = tokio::time::timeout_at(retry, self.incoming.recv()).await {
+                let msg = msg.ok_or(rollcall_net::NetError::SessionClosed)?;
+                if msg.topic == topic && msg.payload == probe.as_bytes() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(rollcall_net::NetError::Timeout(
+                    SUBSCRIBE_TIMEOUT,
+                    "the broker to confirm the answer subscription",
+                )
+                .into());
+            }
+        }
+    }
+
     /// Sends roll-call `id` and collects its answers; `progress` is called
     /// after each counted answer.
     pub async fn scan(
@@ -120,6 +155,8 @@ impl Scanner {
                 self.session.unsubscribe(&old).await?;
             }
             self.session.subscribe(&opts.topic).await?;
+            self.session.wait_connected(Duration::from_secs(5)).await?;
+            self.await_subscription(&opts.topic).await?;
             self.subscribed = Some(opts.topic.clone());
         }
         self.session.wait_connected(Duration::from_secs(5)).await?;

@@ -28,6 +28,21 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
+/// `rollcall agent` for a simulated host, its broker given as `[flag, value]`.
+fn spawn_agent(host: &str, broker: [&str; 2], udp_port: u16, state: &std::path::Path) -> Running {
+    Running(
+        rollcall()
+            .args(["agent", "--sim", "--hostname", host])
+            .args(broker)
+            .args(["--udp-port", &udp_port.to_string(), "--state-dir"])
+            .arg(state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// Kills the child when the test ends, however it ends.
 struct Running(Child);
 
@@ -114,22 +129,12 @@ fn scan_json_and_get_against_an_agent_process() {
     let broker_port = free_tcp_port();
     let udp_port = free_udp_port();
     let state = tempfile::tempdir().unwrap();
-    let _agent = Running(
-        rollcall()
-            .args([
-                "agent",
-                "--hostname",
-                "pizero1",
-                "--sim",
-                "--embedded-broker",
-            ])
-            .arg(format!("127.0.0.1:{broker_port}"))
-            .args(["--udp-port", &udp_port.to_string(), "--state-dir"])
-            .arg(state.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let broker_addr = format!("127.0.0.1:{broker_port}");
+    let _agent = spawn_agent(
+        "pizero1",
+        ["--embedded-broker", &broker_addr],
+        udp_port,
+        state.path(),
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect((Ipv4Addr::LOCALHOST, broker_port)).is_err() {
@@ -242,17 +247,8 @@ fn the_hub_logs_hosts_appearing_and_going_missing() {
     let stderr = std::io::BufReader::new(hub.0.stderr.take().unwrap());
     let mut lines = stderr.lines();
     wait_for_line(&mut lines, &["embedded broker listening"]);
-    let mut agent = Running(
-        rollcall()
-            .args(["agent", "--hostname", "pizero9", "--sim", "--broker"])
-            .arg(format!("mqtt://127.0.0.1:{broker_port}"))
-            .args(["--udp-port", &udp_port.to_string(), "--state-dir"])
-            .arg(state.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let broker = format!("mqtt://127.0.0.1:{broker_port}");
+    let mut agent = spawn_agent("pizero9", ["--broker", &broker], udp_port, state.path());
     wait_for_line(&mut lines, &["host appeared", "pizero9"]);
     wait_for_line(&mut lines, &["service appeared", "pizero9", "system"]);
     let _ = agent.0.kill();
