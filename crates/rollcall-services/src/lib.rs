@@ -13,6 +13,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 pub mod announce;
+pub mod gpio;
 pub mod system;
 
 /// What a service knows of where it runs, handed in with every call.
