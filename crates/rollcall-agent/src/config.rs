@@ -9,6 +9,7 @@ use rollcall_net::BrokerUrl;
 use rollcall_proto::Topics;
 use rollcall_proto::topic::check_name;
 use rollcall_services::announce::AnnounceConfig;
+use rollcall_services::gpio::GpioConfig;
 use serde::Deserialize;
 
 use crate::AgentError;
@@ -54,6 +55,9 @@ pub struct RawConfig {
     /// Built-in services.
     #[serde(default)]
     pub services: RawServices,
+    /// Hardware paths.
+    #[serde(default)]
+    pub hw: RawHw,
     /// Programs the agent answers for.
     #[serde(default)]
     pub announce: Vec<AnnounceConfig>,
@@ -66,6 +70,39 @@ pub struct RawServices {
     /// `[services.system]`
     #[serde(default)]
     pub system: RawSystem,
+    /// `[services.gpio]`
+    #[serde(default)]
+    pub gpio: RawGpio,
+}
+
+/// `[services.gpio]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGpio {
+    /// Whether the service runs (default: yes, where there is a chip).
+    pub enabled: Option<bool>,
+    /// The GPIO chip: a path (`/dev/gpiochip0`), a label, or `auto`.
+    pub chip: Option<String>,
+    /// The configuration applied when none was saved before, in the same
+    /// shape as on `/{host}/gpio/control`.
+    pub config: Option<GpioConfig>,
+}
+
+/// `[hw]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHw {
+    /// Where sysfs is (PWM channels are under `{sysfs_root}/class/pwm`).
+    pub sysfs_root: Option<PathBuf>,
+}
+
+/// The GPIO service's settings.
+#[derive(Debug, Clone)]
+pub struct GpioSettings {
+    /// `auto`, a path or a label.
+    pub chip: String,
+    /// The configuration applied when none was saved.
+    pub config: Option<GpioConfig>,
 }
 
 /// `[services.system]`
@@ -120,6 +157,10 @@ pub struct Config {
     pub cluster_key: Option<Vec<u8>>,
     /// The system service's interval, if it runs.
     pub system_interval: Option<Duration>,
+    /// The GPIO service's settings, if it runs.
+    pub gpio: Option<GpioSettings>,
+    /// Where sysfs is.
+    pub sysfs_root: PathBuf,
     /// Announced services.
     pub announce: Vec<AnnounceConfig>,
 }
@@ -176,6 +217,23 @@ keepalive_s = 5
 [services.system]
 enabled = true
 interval_s = 30
+
+# The GPIO service: outputs, PWM and inputs, configured over
+# /{hostname}/gpio/control. What is applied there is saved in state_dir and
+# restored at start; the configuration below is used when nothing was saved.
+[services.gpio]
+enabled = true
+# "auto" finds a Raspberry Pi's GPIO chip; or a path or a label.
+chip = "auto"
+# [services.gpio.config]
+# outputs = [{ name = "pump_drive", pin = 25, init = 0, pull = "down" }]
+# pwm = [{ name = "sonar_angle", pin = 18, init = 20, period_us = 1000 }]
+# inputs = [{ name = "button", pin = 22, pull = "down", report = "change", debounce_ms = 5 },
+#           { name = "float_switch", pin = 17, pull = "up", report = "scan", scan_ms = 500 }]
+
+[hw]
+# Where sysfs is: PWM channels are under {sysfs_root}/class/pwm.
+sysfs_root = "/sys"
 
 # Programs that cannot answer a roll-call themselves, answered for by the agent:
 # [[announce]]
@@ -251,7 +309,14 @@ impl RawConfig {
             (_, Some(0)) => return Err(invalid("services.system.interval_s", "at least 1".into())),
             (_, secs) => Some(Duration::from_secs(secs.unwrap_or(30))),
         };
-        let mut names = vec!["system".to_owned()];
+        let gpio = match self.services.gpio.enabled {
+            Some(false) => None,
+            _ => Some(GpioSettings {
+                chip: self.services.gpio.chip.unwrap_or_else(|| "auto".to_owned()),
+                config: self.services.gpio.config,
+            }),
+        };
+        let mut names = vec!["system".to_owned(), "gpio".to_owned()];
         for a in &self.announce {
             check_name(&a.function).map_err(|e| invalid("announce.function", e.to_string()))?;
             if names.contains(&a.function) {
@@ -283,6 +348,8 @@ impl RawConfig {
             keepalive: Duration::from_secs(keepalive_s),
             cluster_key: self.cluster_key.map(String::into_bytes),
             system_interval,
+            gpio,
+            sysfs_root: self.hw.sysfs_root.unwrap_or_else(|| PathBuf::from("/sys")),
             announce: self.announce,
         })
     }

@@ -9,6 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
+use rollcall_hw::HwError;
+use rollcall_hw::gpio::cdev::CdevChip;
+use rollcall_hw::gpio::sim::{SimChip, SimHandle};
+use rollcall_hw::pwm::sim::SimPwm;
+use rollcall_hw::pwm::sysfs::SysfsPwm;
+use rollcall_hw::pwm::{PwmChannel, pi_pwm_channel};
 use rollcall_hw::system::{LinuxSystem, SimSystem, SystemSource};
 use rollcall_net::{
     BrokerUrl, EmbeddedBroker, Message, Qos, RollCallSocket, Session, SessionConfig, SessionHandle,
@@ -21,10 +27,12 @@ use rollcall_proto::{
     ok_reply, service_answer,
 };
 use rollcall_services::announce::Announced;
+use rollcall_services::gpio::service::parse_level;
+use rollcall_services::gpio::{GpioService, PwmOpener, SavedState};
 use rollcall_services::system::SystemService;
-use rollcall_services::{Ctx, Publish, Service, ServiceError};
+use rollcall_services::{Ctx, Outcome, Publish, Service, ServiceError};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +41,7 @@ use tracing::{debug, info, warn};
 
 use crate::delivery::{is_own_broker, requester_broker};
 use crate::gate::Gate;
+use crate::state;
 use crate::{AgentError, AgentStats, BrokerChoice, Config, VERSION};
 
 /// Bigger than any roll-call, so an oversized datagram is seen as oversized.
@@ -122,7 +131,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     let udp = RollCallSocket::bind_listener(config.udp_listen)?;
     let udp_addr = udp.local_addr()?;
 
-    let services = build_services(&config);
+    let (mut services, sim_gpio) = build_services(&config);
+    // Hardware events wake the agent's loop, which asks the services for them.
+    let hw_events = Arc::new(Notify::new());
+    for service in &mut services {
+        let notify = hw_events.clone();
+        service.set_waker(Arc::new(move || notify.notify_one()));
+    }
     // Every service publishes its first readings as soon as the agent runs.
     let due = services
         .iter()
@@ -147,7 +162,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         shutdown: shutdown.clone(),
         session_token: session_token.clone(),
         session_template: session_config,
+        hw_events,
+        sim_gpio,
     };
+    host_state.restore_services().await;
     host_state.announce().await?;
     info!(%host, udp = %udp_addr, broker = %broker_url, "agent listening");
 
@@ -175,8 +193,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     })
 }
 
-fn build_services(config: &Config) -> Vec<Box<dyn Service>> {
+/// The built-in services, and the simulated GPIO chip's handle when the
+/// hardware is simulated (so `/{host}/sim/gpio/{pin}` can drive its inputs).
+fn build_services(config: &Config) -> (Vec<Box<dyn Service>>, Option<SimHandle>) {
     let mut services: Vec<Box<dyn Service>> = Vec::new();
+    let mut sim = None;
     if let Some(interval) = config.system_interval {
         let source: Box<dyn SystemSource> = if config.sim {
             Box::new(SimSystem::new(seed_of(&config.hostname)))
@@ -185,10 +206,42 @@ fn build_services(config: &Config) -> Vec<Box<dyn Service>> {
         };
         services.push(Box::new(SystemService::new(source, interval)));
     }
+    if let Some(gpio) = &config.gpio {
+        match gpio_service(config, &gpio.chip) {
+            Ok((service, handle)) => {
+                services.push(Box::new(service));
+                sim = handle;
+            }
+            Err(error) => warn!(%error, chip = %gpio.chip, "gpio service off: no GPIO chip"),
+        }
+    }
     for a in &config.announce {
         services.push(Box::new(Announced::new(a.clone())));
     }
-    services
+    (services, sim)
+}
+
+/// The GPIO service on the simulated chip, or on the Linux chip named by
+/// `chip` with hardware PWM from sysfs.
+fn gpio_service(config: &Config, chip: &str) -> Result<(GpioService, Option<SimHandle>), HwError> {
+    if config.sim {
+        let chip = SimChip::pi();
+        let handle = chip.handle();
+        let opener: PwmOpener =
+            Box::new(|_pin| Ok(Box::new(SimPwm::default()) as Box<dyn PwmChannel>));
+        return Ok((GpioService::new(Box::new(chip), opener), Some(handle)));
+    }
+    let linux = match chip {
+        "auto" => CdevChip::open_pi()?,
+        path if path.starts_with('/') => CdevChip::open(path)?,
+        label => CdevChip::open_by_label(&[label])?,
+    };
+    let sysfs_root = config.sysfs_root.clone();
+    let opener: PwmOpener = Box::new(move |pin| {
+        let (chip, channel) = pi_pwm_channel(pin).ok_or(HwError::NoPwmChannel { pin })?;
+        Ok(Box::new(SysfsPwm::open(&sysfs_root, chip, channel)?) as Box<dyn PwmChannel>)
+    });
+    Ok((GpioService::new(Box::new(linux), opener), None))
 }
 
 /// A per-host number, so simulated hosts do not all show the same values.
@@ -276,6 +329,10 @@ struct Host {
     shutdown: CancellationToken,
     session_token: CancellationToken,
     session_template: SessionConfig,
+    /// Notified when a service's hardware has events waiting.
+    hw_events: Arc<Notify>,
+    /// The simulated GPIO chip, driven over `/{host}/sim/gpio/{pin}`.
+    sim_gpio: Option<SimHandle>,
 }
 
 impl Host {
@@ -293,6 +350,9 @@ impl Host {
         ];
         for svc in &self.services {
             filters.extend(self.topics.query_filters(&host, svc.name()));
+        }
+        if self.sim_gpio.is_some() {
+            filters.push(self.sim_gpio_topic("+"));
         }
         for filter in filters {
             self.local.subscribe(&filter).await?;
@@ -334,6 +394,7 @@ impl Host {
                 },
                 Some(msg) = incoming.recv() => self.on_message(msg).await,
                 _ = sleep_until(next_tick) => self.tick().await,
+                _ = self.hw_events.notified() => self.wake_services().await,
                 _ = sleep_until(next_expiry) => self.expire_relays().await,
             }
         }
@@ -366,6 +427,8 @@ impl Host {
             } else {
                 self.known_apps.insert(app);
             }
+        } else if self.sim_gpio.is_some() && matches(&self.sim_gpio_topic("+"), &msg.topic) {
+            self.drive_sim_gpio(&msg).await;
         } else if let Some(query) = self.topics.parse_query(&host, &msg.topic) {
             self.on_query(query, &msg.payload).await;
         } else if msg.topic == self.topics.getapps(&host) {
@@ -590,6 +653,105 @@ impl Host {
         }
     }
 
+    /// Carries out what a `set` or `control` asks for besides its answer:
+    /// the new states, the new description, and saving what must survive a
+    /// restart.
+    async fn after(&mut self, index: usize, outcome: Outcome) {
+        self.send_all(outcome.publish).await;
+        if outcome.description_changed
+            && let Err(error) = self.publish_description(index).await
+        {
+            warn!(%error, "cannot publish a description");
+        }
+        if outcome.persist {
+            self.persist(index);
+        }
+    }
+
+    /// Saves a service's state in the state folder, atomically.
+    fn persist(&self, index: usize) {
+        let svc = &self.services[index];
+        let Some(saved) = svc.saved_state() else {
+            return;
+        };
+        if let Err(error) = state::save(&self.config.state_dir, svc.name(), &saved) {
+            warn!(%error, service = svc.name(), dir = %self.config.state_dir.display(), "cannot save state");
+        }
+    }
+
+    /// Gives every service what it saved before the restart, or for the GPIO
+    /// service the configuration file's `[services.gpio.config]` when it
+    /// saved nothing. Runs before the session connects: what the services
+    /// publish now is queued until it does.
+    async fn restore_services(&mut self) {
+        for index in 0..self.services.len() {
+            let name = self.services[index].name().to_owned();
+            let saved = match state::load(&self.config.state_dir, &name) {
+                Ok(saved) => saved,
+                Err(error) => {
+                    warn!(%error, service = %name, "saved state unreadable; starting without it");
+                    None
+                }
+            };
+            let initial = saved.or_else(|| {
+                let config = self.config.gpio.as_ref()?.config.clone()?;
+                (name == "gpio").then(|| {
+                    serde_json::to_value(SavedState {
+                        config,
+                        ..SavedState::default()
+                    })
+                    .unwrap_or_default()
+                })
+            });
+            let Some(initial) = initial else { continue };
+            let ctx = ctx_now(&self.config, &self.topics);
+            match self.services[index].restore(initial, &ctx) {
+                Ok(out) => {
+                    info!(service = %name, "state restored");
+                    self.due[index] = self.services[index].tick_every().map(|_| Instant::now());
+                    self.send_all(out).await;
+                }
+                Err(error) => {
+                    warn!(%error, service = %name, "saved state refused; starting without it")
+                }
+            }
+        }
+    }
+
+    /// Hands the services' hardware events to them.
+    async fn wake_services(&mut self) {
+        for i in 0..self.services.len() {
+            let ctx = ctx_now(&self.config, &self.topics);
+            let out = self.services[i].wake(&ctx);
+            self.send_all(out).await;
+        }
+    }
+
+    /// `/{host}/sim/gpio/{pin}`: where a person presses a virtual button.
+    fn sim_gpio_topic(&self, pin: &str) -> String {
+        self.topics
+            .topic(&format!("{}/sim/gpio/{pin}", self.config.hostname))
+    }
+
+    /// Drives a simulated input from `/{host}/sim/gpio/{pin}`.
+    async fn drive_sim_gpio(&mut self, msg: &Message) {
+        let Some(sim) = &self.sim_gpio else { return };
+        let pin = msg.topic.rsplit('/').next().and_then(|p| p.parse().ok());
+        let level = Request::parse(&msg.payload)
+            .map_err(ServiceError::from)
+            .and_then(|r| parse_level(&r.body));
+        let result = match (pin, level) {
+            (Some(pin), Ok(level)) => sim.drive(pin, level).map_err(ServiceError::from),
+            (None, _) => Err(ServiceError::Invalid(format!("`{}`: not a pin", msg.topic))),
+            (_, Err(e)) => Err(e),
+        };
+        if let Err(error) = result {
+            let topic = self.topics.app_error(&self.config.hostname, "gpio");
+            self.send_all(vec![plain(topic, error_reply(None, &error.to_string()))])
+                .await;
+        }
+    }
+
     async fn send_all(&self, out: Vec<Publish>) {
         for p in out {
             if let Err(error) = self
@@ -683,21 +845,15 @@ impl Host {
                     )));
                 }
                 let outcome = svc.set(&item, &request.body, &ctx)?;
-                fields.extend(outcome.reply);
-                self.send_all(outcome.publish).await;
-                if outcome.description_changed {
-                    let _ = self.publish_description(index).await;
-                }
+                fields.extend(outcome.reply.clone());
+                self.after(index, outcome).await;
             }
             Query::Control { .. } => {
                 let outcome = svc.control(&request.body, &ctx)?;
                 // A new interval counts from now, not from the old schedule.
                 self.due[index] = svc.tick_every().map(|every| Instant::now() + every);
-                fields.extend(outcome.reply);
-                self.send_all(outcome.publish).await;
-                if outcome.description_changed {
-                    let _ = self.publish_description(index).await;
-                }
+                fields.extend(outcome.reply.clone());
+                self.after(index, outcome).await;
             }
         }
         Ok(fields)

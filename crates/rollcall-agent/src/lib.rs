@@ -11,6 +11,7 @@ mod delivery;
 mod error;
 mod gate;
 mod host;
+mod state;
 mod stats;
 
 pub use config::{BrokerChoice, Config, RawConfig};

@@ -32,9 +32,13 @@ async fn three_hosts_answer_one_broadcast(broker: BrokerUrl) {
     for host in &report.hosts {
         assert_eq!(host.ipaddr.as_deref(), Some("127.0.0.1"));
         assert!(host.t_ms.is_some());
-        assert_eq!(host.apps.as_deref(), Some(&["system".to_string()][..]));
-        let system = &host.services[0];
-        assert_eq!(system.function, "system");
+        let apps = host.apps.clone().unwrap();
+        assert_eq!(apps, ["gpio", "system"]);
+        let system = host
+            .services
+            .iter()
+            .find(|s| s.function == "system")
+            .unwrap();
         assert_eq!(
             system.control.as_deref(),
             Some(format!("/{}/system/control", host.hostname).as_str())
@@ -86,7 +90,7 @@ async fn a_roll_call_over_mqtt_is_answered_and_a_repeat_is_not() {
     opts.broadcasts.clear();
     opts.via_mqtt = true;
     let report = scanner.scan(7, &opts, |_| {}).await.unwrap();
-    assert_eq!(functions(&report, "far"), ["system"]);
+    assert_eq!(functions(&report, "far"), ["gpio", "system"]);
 
     // The same roll-call by broadcast and over MQTT is answered once.
     opts.broadcasts = vec![LOOPBACK_BROADCAST];
@@ -134,7 +138,7 @@ async fn malformed_datagrams_are_dropped_counted_and_do_not_stop_the_agent() {
     opts.broadcasts.clear();
     opts.targets = vec![Ipv4Addr::LOCALHOST.into()];
     let report = scanner.scan(99, &opts, |_| {}).await.unwrap();
-    assert_eq!(functions(&report, "sturdy"), ["system"]);
+    assert_eq!(functions(&report, "sturdy"), ["gpio", "system"]);
     // The datagrams were sent before the good roll-call, on the same socket
     // pair, so the agent has read them all by the time it answered.
     assert_eq!(a.stats().snapshot().dropped_malformed, bad.len() as u64);
@@ -213,7 +217,7 @@ async fn query_topics_answer_and_bad_queries_get_error_answers() {
     asker.send("/pizero2/getapps", "").await;
     let (topic, v) = asker.next().await;
     assert_eq!(topic, "/pizero2/reply");
-    assert_eq!(v["apps"], json!(["system"]));
+    assert_eq!(v["apps"], json!(["gpio", "system"]));
     assert_eq!(v["host"], "pizero2");
 
     asker
@@ -389,7 +393,7 @@ async fn answers_are_relayed_from_the_hosts_broker_to_the_requesters() {
         .await
         .unwrap();
     foreign_task.await.unwrap();
-    assert_eq!(functions(&report, "pizero1"), ["pump", "system"]);
+    assert_eq!(functions(&report, "pizero1"), ["gpio", "pump", "system"]);
     assert_eq!(a.stats().snapshot().relayed, 1);
     shutdown.cancel();
     a.join().await.unwrap();
@@ -472,7 +476,7 @@ async fn with_a_cluster_key_only_signed_roll_calls_are_answered() {
     let mut opts = broadcast(port, 1);
     opts.cluster_key = Some(b"s3cret".to_vec());
     let report = scanner.scan(3, &opts, |_| {}).await.unwrap();
-    assert_eq!(functions(&report, "locked"), ["system"]);
+    assert_eq!(functions(&report, "locked"), ["gpio", "system"]);
     shutdown.cancel();
     a.join().await.unwrap();
 }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::gpio::Pin;
+
 use thiserror::Error;
 
 /// A hardware read or write that failed.
@@ -21,6 +23,59 @@ pub enum HwError {
     Parse {
         /// The file.
         path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A pin that is not a line of the chip.
+    #[error("pin {pin} is not on the chip, which has {lines} lines")]
+    NoSuchLine {
+        /// The pin asked for.
+        pin: Pin,
+        /// How many lines the chip has.
+        lines: u32,
+    },
+    /// A pin that the current line configuration does not include.
+    #[error("pin {pin} is not configured")]
+    NotConfigured {
+        /// The pin.
+        pin: Pin,
+    },
+    /// A pin that was written but is not configured as an output.
+    #[error("pin {pin} is not configured as an output")]
+    NotAnOutput {
+        /// The pin.
+        pin: Pin,
+    },
+    /// A pin that was driven from outside but is not configured as an input.
+    #[error("pin {pin} is not configured as an input")]
+    NotAnInput {
+        /// The pin.
+        pin: Pin,
+    },
+    /// No GPIO chip carries the label (or any of the labels) looked for.
+    #[error("no GPIO chip labelled {wanted}")]
+    ChipNotFound {
+        /// The label or labels looked for.
+        wanted: String,
+    },
+    /// A device refused a request: the GPIO character device, for example.
+    #[error("{device}: {source}")]
+    Device {
+        /// The device file.
+        device: PathBuf,
+        /// The driver's or library's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A pin asked for hardware PWM that has no hardware PWM channel.
+    #[error("pin {pin} has no hardware PWM channel")]
+    NoPwmChannel {
+        /// The pin.
+        pin: Pin,
+    },
+    /// PWM settings that no channel can take (duty above period, for example).
+    #[error("invalid PWM settings: {reason}")]
+    InvalidPwm {
         /// What was wrong.
         reason: String,
     },

@@ -6,6 +6,8 @@
 //! backends feed.
 
 mod error;
+pub mod gpio;
+pub mod pwm;
 pub mod system;
 
 pub use error::HwError;

@@ -64,6 +64,8 @@ pub struct Outcome {
     pub publish: Vec<Publish>,
     /// The self-description changed and must be re-published.
     pub description_changed: bool,
+    /// The service's saved state changed and must be persisted.
+    pub persist: bool,
 }
 
 /// Why a request was refused. The message goes to the requester verbatim.
@@ -115,5 +117,23 @@ pub trait Service: Send + Sync {
     /// Periodic work: readings to publish.
     fn tick(&mut self, _ctx: &Ctx<'_>) -> Vec<Publish> {
         Vec::new()
+    }
+
+    /// Installs what the service's hardware calls when it has events.
+    fn set_waker(&mut self, _waker: rollcall_hw::gpio::EventWaker) {}
+
+    /// Handles what the hardware has waiting after the waker was called.
+    fn wake(&mut self, _ctx: &Ctx<'_>) -> Vec<Publish> {
+        Vec::new()
+    }
+
+    /// What must survive a restart, if anything.
+    fn saved_state(&self) -> Option<Value> {
+        None
+    }
+
+    /// Takes back what [`Service::saved_state`] gave before a restart.
+    fn restore(&mut self, _saved: Value, _ctx: &Ctx<'_>) -> Result<Vec<Publish>, ServiceError> {
+        Ok(Vec::new())
     }
 }

@@ -44,8 +44,19 @@ fn free_udp_port() -> Result<u16> {
         .port())
 }
 
-/// What each simulated host runs: the system service, and on pibot01 the
-/// notes' display driver, announced by configuration.
+/// The original notes' GPIO example, which pizero2 runs: outputs on 25 and
+/// 23, inputs with pull-down on 17 and 22, and a PWM.
+const NOTES_GPIO: &str = r#"{
+    "outputs": [{"name": "pump_drive", "pin": 25, "init": 0, "pull": "down", "single": true},
+                {"name": "lamp", "pin": 23}],
+    "pwm": [{"name": "sonar_angle", "pin": 18, "init": 20, "period_us": 1000}],
+    "inputs": [{"name": "button", "pin": 22, "pull": "down", "report": "change"},
+               {"name": "float_switch", "pin": 17, "pull": "down", "report": "scan", "scan_ms": 500}]
+}"#;
+
+/// What each simulated host runs: the system and GPIO services (pizero2's
+/// configured as in the notes), and on pibot01 the notes' display driver,
+/// announced by configuration.
 fn host_config(name: &str, broker: &str, udp_port: u16, state: &std::path::Path) -> RawConfig {
     let announce = if name == "pibot01" {
         vec![AnnounceConfig {
@@ -58,8 +69,13 @@ fn host_config(name: &str, broker: &str, udp_port: u16, state: &std::path::Path)
     } else {
         Vec::new()
     };
+    let mut services = rollcall_agent::config::RawServices::default();
+    if name == "pizero2" {
+        services.gpio.config = serde_json::from_str(NOTES_GPIO).ok();
+    }
     RawConfig {
         hostname: Some(name.into()),
+        services,
         broker: Some(broker.into()),
         udp_port: Some(udp_port),
         state_dir: Some(state.join(name)),

@@ -40,7 +40,12 @@ pub fn host_config(name: &str, broker: &BrokerUrl, udp_port: u16) -> RawConfig {
         hostname: Some(name.into()),
         broker: Some(broker.to_string()),
         udp_port: Some(udp_port),
-        state_dir: Some(std::env::temp_dir().join(format!("rollcall-test-{name}"))),
+        // Unique, so that concurrent tests with the same host names share
+        // no saved state; nothing is written there unless a test configures
+        // a service, and such tests give a folder of their own.
+        state_dir: Some(
+            std::env::temp_dir().join(format!("rollcall-test-{name}-{}", rand_suffix())),
+        ),
         sim: Some(true),
         ..RawConfig::default()
     }

@@ -1,0 +1,1045 @@
+//! The GPIO service as a state machine: it applies a configuration to a chip
+//! whole or not at all, drives outputs and PWM on `set`, answers `get`,
+//! turns the chip's edge events into debounced input values, scans the
+//! inputs that report by scan, and says what the agent must persist.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use rollcall_hw::HwError;
+use rollcall_hw::gpio::{Bias, Edge, EventWaker, GpioChip, LineConfig, Pin};
+use rollcall_hw::pwm::{Polarity as HwPolarity, PwmChannel, PwmSettings};
+use rollcall_proto::json::Object;
+use rollcall_proto::{Body, Description, Health, Interface, Interfaces, ValueType};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::config::{GpioConfig, Polarity, Pull, Report};
+use super::text;
+use crate::{Ctx, Outcome, Publish, Service, ServiceError};
+
+/// Opens the PWM channel that drives a pin: hardware where the pin has one,
+/// software or simulated otherwise. Chosen by whoever builds the service.
+pub type PwmOpener = Box<dyn FnMut(Pin) -> Result<Box<dyn PwmChannel>, HwError> + Send + Sync>;
+
+/// What survives a restart: the configuration and the last commanded values.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SavedState {
+    /// The applied configuration.
+    pub config: GpioConfig,
+    /// The last commanded level of each output, by name.
+    pub levels: BTreeMap<String, bool>,
+    /// The last commanded duty of each PWM output, by name, in percent.
+    pub duties: BTreeMap<String, f64>,
+}
+
+/// An input's reporting state.
+#[derive(Debug, Clone, Default)]
+struct InputState {
+    /// The last value published.
+    value: Option<bool>,
+    /// When the last accepted edge happened (chip clock, ns).
+    last_edge_ns: Option<u64>,
+    /// When the next scan is due (unix ms).
+    next_scan_ms: u64,
+}
+
+/// The GPIO service.
+pub struct GpioService {
+    chip: Box<dyn GpioChip>,
+    open_pwm: PwmOpener,
+    state: SavedState,
+    pwm: HashMap<String, Box<dyn PwmChannel>>,
+    inputs: HashMap<String, InputState>,
+    waker: Option<EventWaker>,
+    last_error: Option<String>,
+}
+
+fn invalid(reason: impl Into<String>) -> ServiceError {
+    ServiceError::Invalid(reason.into())
+}
+
+/// A level as people type it: `1`, `0`, `true`, `false`, `on`, `off`, any
+/// case, with or without JSON quotes.
+pub fn parse_level(body: &Body) -> Result<bool, ServiceError> {
+    let word = match body {
+        Body::Text(t) => t.clone(),
+        Body::Json(Value::String(s)) => s.clone(),
+        Body::Json(Value::Bool(b)) => return Ok(*b),
+        Body::Json(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    match word.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "high" => Ok(true),
+        "0" | "false" | "off" | "low" => Ok(false),
+        _ => Err(invalid("a level is 1, 0, true, false, on or off")),
+    }
+}
+
+/// A duty cycle in percent, 0 to 100.
+fn parse_duty(body: &Body) -> Result<f64, ServiceError> {
+    let duty = match body {
+        Body::Json(Value::Number(n)) => n.as_f64(),
+        Body::Json(Value::String(s)) | Body::Text(s) => {
+            s.trim().trim_end_matches('%').trim().parse().ok()
+        }
+        _ => None,
+    }
+    .ok_or_else(|| invalid("a duty cycle is a number of percent, 0 to 100"))?;
+    if !(0.0..=100.0).contains(&duty) {
+        return Err(invalid(format!("duty {duty} is out of range: 0 to 100")));
+    }
+    Ok(duty)
+}
+
+fn bias(pull: Pull) -> Bias {
+    match pull {
+        Pull::None => Bias::Disabled,
+        Pull::Up => Bias::PullUp,
+        Pull::Down => Bias::PullDown,
+    }
+}
+
+fn pwm_settings(period_us: u64, duty: f64, polarity: Polarity) -> PwmSettings {
+    let period_ns = period_us * 1000;
+    PwmSettings {
+        period_ns,
+        duty_ns: (period_ns as f64 * duty / 100.0).round() as u64,
+        polarity: match polarity {
+            Polarity::Normal => HwPolarity::Normal,
+            Polarity::Inversed => HwPolarity::Inversed,
+        },
+        enabled: true,
+    }
+}
+
+impl GpioService {
+    /// A service with nothing configured on `chip`.
+    pub fn new(chip: Box<dyn GpioChip>, open_pwm: PwmOpener) -> Self {
+        GpioService {
+            chip,
+            open_pwm,
+            state: SavedState::default(),
+            pwm: HashMap::new(),
+            inputs: HashMap::new(),
+            waker: None,
+            last_error: None,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &GpioConfig {
+        &self.state.config
+    }
+
+    /// Applies `config` whole or not at all. Outputs keep a level commanded
+    /// before (from `levels`) when their name and pin are unchanged, else
+    /// start at their `init`.
+    fn apply(
+        &mut self,
+        config: GpioConfig,
+        levels: &BTreeMap<String, bool>,
+        duties: &BTreeMap<String, f64>,
+        ctx: &Ctx<'_>,
+    ) -> Result<Vec<Publish>, ServiceError> {
+        config
+            .validate(self.chip.line_count())
+            .map_err(|e| invalid(e.to_string()))?;
+        let level_of = |name: &str, pin: u32, init: u8| {
+            let unchanged = self
+                .state
+                .config
+                .outputs
+                .iter()
+                .any(|o| o.name == name && o.pin == pin)
+                || self.state.config.outputs.is_empty();
+            match levels.get(name) {
+                Some(level) if unchanged => *level,
+                _ => init == 1,
+            }
+        };
+        let mut lines = BTreeMap::new();
+        let mut new_levels = BTreeMap::new();
+        for o in &config.outputs {
+            let level = level_of(&o.name, o.pin, o.init);
+            new_levels.insert(o.name.clone(), level);
+            lines.insert(o.pin, LineConfig::Output { initial: level });
+        }
+        for i in &config.inputs {
+            lines.insert(
+                i.pin,
+                LineConfig::Input {
+                    bias: bias(i.pull),
+                    edges: i.report == Report::Change,
+                    debounce: Some(Duration::from_millis(i.debounce_ms)).filter(|d| !d.is_zero()),
+                },
+            );
+        }
+        // PWM channels open before the chip changes, so a failure leaves all as it was.
+        let mut channels = HashMap::new();
+        let mut new_duties = BTreeMap::new();
+        for p in &config.pwm {
+            let mut channel = (self.open_pwm)(p.pin)
+                .map_err(|e| invalid(format!("pwm `{}` on pin {}: {e}", p.name, p.pin)))?;
+            let duty = duties.get(&p.name).copied().unwrap_or(p.init);
+            channel
+                .apply(&pwm_settings(p.period_us, duty, p.polarity))
+                .map_err(|e| invalid(format!("pwm `{}`: {e}", p.name)))?;
+            new_duties.insert(p.name.clone(), duty);
+            channels.insert(p.name.clone(), channel);
+        }
+        self.chip
+            .configure(&lines)
+            .map_err(|e| invalid(format!("the chip refused the configuration: {e}")))?;
+        if let Some(waker) = &self.waker {
+            self.chip.set_waker(waker.clone());
+        }
+        self.pwm = channels;
+        self.inputs = config
+            .inputs
+            .iter()
+            .map(|i| {
+                let state = InputState {
+                    next_scan_ms: ctx.now_ms,
+                    ..InputState::default()
+                };
+                (i.name.clone(), state)
+            })
+            .collect();
+        self.state = SavedState {
+            config,
+            levels: new_levels,
+            duties: new_duties,
+        };
+        let mut out = self.states(ctx);
+        let names: Vec<String> = self
+            .state
+            .config
+            .inputs
+            .iter()
+            .map(|i| i.name.clone())
+            .collect();
+        out.extend(self.read_inputs(&names, ctx));
+        Ok(out)
+    }
+
+    /// Retained states of every output and PWM.
+    fn states(&self, ctx: &Ctx<'_>) -> Vec<Publish> {
+        let levels = self.state.levels.iter().map(|(name, level)| {
+            let topic = ctx
+                .topics
+                .service(ctx.host, "gpio", &format!("output/{name}"));
+            Publish::reading(topic, u8::from(*level).into(), None, ctx.now_ms)
+        });
+        let duties = self.state.duties.iter().map(|(name, duty)| {
+            let topic = ctx.topics.service(ctx.host, "gpio", &format!("pwm/{name}"));
+            Publish::reading(topic, (*duty).into(), Some("%"), ctx.now_ms)
+        });
+        levels.chain(duties).collect()
+    }
+
+    /// Where an input's values go.
+    fn input_topic(&self, name: &str, ctx: &Ctx<'_>) -> String {
+        self.state
+            .config
+            .inputs
+            .iter()
+            .find(|i| i.name == name)
+            .and_then(|i| i.on_change.clone())
+            .unwrap_or_else(|| {
+                ctx.topics
+                    .service(ctx.host, "gpio", &format!("input/{name}"))
+            })
+    }
+
+    /// Reads the named inputs and publishes each value.
+    fn read_inputs(&mut self, names: &[String], ctx: &Ctx<'_>) -> Vec<Publish> {
+        let mut out = Vec::new();
+        for name in names {
+            let Some(pin) = self
+                .state
+                .config
+                .inputs
+                .iter()
+                .find(|i| &i.name == name)
+                .map(|i| i.pin)
+            else {
+                continue;
+            };
+            match self.chip.get(pin) {
+                Ok(value) => {
+                    self.last_error = None;
+                    if let Some(state) = self.inputs.get_mut(name) {
+                        state.value = Some(value);
+                    }
+                    out.push(self.input_reading(name, value, ctx));
+                }
+                Err(e) => self.last_error = Some(format!("input `{name}`: {e}")),
+            }
+        }
+        out
+    }
+
+    fn input_reading(&self, name: &str, value: bool, ctx: &Ctx<'_>) -> Publish {
+        let payload = json!({"value": u8::from(value), "ts": ctx.now_ms});
+        Publish {
+            topic: self.input_topic(name, ctx),
+            payload: payload.to_string().into_bytes(),
+            retain: true,
+        }
+    }
+
+    /// Finds a configured item by name, or by pin number written as text.
+    fn output_named(&self, item: &str) -> Option<String> {
+        let by_pin = item.parse::<u32>().ok();
+        self.state
+            .config
+            .outputs
+            .iter()
+            .find(|o| o.name == item || Some(o.pin) == by_pin)
+            .map(|o| o.name.clone())
+    }
+
+    fn set_output(
+        &mut self,
+        name: &str,
+        level: bool,
+        ctx: &Ctx<'_>,
+    ) -> Result<Publish, ServiceError> {
+        let pin = self
+            .state
+            .config
+            .outputs
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| o.pin)
+            .ok_or_else(|| ServiceError::UnknownItem(name.to_owned()))?;
+        self.chip.set(pin, level)?;
+        self.state.levels.insert(name.to_owned(), level);
+        let topic = ctx
+            .topics
+            .service(ctx.host, "gpio", &format!("output/{name}"));
+        Ok(Publish::reading(
+            topic,
+            u8::from(level).into(),
+            None,
+            ctx.now_ms,
+        ))
+    }
+
+    /// `set/outputs`: `{"pump_drive":1,"23":0}`, all checked before any is set.
+    fn set_outputs(&mut self, body: &Body, ctx: &Ctx<'_>) -> Result<Outcome, ServiceError> {
+        let Body::Json(Value::Object(map)) = body else {
+            return Err(invalid(
+                "set/outputs takes an object: {\"name or pin\": level, ...}",
+            ));
+        };
+        let mut planned = Vec::new();
+        for (key, value) in map {
+            let name = self
+                .output_named(key)
+                .ok_or_else(|| ServiceError::UnknownItem(key.clone()))?;
+            let level = parse_level(&Body::Json(value.clone()))
+                .map_err(|e| invalid(format!("`{key}`: {e}")))?;
+            planned.push((name, level));
+        }
+        let mut publish = Vec::new();
+        for (name, level) in planned {
+            publish.push(self.set_output(&name, level, ctx)?);
+        }
+        Ok(Outcome {
+            publish,
+            persist: true,
+            ..Outcome::default()
+        })
+    }
+
+    /// `set/inputs`: `[17,22]` makes those pins inputs (with no pull,
+    /// reporting on change), as a whole new configuration.
+    fn set_inputs(&mut self, body: &Body, ctx: &Ctx<'_>) -> Result<Outcome, ServiceError> {
+        let Body::Json(Value::Array(items)) = body else {
+            return Err(invalid("set/inputs takes a list of pins: [17, 22]"));
+        };
+        let pins: Vec<u32> = items
+            .iter()
+            .map(|v| v.as_u64().and_then(|p| u32::try_from(p).ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| invalid("set/inputs takes a list of pin numbers"))?;
+        let mut config = self.state.config.clone();
+        config.outputs.retain(|o| !pins.contains(&o.pin));
+        config.pwm.retain(|p| !pins.contains(&p.pin));
+        for pin in pins {
+            if !config.inputs.iter().any(|i| i.pin == pin) {
+                config.inputs.push(super::config::InputConfig {
+                    name: format!("pin{pin}"),
+                    pin,
+                    pull: Pull::None,
+                    report: Report::Change,
+                    debounce_ms: 5,
+                    scan_ms: None,
+                    on_change: None,
+                });
+            }
+        }
+        self.replace(config, ctx)
+    }
+
+    fn replace(&mut self, config: GpioConfig, ctx: &Ctx<'_>) -> Result<Outcome, ServiceError> {
+        let levels = self.state.levels.clone();
+        let duties = self.state.duties.clone();
+        let publish = self.apply(config, &levels, &duties, ctx)?;
+        Ok(Outcome {
+            publish,
+            description_changed: true,
+            persist: true,
+            ..Outcome::default()
+        })
+    }
+
+    fn values(&self) -> Value {
+        let inputs: Object = self
+            .inputs
+            .iter()
+            .map(|(name, s)| (name.clone(), s.value.map(u8::from).into()))
+            .collect();
+        let outputs: Object = self
+            .state
+            .levels
+            .iter()
+            .map(|(name, l)| (name.clone(), u8::from(*l).into()))
+            .collect();
+        let pwm: Object = self
+            .state
+            .duties
+            .iter()
+            .map(|(name, d)| (name.clone(), (*d).into()))
+            .collect();
+        json!({"inputs": inputs, "outputs": outputs, "pwm": pwm})
+    }
+}
+
+impl Service for GpioService {
+    fn name(&self) -> &str {
+        "gpio"
+    }
+
+    fn describe(&self, ctx: &Ctx<'_>) -> Description {
+        let t = |rest: &str| ctx.topics.service(ctx.host, "gpio", rest);
+        let cfg = &self.state.config;
+        let mut inputs = Vec::new();
+        for o in &cfg.outputs {
+            inputs.push(
+                Interface::new(&o.name, t(&format!("set/{}", o.name)), ValueType::Bool)
+                    .range(0.0, 1.0)
+                    .doc(&format!("drives pin {}", o.pin)),
+            );
+        }
+        for p in &cfg.pwm {
+            inputs.push(
+                Interface::new(&p.name, t(&format!("set/{}", p.name)), ValueType::Float)
+                    .unit("%")
+                    .range(0.0, 100.0)
+                    .doc(&format!(
+                        "duty cycle of pin {}, period {} µs",
+                        p.pin, p.period_us
+                    )),
+            );
+        }
+        inputs.push(
+            Interface::new("outputs", t("set/outputs"), ValueType::Json)
+                .doc("several outputs at once"),
+        );
+        inputs.push(
+            Interface::new("inputs", t("set/inputs"), ValueType::Json)
+                .doc("makes the listed pins inputs"),
+        );
+        let mut outputs = Vec::new();
+        for i in &cfg.inputs {
+            let how = match i.report {
+                Report::Change => "on change".to_owned(),
+                Report::Scan => format!("every {} ms", i.scan_ms.unwrap_or_default()),
+            };
+            outputs.push(
+                Interface::new(&i.name, self.input_topic(&i.name, ctx), ValueType::Bool)
+                    .range(0.0, 1.0)
+                    .retained()
+                    .doc(&format!("pin {}, reported {how}", i.pin)),
+            );
+        }
+        for o in &cfg.outputs {
+            outputs.push(
+                Interface::new(&o.name, t(&format!("output/{}", o.name)), ValueType::Bool)
+                    .range(0.0, 1.0)
+                    .retained()
+                    .doc("the output's level after each change"),
+            );
+        }
+        for p in &cfg.pwm {
+            outputs.push(
+                Interface::new(&p.name, t(&format!("pwm/{}", p.name)), ValueType::Float)
+                    .unit("%")
+                    .range(0.0, 100.0)
+                    .retained(),
+            );
+        }
+        let functions = vec![
+            Interface::new("all", t("get"), ValueType::Json).doc("every value"),
+            Interface::new("input", t("get/input"), ValueType::Json)
+                .doc("every input; get/input/{name or pin} for one"),
+            Interface::new("config", t("get/config"), ValueType::Json)
+                .doc("the configuration in force"),
+        ];
+        let controls = vec![
+            Interface::new("control", t("control"), ValueType::Json)
+                .doc("the whole configuration, as JSON or the notes' text form"),
+            Interface::new("setup", t("setup"), ValueType::Json).doc("the same as control"),
+        ];
+        Description {
+            function: "gpio".into(),
+            doc: Some("GPIO outputs, PWM and inputs, configured over MQTT".into()),
+            interfaces: Interfaces {
+                inputs,
+                outputs,
+                functions,
+                controls,
+            },
+            health: Some(match &self.last_error {
+                None => Health::Ok,
+                Some(reason) => Health::Alert {
+                    reason: reason.clone(),
+                },
+            }),
+        }
+    }
+
+    fn get(&mut self, item: &str, _ctx: &Ctx<'_>) -> Result<Value, ServiceError> {
+        let values = self.values();
+        let (kind, which) = item.split_once('/').unwrap_or((item, ""));
+        let list = match kind {
+            "" => return Ok(values),
+            "config" => return Ok(serde_json::to_value(&self.state.config).unwrap_or_default()),
+            "input" | "inputs" => "inputs",
+            "output" | "outputs" => "outputs",
+            "pwm" => "pwm",
+            _ => return Err(ServiceError::UnknownItem(item.to_owned())),
+        };
+        if which.is_empty() {
+            return Ok(values[list].clone());
+        }
+        let by_pin = which.parse::<u32>().ok();
+        let cfg = &self.state.config;
+        let name = match list {
+            "inputs" => cfg
+                .inputs
+                .iter()
+                .find(|i| i.name == which || Some(i.pin) == by_pin)
+                .map(|i| &i.name),
+            "outputs" => cfg
+                .outputs
+                .iter()
+                .find(|o| o.name == which || Some(o.pin) == by_pin)
+                .map(|o| &o.name),
+            _ => cfg
+                .pwm
+                .iter()
+                .find(|p| p.name == which || Some(p.pin) == by_pin)
+                .map(|p| &p.name),
+        }
+        .ok_or_else(|| ServiceError::UnknownItem(item.to_owned()))?;
+        Ok(values[list][name].clone())
+    }
+
+    fn set(&mut self, item: &str, body: &Body, ctx: &Ctx<'_>) -> Result<Outcome, ServiceError> {
+        match item {
+            "outputs" => return self.set_outputs(body, ctx),
+            "inputs" => return self.set_inputs(body, ctx),
+            _ => {}
+        }
+        if let Some(name) = self.output_named(item) {
+            let publish = vec![self.set_output(&name, parse_level(body)?, ctx)?];
+            return Ok(Outcome {
+                publish,
+                persist: true,
+                ..Outcome::default()
+            });
+        }
+        let by_pin = item.parse::<u32>().ok();
+        let Some(p) = self
+            .state
+            .config
+            .pwm
+            .iter()
+            .find(|p| p.name == item || Some(p.pin) == by_pin)
+            .cloned()
+        else {
+            return Err(ServiceError::UnknownItem(item.to_owned()));
+        };
+        let duty = parse_duty(body)?;
+        let channel = self
+            .pwm
+            .get_mut(&p.name)
+            .ok_or_else(|| ServiceError::UnknownItem(item.to_owned()))?;
+        channel.apply(&pwm_settings(p.period_us, duty, p.polarity))?;
+        self.state.duties.insert(p.name.clone(), duty);
+        let topic = ctx
+            .topics
+            .service(ctx.host, "gpio", &format!("pwm/{}", p.name));
+        Ok(Outcome {
+            publish: vec![Publish::reading(topic, duty.into(), Some("%"), ctx.now_ms)],
+            persist: true,
+            ..Outcome::default()
+        })
+    }
+
+    fn control(&mut self, body: &Body, ctx: &Ctx<'_>) -> Result<Outcome, ServiceError> {
+        let config = match body {
+            Body::Json(value @ Value::Object(_)) => {
+                GpioConfig::from_json(value.clone()).map_err(|e| invalid(e.to_string()))?
+            }
+            Body::Text(t) => text::parse(t).map_err(|e| invalid(e.to_string()))?,
+            Body::Json(_) | Body::Empty => {
+                return Err(invalid(
+                    "expected a configuration: a JSON object, or the text form's output/pwm/input blocks",
+                ));
+            }
+        };
+        self.replace(config, ctx)
+    }
+
+    /// The greatest common divisor of the scan intervals, so that every
+    /// input is read on its own interval exactly.
+    fn tick_every(&self) -> Option<Duration> {
+        fn gcd(a: u64, b: u64) -> u64 {
+            if b == 0 { a } else { gcd(b, a % b) }
+        }
+        self.state
+            .config
+            .inputs
+            .iter()
+            .filter(|i| i.report == Report::Scan)
+            .filter_map(|i| i.scan_ms)
+            .reduce(gcd)
+            .map(Duration::from_millis)
+    }
+
+    fn tick(&mut self, ctx: &Ctx<'_>) -> Vec<Publish> {
+        let scans: HashMap<String, u64> = self
+            .state
+            .config
+            .inputs
+            .iter()
+            .filter(|i| i.report == Report::Scan)
+            .filter_map(|i| Some((i.name.clone(), i.scan_ms?)))
+            .collect();
+        let now = ctx.now_ms;
+        let due: Vec<String> = self
+            .inputs
+            .iter()
+            .filter(|(name, s)| scans.contains_key(*name) && s.next_scan_ms <= now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &due {
+            if let (Some(s), Some(every)) = (self.inputs.get_mut(name), scans.get(name)) {
+                s.next_scan_ms = now + every;
+            }
+        }
+        self.read_inputs(&due, ctx)
+    }
+
+    fn set_waker(&mut self, waker: EventWaker) {
+        self.chip.set_waker(waker.clone());
+        self.waker = Some(waker);
+    }
+
+    /// Turns the chip's edge events into input values: an edge sooner than
+    /// `debounce_ms` after the last accepted one on its pin is bounce.
+    fn wake(&mut self, ctx: &Ctx<'_>) -> Vec<Publish> {
+        let mut out = Vec::new();
+        for event in self.chip.take_events() {
+            let Some(input) = self
+                .state
+                .config
+                .inputs
+                .iter()
+                .find(|i| i.pin == event.pin && i.report == Report::Change)
+            else {
+                continue;
+            };
+            let name = input.name.clone();
+            let debounce_ns = input.debounce_ms * 1_000_000;
+            let Some(state) = self.inputs.get_mut(&name) else {
+                continue;
+            };
+            if state
+                .last_edge_ns
+                .is_some_and(|last| event.timestamp_ns.saturating_sub(last) < debounce_ns)
+            {
+                continue;
+            }
+            state.last_edge_ns = Some(event.timestamp_ns);
+            let value = event.edge == Edge::Rising;
+            if state.value == Some(value) {
+                continue;
+            }
+            state.value = Some(value);
+            out.push(self.input_reading(&name, value, ctx));
+        }
+        out
+    }
+
+    fn saved_state(&self) -> Option<Value> {
+        serde_json::to_value(&self.state).ok()
+    }
+
+    fn restore(&mut self, saved: Value, ctx: &Ctx<'_>) -> Result<Vec<Publish>, ServiceError> {
+        let saved: SavedState =
+            serde_json::from_value(saved).map_err(|e| invalid(format!("saved state: {e}")))?;
+        self.apply(saved.config, &saved.levels, &saved.duties, ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use rollcall_hw::gpio::sim::{SimChip, SimHandle};
+    use rollcall_proto::Topics;
+
+    use super::*;
+
+    /// A PWM channel that remembers what it was told.
+    #[derive(Clone, Default)]
+    struct FakePwm(Arc<Mutex<Vec<(Pin, PwmSettings)>>>, Pin);
+
+    impl PwmChannel for FakePwm {
+        fn apply(&mut self, settings: &PwmSettings) -> Result<(), HwError> {
+            self.0.lock().unwrap().push((self.1, *settings));
+            Ok(())
+        }
+        fn settings(&self) -> Option<PwmSettings> {
+            self.0.lock().unwrap().last().map(|(_, s)| *s)
+        }
+    }
+
+    struct Rig {
+        svc: GpioService,
+        sim: SimHandle,
+        clock: Arc<AtomicU64>,
+        pwm: Arc<Mutex<Vec<(Pin, PwmSettings)>>>,
+        topics: Topics,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let clock = Arc::new(AtomicU64::new(0));
+            let c = clock.clone();
+            let chip = SimChip::with_clock(28, Arc::new(move || c.load(Ordering::SeqCst)));
+            let sim = chip.handle();
+            let pwm: Arc<Mutex<Vec<(Pin, PwmSettings)>>> = Arc::default();
+            let log = pwm.clone();
+            let opener: PwmOpener =
+                Box::new(move |pin| Ok(Box::new(FakePwm(log.clone(), pin)) as Box<dyn PwmChannel>));
+            Rig {
+                svc: GpioService::new(Box::new(chip), opener),
+                sim,
+                clock,
+                pwm,
+                topics: Topics::default(),
+            }
+        }
+
+        fn ctx(&self, now_ms: u64) -> Ctx<'_> {
+            Ctx {
+                host: "pizero2",
+                topics: &self.topics,
+                now_ms,
+            }
+        }
+
+        fn control(&mut self, config: Value) -> Result<Outcome, ServiceError> {
+            let topics = self.topics.clone();
+            let ctx = Ctx {
+                host: "pizero2",
+                topics: &topics,
+                now_ms: 0,
+            };
+            self.svc.control(&Body::Json(config), &ctx)
+        }
+    }
+
+    fn notes_config() -> Value {
+        json!({
+            "outputs": [{"name":"pump_drive","pin":25,"init":0,"pull":"down"},
+                        {"name":"lamp","pin":23,"init":1}],
+            "pwm": [{"name":"sonar_angle","pin":18,"init":20,"period_us":1000}],
+            "inputs": [{"name":"button","pin":22,"pull":"down","report":"change","debounce_ms":5},
+                       {"name":"float_switch","pin":17,"pull":"up","report":"scan","scan_ms":500}]
+        })
+    }
+
+    fn find(out: &[Publish], topic: &str) -> Option<Value> {
+        out.iter()
+            .find(|p| p.topic == topic)
+            .map(|p| serde_json::from_slice(&p.payload).unwrap())
+    }
+
+    #[test]
+    fn the_notes_configuration_drives_the_chip_and_publishes_states() {
+        let mut rig = Rig::new();
+        let out = rig.control(notes_config()).unwrap();
+        assert!(out.description_changed && out.persist);
+        assert_eq!(rig.sim.level(25), Some(false));
+        assert_eq!(rig.sim.level(23), Some(true));
+        assert_eq!(
+            find(&out.publish, "/pizero2/gpio/output/lamp").unwrap()["value"],
+            1
+        );
+        assert_eq!(
+            find(&out.publish, "/pizero2/gpio/pwm/sonar_angle").unwrap()["value"],
+            20.0
+        );
+        // Pull-up, undriven: the float switch reads 1; the button, pulled down, 0.
+        assert_eq!(
+            find(&out.publish, "/pizero2/gpio/input/float_switch").unwrap()["value"],
+            1
+        );
+        assert_eq!(
+            find(&out.publish, "/pizero2/gpio/input/button").unwrap()["value"],
+            0
+        );
+        let (pin, settings) = rig.pwm.lock().unwrap()[0];
+        assert_eq!(
+            (pin, settings.period_ns, settings.duty_ns),
+            (18, 1_000_000, 200_000)
+        );
+    }
+
+    #[test]
+    fn set_by_name_pin_and_many_at_once() {
+        let mut rig = Rig::new();
+        rig.control(notes_config()).unwrap();
+        let topics = rig.topics.clone();
+        let ctx = Ctx {
+            host: "pizero2",
+            topics: &topics,
+            now_ms: 7,
+        };
+        for (item, body, level) in [
+            ("pump_drive", Body::Text("ON".into()), true),
+            ("25", Body::Json(json!("off")), false),
+            ("pump_drive", Body::Json(json!(1)), true),
+            ("pump_drive", Body::Json(json!(false)), false),
+        ] {
+            let out = rig.svc.set(item, &body, &ctx).unwrap();
+            assert!(out.persist);
+            assert_eq!(rig.sim.level(25), Some(level), "{item} {body:?}");
+            assert_eq!(out.publish[0].topic, "/pizero2/gpio/output/pump_drive");
+            assert!(out.publish[0].retain);
+        }
+        rig.svc
+            .set("outputs", &Body::Json(json!({"pump_drive":1,"23":0})), &ctx)
+            .unwrap();
+        assert_eq!(
+            (rig.sim.level(25), rig.sim.level(23)),
+            (Some(true), Some(false))
+        );
+        // One bad entry: nothing is set.
+        let bad = rig.svc.set(
+            "outputs",
+            &Body::Json(json!({"pump_drive":0,"lamp":"maybe"})),
+            &ctx,
+        );
+        assert!(bad.is_err());
+        assert_eq!(rig.sim.level(25), Some(true));
+        let out = rig
+            .svc
+            .set("sonar_angle", &Body::Text("75".into()), &ctx)
+            .unwrap();
+        assert_eq!(
+            find(&out.publish, "/pizero2/gpio/pwm/sonar_angle").unwrap()["value"],
+            75.0
+        );
+        assert!(
+            rig.svc
+                .set("sonar_angle", &Body::Json(json!(150)), &ctx)
+                .is_err()
+        );
+        assert!(matches!(
+            rig.svc.set("nope", &Body::Text("1".into()), &ctx),
+            Err(ServiceError::UnknownItem(_))
+        ));
+        assert!(
+            rig.svc
+                .set("pump_drive", &Body::Text("maybe".into()), &ctx)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn edges_are_debounced_and_reported_once_per_change() {
+        let mut rig = Rig::new();
+        rig.control(notes_config()).unwrap();
+        let ms = |m: u64| m * 1_000_000;
+        rig.clock.store(ms(100), Ordering::SeqCst);
+        rig.sim.drive(22, true).unwrap();
+        rig.clock.store(ms(101), Ordering::SeqCst); // bounce, 1 ms later
+        rig.sim.drive(22, false).unwrap();
+        rig.clock.store(ms(102), Ordering::SeqCst);
+        rig.sim.drive(22, true).unwrap();
+        let topics = rig.topics.clone();
+        let ctx = Ctx {
+            host: "pizero2",
+            topics: &topics,
+            now_ms: 9,
+        };
+        let out = rig.svc.wake(&ctx);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            find(&out, "/pizero2/gpio/input/button").unwrap(),
+            json!({"value":1,"ts":9})
+        );
+        rig.clock.store(ms(200), Ordering::SeqCst);
+        rig.sim.drive(22, false).unwrap();
+        let out = rig.svc.wake(&ctx);
+        assert_eq!(
+            find(&out, "/pizero2/gpio/input/button").unwrap()["value"],
+            0
+        );
+        assert_eq!(rig.svc.get("input/button", &ctx).unwrap(), json!(0));
+        assert_eq!(rig.svc.get("input/22", &ctx).unwrap(), json!(0));
+    }
+
+    #[test]
+    fn scan_inputs_are_read_at_their_interval() {
+        let mut rig = Rig::new();
+        rig.control(notes_config()).unwrap();
+        assert_eq!(rig.svc.tick_every(), Some(Duration::from_millis(500)));
+        let ctx0 = rig.ctx(0);
+        let topics = ctx0.topics.clone();
+        let at = |now_ms| Ctx {
+            host: "pizero2",
+            topics: &topics,
+            now_ms,
+        };
+        let out = rig.svc.tick(&at(0));
+        assert_eq!(out.len(), 1);
+        assert!(rig.svc.tick(&at(499)).is_empty());
+        rig.sim.drive(17, false).unwrap();
+        let out = rig.svc.tick(&at(500));
+        assert_eq!(
+            find(&out, "/pizero2/gpio/input/float_switch").unwrap()["value"],
+            0
+        );
+    }
+
+    #[test]
+    fn a_bad_configuration_changes_nothing() {
+        let mut rig = Rig::new();
+        rig.control(notes_config()).unwrap();
+        let before = rig.svc.config().clone();
+        for bad in [
+            json!({"outputs":[{"name":"a","pin":4},{"name":"b","pin":4}]}),
+            json!({"outputs":[{"name":"a","pin":99}]}),
+            json!({"pwm":[{"name":"p","pin":18,"init":150}]}),
+            json!({"inputs":[{"name":"b","pin":22,"report":"scan"}]}),
+            json!({"outputs":[{"name":"a","pin":4,"colour":"red"}]}),
+        ] {
+            assert!(rig.control(bad.clone()).is_err(), "{bad}");
+            assert_eq!(rig.svc.config(), &before);
+            assert_eq!(rig.sim.level(23), Some(true));
+        }
+    }
+
+    #[test]
+    fn set_inputs_turns_outputs_into_inputs() {
+        let mut rig = Rig::new();
+        rig.control(notes_config()).unwrap();
+        let ctx = rig.ctx(0);
+        let topics = ctx.topics.clone();
+        let ctx = Ctx {
+            host: "pizero2",
+            topics: &topics,
+            now_ms: 0,
+        };
+        let out = rig
+            .svc
+            .set("inputs", &Body::Json(json!([23, 5])), &ctx)
+            .unwrap();
+        assert!(out.description_changed);
+        let cfg = rig.svc.config();
+        assert!(!cfg.outputs.iter().any(|o| o.pin == 23));
+        assert!(cfg.inputs.iter().any(|i| i.name == "pin23"));
+        assert!(cfg.inputs.iter().any(|i| i.name == "pin5"));
+    }
+
+    #[test]
+    fn saved_state_restores_configuration_and_commanded_levels() {
+        let mut rig = Rig::new();
+        rig.control(notes_config()).unwrap();
+        let topics = rig.topics.clone();
+        let ctx = Ctx {
+            host: "pizero2",
+            topics: &topics,
+            now_ms: 0,
+        };
+        rig.svc
+            .set("pump_drive", &Body::Text("1".into()), &ctx)
+            .unwrap();
+        rig.svc
+            .set("sonar_angle", &Body::Text("55".into()), &ctx)
+            .unwrap();
+        let saved = rig.svc.saved_state().unwrap();
+
+        let mut fresh = Rig::new();
+        fresh.svc.restore(saved, &ctx).unwrap();
+        assert_eq!(fresh.svc.config(), rig.svc.config());
+        // The relay on pump_drive comes back on, not at its init of 0.
+        assert_eq!(fresh.sim.level(25), Some(true));
+        assert_eq!(fresh.pwm.lock().unwrap()[0].1.duty_ns, 550_000);
+    }
+
+    #[test]
+    fn the_description_lists_every_pin() {
+        let mut rig = Rig::new();
+        rig.control(notes_config()).unwrap();
+        let d = rig.svc.describe(&rig.ctx(0));
+        let topics: Vec<&str> = d
+            .interfaces
+            .inputs
+            .iter()
+            .map(|i| i.topic.as_str())
+            .collect();
+        assert!(topics.contains(&"/pizero2/gpio/set/pump_drive"));
+        assert!(topics.contains(&"/pizero2/gpio/set/sonar_angle"));
+        let outs: Vec<&str> = d
+            .interfaces
+            .outputs
+            .iter()
+            .map(|i| i.topic.as_str())
+            .collect();
+        assert!(outs.contains(&"/pizero2/gpio/input/button"));
+        assert!(outs.contains(&"/pizero2/gpio/output/lamp"));
+        let pwm = d
+            .interfaces
+            .inputs
+            .iter()
+            .find(|i| i.name == "sonar_angle")
+            .unwrap();
+        assert_eq!((pwm.unit.as_deref(), pwm.max), (Some("%"), Some(100.0)));
+    }
+
+    #[test]
+    fn levels_as_people_type_them() {
+        for (body, level) in [
+            (Body::Text("On".into()), true),
+            (Body::Text("FALSE".into()), false),
+            (Body::Json(json!("1")), true),
+            (Body::Json(json!(0)), false),
+        ] {
+            assert_eq!(parse_level(&body).unwrap(), level);
+        }
+        assert!(parse_level(&Body::Json(json!(2))).is_err());
+        assert!(parse_level(&Body::Empty).is_err());
+    }
+}
