@@ -309,6 +309,20 @@ impl RawConfig {
             (_, Some(0)) => return Err(invalid("services.system.interval_s", "at least 1".into())),
             (_, secs) => Some(Duration::from_secs(secs.unwrap_or(30))),
         };
+        // A Raspberry Pi header's lines, or the simulated one: the
+        // configuration is checked now, so `agent --check` finds bad pins.
+        if let Some(gpio) = &self.services.gpio.config
+            && (self.sim == Some(true)
+                || self
+                    .services
+                    .gpio
+                    .chip
+                    .as_deref()
+                    .is_none_or(|c| c == "auto"))
+        {
+            gpio.validate(rollcall_services::gpio::config::PI_LINES)
+                .map_err(|e| invalid("services.gpio.config", e.to_string()))?;
+        }
         let gpio = match self.services.gpio.enabled {
             Some(false) => None,
             _ => Some(GpioSettings {

@@ -46,6 +46,9 @@ use crate::{AgentError, AgentStats, BrokerChoice, Config, VERSION};
 
 /// Bigger than any roll-call, so an oversized datagram is seen as oversized.
 const DATAGRAM_BUFFER: usize = 2048;
+/// How long after a change a service's state is saved: commands within it
+/// share one write. A power cut inside it loses those last commands.
+const SAVE_DELAY: Duration = Duration::from_millis(50);
 /// How long external-address discovery may take at start.
 const STUN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -164,6 +167,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         session_template: session_config,
         hw_events,
         sim_gpio,
+        unsaved: BTreeSet::new(),
+        save_at: None,
     };
     host_state.restore_services().await;
     host_state.announce().await?;
@@ -333,6 +338,10 @@ struct Host {
     hw_events: Arc<Notify>,
     /// The simulated GPIO chip, driven over `/{host}/sim/gpio/{pin}`.
     sim_gpio: Option<SimHandle>,
+    /// Services whose state changed since it was last saved.
+    unsaved: BTreeSet<usize>,
+    /// When those are saved.
+    save_at: Option<Instant>,
 }
 
 impl Host {
@@ -386,8 +395,13 @@ impl Host {
         loop {
             let next_tick = self.due.iter().flatten().min().copied();
             let next_expiry = self.relays.iter().map(|r| r.until).min();
+            let save_at = self.save_at;
             tokio::select! {
-                _ = self.shutdown.cancelled() => return Ok(()),
+                _ = self.shutdown.cancelled() => {
+                    self.save_changed();
+                    return Ok(());
+                }
+                _ = sleep_until(save_at) => self.save_changed(),
                 received = udp.recv_from(&mut buf) => match received {
                     Ok((len, from)) => self.on_datagram(&buf[..len], from).await,
                     Err(error) => warn!(%error, "roll-call socket"),
@@ -664,18 +678,25 @@ impl Host {
             warn!(%error, "cannot publish a description");
         }
         if outcome.persist {
-            self.persist(index);
+            // Saved a moment later, with whatever else changed meanwhile: a
+            // burst of commands costs one write, not one fsync each.
+            self.unsaved.insert(index);
+            self.save_at.get_or_insert(Instant::now() + SAVE_DELAY);
         }
     }
 
-    /// Saves a service's state in the state folder, atomically.
-    fn persist(&self, index: usize) {
-        let svc = &self.services[index];
-        let Some(saved) = svc.saved_state() else {
-            return;
-        };
-        if let Err(error) = state::save(&self.config.state_dir, svc.name(), &saved) {
-            warn!(%error, service = svc.name(), dir = %self.config.state_dir.display(), "cannot save state");
+    /// Saves the state of every service changed since the last save, each
+    /// atomically.
+    fn save_changed(&mut self) {
+        self.save_at = None;
+        for index in std::mem::take(&mut self.unsaved) {
+            let svc = &self.services[index];
+            let Some(saved) = svc.saved_state() else {
+                continue;
+            };
+            if let Err(error) = state::save(&self.config.state_dir, svc.name(), &saved) {
+                warn!(%error, service = svc.name(), dir = %self.config.state_dir.display(), "cannot save state");
+            }
         }
     }
 
@@ -693,36 +714,48 @@ impl Host {
                     None
                 }
             };
-            let initial = saved.or_else(|| {
-                let config = self.config.gpio.as_ref()?.config.clone()?;
-                (name == "gpio").then(|| {
+            // The configuration file's `[services.gpio.config]`, for when
+            // nothing was saved or what was saved is refused.
+            let configured = (name == "gpio")
+                .then(|| self.config.gpio.as_ref()?.config.clone())
+                .flatten()
+                .map(|config| {
                     serde_json::to_value(SavedState {
                         config,
                         ..SavedState::default()
                     })
                     .unwrap_or_default()
-                })
-            });
-            let Some(initial) = initial else { continue };
-            let ctx = ctx_now(&self.config, &self.topics);
-            match self.services[index].restore(initial, &ctx) {
-                Ok(out) => {
-                    info!(service = %name, "state restored");
-                    self.due[index] = self.services[index].tick_every().map(|_| Instant::now());
-                    self.send_all(out).await;
-                }
-                Err(error) => {
-                    warn!(%error, service = %name, "saved state refused; starting without it")
+                });
+            for (origin, initial) in [("saved state", saved), ("configuration file", configured)] {
+                let Some(initial) = initial else { continue };
+                let ctx = ctx_now(&self.config, &self.topics);
+                match self.services[index].restore(initial, &ctx) {
+                    Ok(out) => {
+                        info!(service = %name, from = origin, "configuration restored");
+                        self.due[index] = self.services[index].tick_every().map(|_| Instant::now());
+                        self.send_all(out).await;
+                        break;
+                    }
+                    Err(error) => {
+                        warn!(%error, service = %name, from = origin, "configuration refused")
+                    }
                 }
             }
         }
     }
 
-    /// Hands the services' hardware events to them.
+    /// Hands the services' hardware events to them. A service may want its
+    /// tick sooner afterwards (to read a line again after bounce).
     async fn wake_services(&mut self) {
         for i in 0..self.services.len() {
             let ctx = ctx_now(&self.config, &self.topics);
             let out = self.services[i].wake(&ctx);
+            if let Some(every) = self.services[i].tick_every() {
+                let sooner = Instant::now() + every;
+                if self.due[i].is_none_or(|at| at > sooner) {
+                    self.due[i] = Some(sooner);
+                }
+            }
             self.send_all(out).await;
         }
     }
@@ -752,14 +785,21 @@ impl Host {
         }
     }
 
+    /// Publishes on the agent's broker. While the broker is away the
+    /// session's queue fills and a publish waits for room; a shutdown ends
+    /// the wait, so the agent always stops when asked.
     async fn send_all(&self, out: Vec<Publish>) {
         for p in out {
-            if let Err(error) = self
+            let publish = self
                 .local
-                .publish(&p.topic, p.payload, Qos::AtLeastOnce, p.retain)
-                .await
-            {
-                warn!(%error, topic = %p.topic, "cannot publish");
+                .publish(&p.topic, p.payload, Qos::AtLeastOnce, p.retain);
+            tokio::select! {
+                result = publish => {
+                    if let Err(error) = result {
+                        warn!(%error, topic = %p.topic, "cannot publish");
+                    }
+                }
+                _ = self.shutdown.cancelled() => return,
             }
         }
     }

@@ -3,6 +3,9 @@
 
 mod support;
 
+#[path = "agent/gpio.rs"]
+mod gpio;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -179,12 +182,13 @@ impl Asker {
             .unwrap();
     }
 
-    /// The payload of the next message on `topic`, skipping others.
+    /// The payload of the next message on `topic`, skipping others, within 5 s.
     async fn next_on(&mut self, topic: &str) -> Vec<u8> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
-            let msg = tokio::time::timeout(Duration::from_secs(5), self.session.incoming.recv())
+            let msg = tokio::time::timeout_at(deadline, self.session.incoming.recv())
                 .await
-                .expect("a message within 5 s")
+                .unwrap_or_else(|_| panic!("a message on {topic} within 5 s"))
                 .unwrap();
             if msg.topic == topic {
                 return msg.payload.to_vec();

@@ -31,15 +31,15 @@ impl EmbeddedBroker {
     /// accepts TCP connections. Port 0 picks a free port.
     pub fn start(addr: SocketAddr) -> Result<EmbeddedBroker, NetError> {
         let broker_error = |reason: String| NetError::Broker { addr, reason };
-        let addr = if addr.port() == 0 {
-            // rumqttd binds by itself and does not report the port it got,
-            // so we find a free one first. Another process could take it in
-            // between; the readiness check below would then fail.
-            let probe = TcpListener::bind(addr)?;
-            probe.local_addr()?
-        } else {
-            addr
-        };
+        // rumqttd binds by itself, does not report the port it got, and
+        // fails to bind only in its own thread, where the readiness check
+        // below could then reach whatever else listens there. So the
+        // address is bound here first: a port in use is an error now, and
+        // port 0 becomes a free port. (Another process could take it in
+        // between; the readiness check would then fail.)
+        let probe = TcpListener::bind(addr).map_err(|e| broker_error(e.to_string()))?;
+        let addr = probe.local_addr()?;
+        drop(probe);
 
         let mut broker = Broker::new(config(addr));
         let (ended_tx, ended) = mpsc::channel();

@@ -102,6 +102,15 @@ fn broker_on_port_zero_reports_its_port() {
     std::net::TcpStream::connect(broker.addr).unwrap();
 }
 
+/// A second broker on a taken address fails at once, rather than passing its
+/// readiness check against the broker already there.
+#[test]
+fn a_broker_on_a_taken_address_is_an_error() {
+    let first = broker();
+    let second = EmbeddedBroker::start(first.addr);
+    assert!(matches!(second, Err(NetError::Broker { .. })), "{second:?}");
+}
+
 #[tokio::test]
 async fn two_sessions_exchange_messages() {
     let broker = broker();

@@ -42,6 +42,9 @@ struct InputState {
     last_edge_ns: Option<u64>,
     /// When the next scan is due (unix ms).
     next_scan_ms: u64,
+    /// An edge was ignored as bounce: read the line again at this time (unix
+    /// ms), so a level that settled inside the debounce window is not missed.
+    recheck_ms: Option<u64>,
 }
 
 /// The GPIO service.
@@ -49,7 +52,8 @@ pub struct GpioService {
     chip: Box<dyn GpioChip>,
     open_pwm: PwmOpener,
     state: SavedState,
-    pwm: HashMap<String, Box<dyn PwmChannel>>,
+    /// Open PWM channels, by pin.
+    pwm: HashMap<Pin, Box<dyn PwmChannel>>,
     inputs: HashMap<String, InputState>,
     waker: Option<EventWaker>,
     last_error: Option<String>,
@@ -175,18 +179,16 @@ impl GpioService {
                 },
             );
         }
-        // PWM channels open before the chip changes, so a failure leaves all as it was.
-        let mut channels = HashMap::new();
-        let mut new_duties = BTreeMap::new();
+        // Channels for new PWM pins open before anything changes, so that a
+        // failure leaves all as it was. A pin that stays PWM keeps its open
+        // channel: closing it would disable the output it still drives.
+        let mut opened = HashMap::new();
         for p in &config.pwm {
-            let mut channel = (self.open_pwm)(p.pin)
-                .map_err(|e| invalid(format!("pwm `{}` on pin {}: {e}", p.name, p.pin)))?;
-            let duty = duties.get(&p.name).copied().unwrap_or(p.init);
-            channel
-                .apply(&pwm_settings(p.period_us, duty, p.polarity))
-                .map_err(|e| invalid(format!("pwm `{}`: {e}", p.name)))?;
-            new_duties.insert(p.name.clone(), duty);
-            channels.insert(p.name.clone(), channel);
+            if !self.pwm.contains_key(&p.pin) && !opened.contains_key(&p.pin) {
+                let channel = (self.open_pwm)(p.pin)
+                    .map_err(|e| invalid(format!("pwm `{}` on pin {}: {e}", p.name, p.pin)))?;
+                opened.insert(p.pin, channel);
+            }
         }
         self.chip
             .configure(&lines)
@@ -194,7 +196,22 @@ impl GpioService {
         if let Some(waker) = &self.waker {
             self.chip.set_waker(waker.clone());
         }
-        self.pwm = channels;
+        // Committed. Channels of pins no longer PWM close when `old` drops.
+        let mut old = std::mem::take(&mut self.pwm);
+        let mut new_duties = BTreeMap::new();
+        self.last_error = None;
+        for p in &config.pwm {
+            let Some(mut channel) = old.remove(&p.pin).or_else(|| opened.remove(&p.pin)) else {
+                continue;
+            };
+            let duty = duties.get(&p.name).copied().unwrap_or(p.init);
+            if let Err(e) = channel.apply(&pwm_settings(p.period_us, duty, p.polarity)) {
+                self.last_error = Some(format!("pwm `{}`: {e}", p.name));
+            }
+            new_duties.insert(p.name.clone(), duty);
+            self.pwm.insert(p.pin, channel);
+        }
+        drop(old);
         self.inputs = config
             .inputs
             .iter()
@@ -577,7 +594,7 @@ impl Service for GpioService {
         let duty = parse_duty(body)?;
         let channel = self
             .pwm
-            .get_mut(&p.name)
+            .get_mut(&p.pin)
             .ok_or_else(|| ServiceError::UnknownItem(item.to_owned()))?;
         channel.apply(&pwm_settings(p.period_us, duty, p.polarity))?;
         self.state.duties.insert(p.name.clone(), duty);
@@ -607,18 +624,36 @@ impl Service for GpioService {
     }
 
     /// The greatest common divisor of the scan intervals, so that every
-    /// input is read on its own interval exactly.
+    /// input is read on its own interval exactly; sooner while a line must
+    /// be read again after bounce.
     fn tick_every(&self) -> Option<Duration> {
         fn gcd(a: u64, b: u64) -> u64 {
             if b == 0 { a } else { gcd(b, a % b) }
         }
-        self.state
+        let scans = self
+            .state
             .config
             .inputs
             .iter()
             .filter(|i| i.report == Report::Scan)
             .filter_map(|i| i.scan_ms)
-            .reduce(gcd)
+            .reduce(gcd);
+        let rechecks = self
+            .state
+            .config
+            .inputs
+            .iter()
+            .filter(|i| {
+                self.inputs
+                    .get(&i.name)
+                    .is_some_and(|s| s.recheck_ms.is_some())
+            })
+            .map(|i| i.debounce_ms.max(1))
+            .min();
+        scans
+            .into_iter()
+            .chain(rechecks)
+            .min()
             .map(Duration::from_millis)
     }
 
@@ -643,7 +678,25 @@ impl Service for GpioService {
                 s.next_scan_ms = now + every;
             }
         }
-        self.read_inputs(&due, ctx)
+        let mut out = self.read_inputs(&due, ctx);
+        // Lines that bounced: publish the level they settled at, if it changed.
+        let settled: Vec<(String, Option<bool>)> = self
+            .inputs
+            .iter_mut()
+            .filter(|(_, s)| s.recheck_ms.is_some_and(|at| at <= now))
+            .map(|(name, s)| {
+                s.recheck_ms = None;
+                (name.clone(), s.value)
+            })
+            .collect();
+        for (name, before) in settled {
+            let reading = self.read_inputs(std::slice::from_ref(&name), ctx);
+            let after = self.inputs.get(&name).and_then(|s| s.value);
+            if after != before {
+                out.extend(reading);
+            }
+        }
+        out
     }
 
     fn set_waker(&mut self, waker: EventWaker) {
@@ -674,6 +727,7 @@ impl Service for GpioService {
                 .last_edge_ns
                 .is_some_and(|last| event.timestamp_ns.saturating_sub(last) < debounce_ns)
             {
+                state.recheck_ms = Some(ctx.now_ms + input.debounce_ms);
                 continue;
             }
             state.last_edge_ns = Some(event.timestamp_ns);
@@ -727,6 +781,7 @@ mod tests {
         sim: SimHandle,
         clock: Arc<AtomicU64>,
         pwm: Arc<Mutex<Vec<(Pin, PwmSettings)>>>,
+        opens: Arc<AtomicU64>,
         topics: Topics,
     }
 
@@ -737,14 +792,18 @@ mod tests {
             let chip = SimChip::with_clock(28, Arc::new(move || c.load(Ordering::SeqCst)));
             let sim = chip.handle();
             let pwm: Arc<Mutex<Vec<(Pin, PwmSettings)>>> = Arc::default();
-            let log = pwm.clone();
-            let opener: PwmOpener =
-                Box::new(move |pin| Ok(Box::new(FakePwm(log.clone(), pin)) as Box<dyn PwmChannel>));
+            let opens = Arc::new(AtomicU64::new(0));
+            let (log, count) = (pwm.clone(), opens.clone());
+            let opener: PwmOpener = Box::new(move |pin| {
+                count.fetch_add(1, Ordering::SeqCst);
+                Ok(Box::new(FakePwm(log.clone(), pin)) as Box<dyn PwmChannel>)
+            });
             Rig {
                 svc: GpioService::new(Box::new(chip), opener),
                 sim,
                 clock,
                 pwm,
+                opens,
                 topics: Topics::default(),
             }
         }
@@ -1027,6 +1086,63 @@ mod tests {
             .find(|i| i.name == "sonar_angle")
             .unwrap();
         assert_eq!((pwm.unit.as_deref(), pwm.max), (Some("%"), Some(100.0)));
+    }
+
+    #[test]
+    fn a_pwm_that_stays_keeps_its_channel() {
+        let mut rig = Rig::new();
+        rig.control(notes_config()).unwrap();
+        assert_eq!(rig.opens.load(Ordering::SeqCst), 1);
+        // Reconfigured, failed or not, the PWM on 18 is not reopened: closing
+        // its channel would switch off the output it still drives.
+        let mut changed = notes_config();
+        changed["outputs"][1]["init"] = json!(0);
+        rig.control(changed).unwrap();
+        assert!(
+            rig.control(json!({"pwm":[{"name":"p","pin":18,"init":150}]}))
+                .is_err()
+        );
+        assert_eq!(rig.opens.load(Ordering::SeqCst), 1);
+        let duties: Vec<u64> = rig
+            .pwm
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, s)| s.duty_ns)
+            .collect();
+        assert_eq!(duties, [200_000, 200_000]);
+    }
+
+    #[test]
+    fn a_level_that_settles_inside_the_debounce_window_is_reported() {
+        let mut rig = Rig::new();
+        let mut config = notes_config();
+        config["inputs"][0]["debounce_ms"] = json!(20);
+        rig.control(config).unwrap();
+        let topics = rig.topics.clone();
+        let at = |now_ms| Ctx {
+            host: "pizero2",
+            topics: &topics,
+            now_ms,
+        };
+        let ms = |m: u64| m * 1_000_000;
+        rig.clock.store(ms(100), Ordering::SeqCst);
+        rig.sim.drive(22, true).unwrap();
+        assert_eq!(rig.svc.wake(&at(1000)).len(), 1);
+        // Released 3 ms later: inside the window, ignored for now...
+        rig.clock.store(ms(103), Ordering::SeqCst);
+        rig.sim.drive(22, false).unwrap();
+        assert!(rig.svc.wake(&at(1003)).is_empty());
+        assert_eq!(rig.svc.tick_every(), Some(Duration::from_millis(20)));
+        // ...and read again once the window has passed.
+        let early = rig.svc.tick(&at(1010));
+        assert!(find(&early, "/pizero2/gpio/input/button").is_none());
+        let out = rig.svc.tick(&at(1023));
+        assert_eq!(
+            find(&out, "/pizero2/gpio/input/button").unwrap()["value"],
+            0
+        );
+        assert_eq!(rig.svc.tick_every(), Some(Duration::from_millis(500)));
     }
 
     #[test]
