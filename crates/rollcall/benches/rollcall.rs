@@ -15,9 +15,12 @@
 //! Percentiles are nearest-rank over the counted roll-calls (p95 of 20 is
 //! the 19th smallest).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use support::{Mosquitto, TempDir, find_mosquitto, free_udp_port};
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -54,8 +57,6 @@ const ROLLCALL_SPACING: Duration = Duration::from_millis(100);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long stopping the agents may take.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long Mosquitto may take to accept TCP connections.
-const MOSQUITTO_READY: Duration = Duration::from_secs(5);
 /// The loopback broadcast address: every socket bound to the port on this
 /// machine hears it, and no packet reaches a real interface.
 const LOOPBACK_BROADCAST: Ipv4Addr = Ipv4Addr::new(127, 255, 255, 255);
@@ -74,7 +75,7 @@ async fn main() -> Result<()> {
         .init();
     // `cargo bench` passes `--bench`; nothing here takes arguments.
     let started = Instant::now();
-    let temp = TempDir::create(&format!("rollcall-bench-{}", std::process::id()))?;
+    let temp = TempDir::create("rollcall-bench")?;
     let state = temp.path.as_path();
 
     let mut rows = Vec::new();
@@ -103,8 +104,14 @@ async fn main() -> Result<()> {
             notes.push("Mosquitto: skipped: mosquitto not installed".to_owned());
         }
         Some(binary) => {
-            let mosquitto = Mosquitto::start(&binary, &state.join("mosquitto"))
-                .context("starting mosquitto")?;
+            let mosquitto = Mosquitto::start(
+                // One roll-call sends 1,200 QoS 1 answers to the scanner,
+                // beyond Mosquitto's default queue of 1,000 per client.
+                &binary,
+                &state.join("mosquitto"),
+                "max_queued_messages 10000",
+            )
+            .context("starting mosquitto")?;
             let phase = run_phase(
                 "mosquitto",
                 mosquitto.url(),
@@ -126,25 +133,6 @@ async fn main() -> Result<()> {
     );
     // rumqttd has no shutdown; its threads end with the process.
     Ok(())
-}
-
-/// A directory under the system's temp dir, removed when dropped.
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn create(name: &str) -> Result<TempDir> {
-        let path = std::env::temp_dir().join(name);
-        std::fs::create_dir_all(&path)?;
-        Ok(TempDir { path })
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }
 
 /// One (broker, window_ms) line of the results.
@@ -595,111 +583,5 @@ fn host_config(i: usize, broker: &BrokerUrl, udp_port: u16, state: &Path) -> Raw
         sim: Some(true),
         announce,
         ..RawConfig::default()
-    }
-}
-
-/// A UDP port nobody on this machine is using now.
-fn free_udp_port() -> Result<u16> {
-    Ok(UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?
-        .local_addr()?
-        .port())
-}
-
-/// `mosquitto` on PATH, or in /usr/sbin where Debian puts it.
-fn find_mosquitto() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
-        .map(|dir| dir.join("mosquitto"))
-        .find(|candidate| candidate.is_file())
-}
-
-/// A Mosquitto child process, killed when dropped (also on error paths).
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Mosquitto {
-    /// Starts mosquitto on a free loopback port and waits until it accepts TCP.
-    fn start(binary: &Path, dir: &Path) -> Result<Mosquitto> {
-        std::fs::create_dir_all(dir)?;
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-            .local_addr()?
-            .port();
-        let conf = dir.join("mosquitto.conf");
-        // Defaults otherwise, except the per-client queue: one roll-call
-        // sends 1200 QoS 1 answers to the scanner, beyond the default 1000.
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\n\
-                 allow_anonymous true\n\
-                 persistence false\n\
-                 max_queued_messages 10000\n\
-                 log_dest stderr\n\
-                 log_type error\n\
-                 log_type warning\n"
-            ),
-        )?;
-        let log = std::fs::File::create(dir.join("mosquitto.log"))?;
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("running {}", binary.display()))?;
-        let mut mosquitto = Mosquitto {
-            child,
-            port,
-            dir: dir.to_owned(),
-        };
-        let deadline = Instant::now() + MOSQUITTO_READY;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                break;
-            }
-            if let Some(status) = mosquitto.child.try_wait()? {
-                let log = std::fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default();
-                bail!("mosquitto exited at start ({status}): {log}");
-            }
-            if Instant::now() >= deadline {
-                bail!("mosquitto not accepting connections on {addr} after {MOSQUITTO_READY:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let version = Command::new(binary)
-            .arg("-h")
-            .output()
-            .ok()
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .next()
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default();
-        eprintln!("{version} listening on {addr}");
-        Ok(mosquitto)
-    }
-
-    fn url(&self) -> BrokerUrl {
-        BrokerUrl::new("127.0.0.1", self.port)
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Ok(log) = std::fs::read_to_string(self.dir.join("mosquitto.log"))
-            && !log.trim().is_empty()
-        {
-            eprintln!("mosquitto log:\n{log}");
-        }
     }
 }
