@@ -575,12 +575,17 @@ fn host_config(i: usize, broker: &BrokerUrl, udp_port: u16, state: &Path) -> Raw
             controls: Vec::new(),
         })
         .collect();
+    // Five services, as the benchmark has: `system` and the four
+    // announced ones, so the GPIO service is off.
+    let mut services = rollcall_agent::config::RawServices::default();
+    services.gpio.enabled = Some(false);
     RawConfig {
         hostname: Some(name.clone()),
         broker: Some(broker.to_string()),
         udp_port: Some(udp_port),
         state_dir: Some(state.join(&name)),
         sim: Some(true),
+        services,
         announce,
         ..RawConfig::default()
     }
