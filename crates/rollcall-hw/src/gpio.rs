@@ -64,6 +64,8 @@ pub enum LineConfig {
     Output {
         /// The level the line takes when configured.
         initial: bool,
+        /// A pull resistor, which holds the line while nothing drives it.
+        bias: Bias,
     },
     /// `edges`: report edge events; `debounce`: ask the kernel to debounce
     /// where it can (a hint; the service debounces again in software).
@@ -149,10 +151,28 @@ mod tests {
     #[test]
     fn check_pins_names_the_first_pin_off_the_chip() {
         let mut lines = BTreeMap::new();
-        lines.insert(3, LineConfig::Output { initial: false });
+        lines.insert(
+            3,
+            LineConfig::Output {
+                initial: false,
+                bias: Bias::Disabled,
+            },
+        );
         assert!(check_pins(&lines, PI_HEADER_LINES).is_ok());
-        lines.insert(40, LineConfig::Output { initial: false });
-        lines.insert(28, LineConfig::Output { initial: false });
+        lines.insert(
+            40,
+            LineConfig::Output {
+                initial: false,
+                bias: Bias::Disabled,
+            },
+        );
+        lines.insert(
+            28,
+            LineConfig::Output {
+                initial: false,
+                bias: Bias::Disabled,
+            },
+        );
         match check_pins(&lines, PI_HEADER_LINES) {
             Err(HwError::NoSuchLine { pin: 28, lines: 28 }) => {}
             other => panic!("unexpected {other:?}"),
@@ -178,7 +198,13 @@ mod tests {
 
     #[test]
     fn line_config_direction() {
-        assert!(LineConfig::Output { initial: true }.is_output());
+        assert!(
+            LineConfig::Output {
+                initial: true,
+                bias: Bias::Disabled
+            }
+            .is_output()
+        );
         let input = LineConfig::Input {
             bias: Bias::PullUp,
             edges: true,

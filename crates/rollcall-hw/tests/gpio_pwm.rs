@@ -31,8 +31,20 @@ fn input(bias: Bias, edges: bool) -> LineConfig {
 /// The notes' example: outputs 25 and 23, inputs 17 and 22 with pull-down.
 fn notes_pins() -> BTreeMap<Pin, LineConfig> {
     BTreeMap::from([
-        (25, LineConfig::Output { initial: true }),
-        (23, LineConfig::Output { initial: false }),
+        (
+            25,
+            LineConfig::Output {
+                initial: true,
+                bias: Bias::Disabled,
+            },
+        ),
+        (
+            23,
+            LineConfig::Output {
+                initial: false,
+                bias: Bias::Disabled,
+            },
+        ),
         (17, input(Bias::PullDown, true)),
         (22, input(Bias::PullDown, true)),
     ])
@@ -165,8 +177,20 @@ fn sim_configuration_is_applied_whole_or_not_at_all() {
     chip.set(23, true).unwrap();
 
     let mut bad = BTreeMap::from([
-        (4, LineConfig::Output { initial: true }),
-        (17, LineConfig::Output { initial: true }),
+        (
+            4,
+            LineConfig::Output {
+                initial: true,
+                bias: Bias::Disabled,
+            },
+        ),
+        (
+            17,
+            LineConfig::Output {
+                initial: true,
+                bias: Bias::Disabled,
+            },
+        ),
     ]);
     bad.insert(28, input(Bias::PullUp, true));
     match chip.configure(&bad) {
@@ -500,7 +524,10 @@ fn soft_pwm_drives_a_simulated_line() {
     let handle = chip.handle();
     chip.configure(&BTreeMap::from([(
         18,
-        LineConfig::Output { initial: false },
+        LineConfig::Output {
+            initial: false,
+            bias: Bias::Disabled,
+        },
     )]))
     .unwrap();
     let chip = Arc::new(Mutex::new(chip));

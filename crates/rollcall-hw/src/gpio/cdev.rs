@@ -210,10 +210,11 @@ impl GpioChip for CdevChip {
                 .config
                 .iter()
                 .map(|(&pin, &config)| match config {
-                    LineConfig::Output { .. } => (
+                    LineConfig::Output { bias, .. } => (
                         pin,
                         LineConfig::Output {
                             initial: active.outputs.get(&pin).copied().unwrap_or(false),
+                            bias,
                         },
                     ),
                     input => (pin, input),
@@ -354,7 +355,7 @@ fn initial_outputs(lines: &BTreeMap<Pin, LineConfig>) -> BTreeMap<Pin, bool> {
     lines
         .iter()
         .filter_map(|(&pin, config)| match config {
-            LineConfig::Output { initial } => Some((pin, *initial)),
+            LineConfig::Output { initial, .. } => Some((pin, *initial)),
             LineConfig::Input { .. } => None,
         })
         .collect()
@@ -378,16 +379,13 @@ pub fn edge_event(event: &line::EdgeEvent) -> EdgeEvent {
 pub fn line_settings(config: &LineConfig, debounce: Option<Duration>) -> line::Config {
     let mut settings = line::Config::default();
     match *config {
-        LineConfig::Output { initial } => {
+        LineConfig::Output { initial, bias } => {
             settings.as_output(Value::from(initial));
+            settings.bias = Some(cdev_bias(bias));
         }
         LineConfig::Input { bias, edges, .. } => {
             settings.as_input();
-            settings.bias = Some(match bias {
-                Bias::Disabled => line::Bias::Disabled,
-                Bias::PullUp => line::Bias::PullUp,
-                Bias::PullDown => line::Bias::PullDown,
-            });
+            settings.bias = Some(cdev_bias(bias));
             if edges {
                 // Both edges always: which ones matter is the service's call.
                 settings.edge_detection = Some(EdgeDetection::BothEdges);
@@ -399,6 +397,15 @@ pub fn line_settings(config: &LineConfig, debounce: Option<Duration>) -> line::C
         }
     }
     settings
+}
+
+/// Our bias as gpiocdev's.
+fn cdev_bias(bias: Bias) -> line::Bias {
+    match bias {
+        Bias::Disabled => line::Bias::Disabled,
+        Bias::PullUp => line::Bias::PullUp,
+        Bias::PullDown => line::Bias::PullDown,
+    }
 }
 
 /// The request for a whole configuration on the chip at `path`.
@@ -507,13 +514,27 @@ mod tests {
     #[test]
     fn outputs_map_to_output_with_their_initial_value() {
         for (initial, value) in [(true, Value::Active), (false, Value::Inactive)] {
-            let settings = line_settings(&LineConfig::Output { initial }, None);
+            let settings = line_settings(
+                &LineConfig::Output {
+                    initial,
+                    bias: Bias::Disabled,
+                },
+                None,
+            );
             assert_eq!(settings.direction, Some(line::Direction::Output));
             assert_eq!(settings.value, Some(value));
             assert_eq!(settings.edge_detection, None);
-            assert_eq!(settings.bias, None);
+            assert_eq!(settings.bias, Some(line::Bias::Disabled));
             assert!(!settings.active_low);
         }
+        let pulled = line_settings(
+            &LineConfig::Output {
+                initial: false,
+                bias: Bias::PullDown,
+            },
+            None,
+        );
+        assert_eq!(pulled.bias, Some(line::Bias::PullDown));
     }
 
     #[test]
@@ -541,8 +562,20 @@ mod tests {
     #[test]
     fn the_request_holds_every_line_with_its_settings() {
         let lines = BTreeMap::from([
-            (25, LineConfig::Output { initial: true }),
-            (23, LineConfig::Output { initial: false }),
+            (
+                25,
+                LineConfig::Output {
+                    initial: true,
+                    bias: Bias::Disabled,
+                },
+            ),
+            (
+                23,
+                LineConfig::Output {
+                    initial: false,
+                    bias: Bias::Disabled,
+                },
+            ),
             (17, input(Bias::PullDown, true, Some(10))),
             (22, input(Bias::PullDown, false, None)),
         ]);
@@ -563,7 +596,13 @@ mod tests {
             (1, input(Bias::PullUp, true, Some(5))),
             (2, input(Bias::PullUp, true, Some(10))),
             (3, input(Bias::PullDown, true, None)),
-            (4, LineConfig::Output { initial: true }),
+            (
+                4,
+                LineConfig::Output {
+                    initial: true,
+                    bias: Bias::Disabled,
+                },
+            ),
         ]);
         let kept = fit_debounce(&lines);
         assert_eq!(
@@ -585,7 +624,13 @@ mod tests {
         lines.insert(12, input(Bias::PullDown, true, Some(12)));
         lines.insert(13, input(Bias::Disabled, true, Some(12)));
         lines.insert(14, input(Bias::PullUp, false, Some(11)));
-        lines.insert(20, LineConfig::Output { initial: false });
+        lines.insert(
+            20,
+            LineConfig::Output {
+                initial: false,
+                bias: Bias::Disabled,
+            },
+        );
         // Five flag sets (four inputs' and the outputs') take four attributes,
         // output values one: room for five periods out of twelve.
         let kept = fit_debounce(&lines);
@@ -679,7 +724,13 @@ mod tests {
     fn which_configurations_need_the_event_thread() {
         let quiet = BTreeMap::from([
             (1, input(Bias::PullUp, false, None)),
-            (2, LineConfig::Output { initial: true }),
+            (
+                2,
+                LineConfig::Output {
+                    initial: true,
+                    bias: Bias::Disabled,
+                },
+            ),
         ]);
         assert!(!wants_events(&quiet));
         let mut loud = quiet.clone();

@@ -139,7 +139,7 @@ impl GpioChip for SimChip {
         check_pins(lines, state.lines)?;
         state.outputs.clear();
         for (&pin, config) in lines {
-            if let LineConfig::Output { initial } = *config {
+            if let LineConfig::Output { initial, .. } = *config {
                 state.outputs.insert(pin, initial);
             }
         }
@@ -361,7 +361,10 @@ mod tests {
         assert!(chip.take_events().is_empty());
         chip.configure(&BTreeMap::from([(
             5,
-            LineConfig::Output { initial: false },
+            LineConfig::Output {
+                initial: false,
+                bias: Bias::Disabled,
+            },
         )]))
         .unwrap();
         chip.configure(&BTreeMap::from([(5, input(Bias::PullDown, false))]))
@@ -373,7 +376,13 @@ mod tests {
     fn errors_name_the_pin() {
         let mut chip = SimChip::new(8);
         chip.configure(&BTreeMap::from([
-            (1, LineConfig::Output { initial: true }),
+            (
+                1,
+                LineConfig::Output {
+                    initial: true,
+                    bias: Bias::Disabled,
+                },
+            ),
             (2, input(Bias::Disabled, true)),
         ]))
         .unwrap();
@@ -410,15 +419,24 @@ mod tests {
         assert_eq!(handle.line_count(), 8);
         assert_eq!(
             handle.line_config(1),
-            Some(LineConfig::Output { initial: true })
+            Some(LineConfig::Output {
+                initial: true,
+                bias: Bias::Disabled
+            })
         );
     }
 
     #[test]
     fn a_poisoned_lock_is_recovered() {
         let mut chip = SimChip::new(4);
-        chip.configure(&BTreeMap::from([(0, LineConfig::Output { initial: true })]))
-            .unwrap();
+        chip.configure(&BTreeMap::from([(
+            0,
+            LineConfig::Output {
+                initial: true,
+                bias: Bias::Disabled,
+            },
+        )]))
+        .unwrap();
         let shared = Arc::clone(&chip.shared);
         let _ = std::thread::spawn(move || {
             let _guard = shared.state.lock().unwrap();

@@ -167,7 +167,13 @@ impl GpioService {
         for o in &config.outputs {
             let level = level_of(&o.name, o.pin, o.init);
             new_levels.insert(o.name.clone(), level);
-            lines.insert(o.pin, LineConfig::Output { initial: level });
+            lines.insert(
+                o.pin,
+                LineConfig::Output {
+                    initial: level,
+                    bias: bias(o.pull),
+                },
+            );
         }
         for i in &config.inputs {
             lines.insert(
@@ -850,6 +856,14 @@ mod tests {
         assert!(out.description_changed && out.persist);
         assert_eq!(rig.sim.level(25), Some(false));
         assert_eq!(rig.sim.level(23), Some(true));
+        // The output's pull reaches the line.
+        assert_eq!(
+            rig.sim.line_config(25),
+            Some(LineConfig::Output {
+                initial: false,
+                bias: Bias::PullDown
+            })
+        );
         assert_eq!(
             find(&out.publish, "/pizero2/gpio/output/lamp").unwrap()["value"],
             1
