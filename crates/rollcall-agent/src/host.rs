@@ -246,7 +246,8 @@ fn gpio_service(config: &Config, chip: &str) -> Result<(GpioService, Option<SimH
         let (chip, channel) = pi_pwm_channel(pin).ok_or(HwError::NoPwmChannel { pin })?;
         Ok(Box::new(SysfsPwm::open(&sysfs_root, chip, channel)?) as Box<dyn PwmChannel>)
     });
-    Ok((GpioService::new(Box::new(linux), opener), None))
+    let service = GpioService::new(Box::new(linux), opener).with_pwm_channels(pi_pwm_channel);
+    Ok((service, None))
 }
 
 /// A per-host number, so simulated hosts do not all show the same values.

@@ -22,6 +22,10 @@ use crate::{Ctx, Outcome, Publish, Service, ServiceError};
 /// software or simulated otherwise. Chosen by whoever builds the service.
 pub type PwmOpener = Box<dyn FnMut(Pin) -> Result<Box<dyn PwmChannel>, HwError> + Send + Sync>;
 
+/// The hardware PWM channel (chip, channel) that drives a pin, where one does:
+/// two PWM pins on one channel cannot both be driven.
+pub type PwmChannelOf = fn(Pin) -> Option<(u32, u32)>;
+
 /// What survives a restart: the configuration and the last commanded values.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SavedState {
@@ -57,6 +61,7 @@ pub struct GpioService {
     inputs: HashMap<String, InputState>,
     waker: Option<EventWaker>,
     last_error: Option<String>,
+    channel_of: Option<PwmChannelOf>,
 }
 
 fn invalid(reason: impl Into<String>) -> ServiceError {
@@ -128,7 +133,35 @@ impl GpioService {
             inputs: HashMap::new(),
             waker: None,
             last_error: None,
+            channel_of: None,
         }
+    }
+
+    /// Refuses configurations with two PWM pins on one hardware channel, as
+    /// `channel_of` maps pins to channels.
+    pub fn with_pwm_channels(mut self, channel_of: PwmChannelOf) -> Self {
+        self.channel_of = Some(channel_of);
+        self
+    }
+
+    /// Two PWM pins of `config` on one hardware channel, as an error.
+    fn check_pwm_channels(&self, config: &GpioConfig) -> Result<(), ServiceError> {
+        let Some(channel_of) = self.channel_of else {
+            return Ok(());
+        };
+        let mut seen: HashMap<(u32, u32), Pin> = HashMap::new();
+        for (i, p) in config.pwm.iter().enumerate() {
+            let Some(channel) = channel_of(p.pin) else {
+                continue;
+            };
+            if let Some(other) = seen.insert(channel, p.pin) {
+                return Err(invalid(format!(
+                    "pwm[{i}].pin: pin {} shares PWM channel {} of pwmchip{} with pin {other}",
+                    p.pin, channel.1, channel.0
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The configuration in force.
@@ -149,6 +182,7 @@ impl GpioService {
         config
             .validate(self.chip.line_count())
             .map_err(|e| invalid(e.to_string()))?;
+        self.check_pwm_channels(&config)?;
         let level_of = |name: &str, pin: u32, init: u8| {
             let unchanged = self
                 .state
@@ -1157,6 +1191,22 @@ mod tests {
             0
         );
         assert_eq!(rig.svc.tick_every(), Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn two_pwm_pins_on_one_hardware_channel_are_refused() {
+        let mut rig = Rig::new();
+        rig.svc.channel_of = Some(rollcall_hw::pwm::pi_pwm_channel);
+        let e = rig
+            .control(json!({"pwm":[{"name":"a","pin":18},{"name":"b","pin":12}]}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("pin 12 shares PWM channel 0 of pwmchip0 with pin 18"),
+            "{e}"
+        );
+        rig.control(json!({"pwm":[{"name":"a","pin":18},{"name":"b","pin":13}]}))
+            .unwrap();
     }
 
     #[test]
