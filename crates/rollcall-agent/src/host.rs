@@ -11,10 +11,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use rollcall_hw::HwError;
 use rollcall_hw::gpio::cdev::CdevChip;
+use rollcall_hw::gpio::shared::SharedChip;
 use rollcall_hw::gpio::sim::{SimChip, SimHandle};
+use rollcall_hw::pwm::pi_pwm_channel;
 use rollcall_hw::pwm::sim::SimPwm;
+use rollcall_hw::pwm::soft::SoftPwm;
 use rollcall_hw::pwm::sysfs::SysfsPwm;
-use rollcall_hw::pwm::{PwmChannel, pi_pwm_channel};
 use rollcall_hw::system::{LinuxSystem, SimSystem, SystemSource};
 use rollcall_net::{
     BrokerUrl, EmbeddedBroker, Message, Qos, RollCallSocket, Session, SessionConfig, SessionHandle,
@@ -28,7 +30,7 @@ use rollcall_proto::{
 };
 use rollcall_services::announce::Announced;
 use rollcall_services::gpio::service::parse_level;
-use rollcall_services::gpio::{GpioService, PwmOpener, SavedState};
+use rollcall_services::gpio::{GpioService, PwmLine, PwmOpener, SavedState};
 use rollcall_services::system::SystemService;
 use rollcall_services::{Ctx, Outcome, Publish, Service, ServiceError};
 use serde_json::Value;
@@ -232,8 +234,12 @@ fn gpio_service(config: &Config, chip: &str) -> Result<(GpioService, Option<SimH
     if config.sim {
         let chip = SimChip::pi();
         let handle = chip.handle();
-        let opener: PwmOpener =
-            Box::new(|_pin| Ok(Box::new(SimPwm::default()) as Box<dyn PwmChannel>));
+        let opener: PwmOpener = Box::new(|_pin| {
+            Ok(PwmLine {
+                channel: Box::new(SimPwm::default()),
+                on_gpio_line: false,
+            })
+        });
         return Ok((GpioService::new(Box::new(chip), opener), Some(handle)));
     }
     let linux = match chip {
@@ -241,12 +247,23 @@ fn gpio_service(config: &Config, chip: &str) -> Result<(GpioService, Option<SimH
         path if path.starts_with('/') => CdevChip::open(path)?,
         label => CdevChip::open_by_label(&[label])?,
     };
+    // Shared, so that software PWM can drive lines of the chip the service owns.
+    let chip = SharedChip::new(Box::new(linux));
+    let lines = chip.clone();
     let sysfs_root = config.sysfs_root.clone();
     let opener: PwmOpener = Box::new(move |pin| {
-        let (chip, channel) = pi_pwm_channel(pin).ok_or(HwError::NoPwmChannel { pin })?;
-        Ok(Box::new(SysfsPwm::open(&sysfs_root, chip, channel)?) as Box<dyn PwmChannel>)
+        Ok(match pi_pwm_channel(pin) {
+            Some((chip, channel)) => PwmLine {
+                channel: Box::new(SysfsPwm::open(&sysfs_root, chip, channel)?),
+                on_gpio_line: false,
+            },
+            None => PwmLine {
+                channel: Box::new(SoftPwm::new(lines.line_setter(pin))),
+                on_gpio_line: true,
+            },
+        })
     });
-    let service = GpioService::new(Box::new(linux), opener).with_pwm_channels(pi_pwm_channel);
+    let service = GpioService::new(Box::new(chip), opener).with_pwm_channels(pi_pwm_channel);
     Ok((service, None))
 }
 

@@ -17,6 +17,7 @@ use crate::HwError;
 
 #[cfg(target_os = "linux")]
 pub mod cdev;
+pub mod shared;
 pub mod sim;
 
 /// A line of the chip: the BCM number on a Raspberry Pi header.

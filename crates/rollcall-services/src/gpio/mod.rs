@@ -9,4 +9,4 @@ pub mod service;
 pub mod text;
 
 pub use config::{ConfigError, GpioConfig};
-pub use service::{GpioService, PwmOpener, SavedState};
+pub use service::{GpioService, PwmLine, PwmOpener, SavedState};

@@ -18,9 +18,18 @@ use super::config::{GpioConfig, Polarity, Pull, Report};
 use super::text;
 use crate::{Ctx, Outcome, Publish, Service, ServiceError};
 
+/// A PWM channel for a pin, and whether it drives the pin's GPIO line itself
+/// (software PWM), so that the line must be requested as an output.
+pub struct PwmLine {
+    /// The channel.
+    pub channel: Box<dyn PwmChannel>,
+    /// Whether the channel toggles the pin's GPIO line.
+    pub on_gpio_line: bool,
+}
+
 /// Opens the PWM channel that drives a pin: hardware where the pin has one,
 /// software or simulated otherwise. Chosen by whoever builds the service.
-pub type PwmOpener = Box<dyn FnMut(Pin) -> Result<Box<dyn PwmChannel>, HwError> + Send + Sync>;
+pub type PwmOpener = Box<dyn FnMut(Pin) -> Result<PwmLine, HwError> + Send + Sync>;
 
 /// The hardware PWM channel (chip, channel) that drives a pin, where one does:
 /// two PWM pins on one channel cannot both be driven.
@@ -57,7 +66,7 @@ pub struct GpioService {
     open_pwm: PwmOpener,
     state: SavedState,
     /// Open PWM channels, by pin.
-    pwm: HashMap<Pin, Box<dyn PwmChannel>>,
+    pwm: HashMap<Pin, PwmLine>,
     inputs: HashMap<String, InputState>,
     waker: Option<EventWaker>,
     last_error: Option<String>,
@@ -230,6 +239,17 @@ impl GpioService {
                 opened.insert(p.pin, channel);
             }
         }
+        // Software PWM toggles its pin's line, which must be an output.
+        for p in &config.pwm {
+            let line = self.pwm.get(&p.pin).or_else(|| opened.get(&p.pin));
+            if line.is_some_and(|l| l.on_gpio_line) {
+                let idle = LineConfig::Output {
+                    initial: false,
+                    bias: Bias::Disabled,
+                };
+                lines.insert(p.pin, idle);
+            }
+        }
         self.chip
             .configure(&lines)
             .map_err(|e| invalid(format!("the chip refused the configuration: {e}")))?;
@@ -241,15 +261,18 @@ impl GpioService {
         let mut new_duties = BTreeMap::new();
         self.last_error = None;
         for p in &config.pwm {
-            let Some(mut channel) = old.remove(&p.pin).or_else(|| opened.remove(&p.pin)) else {
+            let Some(mut line) = old.remove(&p.pin).or_else(|| opened.remove(&p.pin)) else {
                 continue;
             };
             let duty = duties.get(&p.name).copied().unwrap_or(p.init);
-            if let Err(e) = channel.apply(&pwm_settings(p.period_us, duty, p.polarity)) {
+            if let Err(e) = line
+                .channel
+                .apply(&pwm_settings(p.period_us, duty, p.polarity))
+            {
                 self.last_error = Some(format!("pwm `{}`: {e}", p.name));
             }
             new_duties.insert(p.name.clone(), duty);
-            self.pwm.insert(p.pin, channel);
+            self.pwm.insert(p.pin, line);
         }
         drop(old);
         self.inputs = config
@@ -632,11 +655,12 @@ impl Service for GpioService {
             return Err(ServiceError::UnknownItem(item.to_owned()));
         };
         let duty = parse_duty(body)?;
-        let channel = self
+        let line = self
             .pwm
             .get_mut(&p.pin)
             .ok_or_else(|| ServiceError::UnknownItem(item.to_owned()))?;
-        channel.apply(&pwm_settings(p.period_us, duty, p.polarity))?;
+        line.channel
+            .apply(&pwm_settings(p.period_us, duty, p.polarity))?;
         self.state.duties.insert(p.name.clone(), duty);
         let topic = ctx
             .topics
@@ -836,7 +860,10 @@ mod tests {
             let (log, count) = (pwm.clone(), opens.clone());
             let opener: PwmOpener = Box::new(move |pin| {
                 count.fetch_add(1, Ordering::SeqCst);
-                Ok(Box::new(FakePwm(log.clone(), pin)) as Box<dyn PwmChannel>)
+                Ok(PwmLine {
+                    channel: Box::new(FakePwm(log.clone(), pin)),
+                    on_gpio_line: false,
+                })
             });
             Rig {
                 svc: GpioService::new(Box::new(chip), opener),
@@ -1207,6 +1234,35 @@ mod tests {
         );
         rig.control(json!({"pwm":[{"name":"a","pin":18},{"name":"b","pin":13}]}))
             .unwrap();
+    }
+
+    #[test]
+    fn software_pwm_gets_its_line_as_an_output() {
+        use rollcall_hw::gpio::shared::SharedChip;
+        use rollcall_hw::pwm::soft::SoftPwm;
+        let sim = SimChip::pi();
+        let handle = sim.handle();
+        let chip = SharedChip::new(Box::new(sim));
+        let lines = chip.clone();
+        let opener: PwmOpener = Box::new(move |pin| {
+            Ok(PwmLine {
+                channel: Box::new(SoftPwm::new(lines.line_setter(pin))),
+                on_gpio_line: true,
+            })
+        });
+        let mut svc = GpioService::new(Box::new(chip), opener);
+        let topics = Topics::default();
+        let ctx = Ctx {
+            host: "h",
+            topics: &topics,
+            now_ms: 0,
+        };
+        // 100 %: the line is held high, no timing involved.
+        let config = json!({"pwm":[{"name":"fan","pin":4,"init":100,"period_us":10000}]});
+        svc.control(&Body::Json(config), &ctx).unwrap();
+        assert!(handle.line_config(4).is_some_and(|c| c.is_output()));
+        svc.set("fan", &Body::Text("0".into()), &ctx).unwrap();
+        assert_eq!(svc.get("pwm/fan", &ctx).unwrap(), json!(0.0));
     }
 
     #[test]
