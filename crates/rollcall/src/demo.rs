@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rollcall_agent::{Agent, RawConfig};
 use rollcall_hub::{ScanOptions, Scanner};
-use rollcall_net::EmbeddedBroker;
+use rollcall_net::{EmbeddedBroker, Qos};
 use rollcall_proto::Topics;
 use rollcall_services::announce::AnnounceConfig;
 use tokio_util::task::TaskTracker;
@@ -55,8 +55,9 @@ const NOTES_GPIO: &str = r#"{
 }"#;
 
 /// What each simulated host runs: the system and GPIO services (pizero2's
-/// configured as in the notes), and on pibot01 the notes' display driver,
-/// announced by configuration.
+/// configured as in the notes, its button pressed and released by the demo
+/// between roll-calls), and on pibot01 the notes' display driver, announced
+/// by configuration.
 fn host_config(name: &str, broker: &str, udp_port: u16, state: &std::path::Path) -> RawConfig {
     let announce = if name == "pibot01" {
         vec![AnnounceConfig {
@@ -142,6 +143,16 @@ pub async fn run(args: Args) -> Result<()> {
         }
         if args.once {
             break Ok(());
+        }
+        // Someone presses pizero2's button between roll-calls, so that its
+        // input moves; a person can do the same with mosquitto_pub.
+        let pressed = if id % 2 == 0 { "1" } else { "0" };
+        let press = scanner
+            .session()
+            .publish("/pizero2/sim/gpio/22", pressed, Qos::AtLeastOnce, false)
+            .await;
+        if let Err(e) = press {
+            break Err(e.into());
         }
     };
     shutdown.cancel();
