@@ -306,7 +306,9 @@ impl RawConfig {
             self.services.system.interval_s,
         ) {
             (Some(false), _) => None,
-            (_, Some(0)) => return Err(invalid("services.system.interval_s", "at least 1".into())),
+            (_, Some(secs)) if !(1..=86_400).contains(&secs) => {
+                return Err(invalid("services.system.interval_s", "1 to 86400".into()));
+            }
             (_, secs) => Some(Duration::from_secs(secs.unwrap_or(30))),
         };
         // A Raspberry Pi header's lines, or the simulated one: the

@@ -32,6 +32,9 @@ pub enum AgentError {
         /// Why.
         reason: String,
     },
+    /// The agent's task panicked; the message says where.
+    #[error("the agent stopped on an internal error: {0}")]
+    Crashed(String),
     /// A socket could not be opened or the broker not reached.
     #[error(transparent)]
     Net(#[from] rollcall_net::NetError),

@@ -48,9 +48,16 @@ use crate::{AgentError, AgentStats, BrokerChoice, Config, VERSION};
 
 /// Bigger than any roll-call, so an oversized datagram is seen as oversized.
 const DATAGRAM_BUFFER: usize = 2048;
+/// The services built into the agent.
+const BUILT_IN: [&str; 2] = ["system", "gpio"];
 /// How long after a change a service's state is saved: commands within it
 /// share one write. A power cut inside it loses those last commands.
 const SAVE_DELAY: Duration = Duration::from_millis(50);
+/// The longest the loop waits on a requester's broker: to resolve its name,
+/// or for room to queue a relayed answer.
+const RELAY_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long after a failed save (a full disk) it is tried again.
+const SAVE_RETRY: Duration = Duration::from_secs(5);
 /// How long external-address discovery may take at start.
 const STUN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -88,10 +95,10 @@ impl Agent {
     /// Waits for the agent to stop (after its shutdown token is cancelled),
     /// and for every task it started.
     pub async fn join(self) -> Result<(), AgentError> {
-        let result = self.task.await.unwrap_or_else(|e| {
-            warn!(error = %e, "agent task ended abnormally");
-            Ok(())
-        });
+        let result = self
+            .task
+            .await
+            .unwrap_or_else(|e| Err(AgentError::Crashed(e.to_string())));
         self.tracker.close();
         self.tracker.wait().await;
         result
@@ -169,6 +176,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         session_template: session_config,
         hw_events,
         sim_gpio,
+        relay_sessions: 0,
         unsaved: BTreeSet::new(),
         save_at: None,
     };
@@ -177,6 +185,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     info!(%host, udp = %udp_addr, broker = %broker_url, "agent listening");
 
     let task = tokio::spawn(async move {
+        // However this task ends, a panic included, the session ends too,
+        // so `join` returns and the broker sends the will.
+        let _session = session_token.clone().drop_guard();
         host_state.extaddr = discover_extaddr(&host_state.config).await;
         let result = host_state.serve(udp, incoming).await;
         // Said explicitly: a clean disconnect does not trigger the will.
@@ -356,6 +367,8 @@ struct Host {
     hw_events: Arc<Notify>,
     /// The simulated GPIO chip, driven over `/{host}/sim/gpio/{pin}`.
     sim_gpio: Option<SimHandle>,
+    /// Relay sessions opened so far: each gets a client id of its own.
+    relay_sessions: u64,
     /// Services whose state changed since it was last saved.
     unsaved: BTreeSet<usize>,
     /// When those are saved.
@@ -383,6 +396,15 @@ impl Host {
         }
         for filter in filters {
             self.local.subscribe(&filter).await?;
+        }
+        // A built-in service that ran before and does not now (no GPIO chip
+        // any more) must not stay listed through its retained description.
+        for name in BUILT_IN {
+            if !self.services.iter().any(|s| s.name() == name) {
+                self.local
+                    .publish_state(&self.topics.description(&host, name), "")
+                    .await?;
+            }
         }
         self.local
             .publish_state(&self.topics.state(&host), "online")
@@ -470,6 +492,19 @@ impl Host {
         }
     }
 
+    /// Whether answers on `topic` would land on a topic the agent serves:
+    /// a relay would subscribe to it and, when it ends, unsubscribe the
+    /// agent from it, and answers there would be taken for queries.
+    fn is_own_topic(&self, topic: &str) -> bool {
+        let host = &self.config.hostname;
+        topic == self.topics.udp_report()
+            || topic == self.topics.udp_request()
+            || topic == self.topics.getapps(host)
+            || self.topics.parse_query(host, topic).is_some()
+            || matches(&self.topics.description(host, "+"), topic)
+            || (self.sim_gpio.is_some() && matches(&self.sim_gpio_topic("+"), topic))
+    }
+
     /// Every service this host has: built in, announced, and foreign ones
     /// that published a description.
     fn apps(&self) -> Vec<String> {
@@ -484,9 +519,9 @@ impl Host {
             debug!(id = rc.id, replyto = %rc.replyto, ?refusal, "roll-call not answered");
             return;
         }
-        if rc.topic == self.topics.udp_report() || rc.topic == self.topics.udp_request() {
+        if self.is_own_topic(&rc.topic) {
             AgentStats::bump(self.stats.dropped_malformed());
-            debug!(topic = %rc.topic, "roll-call asks for answers on a rollcall topic; dropped");
+            debug!(topic = %rc.topic, "roll-call asks for answers on one of the agent's own topics; dropped");
             return;
         }
         let towards = source.unwrap_or(self.own_broker.ip());
@@ -520,18 +555,8 @@ impl Host {
         );
         // The host's other services get the report at once: each is an
         // answerer and waits out its own share of the window.
-        if let Err(error) = self
-            .local
-            .publish(
-                &self.topics.udp_report(),
-                report.to_bytes(),
-                Qos::AtLeastOnce,
-                false,
-            )
-            .await
-        {
-            warn!(%error, "cannot publish the host report");
-        }
+        self.send_all(vec![plain(self.topics.udp_report(), report.to_bytes())])
+            .await;
         let window = report.rollcall.window_ms.unwrap_or(0);
         let jitter = Duration::from_millis(rand::rng().random_range(0..=window));
         let topic = report.rollcall.topic;
@@ -557,11 +582,12 @@ impl Host {
         let Some(requester) = requester_broker(rc, source) else {
             return Some(self.local.clone());
         };
-        let resolved = match tokio::net::lookup_host((requester.host.as_str(), requester.port))
+        let lookup = tokio::net::lookup_host((requester.host.as_str(), requester.port));
+        let resolved = match tokio::time::timeout(RELAY_TIMEOUT, lookup)
             .await
-            .map(|mut a| a.next())
+            .map(|r| r.map(|mut a| a.next()))
         {
-            Ok(Some(addr)) => addr,
+            Ok(Ok(Some(addr))) => addr,
             _ => {
                 warn!(broker = %requester, "cannot resolve the requester's broker; roll-call dropped");
                 return None;
@@ -571,7 +597,13 @@ impl Host {
             return Some(self.local.clone());
         }
         let remote = requester.to_string();
-        let to = self.remote(requester).ok()?;
+        let to = match self.remote(requester) {
+            Ok(to) => to,
+            Err(error) => {
+                warn!(%error, "cannot open a session to the requester's broker; roll-call dropped");
+                return None;
+            }
+        };
         let window = Duration::from_millis(rc.window_ms.unwrap_or(0));
         let until = Instant::now() + window + self.config.relay_grace;
         if !self.relays.iter().any(|r| r.topic == rc.topic)
@@ -596,10 +628,10 @@ impl Host {
             return Ok(remote.session.handle.clone());
         }
         let mut config = self.session_template.clone();
+        self.relay_sessions += 1;
         config.client_id = format!(
             "rollcall-relay-{}-{}",
-            self.config.hostname,
-            self.remotes.len()
+            self.config.hostname, self.relay_sessions
         );
         config.broker = broker;
         config.last_will = None;
@@ -632,13 +664,19 @@ impl Host {
             if !wanted || !relay.forwarded.insert(key.clone()) {
                 continue;
             }
-            let forwarded = relay
-                .to
-                .publish(&msg.topic, msg.payload.to_vec(), Qos::AtLeastOnce, false)
-                .await;
-            match forwarded {
-                Ok(()) => AgentStats::bump(self.stats.relayed()),
-                Err(error) => warn!(%error, "cannot relay an answer"),
+            // The requester's broker may be unreachable, its queue full: the
+            // loop never waits on it for long.
+            let forward =
+                relay
+                    .to
+                    .publish(&msg.topic, msg.payload.to_vec(), Qos::AtLeastOnce, false);
+            tokio::select! {
+                forwarded = tokio::time::timeout(RELAY_TIMEOUT, forward) => match forwarded {
+                    Ok(Ok(())) => AgentStats::bump(self.stats.relayed()),
+                    Ok(Err(error)) => warn!(%error, "cannot relay an answer"),
+                    Err(_) => warn!(broker = %relay.remote, "the requester's broker is not taking answers; one dropped"),
+                },
+                _ = self.shutdown.cancelled() => return,
             }
         }
     }
@@ -707,14 +745,20 @@ impl Host {
     /// atomically.
     fn save_changed(&mut self) {
         self.save_at = None;
+        let mut failed = Vec::new();
         for index in std::mem::take(&mut self.unsaved) {
             let svc = &self.services[index];
             let Some(saved) = svc.saved_state() else {
                 continue;
             };
             if let Err(error) = state::save(&self.config.state_dir, svc.name(), &saved) {
-                warn!(%error, service = svc.name(), dir = %self.config.state_dir.display(), "cannot save state");
+                warn!(%error, service = svc.name(), dir = %self.config.state_dir.display(), "cannot save state; trying again");
+                failed.push(index);
             }
+        }
+        if !failed.is_empty() {
+            self.unsaved.extend(failed);
+            self.save_at = Some(Instant::now() + SAVE_RETRY);
         }
     }
 

@@ -189,10 +189,20 @@ impl Scanner {
         let mut collector = Collector::new(id, opts.window_ms);
         let dropped_before = self.session.stats().dropped;
         let started = Instant::now();
+        // One destination that cannot be reached (an interface gone down)
+        // does not stop the roll-call reaching the others.
+        let mut sent = 0;
         for dest in &destinations {
-            self.udp
-                .send_to(&bytes, SocketAddr::new(*dest, opts.udp_port))
-                .await?;
+            let to = SocketAddr::new(*dest, opts.udp_port);
+            match self.udp.send_to(&bytes, to).await {
+                Ok(()) => sent += 1,
+                Err(error) => warn!(%to, %error, "roll-call not sent there"),
+            }
+        }
+        if sent == 0 && !opts.via_mqtt {
+            return Err(HubError::Invalid(
+                "the roll-call could not be sent to any destination".into(),
+            ));
         }
         if opts.via_mqtt {
             self.session

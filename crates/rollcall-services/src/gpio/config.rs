@@ -185,6 +185,13 @@ impl GpioConfig {
                     format!("`{name}` is reserved"),
                 ));
             }
+            // `set/23` means pin 23: a name made of digits would be ambiguous.
+            if name.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err(
+                    format!("{field}.name"),
+                    format!("`{name}` reads as a pin number; names need a letter"),
+                ));
+            }
             if !names.insert(name.to_owned()) {
                 return Err(err(
                     format!("{field}.name"),
@@ -322,6 +329,10 @@ mod tests {
             (
                 json!({"outputs":[{"name":"a","pin":4,"init":2}]}),
                 "outputs[0].init",
+            ),
+            (
+                json!({"outputs":[{"name":"23","pin":5}]}),
+                "reads as a pin number",
             ),
         ];
         for (value, needle) in cases {

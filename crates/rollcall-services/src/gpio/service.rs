@@ -35,6 +35,9 @@ pub type PwmOpener = Box<dyn FnMut(Pin) -> Result<PwmLine, HwError> + Send + Syn
 /// two PWM pins on one channel cannot both be driven.
 pub type PwmChannelOf = fn(Pin) -> Option<(u32, u32)>;
 
+/// The shortest tick the service asks for, in ms.
+const MIN_TICK_MS: u64 = 10;
+
 /// What survives a restart: the configuration and the last commanded values.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SavedState {
@@ -69,7 +72,9 @@ pub struct GpioService {
     pwm: HashMap<Pin, PwmLine>,
     inputs: HashMap<String, InputState>,
     waker: Option<EventWaker>,
-    last_error: Option<String>,
+    /// What is failing now, by what fails (`input button`, `pwm fan`): one
+    /// success clears only its own entry.
+    errors: BTreeMap<String, String>,
     channel_of: Option<PwmChannelOf>,
 }
 
@@ -141,7 +146,7 @@ impl GpioService {
             pwm: HashMap::new(),
             inputs: HashMap::new(),
             waker: None,
-            last_error: None,
+            errors: BTreeMap::new(),
             channel_of: None,
         }
     }
@@ -151,6 +156,17 @@ impl GpioService {
     pub fn with_pwm_channels(mut self, channel_of: PwmChannelOf) -> Self {
         self.channel_of = Some(channel_of);
         self
+    }
+
+    /// Whether PWM on pins `a` and `b` is one channel: the same pin, or two
+    /// pins of one hardware channel. A PWM moved between such pins keeps its
+    /// channel open: a second handle on it, closed with the old pin, would
+    /// switch it off.
+    fn same_channel(&self, a: Pin, b: Pin) -> bool {
+        a == b
+            || self
+                .channel_of
+                .is_some_and(|of| of(a).is_some() && of(a) == of(b))
     }
 
     /// Two PWM pins of `config` on one hardware channel, as an error.
@@ -233,7 +249,8 @@ impl GpioService {
         // channel: closing it would disable the output it still drives.
         let mut opened = HashMap::new();
         for p in &config.pwm {
-            if !self.pwm.contains_key(&p.pin) && !opened.contains_key(&p.pin) {
+            let open = self.pwm.keys().any(|&k| self.same_channel(k, p.pin));
+            if !open && !opened.contains_key(&p.pin) {
                 let channel = (self.open_pwm)(p.pin)
                     .map_err(|e| invalid(format!("pwm `{}` on pin {}: {e}", p.name, p.pin)))?;
                 opened.insert(p.pin, channel);
@@ -241,7 +258,12 @@ impl GpioService {
         }
         // Software PWM toggles its pin's line, which must be an output.
         for p in &config.pwm {
-            let line = self.pwm.get(&p.pin).or_else(|| opened.get(&p.pin));
+            let line = self
+                .pwm
+                .iter()
+                .find(|(k, _)| self.same_channel(**k, p.pin))
+                .map(|(_, l)| l)
+                .or_else(|| opened.get(&p.pin));
             if line.is_some_and(|l| l.on_gpio_line) {
                 let idle = LineConfig::Output {
                     initial: false,
@@ -259,9 +281,13 @@ impl GpioService {
         // Committed. Channels of pins no longer PWM close when `old` drops.
         let mut old = std::mem::take(&mut self.pwm);
         let mut new_duties = BTreeMap::new();
-        self.last_error = None;
+        self.errors.clear();
         for p in &config.pwm {
-            let Some(mut line) = old.remove(&p.pin).or_else(|| opened.remove(&p.pin)) else {
+            let kept = old.keys().copied().find(|&k| self.same_channel(k, p.pin));
+            let Some(mut line) = kept
+                .and_then(|k| old.remove(&k))
+                .or_else(|| opened.remove(&p.pin))
+            else {
                 continue;
             };
             let duty = duties.get(&p.name).copied().unwrap_or(p.init);
@@ -269,12 +295,25 @@ impl GpioService {
                 .channel
                 .apply(&pwm_settings(p.period_us, duty, p.polarity))
             {
-                self.last_error = Some(format!("pwm `{}`: {e}", p.name));
+                self.errors
+                    .insert(format!("pwm `{}`", p.name), e.to_string());
             }
             new_duties.insert(p.name.clone(), duty);
             self.pwm.insert(p.pin, line);
         }
+        // A software PWM on a pin that is now an output wrote its idle level
+        // as it stopped: the output gets its own level back.
+        let was_pwm: Vec<Pin> = old.keys().copied().collect();
         drop(old);
+        for o in &config.outputs {
+            if was_pwm.contains(&o.pin) {
+                let level = new_levels.get(&o.name).copied().unwrap_or(false);
+                if let Err(e) = self.chip.set(o.pin, level) {
+                    self.errors
+                        .insert(format!("output `{}`", o.name), e.to_string());
+                }
+            }
+        }
         self.inputs = config
             .inputs
             .iter()
@@ -348,13 +387,15 @@ impl GpioService {
             };
             match self.chip.get(pin) {
                 Ok(value) => {
-                    self.last_error = None;
+                    self.errors.remove(&format!("input `{name}`"));
                     if let Some(state) = self.inputs.get_mut(name) {
                         state.value = Some(value);
                     }
                     out.push(self.input_reading(name, value, ctx));
                 }
-                Err(e) => self.last_error = Some(format!("input `{name}`: {e}")),
+                Err(e) => {
+                    self.errors.insert(format!("input `{name}`"), e.to_string());
+                }
             }
         }
         out
@@ -468,11 +509,22 @@ impl GpioService {
         let levels = self.state.levels.clone();
         let duties = self.state.duties.clone();
         let publish = self.apply(config, &levels, &duties, ctx)?;
+        // Applied, but the hardware refused part of it (a PWM write): the
+        // answer says so, and so does the service's health.
+        let mut reply = Object::new();
+        if !self.errors.is_empty() {
+            let alerts: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(what, error)| format!("{what}: {error}"))
+                .collect();
+            reply.insert("alerts".into(), alerts.into());
+        }
         Ok(Outcome {
+            reply,
             publish,
             description_changed: true,
             persist: true,
-            ..Outcome::default()
         })
     }
 
@@ -583,10 +635,10 @@ impl Service for GpioService {
                 functions,
                 controls,
             },
-            health: Some(match &self.last_error {
+            health: Some(match self.errors.iter().next() {
                 None => Health::Ok,
-                Some(reason) => Health::Alert {
-                    reason: reason.clone(),
+                Some((what, error)) => Health::Alert {
+                    reason: format!("{what}: {error}"),
                 },
             }),
         }
@@ -661,6 +713,7 @@ impl Service for GpioService {
             .ok_or_else(|| ServiceError::UnknownItem(item.to_owned()))?;
         line.channel
             .apply(&pwm_settings(p.period_us, duty, p.polarity))?;
+        self.errors.remove(&format!("pwm `{}`", p.name));
         self.state.duties.insert(p.name.clone(), duty);
         let topic = ctx
             .topics
@@ -714,11 +767,13 @@ impl Service for GpioService {
             })
             .map(|i| i.debounce_ms.max(1))
             .min();
+        // Intervals like 999 and 1000 ms have a divisor of 1 ms: no tick is
+        // sooner than 10 ms, and each input keeps its own schedule.
         scans
             .into_iter()
             .chain(rechecks)
             .min()
-            .map(Duration::from_millis)
+            .map(|ms| Duration::from_millis(ms.max(MIN_TICK_MS)))
     }
 
     fn tick(&mut self, ctx: &Ctx<'_>) -> Vec<Publish> {
@@ -1263,6 +1318,17 @@ mod tests {
         assert!(handle.line_config(4).is_some_and(|c| c.is_output()));
         svc.set("fan", &Body::Text("0".into()), &ctx).unwrap();
         assert_eq!(svc.get("pwm/fan", &ctx).unwrap(), json!(0.0));
+    }
+
+    #[test]
+    fn a_pwm_moved_to_the_other_pin_of_its_channel_keeps_the_channel() {
+        let mut rig = Rig::new();
+        rig.svc.channel_of = Some(rollcall_hw::pwm::pi_pwm_channel);
+        rig.control(json!({"pwm":[{"name":"fan","pin":12,"init":10}]}))
+            .unwrap();
+        rig.control(json!({"pwm":[{"name":"fan","pin":18,"init":10}]}))
+            .unwrap();
+        assert_eq!(rig.opens.load(Ordering::SeqCst), 1);
     }
 
     #[test]
