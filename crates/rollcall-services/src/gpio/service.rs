@@ -940,12 +940,17 @@ mod tests {
 
         fn control(&mut self, config: Value) -> Result<Outcome, ServiceError> {
             let topics = self.topics.clone();
-            let ctx = Ctx {
-                host: "pizero2",
-                topics: &topics,
-                now_ms: 0,
-            };
+            let ctx = at(&topics, 0);
             self.svc.control(&Body::Json(config), &ctx)
+        }
+    }
+
+    /// What the service is told at `now_ms` on host pizero2.
+    fn at(topics: &Topics, now_ms: u64) -> Ctx<'_> {
+        Ctx {
+            host: "pizero2",
+            topics,
+            now_ms,
         }
     }
 
@@ -1009,11 +1014,7 @@ mod tests {
         let mut rig = Rig::new();
         rig.control(notes_config()).unwrap();
         let topics = rig.topics.clone();
-        let ctx = Ctx {
-            host: "pizero2",
-            topics: &topics,
-            now_ms: 7,
-        };
+        let ctx = at(&topics, 7);
         for (item, body, level) in [
             ("pump_drive", Body::Text("ON".into()), true),
             ("25", Body::Json(json!("off")), false),
@@ -1077,11 +1078,7 @@ mod tests {
         rig.clock.store(ms(102), Ordering::SeqCst);
         rig.sim.drive(22, true).unwrap();
         let topics = rig.topics.clone();
-        let ctx = Ctx {
-            host: "pizero2",
-            topics: &topics,
-            now_ms: 9,
-        };
+        let ctx = at(&topics, 9);
         let out = rig.svc.wake(&ctx);
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(
@@ -1146,11 +1143,7 @@ mod tests {
         rig.control(notes_config()).unwrap();
         let ctx = rig.ctx(0);
         let topics = ctx.topics.clone();
-        let ctx = Ctx {
-            host: "pizero2",
-            topics: &topics,
-            now_ms: 0,
-        };
+        let ctx = at(&topics, 0);
         let out = rig
             .svc
             .set("inputs", &Body::Json(json!([23, 5])), &ctx)
@@ -1167,11 +1160,7 @@ mod tests {
         let mut rig = Rig::new();
         rig.control(notes_config()).unwrap();
         let topics = rig.topics.clone();
-        let ctx = Ctx {
-            host: "pizero2",
-            topics: &topics,
-            now_ms: 0,
-        };
+        let ctx = at(&topics, 0);
         rig.svc
             .set("pump_drive", &Body::Text("1".into()), &ctx)
             .unwrap();
