@@ -79,6 +79,18 @@ pub enum HwError {
         /// What was wrong.
         reason: String,
     },
+    /// A display position outside the screen.
+    #[error("row {row}, column {col} is outside the {cols}x{rows} display")]
+    DisplayPosition {
+        /// The row asked for (0 is the top).
+        row: u8,
+        /// The column asked for (0 is the left).
+        col: u8,
+        /// The display's columns.
+        cols: u8,
+        /// The display's rows.
+        rows: u8,
+    },
 }
 
 impl HwError {

@@ -6,6 +6,7 @@
 //! backends feed.
 
 mod error;
+pub mod display;
 pub mod gpio;
 pub mod pwm;
 pub mod system;
