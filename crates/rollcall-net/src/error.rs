@@ -52,6 +52,15 @@ pub enum NetError {
         /// What went wrong.
         reason: String,
     },
+    /// A listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The socket's error.
+        #[source]
+        source: io::Error,
+    },
     /// A STUN reply that is not a valid answer to our request.
     #[error("bad STUN response: {0}")]
     Stun(&'static str),

@@ -1,10 +1,11 @@
 //! Every socket of rollcall, and nothing else: the MQTT session, the
-//! embedded MQTT broker, the UDP roll-call sockets, STUN address discovery
-//! and shutdown signals. Payloads are plain bytes here; what they mean is
+//! embedded MQTT broker, the UDP roll-call sockets, STUN address discovery,
+//! the dashboard's HTTP listener and shutdown signals. Payloads are plain bytes here; what they mean is
 //! `rollcall-proto`'s business.
 
 mod broker;
 mod error;
+mod http;
 mod mqtt;
 mod shutdown;
 pub mod stun;
@@ -13,6 +14,7 @@ mod url;
 
 pub use broker::EmbeddedBroker;
 pub use error::NetError;
+pub use http::http_listener;
 pub use mqtt::{Message, Qos, Session, SessionConfig, SessionHandle, SessionStats, Will};
 pub use shutdown::{ctrl_c_token, wait_for_signal};
 pub use stun::{StunResponder, decode_binding_response, discover_external_addr};
