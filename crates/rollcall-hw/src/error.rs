@@ -91,6 +91,19 @@ pub enum HwError {
         /// The display's rows.
         rows: u8,
     },
+    /// A display setting it cannot take: a size its controller cannot
+    /// address, a brightness above 100, a bus address off the bus.
+    #[error("display: {reason}")]
+    InvalidDisplay {
+        /// What was wrong.
+        reason: String,
+    },
+    /// A button name the display does not have.
+    #[error("the display has no button {name:?}")]
+    NoSuchButton {
+        /// The name asked for.
+        name: String,
+    },
 }
 
 impl HwError {
