@@ -8,6 +8,7 @@
 mod error;
 pub mod display;
 pub mod gpio;
+pub mod iio;
 pub mod pwm;
 pub mod system;
 

@@ -12,8 +12,14 @@ use rollcall_proto::{Body, Description, ProtoError, Topics};
 use serde_json::Value;
 use thiserror::Error;
 
+pub mod ain;
 pub mod announce;
+pub mod dac;
+pub mod dht22;
+pub mod display;
 pub mod gpio;
+pub mod sensor;
+pub mod sonar;
 pub mod system;
 
 /// What a service knows of where it runs, handed in with every call.
@@ -125,6 +131,24 @@ pub trait Service: Send + Sync {
     /// Handles what the hardware has waiting after the waker was called.
     fn wake(&mut self, _ctx: &Ctx<'_>) -> Vec<Publish> {
         Vec::new()
+    }
+
+    /// Topics outside its own `/{host}/{name}/...` queries that the service
+    /// consumes (the display's input, the notes' `/display`): the agent
+    /// subscribes to them and hands what arrives to [`Service::on_message`].
+    fn topics_in(&self, _ctx: &Ctx<'_>) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// A message on one of [`Service::topics_in`]; an error is answered on
+    /// the service's error topic.
+    fn on_message(
+        &mut self,
+        _topic: &str,
+        _payload: &[u8],
+        _ctx: &Ctx<'_>,
+    ) -> Result<Outcome, ServiceError> {
+        Err(ServiceError::Unsupported("messages"))
     }
 
     /// What must survive a restart, if anything.

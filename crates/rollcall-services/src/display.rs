@@ -1,0 +1,636 @@
+//! The `display` service (the notes' `display_driver`): text sent to its
+//! input topic goes on a character display, its control topic clears and
+//! dims it, and its buttons, if it has any, are published on its output
+//! topic. What the screen shows is published retained on its contents topic,
+//! so the dashboard can show a display it cannot see.
+//!
+//! Every topic is configurable, so the notes' `/display`, `/dbuts` and
+//! `/dcontrol` work as written. The input's payload is parsed by
+//! [`parse_input`], which the fuzz target `display_input` exercises.
+
+use std::sync::Mutex;
+
+use rollcall_hw::display::Display;
+use rollcall_hw::gpio::EventWaker;
+use rollcall_proto::json::{self, Object};
+use rollcall_proto::topic::check_topic;
+use rollcall_proto::{
+    Body, Description, Health, Interface, Interfaces, ProtoError, Request, ValueType,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{Ctx, Outcome, Publish, Service, ServiceError};
+
+/// The display's topics; each defaults to `/{host}/display/{input|buttons|control|contents}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisplayConfig {
+    /// Where text to show arrives (default `/{host}/display/text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// Where button changes are published (default `/{host}/display/buttons`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// A further control topic (the notes' `/dcontrol`); `/{host}/display/control` always works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<String>,
+    /// Where the screen's contents are published retained (default `/{host}/display/contents`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contents: Option<String>,
+}
+
+/// The keys of a control body that configure; the rest are commands.
+const CONFIG_KEYS: [&str; 4] = ["input", "output", "control", "contents"];
+
+impl DisplayConfig {
+    fn check(&self) -> Result<(), String> {
+        let topics = [
+            ("input", &self.input),
+            ("output", &self.output),
+            ("control", &self.control),
+            ("contents", &self.contents),
+        ];
+        for (key, topic) in topics {
+            if let Some(t) = topic {
+                check_topic(t, "topic").map_err(|e| format!("{key}: {e}"))?;
+            }
+        }
+        for (i, (key, topic)) in topics.iter().enumerate() {
+            if let Some(t) = topic
+                && topics[..i].iter().any(|(_, o)| o.as_ref() == Some(t))
+            {
+                return Err(format!("{key}: `{t}` is used for two things"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a message on the input topic asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShowText {
+    /// Plain text: the screen is cleared and the text written from the top
+    /// left, each line on the next row.
+    Replace(String),
+    /// JSON `{"text":..,"row":..,"col":..,"clear":..}`: the text at a place,
+    /// later lines on the rows below starting at the same column.
+    At {
+        /// The text.
+        text: String,
+        /// The first row (0 is the top).
+        row: u8,
+        /// The column (0 is the left).
+        col: u8,
+        /// Whether the screen is cleared first.
+        clear: bool,
+    },
+}
+
+/// Reads a message from the input topic: plain text, a JSON string, or a
+/// JSON object with `text` and optional `row`, `col`, `clear`. Control
+/// characters other than newlines are dropped.
+pub fn parse_input(payload: &[u8]) -> Result<ShowText, String> {
+    let value = match json::parse_value(payload, rollcall_proto::MAX_PAYLOAD) {
+        Ok(v) => v,
+        Err(ProtoError::Json(_)) => {
+            // Not JSON: the text itself (already checked to be UTF-8).
+            let text = std::str::from_utf8(payload).map_err(|_| ProtoError::NotUtf8.to_string())?;
+            return Ok(ShowText::Replace(printable(
+                text.trim_end_matches(['\n', '\r']),
+            )));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    match value {
+        Value::String(s) => Ok(ShowText::Replace(printable(&s))),
+        Value::Number(n) => Ok(ShowText::Replace(n.to_string())),
+        Value::Object(mut map) => {
+            let text = json::take_str(&mut map, "text").map_err(|e| e.to_string())?;
+            let place = |map: &mut Object, field: &'static str| -> Result<u8, String> {
+                match json::take_opt_u64(map, field).map_err(|e| e.to_string())? {
+                    None => Ok(0),
+                    Some(v) => {
+                        u8::try_from(v).map_err(|_| format!("{field}: a number from 0 to 255"))
+                    }
+                }
+            };
+            let row = place(&mut map, "row")?;
+            let col = place(&mut map, "col")?;
+            let clear = match map.remove("clear") {
+                None => false,
+                Some(Value::Bool(b)) => b,
+                Some(_) => return Err("clear: true or false".into()),
+            };
+            if let Some(key) = map.keys().next() {
+                return Err(format!(
+                    "no field `{key}` in display input (text, row, col, clear)"
+                ));
+            }
+            Ok(ShowText::At {
+                text: printable(&text),
+                row,
+                col,
+                clear,
+            })
+        }
+        _ => Err("display input: text, or {\"text\":..,\"row\":..,\"col\":..}".into()),
+    }
+}
+
+fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|c| *c == '\n' || !c.is_control())
+        .collect()
+}
+
+/// What survives a restart: the topics and the brightness.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Saved {
+    #[serde(default)]
+    config: DisplayConfig,
+    #[serde(default = "full")]
+    brightness: u8,
+}
+
+fn full() -> u8 {
+    100
+}
+
+/// A character display as a service.
+pub struct DisplayService {
+    /// Behind a lock only because a service must be `Sync`; one task uses it.
+    display: Mutex<Box<dyn Display>>,
+    config: DisplayConfig,
+    brightness: u8,
+    alert: Option<String>,
+}
+
+impl DisplayService {
+    /// The service on `display`, with the default topics, at full brightness.
+    pub fn new(display: Box<dyn Display>) -> Self {
+        DisplayService {
+            display: Mutex::new(display),
+            config: DisplayConfig::default(),
+            brightness: 100,
+            alert: None,
+        }
+    }
+
+    fn screen(&self) -> std::sync::MutexGuard<'_, Box<dyn Display>> {
+        self.display.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn topic(&self, configured: &Option<String>, rest: &str, ctx: &Ctx<'_>) -> String {
+        configured
+            .clone()
+            .unwrap_or_else(|| ctx.topics.service(ctx.host, "display", rest))
+    }
+
+    fn input_topic(&self, ctx: &Ctx<'_>) -> String {
+        self.topic(&self.config.input, "text", ctx)
+    }
+
+    fn contents_publish(&self, ctx: &Ctx<'_>) -> Publish {
+        let mut map = Object::new();
+        map.insert("rows".into(), self.screen().contents().into());
+        map.insert("brightness".into(), self.brightness.into());
+        map.insert("ts".into(), ctx.now_ms.into());
+        Publish {
+            topic: self.topic(&self.config.contents, "contents", ctx),
+            payload: serde_json::to_vec(&map).unwrap_or_default(),
+            retain: true,
+        }
+    }
+
+    /// A hardware result, remembered as the health.
+    fn hw<T>(&mut self, result: Result<T, rollcall_hw::HwError>) -> Result<T, ServiceError> {
+        match result {
+            Ok(v) => {
+                self.alert = None;
+                Ok(v)
+            }
+            Err(e) => {
+                self.alert = Some(e.to_string());
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Shows `what`, checked against the screen's size before anything is written.
+    fn show(&mut self, what: ShowText, ctx: &Ctx<'_>) -> Result<Outcome, ServiceError> {
+        let (cols, rows) = self.screen().size();
+        let (text, row, col, clear) = match what {
+            ShowText::Replace(text) => (text, 0, 0, true),
+            ShowText::At {
+                text,
+                row,
+                col,
+                clear,
+            } => (text, row, col, clear),
+        };
+        if row >= rows || col >= cols {
+            return Err(ServiceError::Invalid(format!(
+                "row {row}, column {col} is outside the {cols}x{rows} display"
+            )));
+        }
+        let health_before = self.alert.clone();
+        let result = {
+            let mut screen = self.screen();
+            let mut result = if clear { screen.clear() } else { Ok(()) };
+            // Lines past the last row are clipped, as characters past the last column are.
+            for (i, line) in text.split('\n').enumerate().take(usize::from(rows - row)) {
+                if result.is_err() {
+                    break;
+                }
+                if !line.is_empty() {
+                    result = screen.write_at(row + i as u8, col, line);
+                }
+            }
+            result
+        };
+        let written = self.hw(result);
+        let description_changed = health_before != self.alert;
+        written?;
+        Ok(Outcome {
+            publish: vec![self.contents_publish(ctx)],
+            description_changed,
+            ..Outcome::default()
+        })
+    }
+
+    fn set_brightness(&mut self, percent: u8) -> Result<(), ServiceError> {
+        let result = self.screen().set_brightness(percent);
+        self.hw(result)?;
+        self.brightness = percent;
+        Ok(())
+    }
+}
+
+impl Service for DisplayService {
+    fn name(&self) -> &str {
+        "display"
+    }
+
+    fn describe(&self, ctx: &Ctx<'_>) -> Description {
+        let service = |rest: &str| ctx.topics.service(ctx.host, "display", rest);
+        let (cols, rows) = self.screen().size();
+        let buttons = self.screen().buttons();
+        let mut controls = vec![
+            Interface::new("control", service("control"), ValueType::Json)
+                .doc("{\"clear\":true}, {\"brightness\":0-100}, or topics: input, output, control, contents"),
+        ];
+        if let Some(c) = &self.config.control {
+            controls
+                .push(Interface::new("dcontrol", c, ValueType::Json).doc("the same as control"));
+        }
+        let mut outputs = vec![
+            Interface::new(
+                "contents",
+                self.topic(&self.config.contents, "contents", ctx),
+                ValueType::Json,
+            )
+            .retained()
+            .doc("what the screen shows: {\"rows\":[..],\"brightness\":N,\"ts\":..}"),
+        ];
+        if !buttons.is_empty() {
+            outputs.push(
+                Interface::new(
+                    "buttons",
+                    self.topic(&self.config.output, "buttons", ctx),
+                    ValueType::Json,
+                )
+                .doc(&format!(
+                    "{{\"button\":name,\"pressed\":bool,\"ts\":..}} for buttons {}",
+                    buttons.join(", ")
+                )),
+            );
+        }
+        Description {
+            function: "display".into(),
+            doc: Some(format!("a {cols}x{rows} character display")),
+            interfaces: Interfaces {
+                inputs: vec![
+                    Interface::new("text", self.input_topic(ctx), ValueType::String).doc(
+                        "plain text from the top left (newlines go to the next row), or {\"text\",\"row\",\"col\",\"clear\"}",
+                    ),
+                ],
+                outputs,
+                functions: vec![
+                    Interface::new("contents", service("get/contents"), ValueType::Json)
+                        .doc("what the screen shows"),
+                ],
+                controls,
+            },
+            health: Some(match &self.alert {
+                None => Health::Ok,
+                Some(reason) => Health::Alert {
+                    reason: reason.clone(),
+                },
+            }),
+        }
+    }
+
+    fn get(&mut self, item: &str, _ctx: &Ctx<'_>) -> Result<Value, ServiceError> {
+        let screen = self.screen();
+        let (cols, rows) = screen.size();
+        let mut map = Object::new();
+        map.insert("rows".into(), screen.contents().into());
+        map.insert("brightness".into(), self.brightness.into());
+        map.insert("cols".into(), cols.into());
+        map.insert("lines".into(), rows.into());
+        map.insert("buttons".into(), screen.buttons().into());
+        drop(screen);
+        match item {
+            "" | "contents" => Ok(map.into()),
+            "config" => Ok(serde_json::to_value(&self.config).unwrap_or_default()),
+            other => Err(ServiceError::UnknownItem(other.to_owned())),
+        }
+    }
+
+    /// Configures (any of `input`, `output`, `control`, `contents`: the
+    /// topics, replaced whole) and commands (`clear`, `brightness`), all
+    /// checked before any is carried out.
+    fn control(&mut self, body: &Body, ctx: &Ctx<'_>) -> Result<Outcome, ServiceError> {
+        let Body::Json(Value::Object(map)) = body else {
+            return Err(ServiceError::Invalid(
+                "expected a JSON object: {\"clear\":true}, {\"brightness\":50}, or topics".into(),
+            ));
+        };
+        let mut map = map.clone();
+        let clear = match map.remove("clear") {
+            None => false,
+            Some(Value::Bool(b)) => b,
+            Some(_) => return Err(ServiceError::Invalid("clear: true or false".into())),
+        };
+        let brightness = match map.remove("brightness") {
+            None => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .filter(|p| *p <= 100)
+                    .map(|p| p as u8)
+                    .ok_or_else(|| {
+                        ServiceError::Invalid("brightness: a whole number from 0 to 100".into())
+                    })?,
+            ),
+        };
+        let config = if map.is_empty() {
+            None
+        } else {
+            if let Some(key) = map.keys().find(|k| !CONFIG_KEYS.contains(&k.as_str())) {
+                return Err(ServiceError::Invalid(format!(
+                    "unknown key `{key}` (clear, brightness, input, output, control, contents)"
+                )));
+            }
+            let config: DisplayConfig = serde_json::from_value(Value::Object(map))
+                .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+            config.check().map_err(ServiceError::Invalid)?;
+            Some(config)
+        };
+        let mut outcome = Outcome::default();
+        let health_before = self.alert.clone();
+        if let Some(config) = config {
+            self.config = config;
+            outcome.persist = true;
+            outcome.description_changed = true;
+        }
+        if clear {
+            let result = self.screen().clear();
+            self.hw(result)?;
+        }
+        if let Some(p) = brightness {
+            self.set_brightness(p)?;
+            outcome.persist = true;
+        }
+        outcome.description_changed |= health_before != self.alert;
+        outcome.publish.push(self.contents_publish(ctx));
+        outcome.reply.insert(
+            "config".into(),
+            serde_json::to_value(&self.config).unwrap_or_default(),
+        );
+        Ok(outcome)
+    }
+
+    fn topics_in(&self, ctx: &Ctx<'_>) -> Vec<String> {
+        let mut topics = vec![self.input_topic(ctx)];
+        topics.extend(self.config.control.clone());
+        topics
+    }
+
+    fn on_message(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        ctx: &Ctx<'_>,
+    ) -> Result<Outcome, ServiceError> {
+        if self.config.control.as_deref() == Some(topic) {
+            let request = Request::parse(payload)?;
+            return self.control(&request.body, ctx);
+        }
+        let what = parse_input(payload).map_err(ServiceError::Invalid)?;
+        self.show(what, ctx)
+    }
+
+    fn set_waker(&mut self, waker: EventWaker) {
+        self.screen().set_waker(waker);
+    }
+
+    fn wake(&mut self, ctx: &Ctx<'_>) -> Vec<Publish> {
+        let result = self.screen().poll_buttons();
+        let Ok(changes) = self.hw(result) else {
+            return Vec::new();
+        };
+        let topic = self.topic(&self.config.output, "buttons", ctx);
+        changes
+            .into_iter()
+            .map(|(button, pressed)| {
+                let mut map = Object::new();
+                map.insert("button".into(), button.into());
+                map.insert("pressed".into(), pressed.into());
+                map.insert("ts".into(), ctx.now_ms.into());
+                Publish {
+                    topic: topic.clone(),
+                    payload: serde_json::to_vec(&map).unwrap_or_default(),
+                    retain: false,
+                }
+            })
+            .collect()
+    }
+
+    fn saved_state(&self) -> Option<Value> {
+        serde_json::to_value(Saved {
+            config: self.config.clone(),
+            brightness: self.brightness,
+        })
+        .ok()
+    }
+
+    fn restore(&mut self, saved: Value, ctx: &Ctx<'_>) -> Result<Vec<Publish>, ServiceError> {
+        let saved: Saved = serde_json::from_value(saved)
+            .map_err(|e| ServiceError::Invalid(format!("saved state: {e}")))?;
+        saved
+            .config
+            .check()
+            .map_err(|e| ServiceError::Invalid(format!("saved state: {e}")))?;
+        if saved.brightness > 100 {
+            return Err(ServiceError::Invalid(
+                "saved state: brightness above 100".into(),
+            ));
+        }
+        self.config = saved.config;
+        self.set_brightness(saved.brightness)?;
+        Ok(vec![self.contents_publish(ctx)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rollcall_hw::display::sim::SimDisplay;
+    use rollcall_proto::Topics;
+    use serde_json::json;
+
+    use super::*;
+
+    fn at(topics: &Topics) -> Ctx<'_> {
+        Ctx {
+            host: "pibot01",
+            topics,
+            now_ms: 3,
+        }
+    }
+
+    #[test]
+    fn the_input_parser_takes_text_strings_and_placed_json() {
+        assert_eq!(
+            parse_input(b"Hello\nworld\n").unwrap(),
+            ShowText::Replace("Hello\nworld".into())
+        );
+        assert_eq!(
+            parse_input(b"\"hi\"").unwrap(),
+            ShowText::Replace("hi".into())
+        );
+        assert_eq!(parse_input(b"42").unwrap(), ShowText::Replace("42".into()));
+        assert_eq!(
+            parse_input(br#"{"text":"T=21\u0007C","row":1,"col":3}"#).unwrap(),
+            ShowText::At {
+                text: "T=21C".into(),
+                row: 1,
+                col: 3,
+                clear: false
+            }
+        );
+        for bad in [
+            &br#"{"row":1}"#[..],
+            br#"{"text":"x","row":300}"#,
+            br#"{"text":"x","row":-1}"#,
+            br#"{"text":"x","colour":"red"}"#,
+            br#"{"text":"x","clear":"yes"}"#,
+            b"[1,2]",
+            b"\xff\xfe",
+        ] {
+            assert!(
+                parse_input(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn text_shows_contents_are_published_and_bad_places_change_nothing() {
+        let topics = Topics::default();
+        let ctx = at(&topics);
+        let sim = SimDisplay::new(16, 2, &["A", "B"]);
+        let handle = sim.handle();
+        let mut svc = DisplayService::new(Box::new(sim));
+        let input = svc.topics_in(&ctx)[0].clone();
+        assert_eq!(input, "/pibot01/display/text");
+        let out = svc
+            .on_message(&input, b"Hello\nworld\nthird", &ctx)
+            .unwrap();
+        assert_eq!(handle.contents()[0].trim_end(), "Hello");
+        assert_eq!(handle.contents()[1].trim_end(), "world");
+        assert_eq!(out.publish[0].topic, "/pibot01/display/contents");
+        assert!(out.publish[0].retain);
+        let c: Value = serde_json::from_slice(&out.publish[0].payload).unwrap();
+        assert_eq!(c["rows"][0].as_str().unwrap().trim_end(), "Hello");
+        svc.on_message(&input, br#"{"text":"21C","row":1,"col":13}"#, &ctx)
+            .unwrap();
+        assert_eq!(handle.contents()[1], "world        21C");
+        let before = handle.contents();
+        let err = svc
+            .on_message(&input, br#"{"text":"x","row":2}"#, &ctx)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("outside the 16x2"), "{err}");
+        assert_eq!(handle.contents(), before);
+        svc.control(&Body::Json(json!({"clear": true, "brightness": 30})), &ctx)
+            .unwrap();
+        assert!(handle.contents().iter().all(|r| r.trim().is_empty()));
+        assert_eq!(handle.brightness(), 30);
+        assert_eq!(svc.get("", &ctx).unwrap()["brightness"], 30);
+    }
+
+    #[test]
+    fn the_notes_topics_work_and_buttons_are_published_on_the_output() {
+        let topics = Topics::default();
+        let ctx = at(&topics);
+        let sim = SimDisplay::new(16, 2, &["A"]);
+        let handle = sim.handle();
+        let mut svc = DisplayService::new(Box::new(sim));
+        let out = svc
+            .control(
+                &Body::Json(
+                    json!({"input": "/display", "output": "/dbuts", "control": "/dcontrol"}),
+                ),
+                &ctx,
+            )
+            .unwrap();
+        assert!(out.persist && out.description_changed);
+        assert_eq!(svc.topics_in(&ctx), ["/display", "/dcontrol"]);
+        svc.on_message("/display", b"notes", &ctx).unwrap();
+        assert_eq!(handle.contents()[0].trim_end(), "notes");
+        svc.on_message("/dcontrol", br#"{"brightness":0}"#, &ctx)
+            .unwrap();
+        assert_eq!(handle.brightness(), 0);
+        handle.press("A").unwrap();
+        let out = svc.wake(&ctx);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].topic, "/dbuts");
+        let v: Value = serde_json::from_slice(&out[0].payload).unwrap();
+        assert_eq!(
+            (v["button"].clone(), v["pressed"].clone()),
+            (json!("A"), json!(true))
+        );
+        let d = svc.describe(&ctx);
+        assert_eq!(d.interfaces.inputs[0].topic, "/display");
+        assert!(d.interfaces.outputs.iter().any(|i| i.topic == "/dbuts"));
+        assert!(d.interfaces.controls.iter().any(|i| i.topic == "/dcontrol"));
+    }
+
+    #[test]
+    fn bad_control_is_refused_whole() {
+        let topics = Topics::default();
+        let ctx = at(&topics);
+        let sim = SimDisplay::new(16, 2, &[]);
+        let handle = sim.handle();
+        let mut svc = DisplayService::new(Box::new(sim));
+        svc.on_message("/pibot01/display/text", b"keep", &ctx)
+            .unwrap();
+        for (bad, needle) in [
+            (json!({"brightness": 101}), "brightness"),
+            (json!({"brightness": 50, "clear": "yes"}), "clear"),
+            (json!({"clear": true, "input": "/a/#"}), "input"),
+            (json!({"input": "/x", "output": "/x"}), "two things"),
+            (json!({"colour": 1}), "colour"),
+        ] {
+            let err = svc.control(&Body::Json(bad), &ctx).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+            assert_eq!(handle.contents()[0].trim_end(), "keep");
+            assert_eq!(handle.brightness(), 100);
+            assert_eq!(svc.topics_in(&ctx), ["/pibot01/display/text"]);
+        }
+        assert!(svc.control(&Body::Text("clear".into()), &ctx).is_err());
+    }
+}
