@@ -1,17 +1,45 @@
-//! `rollcall hub`: calls the roll every few seconds, keeps the latest cluster
-//! map, and logs who appeared and who went missing.
+//! `rollcall hub`: the scanner that runs all the time. It keeps the cluster
+//! map current from retained `$state`s and `$description`s, the values
+//! services publish, and a roll-call every few seconds; it reports every
+//! change on a broadcast channel, counts what it does for `/metrics`, and
+//! sends requests to services for the dashboard. [`HubShared`] is the one
+//! place that state lives; the dashboard and `rollcall docs` read it.
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rollcall_net::{BrokerUrl, EmbeddedBroker};
+use rollcall_net::{
+    BrokerUrl, EmbeddedBroker, Message, Qos, Session, SessionConfig, SessionHandle,
+};
 use rollcall_proto::Topics;
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::{ClusterMap, HubError, MapEvent, ScanOptions, Scanner};
+use crate::map::WatchChange;
+use crate::{ClusterMap, HubError, MapEvent, MapSnapshot, ScanOptions, ScanReport, Scanner};
+
+/// How many events a slow subscriber of [`HubShared::changes`] may fall
+/// behind before it misses some (it then sees `Lagged` and should re-read
+/// the snapshot). A thousand hosts coming up at once make about ten
+/// thousand events.
+pub const CHANGES_CAPACITY: usize = 16_384;
+
+/// How many messages the hub's watching session buffers. Connecting to a
+/// broker that retains a thousand hosts' states, descriptions and values
+/// delivers tens of thousands of messages at once; what overflows is lost
+/// (and counted as `session_dropped`).
+pub const WATCH_BUFFER: usize = 65_536;
+
+/// At most this many messages are taken into the map under one lock.
+const BATCH: usize = 1024;
 
 /// How the hub runs.
 #[derive(Debug, Clone)]
@@ -20,26 +48,485 @@ pub struct HubConfig {
     pub broker: Option<BrokerUrl>,
     /// ...or run an embedded one here.
     pub embedded_broker: Option<SocketAddr>,
-    /// The deployment's topics.
-    pub topics: Topics,
     /// The roll-calls it sends.
     pub scan: ScanOptions,
     /// Time between roll-calls.
     pub every: Duration,
+    /// Time between [`ClusterMap::expire`] runs.
+    pub expire_every: Duration,
 }
 
-fn unix_ms() -> u64 {
+impl HubConfig {
+    /// A hub on `broker`, calling the roll with `scan` every `every`, and
+    /// expiring the map every second.
+    pub fn new(broker: BrokerUrl, scan: ScanOptions, every: Duration) -> Self {
+        HubConfig {
+            broker: Some(broker),
+            embedded_broker: None,
+            scan,
+            every,
+            expire_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The wall clock, unix ms: the time the hub gives the map.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Runs the hub until `shutdown`; `map` always holds the latest cluster map.
+/// Upper bounds of the roll-call duration histogram, in seconds.
+const DURATION_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Kinds of error the hub counts, the labels of `rollcall_hub_errors_total`.
+pub const ERROR_KINDS: [&str; 11] = [
+    "rollcall",
+    "bad_name",
+    "bad_state",
+    "bad_description",
+    "bad_value",
+    "too_many_hosts",
+    "too_many_services",
+    "subscribe",
+    "session_dropped",
+    "request_timeout",
+    "bad_reply",
+];
+
+/// The hub's counters, updated without locks.
+#[derive(Debug, Default)]
+pub struct HubMetrics {
+    /// Roll-calls sent.
+    pub rollcalls: AtomicU64,
+    /// Roll-calls that failed (nothing could be sent, the broker was away).
+    pub rollcalls_failed: AtomicU64,
+    /// Answers counted by roll-calls (host answers and service answers).
+    pub answers: AtomicU64,
+    /// Messages taken from the broker into the map.
+    pub messages: AtomicU64,
+    /// Map events reported.
+    pub events: AtomicU64,
+    /// Requests sent through [`HubShared::request`].
+    pub requests: AtomicU64,
+    /// How long the latest roll-call took, in ms.
+    pub last_rollcall_ms: AtomicU64,
+    /// When the latest roll-call's last answer came, in ms after sending.
+    pub last_answer_ms: AtomicU64,
+    duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
+    duration_sum_us: AtomicU64,
+    duration_count: AtomicU64,
+    errors: [AtomicU64; ERROR_KINDS.len()],
+}
+
+impl HubMetrics {
+    /// Counts one finished roll-call that took `took`.
+    pub fn record_rollcall(&self, report: &ScanReport, took: Duration) {
+        self.rollcalls.fetch_add(1, Ordering::Relaxed);
+        let answers =
+            report.hosts.iter().filter(|h| h.t_ms.is_some()).count() + report.service_count();
+        self.answers.fetch_add(answers as u64, Ordering::Relaxed);
+        let ms = took.as_millis() as u64;
+        self.last_rollcall_ms.store(ms, Ordering::Relaxed);
+        self.last_answer_ms
+            .store(report.last_answer_ms().unwrap_or(0), Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        for (bound, count) in DURATION_BUCKETS.iter().zip(&self.duration_buckets) {
+            if secs <= *bound {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.duration_sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.duration_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one error of `kind`, one of [`ERROR_KINDS`] (a kind not in
+    /// the list is not counted: the label set stays fixed).
+    pub fn record_error(&self, kind: &str) {
+        self.add_errors(kind, 1);
+    }
+
+    fn add_errors(&self, kind: &str, n: u64) {
+        if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
+            self.errors[i].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Errors of `kind` so far.
+    pub fn errors(&self, kind: &str) -> u64 {
+        ERROR_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.errors[i].load(Ordering::Relaxed))
+    }
+
+    /// The counters and `map`'s sizes in the Prometheus text format (0.0.4).
+    pub fn render_prometheus(&self, map: &ClusterMap) -> String {
+        let c = map.counts();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        metric(
+            "rollcall_hosts",
+            "gauge",
+            "Hosts in the cluster map, by status.",
+            &[
+                ("{status=\"online\"}", c.hosts_online as f64),
+                ("{status=\"offline\"}", c.hosts_offline as f64),
+                ("{status=\"missing\"}", c.hosts_missing as f64),
+            ],
+        );
+        metric(
+            "rollcall_hosts_online",
+            "gauge",
+            "Hosts online.",
+            &[("", c.hosts_online as f64)],
+        );
+        metric(
+            "rollcall_services",
+            "gauge",
+            "Services in the cluster map, by whether they are present.",
+            &[
+                ("{present=\"true\"}", c.services_present as f64),
+                (
+                    "{present=\"false\"}",
+                    (c.services - c.services_present) as f64,
+                ),
+            ],
+        );
+        metric(
+            "rollcall_services_alert",
+            "gauge",
+            "Services whose health is an alert.",
+            &[("", c.services_alert as f64)],
+        );
+        metric(
+            "rollcall_values",
+            "gauge",
+            "Output topics with a known value.",
+            &[("", c.values as f64)],
+        );
+        metric(
+            "rollcall_rollcalls_total",
+            "counter",
+            "Roll-calls sent.",
+            &[("", load(&self.rollcalls) as f64)],
+        );
+        metric(
+            "rollcall_rollcalls_failed_total",
+            "counter",
+            "Roll-calls that could not be sent or collected.",
+            &[("", load(&self.rollcalls_failed) as f64)],
+        );
+        metric(
+            "rollcall_answers_total",
+            "counter",
+            "Roll-call answers received (host and service answers).",
+            &[("", load(&self.answers) as f64)],
+        );
+        metric(
+            "rollcall_hub_messages_total",
+            "counter",
+            "Messages ($state, $description, values) taken into the map.",
+            &[("", load(&self.messages) as f64)],
+        );
+        metric(
+            "rollcall_hub_events_total",
+            "counter",
+            "Changes the map reported.",
+            &[("", load(&self.events) as f64)],
+        );
+        metric(
+            "rollcall_hub_requests_total",
+            "counter",
+            "Requests sent to services through the hub.",
+            &[("", load(&self.requests) as f64)],
+        );
+        metric(
+            "rollcall_last_rollcall_duration_seconds",
+            "gauge",
+            "How long the latest roll-call waited for answers.",
+            &[("", load(&self.last_rollcall_ms) as f64 / 1000.0)],
+        );
+        metric(
+            "rollcall_last_answer_seconds",
+            "gauge",
+            "When the latest roll-call's last answer arrived, after sending.",
+            &[("", load(&self.last_answer_ms) as f64 / 1000.0)],
+        );
+        let bounds: Vec<String> = DURATION_BUCKETS
+            .iter()
+            .map(|b| format!("{{le=\"{b}\"}}"))
+            .collect();
+        let count = load(&self.duration_count) as f64;
+        let mut samples: Vec<(&str, f64)> = bounds
+            .iter()
+            .zip(&self.duration_buckets)
+            .map(|(b, n)| (b.as_str(), load(n) as f64))
+            .collect();
+        samples.push(("{le=\"+Inf\"}", count));
+        let _ = writeln!(
+            out,
+            "# HELP rollcall_rollcall_duration_seconds How long roll-calls waited for answers."
+        );
+        let _ = writeln!(out, "# TYPE rollcall_rollcall_duration_seconds histogram");
+        for (labels, value) in samples {
+            let _ = writeln!(
+                out,
+                "rollcall_rollcall_duration_seconds_bucket{labels} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "rollcall_rollcall_duration_seconds_sum {}",
+            load(&self.duration_sum_us) as f64 / 1e6
+        );
+        let _ = writeln!(out, "rollcall_rollcall_duration_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP rollcall_hub_errors_total Errors, by kind.\n# TYPE rollcall_hub_errors_total counter"
+        );
+        for (kind, n) in ERROR_KINDS.iter().zip(&self.errors) {
+            let _ = writeln!(
+                out,
+                "rollcall_hub_errors_total{{kind=\"{kind}\"}} {}",
+                load(n)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP rollcall_hub_refused_total Hosts or services refused because the map was full.\n# TYPE rollcall_hub_refused_total counter\nrollcall_hub_refused_total {}",
+            c.refused
+        );
+        out
+    }
+}
+
+/// The hub's connection, while [`run_hub`] runs.
+#[derive(Debug, Clone)]
+struct Link {
+    session: SessionHandle,
+    reply_topic: String,
+}
+
+/// Everything the hub knows, shared by the hub's loops, the dashboard and
+/// `rollcall docs`. Locks are held only for moments, never across an await.
+#[derive(Debug)]
+pub struct HubShared {
+    /// The deployment's topics.
+    pub topics: Topics,
+    /// The cluster map.
+    pub map: Mutex<ClusterMap>,
+    /// Every event the map reports, as it happens.
+    pub changes: broadcast::Sender<MapEvent>,
+    /// Counters for `/metrics`.
+    pub metrics: HubMetrics,
+    link: Mutex<Option<Link>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Value>>>,
+    next_id: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves data that is still a valid map
+    // (every change is whole or not made); keep serving it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl HubShared {
+    /// Shared state for a hub on `topics`, with an empty default map.
+    pub fn new(topics: Topics) -> Self {
+        Self::with_map(topics, ClusterMap::new())
+    }
+
+    /// Shared state starting from `map` (for a map with its own
+    /// [`MapConfig`](crate::MapConfig)).
+    pub fn with_map(topics: Topics, map: ClusterMap) -> Self {
+        HubShared {
+            topics,
+            map: Mutex::new(map),
+            changes: broadcast::channel(CHANGES_CAPACITY).0,
+            metrics: HubMetrics::default(),
+            link: Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The map, locked (never hold it across an await).
+    pub fn lock_map(&self) -> MutexGuard<'_, ClusterMap> {
+        lock(&self.map)
+    }
+
+    /// The map as `/api/map` serves it, now.
+    pub fn snapshot(&self) -> MapSnapshot {
+        self.lock_map().snapshot(now_ms())
+    }
+
+    /// `/metrics`: the counters and the map's sizes, in Prometheus format.
+    pub fn render_prometheus(&self) -> String {
+        self.metrics.render_prometheus(&self.lock_map())
+    }
+
+    /// Whether the hub is connected to its broker now.
+    pub fn is_connected(&self) -> bool {
+        lock(&self.link)
+            .as_ref()
+            .is_some_and(|l| l.session.is_connected())
+    }
+
+    /// Sends `body` to a service's query topic (`/{host}/gpio/set/lamp`,
+    /// `/{host}/system/get/load`) and returns its answer, `{"ok":true,..}`
+    /// or `{"ok":false,"error":..}`, as the service sent it.
+    ///
+    /// The hub adds the envelope: `id` and a reply `topic` of its own
+    /// (replacing any the body had); a body that is not an object is sent
+    /// as `{"value": body, ..}`. Errors when the hub is not connected, the
+    /// topic is not one to publish to, or no answer comes within `timeout`.
+    pub async fn request(
+        &self,
+        topic: &str,
+        body: Value,
+        timeout: Duration,
+    ) -> Result<Value, HubError> {
+        rollcall_proto::topic::check_topic(topic, "topic")
+            .map_err(|e| HubError::Invalid(e.to_string()))?;
+        let link = lock(&self.link).clone().ok_or(HubError::NotConnected)?;
+        if !link.session.is_connected() {
+            return Err(HubError::NotConnected);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut envelope = match body {
+            Value::Object(map) => map,
+            other => {
+                let mut map = serde_json::Map::new();
+                map.insert("value".into(), other);
+                map
+            }
+        };
+        envelope.insert("id".into(), id.into());
+        envelope.insert("topic".into(), link.reply_topic.clone().into());
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        // Whatever happens next, the pending entry goes.
+        let _forget = Forget { shared: self, id };
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        link.session
+            .publish(
+                topic,
+                serde_json::to_vec(&envelope).unwrap_or_default(),
+                Qos::AtLeastOnce,
+                false,
+            )
+            .await?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            // The hub stopped and dropped the waiting requests.
+            Ok(Err(_)) => Err(HubError::NotConnected),
+            Err(_) => {
+                self.metrics.record_error("request_timeout");
+                Err(HubError::Timeout {
+                    topic: topic.to_owned(),
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    /// Hands an answer on the reply topic to the request waiting for it.
+    fn deliver_reply(&self, payload: &[u8]) {
+        let answer = rollcall_proto::json::parse_object(payload, rollcall_proto::MAX_PAYLOAD);
+        let Some(id) = answer
+            .as_ref()
+            .ok()
+            .and_then(|a| a.get("id"))
+            .and_then(Value::as_u64)
+        else {
+            self.metrics.record_error("bad_reply");
+            return;
+        };
+        let waiting = lock(&self.pending).remove(&id);
+        if let (Some(tx), Ok(answer)) = (waiting, answer) {
+            let _ = tx.send(Value::Object(answer));
+        }
+    }
+
+    /// Logs, counts and broadcasts events.
+    fn publish_events(&self, events: Vec<MapEvent>) {
+        self.metrics
+            .events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        for event in events {
+            log_event(&event);
+            // No subscriber is not an error: nobody is watching.
+            let _ = self.changes.send(event);
+        }
+    }
+}
+
+/// Removes a request's pending entry when the request ends, however it ends.
+struct Forget<'a> {
+    shared: &'a HubShared,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.pending).remove(&self.id);
+    }
+}
+
+fn log_event(event: &MapEvent) {
+    match event {
+        MapEvent::HostAppeared { host, status } => info!(%host, ?status, "host appeared"),
+        MapEvent::HostOnline { host } => info!(%host, "host online"),
+        MapEvent::HostOffline { host } => warn!(%host, "host offline"),
+        MapEvent::HostMissing { host } => warn!(%host, "host missing"),
+        MapEvent::HostExpired { host } => info!(%host, "host forgotten"),
+        MapEvent::ServiceAppeared { host, service } => info!(%host, %service, "service appeared"),
+        MapEvent::ServiceMissing { host, service } => warn!(%host, %service, "service missing"),
+        MapEvent::ServiceRemoved { host, service } => info!(%host, %service, "service removed"),
+        MapEvent::DescriptionChanged { host, service } => {
+            debug!(%host, %service, "description changed")
+        }
+        MapEvent::HealthChanged {
+            host,
+            service,
+            health,
+        } => info!(%host, %service, ?health, "health changed"),
+        MapEvent::ValueChanged {
+            host,
+            service,
+            topic,
+            ..
+        } => debug!(%host, %service, %topic, "value"),
+    }
+}
+
+/// Runs the hub until `shutdown`: connects (starting the embedded broker
+/// first if asked), subscribes to every `$state` and `$description` and
+/// then to each output topic the map learns of, takes every message into
+/// the map, calls the roll every `every`, expires the map every
+/// `expire_every`, and reports each change on `shared.changes`.
 pub async fn run_hub(
     config: HubConfig,
-    map: Arc<Mutex<ClusterMap>>,
+    shared: Arc<HubShared>,
     shutdown: CancellationToken,
 ) -> Result<(), HubError> {
+    if config.every.is_zero() || config.expire_every.is_zero() {
+        return Err(HubError::Invalid(
+            "the roll-call and expiry intervals must be more than zero".into(),
+        ));
+    }
     let broker = match (&config.embedded_broker, &config.broker) {
         (Some(addr), _) => {
             let b = EmbeddedBroker::start(*addr)?;
@@ -53,49 +540,125 @@ pub async fn run_hub(
             ));
         }
     };
+    // Both loops and both sessions stop on `stop`: on shutdown, or when
+    // one loop fails.
+    let stop = shutdown.child_token();
     let tracker = TaskTracker::new();
-    let mut scanner = Scanner::connect(
-        broker,
-        format!("rollcall-hub-{}", config.scan.replyto),
-        config.topics.clone(),
-        shutdown.clone(),
+    let suffix = format!("{:08x}", rand::random::<u32>());
+    let scanner = Scanner::connect(
+        broker.clone(),
+        format!("rollcall-hub-scan-{suffix}"),
+        shared.topics.clone(),
+        stop.clone(),
         &tracker,
     )?;
+    let mut watch_config = SessionConfig::new(broker, format!("rollcall-hub-{suffix}"));
+    watch_config.channel_capacity = WATCH_BUFFER;
+    let watch = Session::start(watch_config, stop.clone(), &tracker)?;
+    // `$` cannot start a host name, so no host's topic is the reply topic.
+    let reply_topic = shared.topics.topic(&format!("$hub/{suffix}/reply"));
+    let filters = {
+        let mut map = shared.lock_map();
+        // The whole list is subscribed now; earlier changes are in it.
+        map.take_watch_changes();
+        map.watch_filters(&shared.topics)
+    };
+    let started = async {
+        for filter in filters {
+            watch
+                .handle
+                .subscribe_with_qos(&filter, Qos::AtMostOnce)
+                .await?;
+        }
+        watch.handle.subscribe(&reply_topic).await
+    }
+    .await;
+    if let Err(e) = started {
+        stop.cancel();
+        tracker.close();
+        tracker.wait().await;
+        return Err(e.into());
+    }
+    *lock(&shared.link) = Some(Link {
+        session: watch.handle.clone(),
+        reply_topic: reply_topic.clone(),
+    });
+
+    let scan = tracker.spawn(stop_on_error(
+        scan_loop(scanner, config.clone(), Arc::clone(&shared), stop.clone()),
+        stop.clone(),
+    ));
+    let watching = tracker.spawn(stop_on_error(
+        watch_loop(
+            watch.handle,
+            watch.incoming,
+            reply_topic,
+            config.expire_every,
+            Arc::clone(&shared),
+            stop.clone(),
+        ),
+        stop.clone(),
+    ));
+    let (scan, watching) = tokio::join!(scan, watching);
+    stop.cancel();
+    *lock(&shared.link) = None;
+    // Waiting requests learn that the hub stopped.
+    lock(&shared.pending).clear();
+    tracker.close();
+    tracker.wait().await;
+    let joined = |r: Result<Result<(), HubError>, tokio::task::JoinError>| {
+        r.unwrap_or_else(|e| Err(HubError::Invalid(format!("a hub task failed: {e}"))))
+    };
+    joined(scan).and(joined(watching))
+}
+
+async fn stop_on_error(
+    task: impl Future<Output = Result<(), HubError>>,
+    stop: CancellationToken,
+) -> Result<(), HubError> {
+    let result = task.await;
+    if result.is_err() {
+        stop.cancel();
+    }
+    result
+}
+
+async fn scan_loop(
+    mut scanner: Scanner,
+    config: HubConfig,
+    shared: Arc<HubShared>,
+    stop: CancellationToken,
+) -> Result<(), HubError> {
     let mut ticker = tokio::time::interval(config.every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut id: u64 = rand::random::<u32>().into();
-    let result = loop {
+    loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break Ok(()),
+            _ = stop.cancelled() => return Ok(()),
             _ = ticker.tick() => {}
         }
         id += 1;
+        let started = Instant::now();
         let report = tokio::select! {
-            _ = shutdown.cancelled() => break Ok(()),
+            _ = stop.cancelled() => return Ok(()),
             r = scanner.scan(id, &config.scan, |_| {}) => r,
         };
         let report = match report {
             Ok(r) => r,
-            Err(_) if shutdown.is_cancelled() => break Ok(()),
+            Err(_) if stop.is_cancelled() => return Ok(()),
             Err(error) => {
                 warn!(%error, "roll-call failed");
+                shared
+                    .metrics
+                    .rollcalls_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                shared.metrics.record_error("rollcall");
                 continue;
             }
         };
-        let events = map
-            .lock()
-            .map(|mut m| m.apply_scan(&report, unix_ms()))
-            .unwrap_or_default();
-        for event in events {
-            match event {
-                MapEvent::HostAppeared(h) => info!(host = %h, "host appeared"),
-                MapEvent::HostMissing(h) => warn!(host = %h, "host missing"),
-                MapEvent::ServiceAppeared(h, s) => {
-                    info!(host = %h, service = %s, "service appeared")
-                }
-                MapEvent::ServiceMissing(h, s) => warn!(host = %h, service = %s, "service missing"),
-            }
-        }
+        shared.metrics.record_rollcall(&report, started.elapsed());
+        let events = shared.lock_map().apply_scan(&report, now_ms());
+        shared.publish_events(events);
         info!(
             id,
             hosts = report.hosts.len(),
@@ -103,10 +666,90 @@ pub async fn run_hub(
             last_ms = report.last_answer_ms(),
             "roll-call done"
         );
-    };
-    tracker.close();
-    tracker.wait().await;
-    result
+    }
+}
+
+async fn watch_loop(
+    session: SessionHandle,
+    mut incoming: mpsc::Receiver<Message>,
+    reply_topic: String,
+    expire_every: Duration,
+    shared: Arc<HubShared>,
+    stop: CancellationToken,
+) -> Result<(), HubError> {
+    let mut expiry = tokio::time::interval(expire_every);
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = expiry.tick() => {
+                let events = shared.lock_map().expire(now_ms());
+                shared.publish_events(events);
+            }
+            n = incoming.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    return if stop.is_cancelled() {
+                        Ok(())
+                    } else {
+                        Err(rollcall_net::NetError::SessionClosed.into())
+                    };
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let mut events = Vec::new();
+        let mut replies = Vec::new();
+        let changes = {
+            let mut map = shared.lock_map();
+            let now = now_ms();
+            for msg in batch.drain(..) {
+                if msg.topic == reply_topic {
+                    replies.push(msg.payload);
+                    continue;
+                }
+                shared.metrics.messages.fetch_add(1, Ordering::Relaxed);
+                match map.ingest(&shared.topics, &msg.topic, &msg.payload, now) {
+                    Ok(ev) => events.extend(ev),
+                    Err(error) => {
+                        debug!(%error, "message not taken into the map");
+                        shared.metrics.record_error(error.kind());
+                    }
+                }
+            }
+            map.take_watch_changes()
+        };
+        shared.publish_events(events);
+        for reply in replies {
+            shared.deliver_reply(&reply);
+        }
+        for change in changes {
+            let result = match &change {
+                WatchChange::Subscribe(t) => session.subscribe_with_qos(t, Qos::AtMostOnce).await,
+                WatchChange::Unsubscribe(t) => session.unsubscribe(t).await,
+            };
+            if let Err(error) = result {
+                if stop.is_cancelled() {
+                    return Ok(());
+                }
+                warn!(%error, ?change, "value subscription failed");
+                shared.metrics.record_error("subscribe");
+            }
+        }
+        let dropped = session.stats().dropped;
+        let counted = shared.metrics.errors("session_dropped");
+        if dropped > counted {
+            warn!(
+                lost = dropped - counted,
+                "the hub's session buffer overflowed"
+            );
+            shared
+                .metrics
+                .add_errors("session_dropped", dropped - counted);
+        }
+    }
 }
 
 /// Default broadcast destinations: every interface's broadcast address.

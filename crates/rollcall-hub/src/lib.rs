@@ -1,9 +1,12 @@
 //! The hub's side of a roll-call: calling the roll ([`scan`]), collecting the
-//! answers into a report ([`collect`]), and keeping the cluster map across
-//! roll-calls ([`map`]). Collection and the map are pure; only [`scan`]
-//! touches sockets, through `rollcall-net`.
+//! answers into a report ([`collect`]), keeping the cluster map across
+//! roll-calls and retained state ([`map`]), and the hub that runs all the
+//! time and shares its state with the dashboard and the docs ([`hub`]).
+//! Collection and the map are pure; only [`scan`] and [`hub`] touch
+//! sockets, through `rollcall-net`.
 
 pub mod collect;
+pub mod docs;
 mod error;
 pub mod hub;
 pub mod map;
@@ -11,6 +14,9 @@ pub mod scan;
 
 pub use collect::{Collector, HostSeen, Offer, ScanReport, ServiceSeen};
 pub use error::HubError;
-pub use hub::{HubConfig, run_hub};
-pub use map::{ClusterMap, MapEvent};
+pub use hub::{HubConfig, HubMetrics, HubShared, now_ms, run_hub};
+pub use map::{
+    ClusterMap, Edge, Endpoint, HostSnapshot, HostStatus, MapConfig, MapError, MapEvent,
+    MapSnapshot, PinConflict, PinMap, PinUse, ServiceSnapshot, ValueRecord, WatchChange,
+};
 pub use scan::{ScanOptions, Scanner};

@@ -1,11 +1,11 @@
 //! `rollcall hub`: the scanner that runs all the time, keeping the cluster map.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use rollcall_hub::{ClusterMap, HubConfig};
+use rollcall_hub::{HubConfig, HubShared};
 use rollcall_net::BrokerUrl;
 
 use crate::scan::RollCallArgs;
@@ -38,16 +38,16 @@ pub async fn run(args: Args) -> Result<()> {
     let config = HubConfig {
         broker,
         embedded_broker: args.embedded_broker,
-        topics: args.rollcall.topics()?,
         scan: args
             .rollcall
             .options(Duration::from_millis(args.wait_ms), None)?,
         every: Duration::from_secs(args.scan_every),
+        expire_every: Duration::from_secs(1),
     };
     let signals = tokio_util::task::TaskTracker::new();
     let shutdown = rollcall_net::ctrl_c_token(&signals);
-    let map = Arc::new(Mutex::new(ClusterMap::new()));
-    let result = rollcall_hub::run_hub(config, map, shutdown.clone()).await;
+    let shared = Arc::new(HubShared::new(args.rollcall.topics()?));
+    let result = rollcall_hub::run_hub(config, shared, shutdown.clone()).await;
     shutdown.cancel();
     signals.close();
     signals.wait().await;

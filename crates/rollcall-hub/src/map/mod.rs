@@ -1,0 +1,1192 @@
+//! The cluster map: every host and service the hub has heard of, built from
+//! roll-call answers, retained `$state`s and `$description`s, and the values
+//! services publish; who is online, offline or missing; data-flow edges and
+//! GPIO pin maps. Pure: every time is an argument, nothing here does I/O, so
+//! the whole lifecycle is tested with numbers.
+
+mod edges;
+mod pins;
+mod snapshot;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use rollcall_proto::topic::{MAX_TOPIC, check_name, matches};
+use rollcall_proto::{Answer, Description, Health, Interfaces, ProtoError, Topics, json};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::{HostSeen, ScanReport, ServiceSeen};
+
+pub use edges::{Edge, Endpoint, filters_overlap};
+pub use pins::{PinConflict, PinMap, PinUse};
+pub use snapshot::{HostSnapshot, HostStatus, MapSnapshot, ServiceSnapshot, ValueRecord};
+
+/// How long the map keeps what it has not heard about, and how much it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapConfig {
+    /// An online host not heard from (answer or `$state` `online`) for
+    /// longer than this is marked missing.
+    pub stale_after_ms: u64,
+    /// A host offline or missing for longer than this is dropped.
+    pub forget_after_ms: u64,
+    /// The most hosts the map holds; more are refused, so a flood of made-up
+    /// `$state` topics cannot exhaust memory.
+    pub max_hosts: usize,
+    /// The most services one host may have in the map.
+    pub max_services: usize,
+    /// The most value topics one service may have (a wildcard output filter
+    /// could otherwise collect any number).
+    pub max_values: usize,
+}
+
+impl Default for MapConfig {
+    /// Missing after 30 s unheard (three of `rollcall hub`'s default 10 s
+    /// roll-calls), forgotten after an hour, at most 100,000 hosts of at most
+    /// 256 services with 1024 value topics each.
+    fn default() -> Self {
+        MapConfig {
+            stale_after_ms: 30_000,
+            forget_after_ms: 3_600_000,
+            max_hosts: 100_000,
+            max_services: 256,
+            max_values: 1024,
+        }
+    }
+}
+
+/// A change the map noticed. Serialised with its kind in `event`:
+/// `{"event":"host_offline","host":"pizero1"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum MapEvent {
+    /// A host the map did not know, with the status it starts in.
+    HostAppeared {
+        /// The host.
+        host: String,
+        /// Its first status.
+        status: HostStatus,
+    },
+    /// A known host is online again (it answered, or `$state` `online`).
+    HostOnline {
+        /// The host.
+        host: String,
+    },
+    /// Its `$state` says `offline`.
+    HostOffline {
+        /// The host.
+        host: String,
+    },
+    /// It missed a roll-call, or was not heard from for `stale_after`.
+    HostMissing {
+        /// The host.
+        host: String,
+    },
+    /// Offline or missing for `forget_after`: dropped from the map.
+    HostExpired {
+        /// The host.
+        host: String,
+    },
+    /// A service answered or was described for the first time, or again
+    /// after missing.
+    ServiceAppeared {
+        /// Its host.
+        host: String,
+        /// The service.
+        service: String,
+    },
+    /// Its host answered a roll-call and the service did not.
+    ServiceMissing {
+        /// Its host.
+        host: String,
+        /// The service.
+        service: String,
+    },
+    /// Its `$description` was cleared (an empty retained payload): gone.
+    ServiceRemoved {
+        /// Its host.
+        host: String,
+        /// The service.
+        service: String,
+    },
+    /// Its description (retained, or from its answer) is new or different.
+    DescriptionChanged {
+        /// Its host.
+        host: String,
+        /// The service.
+        service: String,
+    },
+    /// It reported a different health.
+    HealthChanged {
+        /// Its host.
+        host: String,
+        /// The service.
+        service: String,
+        /// The new health.
+        health: Option<Health>,
+    },
+    /// A new value on one of its output topics.
+    ValueChanged {
+        /// Its host.
+        host: String,
+        /// The service.
+        service: String,
+        /// The topic it arrived on.
+        topic: String,
+        /// The value.
+        value: ValueRecord,
+    },
+}
+
+impl MapEvent {
+    /// The host the event is about.
+    pub fn host(&self) -> &str {
+        match self {
+            MapEvent::HostAppeared { host, .. }
+            | MapEvent::HostOnline { host }
+            | MapEvent::HostOffline { host }
+            | MapEvent::HostMissing { host }
+            | MapEvent::HostExpired { host }
+            | MapEvent::ServiceAppeared { host, .. }
+            | MapEvent::ServiceMissing { host, .. }
+            | MapEvent::ServiceRemoved { host, .. }
+            | MapEvent::DescriptionChanged { host, .. }
+            | MapEvent::HealthChanged { host, .. }
+            | MapEvent::ValueChanged { host, .. } => host,
+        }
+    }
+}
+
+/// Why a message was not taken into the map. The map is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MapError {
+    /// The topic names a host or service that is not a valid name.
+    #[error("`{topic}`: {reason}")]
+    BadName {
+        /// The topic.
+        topic: String,
+        /// Why the name is refused.
+        reason: String,
+    },
+    /// A `$state` that is neither `online` nor `offline`.
+    #[error("`{topic}`: a $state is `online` or `offline`, not {payload:?}")]
+    BadState {
+        /// The topic.
+        topic: String,
+        /// The start of the payload.
+        payload: String,
+    },
+    /// A `$description` that is not a description of that service.
+    #[error("`{topic}`: not a service description: {reason}")]
+    BadDescription {
+        /// The topic.
+        topic: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A value payload that cannot be read (too large, not UTF-8, too deep).
+    #[error("`{topic}`: unreadable value: {reason}")]
+    BadValue {
+        /// The topic.
+        topic: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The map is full.
+    #[error("the map holds its maximum of {max} hosts; `{host}` is not added")]
+    TooManyHosts {
+        /// The refused host.
+        host: String,
+        /// [`MapConfig::max_hosts`].
+        max: usize,
+    },
+    /// The host has as many services as the map keeps.
+    #[error("host `{host}` has the maximum of {max} services; `{service}` is not added")]
+    TooManyServices {
+        /// The host.
+        host: String,
+        /// The refused service.
+        service: String,
+        /// [`MapConfig::max_services`].
+        max: usize,
+    },
+}
+
+impl MapError {
+    /// A short label for metrics: `bad_name`, `bad_state`, ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MapError::BadName { .. } => "bad_name",
+            MapError::BadState { .. } => "bad_state",
+            MapError::BadDescription { .. } => "bad_description",
+            MapError::BadValue { .. } => "bad_value",
+            MapError::TooManyHosts { .. } => "too_many_hosts",
+            MapError::TooManyServices { .. } => "too_many_services",
+        }
+    }
+}
+
+/// One service in the map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceRecord {
+    /// Its function name.
+    pub name: String,
+    /// It answered its host's latest roll-call, or keeps a `$description`.
+    pub present: bool,
+    /// Its latest health.
+    pub health: Option<Health>,
+    /// Its retained `$description`.
+    pub description: Option<Description>,
+    /// Its latest roll-call answer.
+    pub answered: Option<ServiceSeen>,
+    /// When it was last described or answered.
+    pub last_seen_ms: u64,
+    /// The latest value on each output topic.
+    pub values: BTreeMap<String, ValueRecord>,
+    /// The output topics (or filters) it is indexed under.
+    output_topics: Vec<String>,
+}
+
+impl ServiceRecord {
+    fn new(name: &str, now_ms: u64) -> Self {
+        ServiceRecord {
+            name: name.to_owned(),
+            present: false,
+            health: None,
+            description: None,
+            answered: None,
+            last_seen_ms: now_ms,
+            values: BTreeMap::new(),
+            output_topics: Vec::new(),
+        }
+    }
+
+    /// Its interfaces: the retained description's, else its answer's.
+    pub fn interfaces(&self) -> Option<&Interfaces> {
+        self.description
+            .as_ref()
+            .map(|d| &d.interfaces)
+            .or_else(|| self.answered.as_ref()?.interfaces.as_ref())
+    }
+
+    /// The best description known: the retained one, else one made from
+    /// its answer (function, interfaces, health).
+    pub fn effective_description(&self) -> Option<Description> {
+        if let Some(d) = &self.description {
+            return Some(d.clone());
+        }
+        let seen = self.answered.as_ref()?;
+        Some(Description {
+            function: self.name.clone(),
+            doc: None,
+            interfaces: seen.interfaces.clone().unwrap_or_default(),
+            health: seen.health.clone(),
+        })
+    }
+
+    /// The topics it publishes: its outputs, or its flat `outputs` field
+    /// when it described no interfaces.
+    fn outputs(&self) -> Vec<String> {
+        let mut out: Vec<String> = match self.interfaces() {
+            Some(i) => i.outputs.iter().map(|e| e.topic.clone()).collect(),
+            None => self
+                .answered
+                .as_ref()
+                .and_then(|a| a.outputs.clone())
+                .into_iter()
+                .collect(),
+        };
+        out.retain(|t| usable_filter(t));
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The topics it consumes, likewise.
+    fn inputs(&self) -> Vec<String> {
+        let mut out: Vec<String> = match self.interfaces() {
+            Some(i) => i.inputs.iter().map(|e| e.topic.clone()).collect(),
+            None => self
+                .answered
+                .as_ref()
+                .and_then(|a| a.inputs.clone())
+                .into_iter()
+                .collect(),
+        };
+        out.retain(|t| usable_filter(t));
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// Whether `f` can be subscribed to: a non-empty topic or filter without
+/// NUL, `#` only as a whole last level, `+` only as a whole level.
+fn usable_filter(f: &str) -> bool {
+    if f.is_empty() || f.len() > MAX_TOPIC || f.contains('\0') || f.starts_with('$') {
+        return false;
+    }
+    let levels: Vec<&str> = f.split('/').collect();
+    levels
+        .iter()
+        .enumerate()
+        .all(|(i, l)| (*l == "#" && i + 1 == levels.len()) || *l == "+" || !l.contains(['#', '+']))
+}
+
+/// One host in the map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRecord {
+    /// Its name.
+    pub name: String,
+    /// Its address, from its latest answer.
+    pub ipaddr: Option<String>,
+    /// Its external address, from its latest answer.
+    pub extaddr: Option<String>,
+    /// Its agent's version.
+    pub version: Option<String>,
+    /// The services its agent listed.
+    pub apps: Option<Vec<String>>,
+    /// Online, offline or missing.
+    pub status: HostStatus,
+    /// When `status` last changed.
+    pub status_since_ms: u64,
+    /// When it was last heard from: an answer, or `$state` `online`.
+    pub last_seen_ms: u64,
+    /// Its services, by name.
+    pub services: BTreeMap<String, ServiceRecord>,
+}
+
+/// How many of what the map holds, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MapCounts {
+    /// Hosts online.
+    pub hosts_online: usize,
+    /// Hosts offline.
+    pub hosts_offline: usize,
+    /// Hosts missing.
+    pub hosts_missing: usize,
+    /// Services, present or not.
+    pub services: usize,
+    /// Services present.
+    pub services_present: usize,
+    /// Services whose latest health is an alert.
+    pub services_alert: usize,
+    /// Output topics with a value.
+    pub values: usize,
+    /// Answers or hosts refused because the map was full.
+    pub refused: u64,
+}
+
+/// The cluster map. Every method takes the time it runs at, unix ms.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMap {
+    config: MapConfig,
+    hosts: BTreeMap<String, HostRecord>,
+    /// Output topic → the (host, service) pairs publishing on it.
+    outputs: HashMap<String, Vec<(String, String)>>,
+    /// Output filters with wildcards → their (host, service) pairs; rare,
+    /// so a value topic is matched against each.
+    wild_outputs: BTreeMap<String, Vec<(String, String)>>,
+    /// Output topics that became known or unknown since the hub last asked.
+    watch_changes: Vec<WatchChange>,
+    refused: u64,
+}
+
+/// A change to what the hub must subscribe to for values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchChange {
+    /// A service now publishes on this topic (or filter).
+    Subscribe(String),
+    /// No service publishes on it any more.
+    Unsubscribe(String),
+}
+
+impl ClusterMap {
+    /// An empty map with the default [`MapConfig`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty map.
+    pub fn with_config(config: MapConfig) -> Self {
+        ClusterMap {
+            config,
+            ..Self::default()
+        }
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &MapConfig {
+        &self.config
+    }
+
+    /// Every host, by name.
+    pub fn hosts(&self) -> impl Iterator<Item = &HostRecord> {
+        self.hosts.values()
+    }
+
+    /// One host.
+    pub fn host(&self, name: &str) -> Option<&HostRecord> {
+        self.hosts.get(name)
+    }
+
+    /// Takes in a roll-call's report, received at `now_ms`: every host in it
+    /// is online; a service its host answered for before and not now is
+    /// missing; an online host that did not answer is missing. A host the
+    /// full map cannot take is left out and counted in
+    /// [`MapCounts::refused`].
+    pub fn apply_scan(&mut self, report: &ScanReport, now_ms: u64) -> Vec<MapEvent> {
+        let mut events = Vec::new();
+        for seen in &report.hosts {
+            if self.host_seen(seen, now_ms, &mut events).is_err() {
+                self.refused += 1;
+                continue;
+            }
+            let Some(host) = self.hosts.get_mut(&seen.hostname) else {
+                continue;
+            };
+            for (name, service) in &mut host.services {
+                if service.present && !seen.services.iter().any(|s| &s.function == name) {
+                    service.present = false;
+                    events.push(MapEvent::ServiceMissing {
+                        host: host.name.clone(),
+                        service: name.clone(),
+                    });
+                }
+            }
+        }
+        let answered: HashSet<&str> = report.hosts.iter().map(|h| h.hostname.as_str()).collect();
+        for (name, host) in &mut self.hosts {
+            if host.status == HostStatus::Online && !answered.contains(name.as_str()) {
+                host.status = HostStatus::Missing;
+                host.status_since_ms = now_ms;
+                events.push(MapEvent::HostMissing { host: name.clone() });
+            }
+        }
+        events
+    }
+
+    /// Takes in one host's answers (a host answer and service answers, as a
+    /// [`Collector`](crate::Collector) groups them), received at `now_ms`.
+    /// Unlike [`apply_scan`](Self::apply_scan) it marks nothing missing.
+    pub fn apply_host(&mut self, seen: &HostSeen, now_ms: u64) -> Result<Vec<MapEvent>, MapError> {
+        let mut events = Vec::new();
+        self.host_seen(seen, now_ms, &mut events)?;
+        Ok(events)
+    }
+
+    /// Takes in one answer as it arrives (any roll-call's), at `now_ms`.
+    pub fn apply_answer(
+        &mut self,
+        answer: &Answer,
+        now_ms: u64,
+    ) -> Result<Vec<MapEvent>, MapError> {
+        let mut events = Vec::new();
+        let topic = &answer.hostname;
+        check_name(&answer.hostname).map_err(|e| bad_name(topic, e))?;
+        if !answer.is_host() {
+            check_name(&answer.function).map_err(|e| bad_name(topic, e))?;
+            self.room_for_service(&answer.hostname, &answer.function)?;
+        }
+        let host = self.alive(&answer.hostname, now_ms, &mut events)?;
+        if answer.ipaddr.is_some() {
+            host.ipaddr.clone_from(&answer.ipaddr);
+        }
+        if answer.extaddr.is_some() {
+            host.extaddr.clone_from(&answer.extaddr);
+        }
+        if answer.is_host() {
+            if answer.apps.is_some() {
+                host.apps.clone_from(&answer.apps);
+            }
+            if answer.version.is_some() {
+                host.version.clone_from(&answer.version);
+            }
+            return Ok(events);
+        }
+        let seen = ServiceSeen {
+            function: answer.function.clone(),
+            inputs: answer.inputs.clone(),
+            outputs: answer.outputs.clone(),
+            control: answer.control.clone(),
+            t_ms: 0,
+            interfaces: answer.interfaces.clone(),
+            health: answer.health.clone(),
+        };
+        let name = answer.hostname.clone();
+        self.service_seen(&name, &seen, now_ms, &mut events)?;
+        Ok(events)
+    }
+
+    /// [`ingest`](Self::ingest), with messages it cannot take ignored.
+    pub fn apply_message(
+        &mut self,
+        topics: &Topics,
+        topic: &str,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Vec<MapEvent> {
+        self.ingest(topics, topic, payload, now_ms)
+            .unwrap_or_default()
+    }
+
+    /// Takes in one MQTT message received at `now_ms`:
+    /// - `{root}/{host}/$state`: `online` or `offline` (an empty payload, a
+    ///   cleared retained state, changes nothing);
+    /// - `{root}/{host}/{service}/$description`: a [`Description`] whose
+    ///   `function` is `{service}`; an empty payload removes the service;
+    /// - any service's output topic: a value, `{"value":..,"unit":..,"ts":..}`,
+    ///   any other JSON, or text.
+    ///
+    /// Anything else is not the map's business: no events, no error. A
+    /// message refused with an error leaves the map as it was.
+    pub fn ingest(
+        &mut self,
+        topics: &Topics,
+        topic: &str,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<Vec<MapEvent>, MapError> {
+        let under_root = topic
+            .strip_prefix(topics.root())
+            .and_then(|r| r.strip_prefix('/'));
+        if let Some(rest) = under_root {
+            let mut levels = rest.splitn(4, '/');
+            match (levels.next(), levels.next(), levels.next(), levels.next()) {
+                (Some(host), Some("$state"), None, None) => {
+                    return self.apply_state(topic, host, payload, now_ms);
+                }
+                (Some(host), Some(service), Some("$description"), None) => {
+                    return self.apply_description(topic, host, service, payload, now_ms);
+                }
+                _ => {}
+            }
+        }
+        self.apply_value(topic, payload, now_ms)
+    }
+
+    /// Marks hosts missing that were online and not heard from for
+    /// `stale_after`, and drops hosts offline or missing for `forget_after`.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<MapEvent> {
+        let mut events = Vec::new();
+        let mut forget = Vec::new();
+        for (name, host) in &mut self.hosts {
+            match host.status {
+                HostStatus::Online
+                    if now_ms.saturating_sub(host.last_seen_ms) > self.config.stale_after_ms =>
+                {
+                    host.status = HostStatus::Missing;
+                    host.status_since_ms = now_ms;
+                    events.push(MapEvent::HostMissing { host: name.clone() });
+                }
+                HostStatus::Offline | HostStatus::Missing
+                    if now_ms.saturating_sub(host.status_since_ms)
+                        > self.config.forget_after_ms =>
+                {
+                    forget.push(name.clone());
+                }
+                _ => {}
+            }
+        }
+        for name in forget {
+            if let Some(host) = self.hosts.remove(&name) {
+                for (service, record) in &host.services {
+                    self.unindex(&name, service, &record.output_topics);
+                }
+            }
+            events.push(MapEvent::HostExpired { host: name });
+        }
+        events
+    }
+
+    /// Every data-flow edge: one service's output topic (or filter) and
+    /// another's input topic (or filter) that some topic matches both.
+    /// Services without interfaces take part with their flat fields.
+    pub fn edges(&self) -> Vec<Edge> {
+        let mut outputs = Vec::new();
+        let mut inputs = Vec::new();
+        for host in self.hosts.values() {
+            for service in host.services.values() {
+                let end = |topic: String| Endpoint {
+                    host: host.name.clone(),
+                    service: service.name.clone(),
+                    topic,
+                };
+                outputs.extend(service.outputs().into_iter().map(end));
+                inputs.extend(service.inputs().into_iter().map(end));
+            }
+        }
+        edges::compute(outputs, &inputs)
+    }
+
+    /// The GPIO pins `host`'s services name, with conflicts (empty for a
+    /// host the map does not know).
+    pub fn pin_map(&self, host: &str) -> PinMap {
+        let Some(host) = self.hosts.get(host) else {
+            return PinMap::default();
+        };
+        let uses = host
+            .services
+            .values()
+            .filter_map(|s| Some(pins::uses(&s.name, s.interfaces()?)))
+            .flatten()
+            .collect();
+        pins::map_of(uses)
+    }
+
+    /// The whole map as the `/api/map` document.
+    pub fn snapshot(&self, now_ms: u64) -> MapSnapshot {
+        let hosts = self
+            .hosts
+            .values()
+            .map(|h| {
+                let pins = self.pin_map(&h.name);
+                HostSnapshot {
+                    name: h.name.clone(),
+                    ipaddr: h.ipaddr.clone(),
+                    extaddr: h.extaddr.clone(),
+                    online: h.status == HostStatus::Online,
+                    status: h.status,
+                    status_since_ms: h.status_since_ms,
+                    last_seen_ms: h.last_seen_ms,
+                    version: h.version.clone(),
+                    apps: h.apps.clone(),
+                    services: h.services.values().map(service_snapshot).collect(),
+                    pins: pins.pins,
+                    pin_conflicts: pins.conflicts,
+                }
+            })
+            .collect();
+        MapSnapshot {
+            now_ms,
+            hosts,
+            edges: self.edges(),
+        }
+    }
+
+    /// What to subscribe to, QoS 0, to keep the map current: every host's
+    /// `$state`, every service's `$description`, and every known output
+    /// topic (sorted after the first two). The list changes as services are
+    /// described; the hub subscribes to what is new.
+    pub fn watch_filters(&self, topics: &Topics) -> Vec<String> {
+        let mut out = vec![topics.topic("+/$state"), topics.topic("+/+/$description")];
+        out.extend(self.value_topics());
+        out
+    }
+
+    /// What became known or unknown among [`value_topics`](Self::value_topics)
+    /// since the last call, in order: the hub subscribes and unsubscribes
+    /// with this rather than comparing whole lists.
+    pub fn take_watch_changes(&mut self) -> Vec<WatchChange> {
+        std::mem::take(&mut self.watch_changes)
+    }
+
+    /// Every output topic or filter of every service, sorted.
+    pub fn value_topics(&self) -> BTreeSet<String> {
+        self.outputs
+            .keys()
+            .chain(self.wild_outputs.keys())
+            .cloned()
+            .collect()
+    }
+
+    /// How many of what the map holds.
+    pub fn counts(&self) -> MapCounts {
+        let mut c = MapCounts {
+            refused: self.refused,
+            ..MapCounts::default()
+        };
+        for host in self.hosts.values() {
+            match host.status {
+                HostStatus::Online => c.hosts_online += 1,
+                HostStatus::Offline => c.hosts_offline += 1,
+                HostStatus::Missing => c.hosts_missing += 1,
+            }
+            for s in host.services.values() {
+                c.services += 1;
+                c.services_present += usize::from(s.present);
+                c.services_alert += usize::from(matches!(s.health, Some(Health::Alert { .. })));
+                c.values += s.values.len();
+            }
+        }
+        c
+    }
+
+    // ---- applying ----
+
+    fn host_seen(
+        &mut self,
+        seen: &HostSeen,
+        now_ms: u64,
+        events: &mut Vec<MapEvent>,
+    ) -> Result<(), MapError> {
+        let name = &seen.hostname;
+        check_name(name).map_err(|e| bad_name(name, e))?;
+        // Check everything before changing anything.
+        for s in &seen.services {
+            check_name(&s.function).map_err(|e| bad_name(name, e))?;
+        }
+        let known = self.hosts.get(name);
+        let new_services = seen
+            .services
+            .iter()
+            .filter(|s| !known.is_some_and(|h| h.services.contains_key(&s.function)))
+            .count();
+        let have = known.map_or(0, |h| h.services.len());
+        if have + new_services > self.config.max_services {
+            return Err(MapError::TooManyServices {
+                host: name.clone(),
+                service: seen
+                    .services
+                    .last()
+                    .map(|s| s.function.clone())
+                    .unwrap_or_default(),
+                max: self.config.max_services,
+            });
+        }
+        let host = self.alive(name, now_ms, events)?;
+        if seen.ipaddr.is_some() {
+            host.ipaddr.clone_from(&seen.ipaddr);
+        }
+        if seen.extaddr.is_some() {
+            host.extaddr.clone_from(&seen.extaddr);
+        }
+        if seen.apps.is_some() {
+            host.apps.clone_from(&seen.apps);
+        }
+        if seen.version.is_some() {
+            host.version.clone_from(&seen.version);
+        }
+        for s in &seen.services {
+            self.service_seen(name, s, now_ms, events)?;
+        }
+        Ok(())
+    }
+
+    /// Errs when `service` would be one too many on `host`.
+    fn room_for_service(&self, host: &str, service: &str) -> Result<(), MapError> {
+        match self.hosts.get(host) {
+            Some(h)
+                if !h.services.contains_key(service)
+                    && h.services.len() >= self.config.max_services =>
+            {
+                Err(MapError::TooManyServices {
+                    host: host.to_owned(),
+                    service: service.to_owned(),
+                    max: self.config.max_services,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The host, created if new (starting in `status`).
+    fn host_or_new(
+        &mut self,
+        name: &str,
+        status: HostStatus,
+        now_ms: u64,
+        events: &mut Vec<MapEvent>,
+    ) -> Result<&mut HostRecord, MapError> {
+        if !self.hosts.contains_key(name) {
+            if self.hosts.len() >= self.config.max_hosts {
+                self.refused += 1;
+                return Err(MapError::TooManyHosts {
+                    host: name.to_owned(),
+                    max: self.config.max_hosts,
+                });
+            }
+            events.push(MapEvent::HostAppeared {
+                host: name.to_owned(),
+                status,
+            });
+            self.hosts.insert(
+                name.to_owned(),
+                HostRecord {
+                    name: name.to_owned(),
+                    ipaddr: None,
+                    extaddr: None,
+                    version: None,
+                    apps: None,
+                    status,
+                    status_since_ms: now_ms,
+                    last_seen_ms: now_ms,
+                    services: BTreeMap::new(),
+                },
+            );
+        }
+        Ok(self.hosts.get_mut(name).expect("present or just inserted"))
+    }
+
+    /// The host heard from now: online.
+    fn alive(
+        &mut self,
+        name: &str,
+        now_ms: u64,
+        events: &mut Vec<MapEvent>,
+    ) -> Result<&mut HostRecord, MapError> {
+        let host = self.host_or_new(name, HostStatus::Online, now_ms, events)?;
+        if host.status != HostStatus::Online {
+            host.status = HostStatus::Online;
+            host.status_since_ms = now_ms;
+            events.push(MapEvent::HostOnline {
+                host: name.to_owned(),
+            });
+        }
+        host.last_seen_ms = now_ms;
+        Ok(host)
+    }
+
+    /// A service's answer; its host exists and has room (checked by callers).
+    fn service_seen(
+        &mut self,
+        host_name: &str,
+        seen: &ServiceSeen,
+        now_ms: u64,
+        events: &mut Vec<MapEvent>,
+    ) -> Result<(), MapError> {
+        self.room_for_service(host_name, &seen.function)?;
+        let Some(host) = self.hosts.get_mut(host_name) else {
+            return Ok(());
+        };
+        let service = host
+            .services
+            .entry(seen.function.clone())
+            .or_insert_with(|| ServiceRecord::new(&seen.function, now_ms));
+        let ev = |service: &str| (host_name.to_owned(), service.to_owned());
+        if !service.present {
+            service.present = true;
+            let (host, service) = ev(&seen.function);
+            events.push(MapEvent::ServiceAppeared { host, service });
+        }
+        // Without a retained description the answer is the description.
+        let shape_changed = service.answered.as_ref().is_none_or(|a| {
+            a.interfaces != seen.interfaces || a.inputs != seen.inputs || a.outputs != seen.outputs
+        });
+        if service.description.is_none() && shape_changed {
+            let (host, service) = ev(&seen.function);
+            events.push(MapEvent::DescriptionChanged { host, service });
+        }
+        if let Some(health) = &seen.health
+            && service.health.as_ref() != Some(health)
+        {
+            service.health = Some(health.clone());
+            let (host, service) = ev(&seen.function);
+            events.push(MapEvent::HealthChanged {
+                host,
+                service,
+                health: Some(health.clone()),
+            });
+        }
+        service.answered = Some(seen.clone());
+        service.last_seen_ms = now_ms;
+        if shape_changed {
+            self.reindex(host_name, &seen.function);
+        }
+        Ok(())
+    }
+
+    fn apply_state(
+        &mut self,
+        topic: &str,
+        host: &str,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<Vec<MapEvent>, MapError> {
+        check_name(host).map_err(|e| bad_name(topic, e))?;
+        let mut events = Vec::new();
+        match payload.trim_ascii() {
+            b"online" => {
+                self.alive(host, now_ms, &mut events)?;
+            }
+            b"offline" => {
+                let record = self.host_or_new(host, HostStatus::Offline, now_ms, &mut events)?;
+                if record.status != HostStatus::Offline {
+                    record.status = HostStatus::Offline;
+                    record.status_since_ms = now_ms;
+                    events.push(MapEvent::HostOffline {
+                        host: host.to_owned(),
+                    });
+                }
+            }
+            // A cleared retained state says nothing about the host.
+            b"" => {}
+            other => {
+                return Err(MapError::BadState {
+                    topic: topic.to_owned(),
+                    payload: String::from_utf8_lossy(&other[..other.len().min(32)]).into_owned(),
+                });
+            }
+        }
+        Ok(events)
+    }
+
+    fn apply_description(
+        &mut self,
+        topic: &str,
+        host: &str,
+        service: &str,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<Vec<MapEvent>, MapError> {
+        check_name(host).map_err(|e| bad_name(topic, e))?;
+        check_name(service).map_err(|e| bad_name(topic, e))?;
+        let mut events = Vec::new();
+        if payload.trim_ascii().is_empty() {
+            let removed = self
+                .hosts
+                .get_mut(host)
+                .and_then(|h| h.services.remove(service));
+            if let Some(record) = removed {
+                self.unindex(host, service, &record.output_topics);
+                events.push(MapEvent::ServiceRemoved {
+                    host: host.to_owned(),
+                    service: service.to_owned(),
+                });
+            }
+            return Ok(events);
+        }
+        let bad = |reason: String| MapError::BadDescription {
+            topic: topic.to_owned(),
+            reason,
+        };
+        let value = json::parse_value(payload, rollcall_proto::MAX_PAYLOAD)
+            .map_err(|e| bad(e.to_string()))?;
+        let description: Description =
+            serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        if description.function != service {
+            return Err(bad(format!(
+                "its function is `{}`, the topic's service `{service}`",
+                description.function
+            )));
+        }
+        self.room_for_service(host, service)?;
+        // A retained description says the service is registered, not that
+        // its host is up: a host first heard of this way starts missing.
+        let record = self.host_or_new(host, HostStatus::Missing, now_ms, &mut events)?;
+        let s = record
+            .services
+            .entry(service.to_owned())
+            .or_insert_with(|| ServiceRecord::new(service, now_ms));
+        let ev = || (host.to_owned(), service.to_owned());
+        if !s.present {
+            s.present = true;
+            let (host, service) = ev();
+            events.push(MapEvent::ServiceAppeared { host, service });
+        }
+        let changed = s.description.as_ref() != Some(&description);
+        if changed {
+            let (host, service) = ev();
+            events.push(MapEvent::DescriptionChanged { host, service });
+        }
+        if let Some(health) = &description.health
+            && s.health.as_ref() != Some(health)
+        {
+            s.health = Some(health.clone());
+            let (host, service) = ev();
+            events.push(MapEvent::HealthChanged {
+                host,
+                service,
+                health: Some(health.clone()),
+            });
+        }
+        s.description = Some(description);
+        s.last_seen_ms = now_ms;
+        if changed {
+            self.reindex(host, service);
+        }
+        Ok(events)
+    }
+
+    fn apply_value(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<Vec<MapEvent>, MapError> {
+        let mut owners: Vec<(String, String)> =
+            self.outputs.get(topic).cloned().unwrap_or_default();
+        for (filter, pairs) in &self.wild_outputs {
+            if matches(filter, topic) {
+                owners.extend(pairs.iter().cloned());
+            }
+        }
+        // A cleared retained value is no value.
+        if owners.is_empty() || payload.is_empty() {
+            return Ok(Vec::new());
+        }
+        let record = read_value(topic, payload, now_ms)?;
+        let mut events = Vec::new();
+        let max_values = self.config.max_values;
+        for (host, service) in owners {
+            let Some(s) = self
+                .hosts
+                .get_mut(&host)
+                .and_then(|h| h.services.get_mut(&service))
+            else {
+                continue;
+            };
+            let old = s.values.get(topic);
+            let same = old.is_some_and(|o| {
+                o.value == record.value && o.unit == record.unit && o.ts == record.ts
+            });
+            if old.is_none() && s.values.len() >= max_values {
+                continue;
+            }
+            s.values.insert(topic.to_owned(), record.clone());
+            if !same {
+                events.push(MapEvent::ValueChanged {
+                    host,
+                    service,
+                    topic: topic.to_owned(),
+                    value: record.clone(),
+                });
+            }
+        }
+        Ok(events)
+    }
+
+    // ---- the output-topic index ----
+
+    /// Brings the index in line with the service's outputs now.
+    fn reindex(&mut self, host: &str, service: &str) {
+        let Some(record) = self
+            .hosts
+            .get_mut(host)
+            .and_then(|h| h.services.get_mut(service))
+        else {
+            return;
+        };
+        let new = record.outputs();
+        if new == record.output_topics {
+            return;
+        }
+        let old = std::mem::replace(&mut record.output_topics, new.clone());
+        // Values on topics it no longer publishes are stale.
+        record
+            .values
+            .retain(|t, _| new.iter().any(|f| matches(f, t)));
+        self.unindex(host, service, &old);
+        for topic in new {
+            let pair = (host.to_owned(), service.to_owned());
+            let index = if topic.contains(['+', '#']) {
+                &mut self.wild_outputs as &mut dyn OutputIndex
+            } else {
+                &mut self.outputs
+            };
+            if !index.has(&topic) {
+                self.watch_changes
+                    .push(WatchChange::Subscribe(topic.clone()));
+            }
+            let slot = index.slot(topic);
+            if !slot.contains(&pair) {
+                slot.push(pair);
+            }
+        }
+    }
+
+    fn unindex(&mut self, host: &str, service: &str, topics: &[String]) {
+        for topic in topics {
+            let owners = if topic.contains(['+', '#']) {
+                self.wild_outputs.get_mut(topic)
+            } else {
+                self.outputs.get_mut(topic)
+            };
+            let Some(owners) = owners else { continue };
+            owners.retain(|(h, s)| !(h == host && s == service));
+            if owners.is_empty() {
+                self.outputs.remove(topic);
+                self.wild_outputs.remove(topic);
+                self.watch_changes
+                    .push(WatchChange::Unsubscribe(topic.clone()));
+            }
+        }
+    }
+}
+
+/// The two output indexes, one exact and one of wildcard filters, behind
+/// one face.
+trait OutputIndex {
+    fn has(&self, topic: &str) -> bool;
+    fn slot(&mut self, topic: String) -> &mut Vec<(String, String)>;
+}
+
+impl OutputIndex for HashMap<String, Vec<(String, String)>> {
+    fn has(&self, topic: &str) -> bool {
+        self.contains_key(topic)
+    }
+    fn slot(&mut self, topic: String) -> &mut Vec<(String, String)> {
+        self.entry(topic).or_default()
+    }
+}
+
+impl OutputIndex for BTreeMap<String, Vec<(String, String)>> {
+    fn has(&self, topic: &str) -> bool {
+        self.contains_key(topic)
+    }
+    fn slot(&mut self, topic: String) -> &mut Vec<(String, String)> {
+        self.entry(topic).or_default()
+    }
+}
+
+fn bad_name(topic: &str, e: ProtoError) -> MapError {
+    MapError::BadName {
+        topic: topic.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// A value payload: a reading object, other JSON, or text.
+fn read_value(topic: &str, payload: &[u8], now_ms: u64) -> Result<ValueRecord, MapError> {
+    let bad = |e: ProtoError| MapError::BadValue {
+        topic: topic.to_owned(),
+        reason: e.to_string(),
+    };
+    let value = match json::parse_value(payload, rollcall_proto::MAX_PAYLOAD) {
+        Ok(v) => v,
+        Err(ProtoError::Json(_)) => {
+            // parse_value checked UTF-8 before it tried JSON.
+            let text = std::str::from_utf8(payload).map_err(|_| bad(ProtoError::NotUtf8))?;
+            serde_json::Value::String(text.trim().to_owned())
+        }
+        Err(e) => return Err(bad(e)),
+    };
+    if let serde_json::Value::Object(map) = &value
+        && let Some(v) = map.get("value")
+    {
+        return Ok(ValueRecord {
+            value: v.clone(),
+            unit: map.get("unit").and_then(|u| u.as_str()).map(str::to_owned),
+            ts: map.get("ts").and_then(|t| t.as_u64()),
+            received_ms: now_ms,
+        });
+    }
+    Ok(ValueRecord {
+        value,
+        unit: None,
+        ts: None,
+        received_ms: now_ms,
+    })
+}
+
+fn service_snapshot(s: &ServiceRecord) -> ServiceSnapshot {
+    let answered = s.answered.as_ref();
+    ServiceSnapshot {
+        name: s.name.clone(),
+        present: s.present,
+        health: s.health.clone(),
+        description: s.effective_description(),
+        described_by: if s.description.is_some() {
+            Some("retained".into())
+        } else {
+            answered.map(|_| "answer".into())
+        },
+        inputs: answered.and_then(|a| a.inputs.clone()),
+        outputs: answered.and_then(|a| a.outputs.clone()),
+        control: answered.and_then(|a| a.control.clone()),
+        last_seen_ms: s.last_seen_ms,
+        values: s.values.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! The map's lifecycle with the time passed in.
