@@ -1,0 +1,675 @@
+//! The cluster on real hosts: every host a Linux network namespace on a
+//! bridge in a namespace of its own, each running a real `rollcall agent`
+//! process; the hub in its own namespace; roll-calls as real broadcasts on
+//! the bridge (198.18.0.0/15). Shared and per-host brokers, crashes, links
+//! going down, broker restarts, packet loss and a hostile host. Needs root
+//! and `ip`; skipped (with the reason) otherwise, except under `CI=true`.
+//! docs/testbed.md describes what each test proves.
+
+#[path = "netns/cluster.rs"]
+mod cluster;
+#[path = "netns/harness.rs"]
+mod harness;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cluster::{AgentBroker, AgentSpec, HostView, MQTT_PORT};
+use harness::{BridgeId, NodeId, ProcId, TestBed};
+
+/// Hosts in each scenario.
+const HOSTS: usize = 10;
+/// The agents' MQTT keepalive in these tests, seconds.
+const KEEPALIVE_S: u64 = 2;
+/// The services every agent here runs (built in, on simulated hardware).
+const SERVICES: [&str; 2] = ["gpio", "system"];
+
+/// One test bed at a time: ten agents each are what two cores can take
+/// without timing out the others' deadlines.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A LAN: a bridge, a hub node (198.18.0.1) and `HOSTS` host nodes named
+/// `h01`.. (198.18.0.2..), no processes yet.
+struct Lan {
+    bed: TestBed,
+    lan: BridgeId,
+    hub: NodeId,
+    hosts: Vec<NodeId>,
+    /// Where answers go (the hub's broker unless a test moves it).
+    broker: Ipv4Addr,
+}
+
+impl Lan {
+    fn new(test: &str, extra_nodes: &[&str]) -> Option<Lan> {
+        let mut bed = harness::bed_or_skip(test)?;
+        let lan = bed.add_bridge().unwrap();
+        let hub = bed.add_host("hub", lan).unwrap();
+        let hosts = (1..=HOSTS)
+            .map(|i| bed.add_host(&format!("h{i:02}"), lan).unwrap())
+            .collect();
+        for name in extra_nodes {
+            bed.add_host(name, lan).unwrap();
+        }
+        let broker = bed.addr(hub);
+        Some(Lan {
+            bed,
+            lan,
+            hub,
+            hosts,
+            broker,
+        })
+    }
+
+    fn broadcast(&self) -> Ipv4Addr {
+        self.bed.broadcast(self.lan)
+    }
+
+    fn hub_addr(&self) -> Ipv4Addr {
+        self.bed.addr(self.hub)
+    }
+
+    fn broker_url(&self) -> String {
+        format!("mqtt://{}:{MQTT_PORT}", self.broker)
+    }
+
+    /// A node added by name in [`Lan::new`].
+    fn node(&self, name: &str) -> NodeId {
+        self.bed
+            .node(name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// The hub with its embedded broker, every agent on it; returns once the
+    /// hub has seen every host come online.
+    fn shared(&mut self, spec: &AgentSpec, hub_args: &[&str]) -> (ProcId, Vec<ProcId>) {
+        let broadcast = self.broadcast();
+        let hub = cluster::start_hub(&mut self.bed, self.hub, broadcast, 3600, hub_args);
+        let broker = SocketAddr::from((self.hub_addr(), MQTT_PORT));
+        cluster::wait_listening(&self.bed, self.hub, broker, Duration::from_secs(10));
+        let agents = self.start_agents(spec);
+        let probe = self.bed.mqtt(self.hub, &self.broker_url(), &["/+/$state"]);
+        self.wait_states(&probe, "online", Duration::from_secs(20));
+        (hub, agents)
+    }
+
+    fn start_agents(&mut self, spec: &AgentSpec) -> Vec<ProcId> {
+        let hosts = self.hosts.clone();
+        hosts
+            .into_iter()
+            .map(|h| cluster::start_agent(&mut self.bed, h, spec))
+            .collect()
+    }
+
+    /// Waits until every host's `$state` is `state`.
+    fn wait_states(&self, probe: &harness::MqttProbe, state: &str, timeout: Duration) {
+        let names: Vec<String> = self
+            .hosts
+            .iter()
+            .map(|&h| self.bed.name(h).to_owned())
+            .collect();
+        probe.wait(&format!("every host {state}"), timeout, |seen| {
+            names
+                .iter()
+                .all(|n| seen.text(&format!("/{n}/$state")).as_deref() == Some(state))
+                .then_some(())
+        });
+    }
+
+    /// The map every test expects: every host at its own address, listing
+    /// and answering for `SERVICES`.
+    fn expected_map(&self) -> BTreeMap<String, (String, Vec<String>, Vec<String>)> {
+        self.hosts
+            .iter()
+            .map(|&h| {
+                (
+                    self.bed.name(h).to_owned(),
+                    (
+                        self.bed.addr(h).to_string(),
+                        SERVICES.map(str::to_owned).to_vec(),
+                        SERVICES.map(str::to_owned).to_vec(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// A roll-call from the hub's node, answered at the hub's broker.
+    fn scan(&self, extra: &[&str]) -> cluster::Scan {
+        cluster::scan(
+            &self.bed,
+            self.hub,
+            self.broker,
+            self.broadcast(),
+            HOSTS,
+            extra,
+        )
+    }
+}
+
+/// The parts of a map [`Lan::expected_map`] predicts.
+fn summary(
+    map: &BTreeMap<String, HostView>,
+) -> BTreeMap<String, (String, Vec<String>, Vec<String>)> {
+    map.iter()
+        .map(|(name, v)| {
+            (
+                name.clone(),
+                (
+                    v.ipaddr.clone(),
+                    v.apps.clone(),
+                    v.services.iter().map(|s| s[0].clone()).collect(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The flat fields each host's services answer with: the same in every
+/// topology, derived from the host's name.
+fn assert_flat_fields(map: &BTreeMap<String, HostView>) {
+    for (name, view) in map {
+        for [function, inputs, outputs, control] in &view.services {
+            let own = format!("/{name}/{function}/");
+            for field in [inputs, outputs, control] {
+                assert!(
+                    field.is_empty() || field.starts_with(&own),
+                    "{name}'s {function} answered with a topic not its own: {field}"
+                );
+            }
+            assert!(
+                !(inputs.is_empty() && outputs.is_empty() && control.is_empty()),
+                "{name}'s {function} lists no topics"
+            );
+        }
+    }
+}
+
+#[test]
+fn shared_broker_ten_hosts_answer_one_roll_call_from_their_own_addresses() {
+    let _serial = serial();
+    let Some(mut lan) = Lan::new("shared_broker", &[]) else {
+        return;
+    };
+    lan.shared(&AgentSpec::new(AgentBroker::Remote(lan.hub_addr())), &[]);
+    let scan = lan.scan(&[]);
+    assert!(scan.ok, "{}", scan.stderr);
+    let map = cluster::map_of(&scan.report);
+    assert_eq!(summary(&map), lan.expected_map());
+    assert_flat_fields(&map);
+}
+
+/// Polls `done` until it holds; panics naming `what` after `timeout`.
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends a query with a private reply topic and returns the answer.
+fn request(
+    probe: &harness::MqttProbe,
+    topic: &str,
+    body: serde_json::Value,
+    id: u64,
+) -> serde_json::Value {
+    let reply = format!("/netns/reply/{id}");
+    let mut body = match body {
+        serde_json::Value::Object(map) => map,
+        value => serde_json::Map::from_iter([("value".to_owned(), value)]),
+    };
+    body.insert("id".into(), id.into());
+    body.insert("topic".into(), reply.clone().into());
+    probe.publish(topic, serde_json::to_vec(&body).unwrap(), false);
+    probe.wait(
+        &format!("the answer on {reply}"),
+        Duration::from_secs(10),
+        |seen| {
+            seen.last
+                .get(&reply)
+                .map(|p| serde_json::from_slice::<serde_json::Value>(p).unwrap())
+        },
+    )
+}
+
+fn assert_ok(answer: &serde_json::Value) {
+    assert_eq!(answer["ok"], true, "{answer}");
+}
+
+/// The GPIO configuration test hosts get over MQTT (none is in their
+/// configuration files, so finding it later proves it was kept).
+fn gpio_config(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "outputs": [{"name": format!("lamp_{name}"), "pin": 5, "init": 0}],
+        "inputs": [{"name": "door", "pin": 6, "pull": "up", "report": "change"}]
+    })
+}
+
+/// Configures `host`'s GPIO with [`gpio_config`] and drives its lamp high.
+fn configure_gpio(probe: &harness::MqttProbe, host: &str, id: u64) {
+    assert_ok(&request(
+        probe,
+        &format!("/{host}/gpio/control"),
+        gpio_config(host),
+        id,
+    ));
+    assert_ok(&request(
+        probe,
+        &format!("/{host}/gpio/set/lamp_{host}"),
+        1.into(),
+        id + 1,
+    ));
+}
+
+/// `host`'s GPIO is still configured as [`configure_gpio`] left it.
+fn assert_gpio_kept(probe: &harness::MqttProbe, host: &str, id: u64) {
+    let config = request(
+        probe,
+        &format!("/{host}/gpio/get/config"),
+        serde_json::json!({}),
+        id,
+    );
+    assert_ok(&config);
+    let names = |list: &str| -> Vec<String> {
+        config["value"][list]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["name"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(names("outputs"), [format!("lamp_{host}")], "{config}");
+    assert_eq!(names("inputs"), ["door"], "{config}");
+    let level = request(
+        probe,
+        &format!("/{host}/gpio/get/output/lamp_{host}"),
+        serde_json::json!({}),
+        id + 1,
+    );
+    assert_ok(&level);
+    assert_eq!(level["value"], 1, "{level}");
+}
+
+#[test]
+fn broker_on_every_host_relays_answers_to_the_hubs_broker_for_the_same_map() {
+    let _serial = serial();
+    let Some(mut lan) = Lan::new("broker_per_host", &[]) else {
+        return;
+    };
+    let broadcast = lan.broadcast();
+    cluster::start_hub(&mut lan.bed, lan.hub, broadcast, 3600, &[]);
+    let hub_broker = SocketAddr::from((lan.hub_addr(), MQTT_PORT));
+    cluster::wait_listening(&lan.bed, lan.hub, hub_broker, Duration::from_secs(10));
+    // Every other host runs Mosquitto beside its agent, where installed; the
+    // rest run the agent's embedded broker: the notes' 127.0.0.1 both ways.
+    let mosquitto = harness::find_tool("mosquitto");
+    if mosquitto.is_none() {
+        eprintln!(
+            "broker_per_host: mosquitto is not installed; every host runs the embedded broker"
+        );
+    }
+    let hosts = lan.hosts.clone();
+    for (i, &h) in hosts.iter().enumerate() {
+        let spec = match &mosquitto {
+            Some(m) if i % 2 == 1 => {
+                cluster::start_mosquitto(&mut lan.bed, h, m);
+                let local = SocketAddr::from((Ipv4Addr::LOCALHOST, MQTT_PORT));
+                cluster::wait_listening(&lan.bed, h, local, Duration::from_secs(10));
+                AgentSpec::new(AgentBroker::Local)
+            }
+            _ => AgentSpec::new(AgentBroker::Embedded),
+        };
+        cluster::start_agent(&mut lan.bed, h, &spec);
+    }
+    // Each agent tells its own broker it is online; the hub's broker never
+    // hears of it until a roll-call.
+    for &h in &hosts {
+        let name = lan.bed.name(h).to_owned();
+        let local = format!("mqtt://127.0.0.1:{MQTT_PORT}");
+        let probe = lan.bed.mqtt(h, &local, &[&format!("/{name}/$state")]);
+        probe.wait(
+            &format!("{name} online on its own broker"),
+            Duration::from_secs(20),
+            |s| (s.text(&format!("/{name}/$state")).as_deref() == Some("online")).then_some(()),
+        );
+    }
+    let scan = lan.scan(&[]);
+    assert!(scan.ok, "{}", scan.stderr);
+    let map = cluster::map_of(&scan.report);
+    assert_eq!(summary(&map), lan.expected_map());
+    assert_flat_fields(&map);
+}
+
+#[test]
+fn killed_agent_shows_offline_in_time_and_comes_back_with_its_gpio_configuration() {
+    let _serial = serial();
+    let Some(mut lan) = Lan::new("kill_agent", &[]) else {
+        return;
+    };
+    let (_hub, agents) = lan.shared(&AgentSpec::new(AgentBroker::Remote(lan.hub_addr())), &[]);
+    let probe = lan
+        .bed
+        .mqtt(lan.hub, &lan.broker_url(), &["/+/$state", "/netns/reply/#"]);
+    lan.wait_states(&probe, "online", Duration::from_secs(10));
+    let victim = lan.hosts[2];
+    let name = lan.bed.name(victim).to_owned();
+    configure_gpio(&probe, &name, 1);
+    // The agent saves 50 ms after a change; the kill must come after.
+    let saved = lan.bed.dir().join(format!("state-{name}/gpio.json"));
+    wait_until("the GPIO state saved", Duration::from_secs(5), || {
+        std::fs::read_to_string(&saved).is_ok_and(|t| t.contains(&format!("lamp_{name}")))
+    });
+
+    let killed = Instant::now();
+    lan.bed.kill(agents[2]);
+    let state = format!("/{name}/$state");
+    let bound = Duration::from_millis(1500 * KEEPALIVE_S + 1000);
+    probe.wait(&format!("{name} offline"), bound, |s| {
+        (s.text(&state).as_deref() == Some("offline")).then_some(())
+    });
+    let took = killed.elapsed();
+    eprintln!("kill_agent: offline {took:?} after kill -9 (bound {bound:?})");
+    assert!(took <= bound);
+    // The others stay online.
+    probe.with(|s| {
+        for &h in &lan.hosts {
+            let other = lan.bed.name(h);
+            if other != name {
+                assert_eq!(
+                    s.text(&format!("/{other}/$state")).as_deref(),
+                    Some("online")
+                );
+            }
+        }
+    });
+
+    lan.bed.start(agents[2]);
+    probe.wait(
+        &format!("{name} online again"),
+        Duration::from_secs(20),
+        |s| (s.text(&state).as_deref() == Some("online")).then_some(()),
+    );
+    assert_gpio_kept(&probe, &name, 10);
+    let scan = lan.scan(&[]);
+    assert!(scan.ok, "{}", scan.stderr);
+    assert_eq!(summary(&cluster::map_of(&scan.report)), lan.expected_map());
+}
+
+#[test]
+fn link_down_then_up_shows_offline_then_online_without_a_restart() {
+    let _serial = serial();
+    let Some(mut lan) = Lan::new("link_down", &[]) else {
+        return;
+    };
+    let (_hub, agents) = lan.shared(&AgentSpec::new(AgentBroker::Remote(lan.hub_addr())), &[]);
+    let probe = lan.bed.mqtt(lan.hub, &lan.broker_url(), &["/+/$state"]);
+    lan.wait_states(&probe, "online", Duration::from_secs(10));
+    let host = lan.hosts[3];
+    let name = lan.bed.name(host).to_owned();
+    let pid = lan.bed.pid(agents[3]);
+    let state = format!("/{name}/$state");
+
+    let down = Instant::now();
+    lan.bed.link_down(host).unwrap();
+    // No FIN reaches the broker: it notices from the missing keepalives,
+    // and publishes the agent's will.
+    let bound = Duration::from_millis(1500 * KEEPALIVE_S + 1000);
+    probe.wait(
+        &format!("{name} offline"),
+        bound + Duration::from_secs(2),
+        |s| (s.text(&state).as_deref() == Some("offline")).then_some(()),
+    );
+    eprintln!(
+        "link_down: offline {:?} after the link went down (keepalive {KEEPALIVE_S} s)",
+        down.elapsed()
+    );
+    let scan = lan.scan(&["--wait-ms", "1500"]);
+    assert!(!scan.ok, "a host without a link answered");
+    let mut expected = lan.expected_map();
+    expected.remove(&name);
+    assert_eq!(summary(&cluster::map_of(&scan.report)), expected);
+
+    let up = Instant::now();
+    lan.bed.link_up(host).unwrap();
+    probe.wait(
+        &format!("{name} online again"),
+        Duration::from_secs(20),
+        |s| (s.text(&state).as_deref() == Some("online")).then_some(()),
+    );
+    eprintln!(
+        "link_down: online {:?} after the link came back",
+        up.elapsed()
+    );
+    assert!(lan.bed.running(agents[3]), "the agent exited");
+    assert_eq!(lan.bed.pid(agents[3]), pid, "the agent was restarted");
+    let scan = lan.scan(&[]);
+    assert!(scan.ok, "{}", scan.stderr);
+    assert_eq!(summary(&cluster::map_of(&scan.report)), lan.expected_map());
+}
+
+#[test]
+fn broker_restart_agents_reconnect_and_republish_and_keep_their_gpio() {
+    let _serial = serial();
+    let Some(mut lan) = Lan::new("broker_restart", &["broker"]) else {
+        return;
+    };
+    let broker_node = lan.node("broker");
+    lan.broker = lan.bed.addr(broker_node);
+    // Mosquitto where installed (the usual production broker), else
+    // rollcall's embedded broker in a hub process of its own.
+    let broker = match harness::find_tool("mosquitto") {
+        Some(m) => cluster::start_mosquitto(&mut lan.bed, broker_node, &m),
+        None => {
+            eprintln!("broker_restart: mosquitto is not installed; restarting the embedded broker");
+            cluster::start_hub(&mut lan.bed, broker_node, Ipv4Addr::LOCALHOST, 3600, &[])
+        }
+    };
+    let at = SocketAddr::from((lan.broker, MQTT_PORT));
+    cluster::wait_listening(&lan.bed, broker_node, at, Duration::from_secs(10));
+    let broker_url = lan.broker_url();
+    lan.bed.spawn(
+        lan.hub,
+        "hub",
+        &harness::rollcall_bin(),
+        &[
+            "hub",
+            "--broker",
+            &broker_url,
+            "--broadcast",
+            &lan.broadcast().to_string(),
+        ],
+    );
+    lan.start_agents(&AgentSpec::new(AgentBroker::Remote(lan.broker)));
+    let probe = lan.bed.mqtt(
+        lan.hub,
+        &broker_url,
+        &["/+/$state", "/+/+/$description", "/netns/reply/#"],
+    );
+    lan.wait_states(&probe, "online", Duration::from_secs(20));
+    let names: Vec<String> = lan
+        .hosts
+        .iter()
+        .map(|&h| lan.bed.name(h).to_owned())
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        configure_gpio(&probe, name, 100 + 10 * i as u64);
+    }
+
+    lan.bed.kill(broker);
+    probe.clear();
+    lan.bed.start(broker);
+    // The new broker starts with nothing retained: whatever is retained
+    // now, the agents published again after reconnecting.
+    probe.wait(
+        "every host's state and descriptions again",
+        Duration::from_secs(30),
+        |s| {
+            names
+                .iter()
+                .all(|n| {
+                    s.text(&format!("/{n}/$state")).as_deref() == Some("online")
+                        && s.text(&format!("/{n}/system/$description")).is_some()
+                        && s.text(&format!("/{n}/gpio/$description"))
+                            .is_some_and(|d| d.contains(&format!("lamp_{n}")))
+                })
+                .then_some(())
+        },
+    );
+    // They subscribed again: each answers its queries, its GPIO as it was.
+    for (i, name) in names.iter().enumerate() {
+        assert_gpio_kept(&probe, name, 300 + 10 * i as u64);
+    }
+    let scan = lan.scan(&[]);
+    assert!(scan.ok, "{}", scan.stderr);
+    assert_eq!(summary(&cluster::map_of(&scan.report)), lan.expected_map());
+}
+
+#[test]
+fn ten_percent_loss_on_the_bridge_the_repeated_roll_call_completes_the_map() {
+    let _serial = serial();
+    if harness::find_tool("nft").is_none() {
+        harness::skip::<()>("packet_loss", "`nft` (nftables) is not installed");
+        return;
+    }
+    let Some(mut lan) = Lan::new("packet_loss", &[]) else {
+        return;
+    };
+    lan.shared(&AgentSpec::new(AgentBroker::Remote(lan.hub_addr())), &[]);
+    lan.bed.set_loss(lan.lan, 10).unwrap();
+    for _ in 0..3 {
+        let scan = lan.scan(&["--repeat", "5", "--wait-ms", "6000"]);
+        assert!(scan.ok, "{}", scan.stderr);
+        assert_eq!(summary(&cluster::map_of(&scan.report)), lan.expected_map());
+    }
+    let lost = lan.bed.traffic(lan.lan).map(|t| t.get("lost"));
+    eprintln!("packet_loss: frames dropped on the bridge: {lost:?}");
+}
+
+#[test]
+fn a_hostile_host_floods_and_sends_garbage_agents_stay_up_silent_and_answer_the_hub() {
+    let _serial = serial();
+    if harness::find_tool("nft").is_none() {
+        harness::skip::<()>("hostile_host", "`nft` (nftables) is not installed");
+        return;
+    }
+    let Some(mut lan) = Lan::new("hostile_host", &["rogue"]) else {
+        return;
+    };
+    const KEY: &str = "netns test bed cluster key";
+    let rogue = lan.node("rogue");
+    let mut watched = lan.hosts.clone();
+    watched.push(rogue);
+    lan.bed.count_traffic(lan.lan, &watched).unwrap();
+    let mut spec = AgentSpec::new(AgentBroker::Remote(lan.hub_addr()));
+    spec.top = format!("cluster_key = \"{KEY}\"\n");
+    let (_hub, agents) = lan.shared(&spec, &[]);
+    let signed = ["--cluster-key", KEY];
+
+    let bcast = lan.broadcast();
+    let targets: Vec<Ipv4Addr> = lan.hosts.iter().map(|&h| lan.bed.addr(h)).collect();
+    let rogue_addr = lan.bed.addr(rogue);
+    let sent = lan
+        .bed
+        .spawn_in_node(rogue, move || hostile(bcast, &targets, rogue_addr));
+    // While the flood goes on, the hub's signed roll-call is answered.
+    let during = lan.scan(&signed);
+    let sent = sent.join().unwrap();
+    eprintln!("hostile_host: the rogue sent {sent} datagrams");
+    assert!(during.ok, "{}", during.stderr);
+    assert_eq!(
+        summary(&cluster::map_of(&during.report)),
+        lan.expected_map()
+    );
+
+    for (i, &agent) in agents.iter().enumerate() {
+        assert!(
+            lan.bed.running(agent),
+            "agent {i} exited:\n{}",
+            lan.bed.log(agent)
+        );
+    }
+    let after = lan.scan(&signed);
+    assert!(after.ok, "{}", after.stderr);
+    assert_eq!(summary(&cluster::map_of(&after.report)), lan.expected_map());
+    let traffic = lan.bed.traffic(lan.lan).unwrap();
+    for &h in &lan.hosts {
+        let name = lan.bed.name(h);
+        assert_eq!(
+            traffic.get(&format!("udp_from_{name}")).packets,
+            0,
+            "{name} sent UDP"
+        );
+    }
+    assert_eq!(
+        traffic.get("syn_to_rogue").packets,
+        0,
+        "an agent connected to the rogue"
+    );
+    assert!(traffic.get("udp_from_rogue").packets >= sent);
+}
+
+/// The rogue's datagrams: malformed roll-calls to every agent, then a
+/// flood of well-formed unsigned ones naming the rogue as broker, bounded
+/// in count and time. Returns how many it sent.
+fn hostile(bcast: Ipv4Addr, targets: &[Ipv4Addr], me: Ipv4Addr) -> u64 {
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    socket.set_broadcast(true).unwrap();
+    let port = rollcall_proto::DEFAULT_UDP_PORT;
+    let mut garbage: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"\xff\xfe\x00 not UTF-8".to_vec(),
+        b"not json".to_vec(),
+        b"[1,2,3]".to_vec(),
+        "[".repeat(1000).into_bytes(),
+        format!(
+            "{{\"cmd\":\"status\",\"id\":1,\"replyto\":\"x\",\"topic\":\"/t\",\"pad\":\"{}\"}}",
+            "x".repeat(1300)
+        )
+        .into_bytes(),
+        br#"{"cmd":"status"}"#.to_vec(),
+        br#"{"cmd":"reboot","id":1,"replyto":"x","topic":"/t"}"#.to_vec(),
+        br#"{"cmd":"status","id":-1,"replyto":"x","topic":"/t"}"#.to_vec(),
+        br#"{"cmd":"status","id":2,"replyto":"x","topic":"/udp/request"}"#.to_vec(),
+        br#"{"cmd":"status","id":3,"replyto":"x","topic":"/t/#"}"#.to_vec(),
+        br#"{"cmd":"status","id":4,"replyto":"x","topic":"/t","window_ms":99999999}"#.to_vec(),
+        br#"{"cmd":"status","id":5,"replyto":"x","topic":"/t","ts":1,"nonce":"n","sig":"00"}"#
+            .to_vec(),
+    ];
+    garbage.push(
+        format!(
+            r#"{{"cmd":"status","id":6,"replyto":"x","topic":"/t","broker":"mqtt://{me}:1883"}}"#
+        )
+        .into_bytes(),
+    );
+    let mut sent = 0;
+    for payload in &garbage {
+        for to in std::iter::once(&bcast).chain(targets) {
+            socket.send_to(payload, (*to, port)).unwrap();
+            sent += 1;
+        }
+    }
+    // The flood: up to 3000 roll-calls, at most 3 s, about one a millisecond.
+    let start = Instant::now();
+    for id in 1000..4000u64 {
+        if start.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        let rc = format!(
+            r#"{{"cmd":"status","id":{id},"replyto":"rogue","topic":"/rogue","broker":"mqtt://{me}:1883","window_ms":0}}"#
+        );
+        socket.send_to(rc.as_bytes(), (bcast, port)).unwrap();
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    sent
+}
