@@ -470,8 +470,16 @@ impl ClusterMap {
     /// Unlike [`apply_scan`](Self::apply_scan) it marks nothing missing.
     pub fn apply_host(&mut self, seen: &HostSeen, now_ms: u64) -> Result<Vec<MapEvent>, MapError> {
         let mut events = Vec::new();
-        self.host_seen(seen, now_ms, &mut events)?;
-        Ok(events)
+        let result = self.host_seen(seen, now_ms, &mut events);
+        self.tally(result).map(|()| events)
+    }
+
+    /// Counts refusals for want of room.
+    fn tally<T>(&mut self, result: Result<T, MapError>) -> Result<T, MapError> {
+        if let Err(MapError::TooManyHosts { .. } | MapError::TooManyServices { .. }) = &result {
+            self.refused += 1;
+        }
+        result
     }
 
     /// Takes in one answer as it arrives (any roll-call's), at `now_ms`.
@@ -480,6 +488,11 @@ impl ClusterMap {
         answer: &Answer,
         now_ms: u64,
     ) -> Result<Vec<MapEvent>, MapError> {
+        let result = self.answer(answer, now_ms);
+        self.tally(result)
+    }
+
+    fn answer(&mut self, answer: &Answer, now_ms: u64) -> Result<Vec<MapEvent>, MapError> {
         let mut events = Vec::new();
         let topic = &answer.hostname;
         check_name(&answer.hostname).map_err(|e| bad_name(topic, e))?;
@@ -540,6 +553,17 @@ impl ClusterMap {
     /// Anything else is not the map's business: no events, no error. A
     /// message refused with an error leaves the map as it was.
     pub fn ingest(
+        &mut self,
+        topics: &Topics,
+        topic: &str,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<Vec<MapEvent>, MapError> {
+        let result = self.message(topics, topic, payload, now_ms);
+        self.tally(result)
+    }
+
+    fn message(
         &mut self,
         topics: &Topics,
         topic: &str,
@@ -789,7 +813,6 @@ impl ClusterMap {
     ) -> Result<&mut HostRecord, MapError> {
         if !self.hosts.contains_key(name) {
             if self.hosts.len() >= self.config.max_hosts {
-                self.refused += 1;
                 return Err(MapError::TooManyHosts {
                     host: name.to_owned(),
                     max: self.config.max_hosts,

@@ -1,1 +1,787 @@
-//! The map's lifecycle with the time passed in.
+//! The map's lifecycle with the time passed in: appearing, going missing,
+//! offline and back, expiry, descriptions, values, edges and pins.
+
+use serde_json::json;
+
+use super::*;
+
+fn report(hosts: &[(&str, &[&str])]) -> ScanReport {
+    ScanReport {
+        id: 1,
+        elapsed_ms: 0,
+        window_ms: 0,
+        other_ids: 0,
+        duplicates: 0,
+        lost_in_session: 0,
+        hosts: hosts
+            .iter()
+            .map(|(h, services)| HostSeen {
+                hostname: h.to_string(),
+                ipaddr: Some("10.0.0.1".into()),
+                extaddr: None,
+                t_ms: Some(1),
+                apps: None,
+                version: None,
+                services: services
+                    .iter()
+                    .map(|f| ServiceSeen {
+                        function: f.to_string(),
+                        inputs: None,
+                        outputs: None,
+                        control: None,
+                        t_ms: 1,
+                        interfaces: None,
+                        health: None,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn t() -> Topics {
+    Topics::default()
+}
+
+fn host_event(kind: &str, host: &str) -> MapEvent {
+    let host = host.to_owned();
+    match kind {
+        "online" => MapEvent::HostOnline { host },
+        "offline" => MapEvent::HostOffline { host },
+        "missing" => MapEvent::HostMissing { host },
+        "expired" => MapEvent::HostExpired { host },
+        _ => unreachable!(),
+    }
+}
+
+fn status(map: &ClusterMap, host: &str) -> HostStatus {
+    map.host(host).unwrap().status
+}
+
+/// A description shaped as the GPIO service writes it: the pin is in each
+/// entry's doc.
+fn gpio_description(host: &str, outputs: &[(&str, u32)], inputs: &[(&str, u32)]) -> Vec<u8> {
+    let mut ins = Vec::new();
+    let mut outs = Vec::new();
+    for (name, pin) in outputs {
+        ins.push(
+            json!({"name": name, "topic": format!("/{host}/gpio/set/{name}"),
+            "type": "bool", "doc": format!("drives pin {pin}")}),
+        );
+        outs.push(
+            json!({"name": name, "topic": format!("/{host}/gpio/output/{name}"),
+            "type": "bool", "retained": true, "doc": "the output's level after each change"}),
+        );
+    }
+    for (name, pin) in inputs {
+        outs.push(
+            json!({"name": name, "topic": format!("/{host}/gpio/input/{name}"),
+            "type": "bool", "retained": true, "doc": format!("pin {pin}, reported on change")}),
+        );
+    }
+    serde_json::to_vec(&json!({
+        "function": "gpio", "hostname": host, "health": {"status": "ok"},
+        "interfaces": {"inputs": ins, "outputs": outs, "functions": [], "controls": []}
+    }))
+    .unwrap()
+}
+
+fn description(function: &str, inputs: &[&str], outputs: &[&str]) -> Vec<u8> {
+    let list = |topics: &[&str]| -> Vec<serde_json::Value> {
+        topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({"name": format!("e{i}"), "topic": t, "type": "json"}))
+            .collect()
+    };
+    serde_json::to_vec(&json!({
+        "function": function,
+        "interfaces": {"inputs": list(inputs), "outputs": list(outputs)}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn hosts_and_services_appear_go_missing_and_come_back() {
+    let mut map = ClusterMap::new();
+    let e = map.apply_scan(&report(&[("a", &["gpio", "system"]), ("b", &[])]), 10);
+    assert!(e.contains(&MapEvent::HostAppeared {
+        host: "a".into(),
+        status: HostStatus::Online
+    }));
+    assert!(e.contains(&MapEvent::ServiceAppeared {
+        host: "a".into(),
+        service: "gpio".into()
+    }));
+    assert!(
+        map.apply_scan(&report(&[("a", &["gpio", "system"]), ("b", &[])]), 20)
+            .is_empty()
+    );
+
+    let e = map.apply_scan(&report(&[("a", &["system"])]), 30);
+    assert_eq!(
+        e,
+        vec![
+            MapEvent::ServiceMissing {
+                host: "a".into(),
+                service: "gpio".into()
+            },
+            host_event("missing", "b"),
+        ]
+    );
+    let b = map.host("b").unwrap();
+    assert_eq!(
+        (b.status, b.last_seen_ms, b.status_since_ms),
+        (HostStatus::Missing, 20, 30)
+    );
+    // Still missing: said once only.
+    assert!(
+        map.apply_scan(&report(&[("a", &["system"])]), 40)
+            .is_empty()
+    );
+
+    let e = map.apply_scan(&report(&[("a", &["gpio", "system"]), ("b", &[])]), 50);
+    assert!(e.contains(&host_event("online", "b")));
+    assert!(e.contains(&MapEvent::ServiceAppeared {
+        host: "a".into(),
+        service: "gpio".into()
+    }));
+    assert!(map.host("a").unwrap().services["gpio"].present);
+    assert_eq!(map.host("b").unwrap().ipaddr.as_deref(), Some("10.0.0.1"));
+}
+
+#[test]
+fn state_says_online_and_offline_and_time_makes_hosts_missing_then_forgotten() {
+    let config = MapConfig {
+        stale_after_ms: 100,
+        forget_after_ms: 1000,
+        ..MapConfig::default()
+    };
+    let mut map = ClusterMap::with_config(config);
+    let e = map.apply_message(&t(), "/a/$state", b"online", 0);
+    assert_eq!(
+        e,
+        vec![MapEvent::HostAppeared {
+            host: "a".into(),
+            status: HostStatus::Online
+        }]
+    );
+    // Retained `offline` of a host never seen before: it appears offline.
+    let e = map.apply_message(&t(), "/b/$state", b"offline", 0);
+    assert_eq!(
+        e,
+        vec![MapEvent::HostAppeared {
+            host: "b".into(),
+            status: HostStatus::Offline
+        }]
+    );
+    // Exactly stale_after is not yet stale.
+    assert!(map.expire(100).is_empty());
+    assert_eq!(map.expire(101), vec![host_event("missing", "a")]);
+    assert_eq!(status(&map, "a"), HostStatus::Missing);
+    // Heard from again: online.
+    assert_eq!(
+        map.apply_message(&t(), "/a/$state", b"online\n", 150),
+        vec![host_event("online", "a")]
+    );
+    assert_eq!(
+        map.apply_message(&t(), "/a/$state", b"offline", 200),
+        vec![host_event("offline", "a")]
+    );
+    // Offline twice is one event.
+    assert!(
+        map.apply_message(&t(), "/a/$state", b"offline", 210)
+            .is_empty()
+    );
+    // Offline hosts do not go stale; b is forgotten forget_after after it
+    // went offline, a (offline since 200) later.
+    assert!(map.expire(1000).is_empty());
+    assert_eq!(map.expire(1001), vec![host_event("expired", "b")]);
+    assert!(map.host("b").is_none());
+    assert_eq!(map.expire(1201), vec![host_event("expired", "a")]);
+    assert_eq!(map.hosts().count(), 0);
+    // A forgotten host that comes back is new again.
+    let e = map.apply_scan(&report(&[("a", &["system"])]), 1300);
+    assert!(e.contains(&MapEvent::HostAppeared {
+        host: "a".into(),
+        status: HostStatus::Online
+    }));
+}
+
+#[test]
+fn answers_keep_a_host_fresh_and_a_missed_roll_call_does_not_forget_it_early() {
+    let config = MapConfig {
+        stale_after_ms: 100,
+        forget_after_ms: 500,
+        ..MapConfig::default()
+    };
+    let mut map = ClusterMap::with_config(config);
+    map.apply_scan(&report(&[("a", &[])]), 0);
+    map.apply_scan(&report(&[("a", &[])]), 90);
+    assert!(map.expire(150).is_empty(), "answered at 90");
+    // Missed a roll-call at 200: missing from then; forgotten 500 later.
+    assert_eq!(
+        map.apply_scan(&report(&[]), 200),
+        vec![host_event("missing", "a")]
+    );
+    assert!(map.expire(700).is_empty());
+    assert_eq!(map.expire(701), vec![host_event("expired", "a")]);
+}
+
+#[test]
+fn bad_state_and_bad_names_are_refused_and_change_nothing() {
+    let mut map = ClusterMap::new();
+    let err = map.ingest(&t(), "/a/$state", b"maybe", 0).unwrap_err();
+    assert_eq!(err.kind(), "bad_state");
+    assert!(err.to_string().contains("maybe"), "{err}");
+    let err = map.ingest(&t(), "/get/$state", b"online", 0).unwrap_err();
+    assert_eq!(err.kind(), "bad_name");
+    let err = map
+        .ingest(&t(), "/a/$x/$description", b"{}", 0)
+        .unwrap_err();
+    assert_eq!(err.kind(), "bad_name");
+    assert_eq!(map.hosts().count(), 0);
+    // A cleared retained state says nothing.
+    assert!(map.ingest(&t(), "/a/$state", b"", 0).unwrap().is_empty());
+    assert_eq!(map.hosts().count(), 0);
+    // Not the map's business: no error, nothing.
+    assert!(map.ingest(&t(), "/a/b/c/d", b"1", 0).unwrap().is_empty());
+    assert!(
+        map.ingest(&t(), "/a/$state/x", b"online", 0)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn descriptions_add_change_and_remove_services() {
+    let mut map = ClusterMap::new();
+    map.apply_message(&t(), "/h/$state", b"online", 0);
+    let e = map.apply_message(
+        &t(),
+        "/h/gpio/$description",
+        &gpio_description("h", &[("lamp", 23)], &[]),
+        1,
+    );
+    assert_eq!(
+        e,
+        vec![
+            MapEvent::ServiceAppeared {
+                host: "h".into(),
+                service: "gpio".into()
+            },
+            MapEvent::DescriptionChanged {
+                host: "h".into(),
+                service: "gpio".into()
+            },
+            MapEvent::HealthChanged {
+                host: "h".into(),
+                service: "gpio".into(),
+                health: Some(Health::Ok)
+            },
+        ]
+    );
+    // The same again (a reconnect republishes it): nothing new.
+    let same = gpio_description("h", &[("lamp", 23)], &[]);
+    assert!(
+        map.apply_message(&t(), "/h/gpio/$description", &same, 2)
+            .is_empty()
+    );
+    // A different one.
+    let e = map.apply_message(
+        &t(),
+        "/h/gpio/$description",
+        &gpio_description("h", &[("lamp", 24)], &[]),
+        3,
+    );
+    assert_eq!(
+        e,
+        vec![MapEvent::DescriptionChanged {
+            host: "h".into(),
+            service: "gpio".into()
+        }]
+    );
+    // A description of another function on this topic is refused whole.
+    let err = map
+        .ingest(
+            &t(),
+            "/h/gpio/$description",
+            &description("pump", &[], &[]),
+            4,
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), "bad_description");
+    assert!(err.to_string().contains("pump"), "{err}");
+    for bad in [
+        &b"{"[..],
+        b"[]",
+        b"{\"function\":\"gpio\"}",
+        &[0xff, 0xfe][..],
+    ] {
+        let err = map
+            .ingest(&t(), "/h/gpio/$description", bad, 5)
+            .unwrap_err();
+        assert_eq!(err.kind(), "bad_description", "{bad:?}");
+    }
+    assert_eq!(
+        pins::pin_in_doc(
+            &map.host("h").unwrap().services["gpio"]
+                .description
+                .as_ref()
+                .unwrap()
+                .interfaces
+                .inputs[0]
+                .doc
+                .clone()
+                .unwrap()
+        ),
+        Some(24),
+        "the refused descriptions changed nothing"
+    );
+    // Cleared: gone, and its topics are no longer watched.
+    assert!(map.value_topics().contains("/h/gpio/output/lamp"));
+    let e = map.apply_message(&t(), "/h/gpio/$description", b"", 6);
+    assert_eq!(
+        e,
+        vec![MapEvent::ServiceRemoved {
+            host: "h".into(),
+            service: "gpio".into()
+        }]
+    );
+    assert!(map.host("h").unwrap().services.is_empty());
+    assert!(map.value_topics().is_empty());
+    // Clearing what is not there is nothing.
+    assert!(
+        map.apply_message(&t(), "/h/gpio/$description", b"", 7)
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_description_before_the_state_makes_a_missing_host_that_state_brings_online() {
+    let mut map = ClusterMap::new();
+    let e = map.apply_message(&t(), "/h/x/$description", &description("x", &[], &[]), 5);
+    assert_eq!(
+        e[0],
+        MapEvent::HostAppeared {
+            host: "h".into(),
+            status: HostStatus::Missing
+        }
+    );
+    assert_eq!(
+        map.apply_message(&t(), "/h/$state", b"online", 6),
+        vec![host_event("online", "h")]
+    );
+}
+
+#[test]
+fn values_on_output_topics_are_kept_and_reported_when_they_change() {
+    let mut map = ClusterMap::new();
+    map.apply_message(
+        &t(),
+        "/h/gpio/$description",
+        &gpio_description("h", &[("lamp", 23)], &[("button", 22)]),
+        0,
+    );
+    map.apply_message(
+        &t(),
+        "/h/system/$description",
+        &description("system", &[], &["/h/system/cpu_temp", "/h/system/+/raw"]),
+        0,
+    );
+    let e = map.apply_message(
+        &t(),
+        "/h/system/cpu_temp",
+        br#"{"value":48.5,"unit":"\u00b0C","ts":1700}"#,
+        10,
+    );
+    let expected = ValueRecord {
+        value: json!(48.5),
+        unit: Some("°C".into()),
+        ts: Some(1700),
+        received_ms: 10,
+    };
+    assert_eq!(
+        e,
+        vec![MapEvent::ValueChanged {
+            host: "h".into(),
+            service: "system".into(),
+            topic: "/h/system/cpu_temp".into(),
+            value: expected.clone()
+        }]
+    );
+    // The same reading again (same ts) is no change, but is kept as received later.
+    assert!(
+        map.apply_message(
+            &t(),
+            "/h/system/cpu_temp",
+            br#"{"value":48.5,"unit":"\u00b0C","ts":1700}"#,
+            11
+        )
+        .is_empty()
+    );
+    // GPIO states, bare JSON, text, and a wildcard output.
+    map.apply_message(&t(), "/h/gpio/input/button", br#"{"value":1,"ts":5}"#, 12);
+    map.apply_message(&t(), "/h/gpio/output/lamp", b"0", 12);
+    map.apply_message(&t(), "/h/system/adc/raw", b" on \n", 12);
+    let h = map.host("h").unwrap();
+    let gpio = &h.services["gpio"].values;
+    assert_eq!(gpio["/h/gpio/input/button"].value, json!(1));
+    assert_eq!(gpio["/h/gpio/input/button"].ts, Some(5));
+    assert_eq!(gpio["/h/gpio/output/lamp"].value, json!(0));
+    assert_eq!(gpio["/h/gpio/output/lamp"].unit, None);
+    let system = &h.services["system"].values;
+    assert_eq!(system["/h/system/adc/raw"].value, json!("on"));
+    assert_eq!(system["/h/system/cpu_temp"].received_ms, 11);
+    // Inputs of a service are not values; nor are unknown topics.
+    assert!(
+        map.apply_message(&t(), "/h/gpio/set/lamp", b"1", 13)
+            .is_empty()
+    );
+    assert!(map.apply_message(&t(), "/h/other", b"1", 13).is_empty());
+    // An unreadable value is refused; a cleared one ignored.
+    let err = map
+        .ingest(&t(), "/h/gpio/output/lamp", &[0xff], 14)
+        .unwrap_err();
+    assert_eq!(err.kind(), "bad_value");
+    assert!(
+        map.ingest(&t(), "/h/gpio/output/lamp", b"", 14)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(map.counts().values, 4);
+    // The input goes from the configuration: its value goes too.
+    map.apply_message(
+        &t(),
+        "/h/gpio/$description",
+        &gpio_description("h", &[("lamp", 23)], &[]),
+        15,
+    );
+    assert!(
+        !map.host("h").unwrap().services["gpio"]
+            .values
+            .contains_key("/h/gpio/input/button")
+    );
+    assert!(
+        map.apply_message(&t(), "/h/gpio/input/button", b"1", 16)
+            .is_empty()
+    );
+}
+
+#[test]
+fn watch_filters_follow_the_described_outputs() {
+    let site = Topics::new("site1").unwrap();
+    let mut map = ClusterMap::new();
+    assert_eq!(
+        map.watch_filters(&site),
+        ["site1/+/$state", "site1/+/+/$description"]
+    );
+    map.apply_message(
+        &site,
+        "site1/h/s/$description",
+        &description("s", &["site1/h/s/set"], &["site1/h/s/a", "site1/h/s/+/b"]),
+        0,
+    );
+    assert_eq!(
+        map.watch_filters(&site)[2..],
+        ["site1/h/s/+/b", "site1/h/s/a"]
+    );
+    assert_eq!(
+        map.take_watch_changes(),
+        vec![
+            WatchChange::Subscribe("site1/h/s/+/b".into()),
+            WatchChange::Subscribe("site1/h/s/a".into())
+        ]
+    );
+    assert!(map.take_watch_changes().is_empty());
+    // Another service on a topic already watched: nothing new to subscribe.
+    map.apply_message(
+        &site,
+        "site1/g/t/$description",
+        &description("t", &[], &["site1/h/s/a"]),
+        0,
+    );
+    assert!(map.take_watch_changes().is_empty());
+    // Both claim the value.
+    assert_eq!(map.apply_message(&site, "site1/h/s/a", b"1", 1).len(), 2);
+    map.apply_message(&site, "site1/h/s/$description", b"", 2);
+    assert_eq!(
+        map.take_watch_changes(),
+        vec![WatchChange::Unsubscribe("site1/h/s/+/b".into())]
+    );
+    // Under another root these are values, not states.
+    assert!(
+        map.apply_message(&site, "/h/$state", b"online", 3)
+            .is_empty()
+    );
+    assert!(map.host("h").is_none() || map.host("h").unwrap().services.is_empty());
+}
+
+#[test]
+fn edges_join_outputs_to_inputs_through_wildcards_on_both_sides() {
+    let mut map = ClusterMap::new();
+    map.apply_message(
+        &t(),
+        "/a/sensor/$description",
+        &description("sensor", &[], &["/a/sensor/temp", "/a/sensor/humidity"]),
+        0,
+    );
+    map.apply_message(
+        &t(),
+        "/b/display/$description",
+        &description("display", &["/+/sensor/temp", "/b/display/text"], &[]),
+        0,
+    );
+    map.apply_message(
+        &t(),
+        "/c/logger/$description",
+        &description("logger", &["/a/#"], &["/c/logger/+"]),
+        0,
+    );
+    map.apply_message(
+        &t(),
+        "/b/relay/$description",
+        &description("relay", &["/c/logger/alarm"], &[]),
+        0,
+    );
+    let edges: Vec<(String, String)> = map
+        .edges()
+        .into_iter()
+        .map(|e| {
+            (
+                format!("{}/{} {}", e.from.host, e.from.service, e.from.topic),
+                format!("{}/{} {}", e.to.host, e.to.service, e.to.topic),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("a/sensor /a/sensor/humidity", "c/logger /a/#"),
+        ("a/sensor /a/sensor/temp", "b/display /+/sensor/temp"),
+        ("a/sensor /a/sensor/temp", "c/logger /a/#"),
+        ("c/logger /c/logger/+", "b/relay /c/logger/alarm"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(edges, expected);
+}
+
+#[test]
+fn answers_without_interfaces_take_part_in_edges_with_their_flat_fields() {
+    let mut map = ClusterMap::new();
+    let answer =
+        |body: serde_json::Value| Answer::parse(&serde_json::to_vec(&body).unwrap()).unwrap();
+    map.apply_answer(
+        &answer(json!({"id":1,"hostname":"p","function":"pump","inputs":"/p/pump/+"})),
+        0,
+    )
+    .unwrap();
+    map.apply_answer(
+        &answer(json!({"id":1,"hostname":"q","function":"ctl","outputs":"/p/pump/speed"})),
+        0,
+    )
+    .unwrap();
+    let edges = map.edges();
+    assert_eq!(edges.len(), 1);
+    assert_eq!(edges[0].from.service, "ctl");
+    assert_eq!(edges[0].to.topic, "/p/pump/+");
+    // The flat output is watched for values.
+    assert!(map.value_topics().contains("/p/pump/speed"));
+}
+
+#[test]
+fn pins_claimed_twice_are_conflicts() {
+    let mut map = ClusterMap::new();
+    map.apply_message(
+        &t(),
+        "/h/gpio/$description",
+        &gpio_description("h", &[("pump", 25), ("lamp", 17)], &[("button", 17)]),
+        0,
+    );
+    // A foreign service that names a pin the gpio service also drives.
+    let fan = serde_json::to_vec(&json!({"function":"fan","interfaces":{
+        "inputs":[{"name":"speed","topic":"/h/fan/set/speed","type":"int","doc":"PWM on pin 25"}]}}))
+    .unwrap();
+    map.apply_message(&t(), "/h/fan/$description", &fan, 0);
+    let pins = map.pin_map("h");
+    let summary: Vec<(u32, &str, &str, &str)> = pins
+        .pins
+        .iter()
+        .map(|p| {
+            (
+                p.pin,
+                p.service.as_str(),
+                p.name.as_str(),
+                p.direction.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (17, "gpio", "button", "read"),
+            (17, "gpio", "lamp", "driven"),
+            (25, "fan", "speed", "driven"),
+            (25, "gpio", "pump", "driven"),
+        ]
+    );
+    assert_eq!(
+        pins.conflicts,
+        [
+            PinConflict {
+                pin: 17,
+                claimed_by: vec!["gpio/button".into(), "gpio/lamp".into()]
+            },
+            PinConflict {
+                pin: 25,
+                claimed_by: vec!["fan/speed".into(), "gpio/pump".into()]
+            },
+        ]
+    );
+    // An output is named twice in its description (set topic and state
+    // topic) and still claims its pin once.
+    map.apply_message(
+        &t(),
+        "/g/gpio/$description",
+        &gpio_description("g", &[("lamp", 4)], &[("b", 5)]),
+        0,
+    );
+    assert!(map.pin_map("g").conflicts.is_empty());
+    assert_eq!(map.pin_map("g").pins.len(), 2);
+    assert_eq!(map.pin_map("nobody"), PinMap::default());
+}
+
+#[test]
+fn the_snapshot_has_the_names_the_dashboard_and_test_bed_read() {
+    let mut map = ClusterMap::new();
+    map.apply_scan(&report(&[("a", &["system"])]), 10);
+    map.apply_message(
+        &t(),
+        "/a/gpio/$description",
+        &gpio_description("a", &[("lamp", 4)], &[]),
+        11,
+    );
+    map.apply_message(&t(), "/a/gpio/output/lamp", br#"{"value":1,"ts":9}"#, 12);
+    let v = serde_json::to_value(map.snapshot(20)).unwrap();
+    assert_eq!(v["now_ms"], 20);
+    let host = &v["hosts"][0];
+    for key in [
+        "name",
+        "ipaddr",
+        "extaddr",
+        "online",
+        "status",
+        "last_seen_ms",
+        "services",
+        "pins",
+        "pin_conflicts",
+    ] {
+        assert!(host.get(key).is_some(), "{key} in {host}");
+    }
+    assert_eq!(host["name"], "a");
+    assert_eq!(host["online"], true);
+    assert_eq!(host["status"], "online");
+    assert_eq!(host["ipaddr"], "10.0.0.1");
+    assert_eq!(host["extaddr"], serde_json::Value::Null);
+    let gpio = &host["services"][0];
+    assert_eq!(gpio["name"], "gpio");
+    assert_eq!(gpio["present"], true);
+    assert_eq!(gpio["health"], json!({"status":"ok"}));
+    assert_eq!(gpio["description"]["function"], "gpio");
+    assert_eq!(
+        gpio["values"]["/a/gpio/output/lamp"],
+        json!({"value":1,"unit":null,"ts":9,"received_ms":12})
+    );
+    assert_eq!(host["pins"][0]["pin"], 4);
+    // A service known from its answer only gets a description from it.
+    assert_eq!(host["services"][1]["name"], "system");
+    assert_eq!(host["services"][1]["description"]["function"], "system");
+    assert_eq!(host["services"][1]["described_by"], "answer");
+    assert!(v["edges"].as_array().unwrap().is_empty());
+    // It reads back.
+    let back: MapSnapshot = serde_json::from_value(v).unwrap();
+    assert_eq!(back, map.snapshot(20));
+}
+
+#[test]
+fn events_serialise_with_their_kind() {
+    let v = serde_json::to_value(MapEvent::HostOffline { host: "a".into() }).unwrap();
+    assert_eq!(v, json!({"event":"host_offline","host":"a"}));
+    let v = serde_json::to_value(MapEvent::HostAppeared {
+        host: "a".into(),
+        status: HostStatus::Missing,
+    })
+    .unwrap();
+    assert_eq!(
+        v,
+        json!({"event":"host_appeared","host":"a","status":"missing"})
+    );
+}
+
+#[test]
+fn a_full_map_refuses_new_hosts_and_services_and_counts_them() {
+    let mut map = ClusterMap::with_config(MapConfig {
+        max_hosts: 2,
+        max_services: 1,
+        ..MapConfig::default()
+    });
+    map.apply_message(&t(), "/a/$state", b"online", 0);
+    map.apply_message(&t(), "/b/$state", b"online", 0);
+    let err = map.ingest(&t(), "/c/$state", b"online", 0).unwrap_err();
+    assert_eq!(err.kind(), "too_many_hosts");
+    // Known hosts still change.
+    assert_eq!(
+        map.apply_message(&t(), "/a/$state", b"offline", 1),
+        vec![host_event("offline", "a")]
+    );
+    map.apply_message(&t(), "/a/x/$description", &description("x", &[], &[]), 2);
+    let err = map
+        .ingest(&t(), "/a/y/$description", &description("y", &[], &[]), 2)
+        .unwrap_err();
+    assert_eq!(err.kind(), "too_many_services");
+    // A report with a third host: the two known ones are taken.
+    let e = map.apply_scan(&report(&[("a", &["x"]), ("b", &[]), ("c", &[])]), 3);
+    assert!(e.contains(&host_event("online", "a")));
+    assert!(map.host("c").is_none());
+    // A report whose host has one service too many is refused whole.
+    let e = map.apply_scan(&report(&[("b", &["p", "q"])]), 4);
+    assert!(map.host("b").unwrap().services.is_empty());
+    assert!(e.contains(&host_event("missing", "a")));
+    assert_eq!(map.counts().refused, 4);
+}
+
+#[test]
+fn single_answers_fill_the_map_as_they_arrive() {
+    let mut map = ClusterMap::new();
+    let host = Answer::parse(
+        br#"{"id":1,"hostname":"h","function":"host","ipaddr":"10.1.1.1","apps":["gpio"],"version":"0.1.0"}"#,
+    )
+    .unwrap();
+    let gpio = Answer::parse(
+        br#"{"id":1,"hostname":"h","function":"gpio","health":{"status":"alert","reason":"pwm"},
+             "interfaces":{"inputs":[{"name":"lamp","topic":"/h/gpio/set/lamp","type":"bool","doc":"drives pin 4"}]}}"#,
+    )
+    .unwrap();
+    let e = map.apply_answer(&host, 5).unwrap();
+    assert_eq!(e.len(), 1);
+    let e = map.apply_answer(&gpio, 6).unwrap();
+    assert!(e.contains(&MapEvent::ServiceAppeared {
+        host: "h".into(),
+        service: "gpio".into()
+    }));
+    assert!(e.contains(&MapEvent::HealthChanged {
+        host: "h".into(),
+        service: "gpio".into(),
+        health: Some(Health::Alert {
+            reason: "pwm".into()
+        })
+    }));
+    // The same answer again changes nothing.
+    assert!(map.apply_answer(&gpio, 7).unwrap().is_empty());
+    let h = map.host("h").unwrap();
+    assert_eq!(h.ipaddr.as_deref(), Some("10.1.1.1"));
+    assert_eq!(h.apps.as_deref(), Some(&["gpio".to_string()][..]));
+    assert_eq!(h.last_seen_ms, 7);
+    assert_eq!(map.pin_map("h").pins[0].pin, 4);
+    assert_eq!(map.counts().services_alert, 1);
+}
