@@ -11,10 +11,13 @@
 //! | ------- | -- | -- | -- | -- | --------- | -- | -- | -- |
 //! | LCD     | D7 | D6 | D5 | D4 | backlight | E  | RW | RS |
 //!
-//! Every byte written to the PCF8574 sets all eight pins. A nibble reaches
-//! the LCD as two bytes, E high then E low (the LCD latches on E's falling
-//! edge); an instruction or a character is two nibbles, high first. RW is
-//! always low: the driver never reads the busy flag, it waits out each
+//! Every byte written to the PCF8574 sets all eight pins at once. A nibble
+//! reaches the LCD as two bytes, E high then E low (the LCD latches on E's
+//! falling edge); an instruction or a character is two nibbles, high first.
+//! RS must be steady before E rises (Figure 25, tAS), and a byte that raises
+//! E cannot also change RS, so when RS changes (an instruction after data,
+//! data after an instruction) one byte with the new RS and E low goes first.
+//! RW is always low: the driver never reads the busy flag, it waits out each
 //! instruction's execution time instead (the delays below, with margin for
 //! a slow oscillator: Table 6 gives 37 µs at 270 kHz, the oscillator may
 //! run as slow as 190 kHz at 5 V, so 53 µs).
@@ -182,21 +185,6 @@ pub fn decode(code: u8) -> char {
     }
 }
 
-/// The two PCF8574 bytes that clock one nibble into the LCD: E high, then
-/// E low. `flags` is RS and the backlight bit.
-pub fn nibble_bytes(nibble: u8, flags: u8) -> [u8; 2] {
-    let data = (nibble << 4) | flags;
-    [data | E, data]
-}
-
-/// The four PCF8574 bytes that send one byte to the LCD in 4-bit mode:
-/// the high nibble, then the low one.
-pub fn byte_bytes(byte: u8, flags: u8) -> [u8; 4] {
-    let [high_e, high] = nibble_bytes(byte >> 4, flags);
-    let [low_e, low] = nibble_bytes(byte & 0x0F, flags);
-    [high_e, high, low_e, low]
-}
-
 /// An HD44780 LCD behind a PCF8574 on `bus`.
 pub struct Hd44780<B: I2cBus> {
     bus: B,
@@ -207,6 +195,9 @@ pub struct Hd44780<B: I2cBus> {
     cells: Vec<Vec<u8>>,
     /// A write failed: the LCD's state is unknown until initialised again.
     lost: bool,
+    /// The PCF8574's pins as last written; `None` when unknown (before the
+    /// first write, after a failed one).
+    pins: Option<u8>,
 }
 
 #[cfg(target_os = "linux")]
@@ -237,6 +228,7 @@ impl<B: I2cBus> Hd44780<B> {
             backlight: true,
             cells: vec![vec![b' '; usize::from(cols)]; usize::from(rows)],
             lost: true,
+            pins: None,
         };
         lcd.recover()?;
         Ok(lcd)
@@ -262,29 +254,55 @@ impl<B: I2cBus> Hd44780<B> {
     }
 
     fn send(&mut self, bytes: &[u8]) -> Result<(), HwError> {
-        let sent = self.bus.write(bytes);
-        if sent.is_err() {
-            self.lost = true;
+        match self.bus.write(bytes) {
+            Ok(()) => {
+                self.pins = bytes.last().copied().or(self.pins);
+                Ok(())
+            }
+            Err(error) => {
+                // Some of the bytes may have gone out: the pins and the
+                // LCD's state are both unknown now.
+                self.pins = None;
+                self.lost = true;
+                Err(error)
+            }
         }
-        sent
     }
 
-    fn nibble(&mut self, nibble: u8, wait: Duration) -> Result<(), HwError> {
-        self.send(&nibble_bytes(nibble, self.flags()))?;
+    /// Clocks `nibbles` into the LCD in one transfer, with RS set for data
+    /// or cleared for an instruction, then waits `wait`.
+    fn strobe(&mut self, nibbles: &[u8], data: bool, wait: Duration) -> Result<(), HwError> {
+        let flags = self.flags() | if data { RS } else { 0 };
+        let mut bytes = Vec::with_capacity(1 + 2 * nibbles.len());
+        // tAS: RS settles with E low before the byte that raises E.
+        if let Some(&first) = nibbles.first()
+            && self
+                .pins
+                .is_none_or(|pins| pins & (RS | RW) != flags & (RS | RW))
+        {
+            bytes.push((first << 4) | flags);
+        }
+        for &nibble in nibbles {
+            let pins = (nibble << 4) | flags;
+            bytes.extend([pins | E, pins]);
+        }
+        self.send(&bytes)?;
         self.bus.delay(wait);
         Ok(())
+    }
+
+    /// A single nibble: the instructions of the reset sequence, which the
+    /// LCD reads while it may still be in 8-bit mode.
+    fn nibble(&mut self, nibble: u8, wait: Duration) -> Result<(), HwError> {
+        self.strobe(&[nibble], false, wait)
     }
 
     fn instruction(&mut self, instruction: u8, wait: Duration) -> Result<(), HwError> {
-        self.send(&byte_bytes(instruction, self.flags()))?;
-        self.bus.delay(wait);
-        Ok(())
+        self.strobe(&[instruction >> 4, instruction & 0x0F], false, wait)
     }
 
     fn data(&mut self, code: u8) -> Result<(), HwError> {
-        self.send(&byte_bytes(code, self.flags() | RS))?;
-        self.bus.delay(EXECUTION_WAIT);
-        Ok(())
+        self.strobe(&[code >> 4, code & 0x0F], true, EXECUTION_WAIT)
     }
 
     /// Writes ROM codes from a cell on, without touching `cells`.
