@@ -122,4 +122,18 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
     }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_that_is_not_an_i2c_bus_is_refused_at_open() {
+        // It opens, but the kernel refuses to select an address on it
+        // (ENOTTY): the error comes at open, not at the first write.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        match LinuxI2c::open(file.path(), 0x27) {
+            Err(HwError::Device { device, .. }) => assert_eq!(device, file.path()),
+            other => panic!("unexpected {other:?}"),
+        }
+        let bad = LinuxI2c::open(file.path(), 0x80).unwrap_err();
+        assert!(matches!(bad, HwError::InvalidDisplay { .. }), "{bad}");
+    }
 }
