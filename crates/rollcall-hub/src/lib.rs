@@ -11,6 +11,7 @@ mod error;
 pub mod hub;
 pub mod map;
 pub mod scan;
+pub mod web;
 
 pub use collect::{Collector, HostSeen, Offer, ScanReport, ServiceSeen};
 pub use error::HubError;

@@ -1,0 +1,309 @@
+//! The dashboard: an axum [`Router`] over the hub's shared state. The page
+//! and its assets are compiled into the binary (nothing is fetched from the
+//! internet); the JSON API under `/api` serves the map, its changes as
+//! server-sent events, settings that become MQTT queries, and the generated
+//! documentation; `/metrics` is for Prometheus. [`app`] is tested without a
+//! server; [`serve`] runs it on a listener from `rollcall-net`.
+
+mod set;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use rollcall_proto::{Category, Interface};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use set::{check_value, parse_body};
+
+use crate::{HostStatus, HubError, HubShared};
+
+/// How long a setting waits for the service's answer before a 504.
+pub const SET_TIMEOUT: Duration = Duration::from_secs(5);
+/// Request bodies are small JSON values; the protocol's payload limit.
+const BODY_LIMIT: usize = 64 * 1024;
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const APP_CSS: &str = include_str!("assets/app.css");
+
+/// The page may load only what the hub serves.
+const PAGE_CSP: &str = "default-src 'self'; img-src 'self' data:; script-src 'self'; \
+                        style-src 'self'; connect-src 'self'; frame-ancestors 'none'";
+/// Generated SVG carries names from the network: never let it run anything.
+const SVG_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
+
+#[derive(Clone)]
+struct Web {
+    shared: Arc<HubShared>,
+    /// Ends the server-sent event streams, which would otherwise hold a
+    /// graceful shutdown open forever.
+    shutdown: CancellationToken,
+}
+
+/// The dashboard and its API over `shared`.
+pub fn app(shared: Arc<HubShared>) -> Router {
+    router(shared, CancellationToken::new())
+}
+
+fn router(shared: Arc<HubShared>, shutdown: CancellationToken) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/app.js", get(app_js))
+        .route("/assets/app.css", get(app_css))
+        .route("/api/map", get(api_map))
+        .route("/api/events", get(api_events))
+        .route(
+            "/api/hosts/{host}/services/{service}/set/{*item}",
+            post(api_set),
+        )
+        .route("/api/docs/{file}", get(api_docs))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(Web { shared, shutdown })
+}
+
+/// Serves [`app`] on `listener` until `shutdown`; open event streams end
+/// then too, so this returns once the requests in flight are answered.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<HubShared>,
+    shutdown: CancellationToken,
+) -> Result<(), HubError> {
+    let app = router(shared, shutdown.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(|e| HubError::Net(e.into()))
+}
+
+/// A refusal: the status and a reason for a person, as `{"error": ...}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    reason: String,
+    /// The service's own answer, when it refused.
+    answer: Option<Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            reason: reason.into(),
+            answer: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.reason });
+        if let Some(answer) = self.answer {
+            body["answer"] = answer;
+        }
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+fn with_type(content_type: &'static str, body: impl IntoResponse) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+async fn index() -> Response {
+    let mut r = with_type("text/html; charset=utf-8", INDEX_HTML);
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    r
+}
+
+async fn app_js() -> Response {
+    with_type("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn app_css() -> Response {
+    with_type("text/css; charset=utf-8", APP_CSS)
+}
+
+async fn api_map(State(web): State<Web>) -> Response {
+    let mut r = axum::Json(web.shared.snapshot()).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// Every map event as `event: map` with the event as JSON; `event: resync`
+/// when this client fell behind and lost some (re-read `/api/map`).
+async fn api_events(State(web): State<Web>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = web.shared.changes.subscribe();
+    let stream = futures_util::stream::unfold((rx, web.shutdown), |(mut rx, shutdown)| async {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            next = rx.recv() => next,
+        };
+        let event = match next {
+            Ok(change) => Event::default()
+                .event("map")
+                .json_data(&change)
+                .unwrap_or_else(|_| Event::default().event("resync").data("{}")),
+            Err(RecvError::Lagged(n)) => Event::default()
+                .event("resync")
+                .data(json!({ "lagged": n }).to_string()),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(event), (rx, shutdown)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn api_set(
+    State(web): State<Web>,
+    Path((host, service, item)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let value = parse_body(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let iface = settable(&web, &host, &service, &item)?;
+    let value =
+        check_value(&iface, value).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    info!(%host, %service, %item, %value, "set from the dashboard");
+    let answer = web
+        .shared
+        .request(&iface.topic, json!({ "value": value }), SET_TIMEOUT)
+        .await
+        .map_err(|e| match e {
+            HubError::Timeout { topic, after } => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("{host}/{service} did not answer on `{topic}` within {after:?}"),
+            ),
+            HubError::NotConnected => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the hub is not connected to its broker; try again when it is",
+            ),
+            other => {
+                warn!(error = %other, "set from the dashboard failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, other.to_string())
+            }
+        })?;
+    if answer.get("ok") == Some(&Value::Bool(false)) {
+        let reason = answer
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("the service refused the value")
+            .to_owned();
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            reason: format!("{host}/{service}: {reason}"),
+            answer: Some(answer),
+        });
+    }
+    Ok(axum::Json(answer).into_response())
+}
+
+/// The interface `/{host}/{service}/set/{item}` names, checked against the
+/// map: the host and service exist, the host is not known to be offline,
+/// and the service describes that topic among its inputs.
+fn settable(web: &Web, host: &str, service: &str, item: &str) -> Result<Interface, ApiError> {
+    let map = web.shared.snapshot();
+    let not_found = |reason: String| ApiError::new(StatusCode::NOT_FOUND, reason);
+    let h = map
+        .host(host)
+        .ok_or_else(|| not_found(format!("unknown host `{host}`")))?;
+    let s = h
+        .service(service)
+        .ok_or_else(|| not_found(format!("host `{host}` has no service `{service}`")))?;
+    let topic = web
+        .shared
+        .topics
+        .service(host, service, &format!("set/{item}"));
+    let inputs = s
+        .description
+        .as_ref()
+        .map(|d| d.interfaces.list(Category::Inputs))
+        .unwrap_or_default();
+    let iface = inputs.iter().find(|i| i.topic == topic).ok_or_else(|| {
+        let known: Vec<&str> = inputs
+            .iter()
+            .filter_map(|i| i.topic.rsplit_once("/set/").map(|(_, item)| item))
+            .collect();
+        not_found(format!(
+            "`{host}/{service}` has no settable item `{item}` (it has: {})",
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        ))
+    })?;
+    if h.status == HostStatus::Offline {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("host `{host}` is offline"),
+        ));
+    }
+    Ok(iface.clone())
+}
+
+async fn api_docs(State(web): State<Web>, Path(file): Path<String>) -> Result<Response, ApiError> {
+    let map = web.shared.snapshot();
+    Ok(match file.as_str() {
+        "cluster.md" => with_type("text/markdown; charset=utf-8", crate::docs::markdown(&map)),
+        "asyncapi.json" => with_type(
+            "application/json",
+            serde_json::to_string_pretty(&crate::docs::asyncapi(&map)).unwrap_or_default(),
+        ),
+        "cluster.svg" => {
+            let mut r = with_type("image/svg+xml", crate::docs::svg(&map));
+            r.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(SVG_CSP),
+            );
+            r
+        }
+        "cluster.dot" => with_type("text/vnd.graphviz; charset=utf-8", crate::docs::dot(&map)),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no document `{other}`: there are cluster.md, asyncapi.json, cluster.svg, cluster.dot"
+                ),
+            ));
+        }
+    })
+}
+
+async fn metrics(State(web): State<Web>) -> Response {
+    with_type(
+        "text/plain; version=0.0.4; charset=utf-8",
+        web.shared.render_prometheus(),
+    )
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such page or route: {method} {}", uri.path()),
+    )
+}
