@@ -329,7 +329,7 @@ impl Emulator {
         self.busy_until = self.now + busy;
     }
 
-    /// The address counter's next DDRAM address (Table 4: a 2-line display
+    /// The address counter's next DDRAM address (DDRAM section: a 2-line display
     /// runs 0x00-0x27 then 0x40-0x67, a 1-line one 0x00-0x4F).
     fn step(&mut self) {
         let a = self.address;
@@ -411,13 +411,13 @@ fn write_at_row_1_sets_the_ddram_address_then_sends_data() {
         lcd.bus_mut().take(),
         vec![
             // Set DDRAM address 0x80 | (0x40 + 3): row 1 starts at 0x40
-            // (Table 4, 2-line display). An instruction: RS=0, as the pins
+            // (DDRAM section, 2-line display). An instruction: RS=0, as the pins
             // already are after initialisation.
             w(&[0xCC, 0xC8, 0x3C, 0x38]),
             us(60),
             // Write data 'H' (0x48): RS=1 (0x01), backlight on (0x08). RS
             // rises first with E low (0x49), so that it is steady before E
-            // rises (Figure 25, tAS).
+            // rises (bus timing characteristics, tAS).
             w(&[0x49, 0x4D, 0x49, 0x8D, 0x89]),
             us(60),
             // Write data 'i' (0x69): RS is already high. The address

@@ -4,8 +4,10 @@
 //!
 //! References: the Hitachi HD44780U datasheet (ADE-207-272(Z)): Table 6
 //! (instructions and execution times), Figure 24 (initialising by
-//! instruction, 4-bit interface), Table 4 (DDRAM addresses), Table 4 of the
-//! character codes (ROM A00); and the common PCF8574 backpack wiring:
+//! instruction, 4-bit interface), the section "Display Data RAM (DDRAM)"
+//! (addresses of 1- and 2-line displays), Table 4 (character codes, ROM
+//! A00), the bus timing characteristics (write operation: tAS, tH); and the
+//! common PCF8574 backpack wiring:
 //!
 //! | PCF8574 | P7 | P6 | P5 | P4 | P3        | P2 | P1 | P0 |
 //! | ------- | -- | -- | -- | -- | --------- | -- | -- | -- |
@@ -14,7 +16,7 @@
 //! Every byte written to the PCF8574 sets all eight pins at once. A nibble
 //! reaches the LCD as two bytes, E high then E low (the LCD latches on E's
 //! falling edge); an instruction or a character is two nibbles, high first.
-//! RS must be steady before E rises (Figure 25, tAS), and a byte that raises
+//! RS must be steady before E rises (bus timing, tAS), and a byte that raises
 //! E cannot also change RS, so when RS changes (an instruction after data,
 //! data after an instruction) one byte with the new RS and E low goes first.
 //! RW is always low: the driver never reads the busy flag, it waits out each
@@ -88,10 +90,10 @@ pub const EXECUTION_WAIT: Duration = Duration::from_micros(60);
 pub const CLEAR_WAIT: Duration = Duration::from_millis(3);
 
 /// The widest row the controller addresses: a line of DDRAM holds 40
-/// characters (Table 4, 2-line display).
+/// characters (DDRAM section, 2-line display).
 const LINE_LENGTH: u8 = 40;
 
-/// The DDRAM address of the first cell of each row (Table 4): rows 0 and
+/// The DDRAM address of the first cell of each row (DDRAM section): rows 0 and
 /// 1 start lines 1 and 2 (0x00, 0x40); on a four-row module rows 2 and 3
 /// continue them (0x14, 0x54 on a 20x4, 0x10, 0x50 on a 16x4).
 pub fn row_offsets(cols: u8) -> [u8; 4] {
@@ -117,7 +119,8 @@ pub fn check_size(cols: u8, rows: u8) -> Result<(), HwError> {
     Ok(())
 }
 
-/// The ROM A00 code that shows `c`, or `?`'s for a character A00 lacks.
+/// The ROM A00 code that shows `c`, or the code of `?` for a character A00
+/// lacks.
 pub fn encode(c: char) -> u8 {
     match c {
         // Printable ASCII, but 0x5C is ¥ and 0x7E → in A00.
