@@ -9,7 +9,10 @@ use rollcall_net::BrokerUrl;
 use rollcall_proto::Topics;
 use rollcall_proto::topic::check_name;
 use rollcall_services::announce::AnnounceConfig;
+use rollcall_services::dac::DacConfig;
+use rollcall_services::display::DisplayConfig;
 use rollcall_services::gpio::GpioConfig;
+use rollcall_services::sensor::{SensorConfig, Spec};
 use serde::Deserialize;
 
 use crate::AgentError;
@@ -73,6 +76,105 @@ pub struct RawServices {
     /// `[services.gpio]`
     #[serde(default)]
     pub gpio: RawGpio,
+    /// `[services.ain]`
+    #[serde(default)]
+    pub ain: RawSensor,
+    /// `[services.dht22]`
+    #[serde(default)]
+    pub dht22: RawSensor,
+    /// `[services.sonar]`
+    #[serde(default)]
+    pub sonar: RawSensor,
+    /// `[services.dac]`
+    #[serde(default)]
+    pub dac: RawDac,
+    /// `[services.display]`
+    #[serde(default)]
+    pub display: RawDisplay,
+}
+
+/// `[services.ain]`, `[services.dht22]`, `[services.sonar]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSensor {
+    /// Whether the service runs (default: no).
+    pub enabled: Option<bool>,
+    /// The IIO device's `name` (`dht11`, `ads1015`, `mcp3008`, `srf04`).
+    pub device: Option<String>,
+    /// The configuration applied when none was saved before, in the same
+    /// shape as on `/{host}/{service}/control`.
+    pub config: Option<SensorConfig>,
+}
+
+/// `[services.dac]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDac {
+    /// Whether the service runs (default: no).
+    pub enabled: Option<bool>,
+    /// The IIO device's `name` (default `mcp4725`).
+    pub device: Option<String>,
+    /// The largest code (default 4095, 12 bits).
+    pub max_code: Option<u32>,
+    /// The configuration applied when none was saved before.
+    pub config: Option<DacConfig>,
+}
+
+/// `[services.display]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDisplay {
+    /// Whether the service runs (default: no).
+    pub enabled: Option<bool>,
+    /// The i2c-dev bus of the HD44780's PCF8574 backpack (default `/dev/i2c-1`).
+    pub i2c: Option<PathBuf>,
+    /// The backpack's I2C address (default 0x27).
+    pub address: Option<u16>,
+    /// Columns (default 16).
+    pub cols: Option<u8>,
+    /// Rows (default 2).
+    pub rows: Option<u8>,
+    /// The simulated display's buttons (default `["A", "B"]`), under `sim` only.
+    pub buttons: Option<Vec<String>>,
+    /// The configuration applied when none was saved before.
+    pub config: Option<DisplayConfig>,
+}
+
+/// A reading service's settings (`ain`, `dht22`, `sonar`).
+#[derive(Debug, Clone)]
+pub struct SensorSettings {
+    /// The IIO device's name.
+    pub device: String,
+    /// The configuration applied when none was saved.
+    pub config: Option<SensorConfig>,
+}
+
+/// The DAC service's settings.
+#[derive(Debug, Clone)]
+pub struct DacSettings {
+    /// The IIO device's name.
+    pub device: String,
+    /// The largest code.
+    pub max_code: u32,
+    /// The configuration applied when none was saved.
+    pub config: Option<DacConfig>,
+}
+
+/// The display service's settings.
+#[derive(Debug, Clone)]
+pub struct DisplaySettings {
+    /// The I2C bus.
+    pub i2c: PathBuf,
+    /// The backpack's address.
+    pub address: u16,
+    /// Columns.
+    pub cols: u8,
+    /// Rows.
+    pub rows: u8,
+    /// The simulated display's buttons.
+    pub buttons: Vec<String>,
+    /// The configuration applied when none was saved.
+    pub config: Option<DisplayConfig>,
 }
 
 /// `[services.gpio]`
@@ -159,6 +261,16 @@ pub struct Config {
     pub system_interval: Option<Duration>,
     /// The GPIO service's settings, if it runs.
     pub gpio: Option<GpioSettings>,
+    /// The `ain` service's settings, if it runs.
+    pub ain: Option<SensorSettings>,
+    /// The `dht22` service's settings, if it runs.
+    pub dht22: Option<SensorSettings>,
+    /// The `sonar` service's settings, if it runs.
+    pub sonar: Option<SensorSettings>,
+    /// The `dac` service's settings, if it runs.
+    pub dac: Option<DacSettings>,
+    /// The `display` service's settings, if it runs.
+    pub display: Option<DisplaySettings>,
     /// Where sysfs is.
     pub sysfs_root: PathBuf,
     /// Announced services.
@@ -231,8 +343,48 @@ chip = "auto"
 # inputs = [{ name = "button", pin = 22, pull = "down", report = "change", debounce_ms = 5 },
 #           { name = "float_switch", pin = 17, pull = "up", report = "scan", scan_ms = 500 }]
 
+# Sensors, read through the kernel's IIO drivers (found by the `name` file
+# under {sysfs_root}/bus/iio/devices) or simulated with `sim = true`. Each is
+# off until enabled; each publishes {"value":..,"unit":..,"ts":..} retained
+# on /{hostname}/{service}/{item} and is configured over
+# /{hostname}/{service}/control (saved in state_dir); `config` below is used
+# when nothing was saved.
+[services.dht22]
+enabled = false
+device = "dht11"            # the dht11 driver also reads the DHT22
+# config = { interval_ms = 10000, retry_ms = 2000 }
+
+[services.ain]
+enabled = false
+device = "ads1015"          # or "ads1115", "mcp3008"
+# config = { interval_ms = 1000, channels = [{ name = "soil", channel = 0 }] }
+
+[services.sonar]
+enabled = false
+device = "srf04"            # an HC-SR04
+# config = { interval_ms = 1000, topics = { distance = "/garage/distance" } }
+
+# An analog output, set in volts on /{hostname}/dac/set/{channel}.
+[services.dac]
+enabled = false
+device = "mcp4725"
+max_code = 4095
+# config = { channels = [{ name = "pump_speed", channel = 0 }] }
+
+# A 16x2 HD44780 character LCD on a PCF8574 I2C backpack. Text on
+# /{hostname}/display/text, buttons on /{hostname}/display/buttons; the
+# notes' topics: config = { input = "/display", output = "/dbuts", control = "/dcontrol" }
+[services.display]
+enabled = false
+i2c = "/dev/i2c-1"
+address = 0x27
+cols = 16
+rows = 2
+# buttons = ["A", "B"]      # the simulated display's buttons
+
 [hw]
-# Where sysfs is: PWM channels are under {sysfs_root}/class/pwm.
+# Where sysfs is: PWM channels are under {sysfs_root}/class/pwm, IIO devices
+# under {sysfs_root}/bus/iio/devices.
 sysfs_root = "/sys"
 
 # Programs that cannot answer a roll-call themselves, answered for by the agent:
@@ -332,7 +484,22 @@ impl RawConfig {
                 config: self.services.gpio.config,
             }),
         };
-        let mut names = vec!["system".to_owned(), "gpio".to_owned()];
+        let ain = sensor_settings(self.services.ain, &rollcall_services::ain::SPEC, "ads1015")?;
+        let dht22 = sensor_settings(
+            self.services.dht22,
+            &rollcall_services::dht22::SPEC,
+            "dht11",
+        )?;
+        let sonar = sensor_settings(
+            self.services.sonar,
+            &rollcall_services::sonar::SPEC,
+            "srf04",
+        )?;
+        let dac = dac_settings(self.services.dac)?;
+        let display = display_settings(self.services.display)?;
+        let mut names: Vec<String> = ["system", "gpio", "ain", "dac", "dht22", "sonar", "display"]
+            .map(str::to_owned)
+            .to_vec();
         for a in &self.announce {
             check_name(&a.function).map_err(|e| invalid("announce.function", e.to_string()))?;
             if names.contains(&a.function) {
@@ -365,10 +532,89 @@ impl RawConfig {
             cluster_key: self.cluster_key.map(String::into_bytes),
             system_interval,
             gpio,
+            ain,
+            dht22,
+            sonar,
+            dac,
+            display,
             sysfs_root: self.hw.sysfs_root.unwrap_or_else(|| PathBuf::from("/sys")),
             announce: self.announce,
         })
     }
+}
+
+fn invalid(field: &'static str, reason: String) -> AgentError {
+    AgentError::Invalid { field, reason }
+}
+
+/// A reading service's settings, its configuration checked now so that
+/// `agent --check` finds mistakes.
+fn sensor_settings(
+    raw: RawSensor,
+    spec: &Spec,
+    device: &str,
+) -> Result<Option<SensorSettings>, AgentError> {
+    let field = match spec.name {
+        "ain" => "services.ain.config",
+        "dht22" => "services.dht22.config",
+        _ => "services.sonar.config",
+    };
+    if let Some(config) = &raw.config {
+        config.validate(spec).map_err(|e| invalid(field, e))?;
+    }
+    Ok((raw.enabled == Some(true)).then(|| SensorSettings {
+        device: raw.device.unwrap_or_else(|| device.to_owned()),
+        config: raw.config,
+    }))
+}
+
+fn dac_settings(raw: RawDac) -> Result<Option<DacSettings>, AgentError> {
+    if let Some(config) = &raw.config {
+        let value = serde_json::to_value(config).unwrap_or_default();
+        DacConfig::from_json(value).map_err(|e| invalid("services.dac.config", e))?;
+    }
+    let max_code = raw.max_code.unwrap_or(4095);
+    if !(1..=0xFF_FFFF).contains(&max_code) {
+        return Err(invalid(
+            "services.dac.max_code",
+            "from 1 to 16777215 (24 bits)".into(),
+        ));
+    }
+    Ok((raw.enabled == Some(true)).then(|| DacSettings {
+        device: raw.device.unwrap_or_else(|| "mcp4725".to_owned()),
+        max_code,
+        config: raw.config,
+    }))
+}
+
+fn display_settings(raw: RawDisplay) -> Result<Option<DisplaySettings>, AgentError> {
+    if let Some(config) = &raw.config {
+        config
+            .check()
+            .map_err(|e| invalid("services.display.config", e))?;
+    }
+    let (cols, rows) = (raw.cols.unwrap_or(16), raw.rows.unwrap_or(2));
+    rollcall_hw::display::hd44780::check_size(cols, rows)
+        .map_err(|e| invalid("services.display", e.to_string()))?;
+    let address = raw.address.unwrap_or(0x27);
+    if !(0x08..=0x77).contains(&address) {
+        return Err(invalid(
+            "services.display.address",
+            format!("{address:#x} is not a 7-bit I2C device address (0x08 to 0x77)"),
+        ));
+    }
+    let buttons = raw.buttons.unwrap_or_else(|| vec!["A".into(), "B".into()]);
+    for b in &buttons {
+        check_name(b).map_err(|e| invalid("services.display.buttons", e.to_string()))?;
+    }
+    Ok((raw.enabled == Some(true)).then(|| DisplaySettings {
+        i2c: raw.i2c.unwrap_or_else(|| PathBuf::from("/dev/i2c-1")),
+        address,
+        cols,
+        rows,
+        buttons,
+        config: raw.config,
+    }))
 }
 
 /// The kernel's idea of this machine's name.
@@ -397,6 +643,60 @@ mod tests {
             cfg.broker,
             BrokerChoice::External(BrokerUrl::new("127.0.0.1", 1883))
         );
+    }
+
+    #[test]
+    fn sensor_services_are_off_unless_enabled_and_their_tables_are_checked() {
+        let cfg = RawConfig::from_toml(DEFAULT_TOML)
+            .map(|raw| RawConfig {
+                hostname: Some("a".into()),
+                ..raw
+            })
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(cfg.ain.is_none() && cfg.dht22.is_none() && cfg.sonar.is_none());
+        assert!(cfg.dac.is_none() && cfg.display.is_none());
+        let on = "hostname = \"a\"\n[services.dht22]\nenabled = true\n\
+                  [services.display]\nenabled = true\nconfig = { input = \"/display\" }\n";
+        let cfg = RawConfig::from_toml(on).unwrap().validate().unwrap();
+        assert_eq!(cfg.dht22.unwrap().device, "dht11");
+        assert_eq!(cfg.display.unwrap().address, 0x27);
+        for (toml, key) in [
+            (
+                "[services.dht22]\nconfig = { interval_ms = 100 }",
+                "services.dht22.config",
+            ),
+            (
+                "[services.ain]\nconfig = { channels = [] }",
+                "services.ain.config",
+            ),
+            (
+                "[services.sonar]\nconfig = { topics = { distance = \"/a/#\" } }",
+                "services.sonar.config",
+            ),
+            (
+                "[services.dac]\nconfig = { channels = [{ name = \"1\", channel = 0 }] }",
+                "services.dac.config",
+            ),
+            ("[services.dac]\nmax_code = 0", "services.dac.max_code"),
+            (
+                "[services.display]\nconfig = { input = \"/a/+\" }",
+                "services.display.config",
+            ),
+            ("[services.display]\ncols = 41", "services.display"),
+            (
+                "[services.display]\naddress = 0x90",
+                "services.display.address",
+            ),
+            ("[[announce]]\nfunction = \"dht22\"", "announce.function"),
+        ] {
+            let text = format!("hostname = \"a\"\n{toml}");
+            let err = RawConfig::from_toml(&text).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains(key), "{toml}: {err}");
+        }
+        let err = RawConfig::from_toml("[services.sonar]\ndevise = \"x\"").unwrap_err();
+        assert!(err.contains("devise"), "{err}");
     }
 
     #[test]

@@ -3,16 +3,22 @@
 //! reacts to each in turn. Answers wait out their jitter in tasks of their
 //! own so that one roll-call's `window_ms` never delays the next.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use rollcall_hw::HwError;
+use rollcall_hw::display::Display;
+use rollcall_hw::display::hd44780::Hd44780;
+use rollcall_hw::display::sim::{SimDisplay, SimDisplayHandle};
 use rollcall_hw::gpio::cdev::CdevChip;
 use rollcall_hw::gpio::shared::SharedChip;
 use rollcall_hw::gpio::sim::{SimChip, SimHandle};
+use rollcall_hw::iio::sim::{SimDac, SimHandle as IioSimHandle, SimSensor};
+use rollcall_hw::iio::sysfs::{IioDac, IioSensor};
+use rollcall_hw::iio::{Dac, Sensor};
 use rollcall_hw::pwm::pi_pwm_channel;
 use rollcall_hw::pwm::sim::SimPwm;
 use rollcall_hw::pwm::soft::SoftPwm;
@@ -25,12 +31,15 @@ use rollcall_net::{
 use rollcall_proto::json::Object;
 use rollcall_proto::topic::matches;
 use rollcall_proto::{
-    Answer, HostReport, Query, Request, RollCall, RollCallLimits, Topics, error_reply, host_answer,
-    ok_reply, service_answer,
+    Answer, Body, HostReport, Query, Request, RollCall, RollCallLimits, Topics, error_reply,
+    host_answer, ok_reply, service_answer,
 };
 use rollcall_services::announce::Announced;
+use rollcall_services::dac::{DacSaved, DacService};
+use rollcall_services::display::DisplayService;
 use rollcall_services::gpio::service::parse_level;
 use rollcall_services::gpio::{GpioService, PwmLine, PwmOpener, SavedState};
+use rollcall_services::sensor::{SensorService, Spec};
 use rollcall_services::system::SystemService;
 use rollcall_services::{Ctx, Outcome, Publish, Service, ServiceError};
 use serde_json::Value;
@@ -41,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::config::SensorSettings;
 use crate::delivery::{is_own_broker, requester_broker};
 use crate::gate::Gate;
 use crate::state;
@@ -49,7 +59,10 @@ use crate::{AgentError, AgentStats, BrokerChoice, Config, VERSION};
 /// Bigger than any roll-call, so an oversized datagram is seen as oversized.
 const DATAGRAM_BUFFER: usize = 2048;
 /// The services built into the agent.
-const BUILT_IN: [&str; 2] = ["system", "gpio"];
+const BUILT_IN: [&str; 7] = ["system", "gpio", "ain", "dac", "dht22", "sonar", "display"];
+/// The services whose simulated device `/{host}/sim/{service}/fail` and
+/// `.../missing` act on.
+const SIM_IIO: [&str; 4] = ["ain", "dac", "dht22", "sonar"];
 /// How long after a change a service's state is saved: commands within it
 /// share one write. A power cut inside it loses those last commands.
 const SAVE_DELAY: Duration = Duration::from_millis(50);
@@ -143,7 +156,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     let udp = RollCallSocket::bind_listener(config.udp_listen)?;
     let udp_addr = udp.local_addr()?;
 
-    let (mut services, sim_gpio) = build_services(&config);
+    let (mut services, sim) = build_services(&config);
     // Hardware events wake the agent's loop, which asks the services for them.
     let hw_events = Arc::new(Notify::new());
     for service in &mut services {
@@ -175,7 +188,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         session_token: session_token.clone(),
         session_template: session_config,
         hw_events,
-        sim_gpio,
+        sim,
+        topics_in: Vec::new(),
         relay_sessions: 0,
         unsaved: BTreeSet::new(),
         save_at: None,
@@ -211,11 +225,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     })
 }
 
-/// The built-in services, and the simulated GPIO chip's handle when the
-/// hardware is simulated (so `/{host}/sim/gpio/{pin}` can drive its inputs).
-fn build_services(config: &Config) -> (Vec<Box<dyn Service>>, Option<SimHandle>) {
+/// Simulated hardware that a person or a test drives over `/{host}/sim/...`.
+#[derive(Default)]
+struct SimDevices {
+    /// The GPIO chip: `/{host}/sim/gpio/{pin}`.
+    gpio: Option<SimHandle>,
+    /// Sensors and the DAC by service name: `/{host}/sim/{service}/fail`, `/missing`.
+    iio: BTreeMap<&'static str, IioSimHandle>,
+    /// The display's buttons: `/{host}/sim/display/button/{name}`.
+    display: Option<SimDisplayHandle>,
+}
+
+/// The built-in services, and the handles of their simulated hardware when
+/// the hardware is simulated.
+fn build_services(config: &Config) -> (Vec<Box<dyn Service>>, SimDevices) {
     let mut services: Vec<Box<dyn Service>> = Vec::new();
-    let mut sim = None;
+    let mut sim = SimDevices::default();
     if let Some(interval) = config.system_interval {
         let source: Box<dyn SystemSource> = if config.sim {
             Box::new(SimSystem::new(seed_of(&config.hostname)))
@@ -228,15 +253,71 @@ fn build_services(config: &Config) -> (Vec<Box<dyn Service>>, Option<SimHandle>)
         match gpio_service(config, &gpio.chip) {
             Ok((service, handle)) => {
                 services.push(Box::new(service));
-                sim = handle;
+                sim.gpio = handle;
             }
             Err(error) => warn!(%error, chip = %gpio.chip, "gpio service off: no GPIO chip"),
+        }
+    }
+    let sensors = [
+        (&config.ain, rollcall_services::ain::SPEC),
+        (&config.dht22, rollcall_services::dht22::SPEC),
+        (&config.sonar, rollcall_services::sonar::SPEC),
+    ];
+    for (settings, spec) in sensors {
+        if let Some(settings) = settings {
+            services.push(Box::new(sensor_service(config, settings, spec, &mut sim)));
+        }
+    }
+    if let Some(dac) = &config.dac {
+        let hw: Box<dyn Dac> = if config.sim {
+            let dac = SimDac::new();
+            sim.iio.insert("dac", dac.handle());
+            Box::new(dac)
+        } else {
+            Box::new(IioDac::new(&config.sysfs_root, &dac.device, dac.max_code))
+        };
+        services.push(Box::new(DacService::new(hw)));
+    }
+    if let Some(d) = &config.display {
+        let hw: Result<Box<dyn Display>, HwError> = if config.sim {
+            let buttons: Vec<&str> = d.buttons.iter().map(String::as_str).collect();
+            let display = SimDisplay::new(d.cols, d.rows, &buttons);
+            sim.display = Some(display.handle());
+            Ok(Box::new(display))
+        } else {
+            Hd44780::open(&d.i2c, d.address, d.cols, d.rows)
+                .map(|lcd| Box::new(lcd) as Box<dyn Display>)
+        };
+        match hw {
+            Ok(hw) => services.push(Box::new(DisplayService::new(hw))),
+            Err(error) => {
+                warn!(%error, i2c = %d.i2c.display(), "display service off: no display")
+            }
         }
     }
     for a in &config.announce {
         services.push(Box::new(Announced::new(a.clone())));
     }
     (services, sim)
+}
+
+/// A reading service on its simulated sensor or its IIO device. A device
+/// missing at start is not fatal: the service reports it and keeps trying.
+fn sensor_service(
+    config: &Config,
+    settings: &SensorSettings,
+    spec: Spec,
+    sim: &mut SimDevices,
+) -> SensorService {
+    let sensor: Box<dyn Sensor> = if config.sim {
+        let seed = seed_of(&config.hostname).wrapping_add(seed_of(spec.name));
+        let sensor = SimSensor::new(seed);
+        sim.iio.insert(spec.name, sensor.handle());
+        Box::new(sensor)
+    } else {
+        Box::new(IioSensor::new(&config.sysfs_root, &settings.device))
+    };
+    SensorService::new(spec, sensor)
 }
 
 /// The GPIO service on the simulated chip, or on the Linux chip named by
@@ -365,8 +446,10 @@ struct Host {
     session_template: SessionConfig,
     /// Notified when a service's hardware has events waiting.
     hw_events: Arc<Notify>,
-    /// The simulated GPIO chip, driven over `/{host}/sim/gpio/{pin}`.
-    sim_gpio: Option<SimHandle>,
+    /// Simulated hardware, driven over `/{host}/sim/...`.
+    sim: SimDevices,
+    /// What each service subscribed to beside its queries ([`Service::topics_in`]).
+    topics_in: Vec<Vec<String>>,
     /// Relay sessions opened so far: each gets a client id of its own.
     relay_sessions: u64,
     /// Services whose state changed since it was last saved.
@@ -391,11 +474,13 @@ impl Host {
         for svc in &self.services {
             filters.extend(self.topics.query_filters(&host, svc.name()));
         }
-        if self.sim_gpio.is_some() {
-            filters.push(self.sim_gpio_topic("+"));
-        }
+        filters.extend(self.sim_filters());
         for filter in filters {
             self.local.subscribe(&filter).await?;
+        }
+        for i in 0..self.services.len() {
+            self.topics_in.push(Vec::new());
+            self.refresh_topics_in(i).await;
         }
         // A built-in service that ran before and does not now (no GPIO chip
         // any more) must not stay listed through its retained description.
@@ -481,8 +566,12 @@ impl Host {
             } else {
                 self.known_apps.insert(app);
             }
-        } else if self.sim_gpio.is_some() && matches(&self.sim_gpio_topic("+"), &msg.topic) {
+        } else if let Some(index) = self.topics_in.iter().position(|t| t.contains(&msg.topic)) {
+            self.on_service_message(index, &msg).await;
+        } else if self.sim.gpio.is_some() && matches(&self.sim_gpio_topic("+"), &msg.topic) {
             self.drive_sim_gpio(&msg).await;
+        } else if self.sim_filters().iter().any(|f| matches(f, &msg.topic)) {
+            self.drive_sim_device(&msg).await;
         } else if let Some(query) = self.topics.parse_query(&host, &msg.topic) {
             self.on_query(query, &msg.payload).await;
         } else if msg.topic == self.topics.getapps(&host) {
@@ -502,7 +591,8 @@ impl Host {
             || topic == self.topics.getapps(host)
             || self.topics.parse_query(host, topic).is_some()
             || matches(&self.topics.description(host, "+"), topic)
-            || (self.sim_gpio.is_some() && matches(&self.sim_gpio_topic("+"), topic))
+            || self.sim_filters().iter().any(|f| matches(f, topic))
+            || self.topics_in.iter().flatten().any(|t| t == topic)
     }
 
     /// Every service this host has: built in, announced, and foreign ones
@@ -728,10 +818,11 @@ impl Host {
     /// restart.
     async fn after(&mut self, index: usize, outcome: Outcome) {
         self.send_all(outcome.publish).await;
-        if outcome.description_changed
-            && let Err(error) = self.publish_description(index).await
-        {
-            warn!(%error, "cannot publish a description");
+        if outcome.description_changed {
+            if let Err(error) = self.publish_description(index).await {
+                warn!(%error, "cannot publish a description");
+            }
+            self.refresh_topics_in(index).await;
         }
         if outcome.persist {
             // Saved a moment later, with whatever else changed meanwhile: a
@@ -776,18 +867,9 @@ impl Host {
                     None
                 }
             };
-            // The configuration file's `[services.gpio.config]`, for when
+            // The configuration file's `[services.{name}.config]`, for when
             // nothing was saved or what was saved is refused.
-            let configured = (name == "gpio")
-                .then(|| self.config.gpio.as_ref()?.config.clone())
-                .flatten()
-                .map(|config| {
-                    serde_json::to_value(SavedState {
-                        config,
-                        ..SavedState::default()
-                    })
-                    .unwrap_or_default()
-                });
+            let configured = configured_state(&self.config, &name);
             for (origin, initial) in [("saved state", saved), ("configuration file", configured)] {
                 let Some(initial) = initial else { continue };
                 let ctx = ctx_now(&self.config, &self.topics);
@@ -822,6 +904,92 @@ impl Host {
         }
     }
 
+    /// Subscribes to what service `index` now consumes beside its queries,
+    /// and unsubscribes from what it no longer does.
+    async fn refresh_topics_in(&mut self, index: usize) {
+        let ctx = ctx_now(&self.config, &self.topics);
+        let wanted = self.services[index].topics_in(&ctx);
+        let old = std::mem::replace(&mut self.topics_in[index], wanted.clone());
+        for topic in old.iter().filter(|t| !wanted.contains(t)) {
+            if let Err(error) = self.local.unsubscribe(topic).await {
+                warn!(%error, %topic, "cannot unsubscribe");
+            }
+        }
+        for topic in wanted.iter().filter(|t| !old.contains(t)) {
+            if let Err(error) = self.local.subscribe(topic).await {
+                warn!(%error, %topic, "cannot subscribe");
+            }
+        }
+    }
+
+    /// A message on a topic a service consumes beside its queries (the
+    /// display's input); a refusal goes to the service's error topic.
+    async fn on_service_message(&mut self, index: usize, msg: &Message) {
+        let ctx = ctx_now(&self.config, &self.topics);
+        let svc = &mut self.services[index];
+        match svc.on_message(&msg.topic, &msg.payload, &ctx) {
+            Ok(outcome) => self.after(index, outcome).await,
+            Err(error) => {
+                AgentStats::bump(self.stats.query_errors());
+                let topic = self.topics.app_error(&self.config.hostname, svc.name());
+                self.send_all(vec![plain(topic, error_reply(None, &error.to_string()))])
+                    .await;
+            }
+        }
+    }
+
+    /// The filters of the simulated devices' topics, when there are any.
+    fn sim_filters(&self) -> Vec<String> {
+        let host = &self.config.hostname;
+        let mut filters = Vec::new();
+        if self.sim.gpio.is_some() {
+            filters.push(self.sim_gpio_topic("+"));
+        }
+        for name in self.sim.iio.keys() {
+            filters.push(self.topics.topic(&format!("{host}/sim/{name}/+")));
+        }
+        if self.sim.display.is_some() {
+            filters.push(self.topics.topic(&format!("{host}/sim/display/button/+")));
+        }
+        filters
+    }
+
+    /// `/{host}/sim/{service}/fail` (the next N reads fail),
+    /// `/{host}/sim/{service}/missing` (1: the device is gone, 0: back), and
+    /// `/{host}/sim/display/button/{name}` (1: pressed, 0: released).
+    async fn drive_sim_device(&mut self, msg: &Message) {
+        let prefix = self.topics.topic(&format!("{}/sim/", self.config.hostname));
+        let rest = msg.topic.strip_prefix(&prefix).unwrap_or_default();
+        let levels: Vec<&str> = rest.split('/').collect();
+        let body = Request::parse(&msg.payload).map(|r| r.body);
+        let result = match (levels.as_slice(), body) {
+            (_, Err(e)) => Err(ServiceError::from(e)),
+            (["display", "button", name], Ok(body)) => match &self.sim.display {
+                Some(display) => {
+                    parse_level(&body).and_then(|pressed| Ok(display.set_button(name, pressed)?))
+                }
+                None => Err(ServiceError::UnknownItem((*name).to_owned())),
+            },
+            ([service, action], Ok(body)) => match (self.sim.iio.get(*service), *action) {
+                (Some(sim), "fail") => fail_count(&body).map(|n| sim.fail_next(n)),
+                (Some(sim), "missing") => parse_level(&body).map(|gone| sim.set_missing(gone)),
+                _ => Err(ServiceError::UnknownItem(rest.to_owned())),
+            },
+            _ => Err(ServiceError::UnknownItem(rest.to_owned())),
+        };
+        if let Err(error) = result {
+            let service = levels.first().copied().unwrap_or("sim");
+            let service = if SIM_IIO.contains(&service) || service == "display" {
+                service
+            } else {
+                "sim"
+            };
+            let topic = self.topics.app_error(&self.config.hostname, service);
+            self.send_all(vec![plain(topic, error_reply(None, &error.to_string()))])
+                .await;
+        }
+    }
+
     /// `/{host}/sim/gpio/{pin}`: where a person presses a virtual button.
     fn sim_gpio_topic(&self, pin: &str) -> String {
         self.topics
@@ -830,7 +998,7 @@ impl Host {
 
     /// Drives a simulated input from `/{host}/sim/gpio/{pin}`.
     async fn drive_sim_gpio(&mut self, msg: &Message) {
-        let Some(sim) = &self.sim_gpio else { return };
+        let Some(sim) = &self.sim.gpio else { return };
         let pin = msg.topic.rsplit('/').next().and_then(|p| p.parse().ok());
         let level = Request::parse(&msg.payload)
             .map_err(ServiceError::from)
@@ -959,6 +1127,53 @@ impl Host {
             }
         }
         Ok(fields)
+    }
+}
+
+/// How many reads `/{host}/sim/{service}/fail` makes fail: a count, 1 to 1000.
+fn fail_count(body: &Body) -> Result<u32, ServiceError> {
+    let n = match body {
+        Body::Json(Value::Number(n)) => n.as_u64(),
+        Body::Text(t) => t.trim().parse().ok(),
+        Body::Empty => Some(1),
+        _ => None,
+    };
+    n.filter(|n| (1..=1000).contains(n))
+        .map(|n| n as u32)
+        .ok_or_else(|| ServiceError::Invalid("a count of reads to fail, 1 to 1000".into()))
+}
+
+/// The state a service starts from when it saved none: its table's `config`
+/// in the agent's configuration file, in the shape its `restore` takes.
+fn configured_state(config: &Config, name: &str) -> Option<Value> {
+    let sensor = |s: &Option<SensorSettings>| {
+        s.as_ref()?
+            .config
+            .as_ref()
+            .and_then(|c| serde_json::to_value(c).ok())
+    };
+    match name {
+        "gpio" => {
+            let config = config.gpio.as_ref()?.config.clone()?;
+            serde_json::to_value(SavedState {
+                config,
+                ..SavedState::default()
+            })
+            .ok()
+        }
+        "ain" => sensor(&config.ain),
+        "dht22" => sensor(&config.dht22),
+        "sonar" => sensor(&config.sonar),
+        "dac" => serde_json::to_value(DacSaved {
+            config: config.dac.as_ref()?.config.clone()?,
+            ..DacSaved::default()
+        })
+        .ok(),
+        "display" => {
+            let config = config.display.as_ref()?.config.clone()?;
+            Some(serde_json::json!({ "config": config }))
+        }
+        _ => None,
     }
 }
 

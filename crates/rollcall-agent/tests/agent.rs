@@ -5,6 +5,8 @@ mod support;
 
 #[path = "agent/gpio.rs"]
 mod gpio;
+#[path = "agent/sensors.rs"]
+mod sensors;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;

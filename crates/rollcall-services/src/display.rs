@@ -44,7 +44,8 @@ pub struct DisplayConfig {
 const CONFIG_KEYS: [&str; 4] = ["input", "output", "control", "contents"];
 
 impl DisplayConfig {
-    fn check(&self) -> Result<(), String> {
+    /// Checks the topics: no wildcards, none used twice.
+    pub fn check(&self) -> Result<(), String> {
         let topics = [
             ("input", &self.input),
             ("output", &self.output),
@@ -142,6 +143,60 @@ fn printable(text: &str) -> String {
     text.chars()
         .filter(|c| *c == '\n' || !c.is_control())
         .collect()
+}
+
+/// What a control body asks for, checked whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlRequest {
+    /// New topics, replacing the old ones whole, when any was given.
+    pub config: Option<DisplayConfig>,
+    /// Blank the screen.
+    pub clear: bool,
+    /// A new brightness, 0 to 100.
+    pub brightness: Option<u8>,
+}
+
+/// Reads a control body: any of the configuration keys (`input`, `output`,
+/// `control`, `contents`) and the commands `clear` and `brightness`.
+pub fn parse_control(body: &Body) -> Result<ControlRequest, String> {
+    let Body::Json(Value::Object(map)) = body else {
+        return Err(
+            "expected a JSON object: {\"clear\":true}, {\"brightness\":50}, or topics".into(),
+        );
+    };
+    let mut map = map.clone();
+    let clear = match map.remove("clear") {
+        None => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err("clear: true or false".into()),
+    };
+    let brightness = match map.remove("brightness") {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|p| *p <= 100)
+                .map(|p| p as u8)
+                .ok_or("brightness: a whole number from 0 to 100")?,
+        ),
+    };
+    let config = if map.is_empty() {
+        None
+    } else {
+        if let Some(key) = map.keys().find(|k| !CONFIG_KEYS.contains(&k.as_str())) {
+            return Err(format!(
+                "unknown key `{key}` (clear, brightness, input, output, control, contents)"
+            ));
+        }
+        let config: DisplayConfig =
+            serde_json::from_value(Value::Object(map)).map_err(|e| e.to_string())?;
+        config.check()?;
+        Some(config)
+    };
+    Ok(ControlRequest {
+        config,
+        clear,
+        brightness,
+    })
 }
 
 /// What survives a restart: the topics and the brightness.
@@ -353,41 +408,11 @@ impl Service for DisplayService {
     /// topics, replaced whole) and commands (`clear`, `brightness`), all
     /// checked before any is carried out.
     fn control(&mut self, body: &Body, ctx: &Ctx<'_>) -> Result<Outcome, ServiceError> {
-        let Body::Json(Value::Object(map)) = body else {
-            return Err(ServiceError::Invalid(
-                "expected a JSON object: {\"clear\":true}, {\"brightness\":50}, or topics".into(),
-            ));
-        };
-        let mut map = map.clone();
-        let clear = match map.remove("clear") {
-            None => false,
-            Some(Value::Bool(b)) => b,
-            Some(_) => return Err(ServiceError::Invalid("clear: true or false".into())),
-        };
-        let brightness = match map.remove("brightness") {
-            None => None,
-            Some(v) => Some(
-                v.as_u64()
-                    .filter(|p| *p <= 100)
-                    .map(|p| p as u8)
-                    .ok_or_else(|| {
-                        ServiceError::Invalid("brightness: a whole number from 0 to 100".into())
-                    })?,
-            ),
-        };
-        let config = if map.is_empty() {
-            None
-        } else {
-            if let Some(key) = map.keys().find(|k| !CONFIG_KEYS.contains(&k.as_str())) {
-                return Err(ServiceError::Invalid(format!(
-                    "unknown key `{key}` (clear, brightness, input, output, control, contents)"
-                )));
-            }
-            let config: DisplayConfig = serde_json::from_value(Value::Object(map))
-                .map_err(|e| ServiceError::Invalid(e.to_string()))?;
-            config.check().map_err(ServiceError::Invalid)?;
-            Some(config)
-        };
+        let ControlRequest {
+            config,
+            clear,
+            brightness,
+        } = parse_control(body).map_err(ServiceError::Invalid)?;
         let mut outcome = Outcome::default();
         let health_before = self.alert.clone();
         if let Some(config) = config {

@@ -119,7 +119,7 @@ impl SensorConfig {
                 spec.min_interval_ms
             ));
         }
-        let retry = self.retry_ms.unwrap_or(spec.default_retry_ms);
+        let retry = self.retry_ms.unwrap_or(spec.default_retry_ms.min(interval));
         if !(spec.min_interval_ms.min(100)..=interval).contains(&retry) {
             return Err(format!(
                 "retry_ms: {retry} is out of range: from {} to the interval, {interval}",
@@ -229,6 +229,10 @@ pub fn default_channels() -> Vec<ChannelConfig> {
         .collect()
 }
 
+/// What one round of reads gave: the good readings, and the first failure
+/// as (item, reason).
+type Readings = (Vec<(Item, Sample)>, Option<(String, String)>);
+
 /// A reading service on any [`Sensor`].
 pub struct SensorService {
     spec: Spec,
@@ -279,7 +283,11 @@ impl SensorService {
     /// How long after the `failures`-th failure in a row the next read is:
     /// the retry delay doubled for each earlier failure, at most the interval.
     fn backoff(&self) -> Duration {
-        let first = self.config.retry_ms.unwrap_or(self.spec.default_retry_ms);
+        let interval = self.interval().as_millis() as u64;
+        let first = self
+            .config
+            .retry_ms
+            .unwrap_or(self.spec.default_retry_ms.min(interval));
         let doubled = first.saturating_mul(1u64 << (self.failures.saturating_sub(1)).min(32));
         Duration::from_millis(doubled).min(self.interval())
     }
@@ -310,7 +318,7 @@ impl SensorService {
 
     /// Reads `wanted` (every item when `None`): the readings, or the first
     /// failure with the item it happened on.
-    fn read(&mut self, wanted: Option<&str>) -> (Vec<(Item, Sample)>, Option<(String, String)>) {
+    fn read(&mut self, wanted: Option<&str>) -> Readings {
         let mut good = Vec::new();
         for item in items(&self.spec, &self.config) {
             if wanted.is_some_and(|w| w != item.name) {
