@@ -4,6 +4,7 @@
 
 mod agent;
 mod demo;
+mod docs;
 mod hub;
 mod query;
 mod report;
@@ -35,6 +36,8 @@ enum Command {
     Hub(hub::Args),
     /// Calls the roll once and prints who answered.
     Scan(scan::Args),
+    /// Writes the cluster's documentation: Markdown, AsyncAPI 3.0, SVG, DOT.
+    Docs(docs::Args),
     /// Asks a service for a value (`/{host}/{app}/get/{item}`).
     Get(query::GetArgs),
     /// Sets a service's value (`/{host}/{app}/set/{item}`).
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
             Command::Agent(args) => agent::run(args).await,
             Command::Hub(args) => hub::run(args).await,
             Command::Scan(args) => scan::run(args).await,
+            Command::Docs(args) => docs::run(args).await,
             Command::Get(args) => query::get(args).await,
             Command::Set(args) => query::set(args).await,
         }

@@ -1,0 +1,285 @@
+//! `rollcall docs` as a user runs it: two agent processes on an embedded
+//! broker, one announcing a logger that consumes every host's `system`
+//! readings, documented from retained state alone and with a roll-call,
+//! into files and to stdout; a host that stops shows as offline; and the
+//! errors a user meets (no broker, an output folder that cannot be made, a
+//! format that does not exist). Everything stays on loopback.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn rollcall() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rollcall"))
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_agent(host: &str, args: &[&str], udp_port: u16, state: &Path) -> Running {
+    Running(
+        rollcall()
+            .args(["agent", "--sim", "--hostname", host])
+            .args(args)
+            .args(["--udp-port", &udp_port.to_string(), "--state-dir"])
+            .arg(state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn failed(output: Output) -> String {
+    assert!(!output.status.success(), "succeeded");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `rollcall docs --no-rollcall --format md` until `done` holds of the page.
+fn retained_page_until(broker: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = ok(rollcall()
+            .args([
+                "docs",
+                "--no-rollcall",
+                "--format",
+                "md",
+                "--wait-ms",
+                "300",
+            ])
+            .args(["--broker", broker])
+            .output()
+            .unwrap());
+        if done(&page) {
+            return page;
+        }
+        assert!(Instant::now() < deadline, "never {what}:\n{page}");
+    }
+}
+
+const LOGGER: &str = r#"
+[[announce]]
+function = "logger"
+doc = "keeps every host's readings"
+inputs = ["/+/system/#"]
+outputs = ["/pizero2/logger/lines"]
+"#;
+
+#[test]
+fn docs_of_two_agents_from_retained_state_and_a_roll_call() {
+    let broker_port = free_tcp_port();
+    let udp_port = free_udp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let (state1, state2) = (dir.path().join("s1"), dir.path().join("s2"));
+    let config = dir.path().join("pizero2.toml");
+    std::fs::write(&config, LOGGER).unwrap();
+    let broker_addr = format!("127.0.0.1:{broker_port}");
+    let broker = format!("mqtt://{broker_addr}");
+    let _pizero1 = spawn_agent(
+        "pizero1",
+        &["--embedded-broker", &broker_addr],
+        udp_port,
+        &state1,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, broker_port)).is_err() {
+        assert!(Instant::now() < deadline, "the broker never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let config_arg = config.to_str().unwrap();
+    let mut pizero2 = spawn_agent(
+        "pizero2",
+        &["--broker", &broker, "--config", config_arg],
+        udp_port,
+        &state2,
+    );
+
+    // From retained state alone: both hosts and their services, no
+    // addresses (only answers carry those), the logger's data flow.
+    let page = retained_page_until(&broker, "saw both hosts", |p| {
+        p.contains("### Service `logger` on `pizero2`")
+            && p.contains("### Service `system` on `pizero1`")
+    });
+    assert!(
+        page.contains("2 hosts (2 online, 0 offline, 0 missing)"),
+        "{page}"
+    );
+    assert!(page.contains("- address: unknown"), "{page}");
+    assert!(
+        page.contains("| `pizero1` / `system` | `/pizero1/system/uptime` | `pizero2` / `logger` | `/+/system/#` |"),
+        "{page}"
+    );
+
+    // With a roll-call, into files.
+    let out_dir = dir.path().join("docs");
+    let summary = rollcall()
+        .args(["docs", "--out"])
+        .arg(&out_dir)
+        .args(["--broker", &broker, "--broadcast", "127.255.255.255"])
+        .args(["--udp-port", &udp_port.to_string()])
+        .args(["--expect", "2", "--wait-ms", "5000"])
+        .output()
+        .unwrap();
+    ok(summary.clone());
+    let said = String::from_utf8_lossy(&summary.stderr);
+    assert!(
+        said.contains("wrote cluster.md, asyncapi.json, cluster.svg, cluster.dot"),
+        "{said}"
+    );
+    let read = |f: &str| std::fs::read_to_string(out_dir.join(f)).unwrap();
+
+    let md = read("cluster.md");
+    assert!(
+        md.contains("2 hosts (2 online, 0 offline, 0 missing)"),
+        "{md}"
+    );
+    // The answers' addresses are there now.
+    assert!(md.contains("| `pizero1` | `127.0.0.1` | online |"), "{md}");
+    assert!(
+        md.contains("| outputs | `uptime` | `/pizero1/system/uptime` | float | s |"),
+        "{md}"
+    );
+
+    let api: Value = serde_json::from_str(&read("asyncapi.json")).unwrap();
+    assert_eq!(api["asyncapi"], "3.0.0");
+    assert_eq!(api["servers"]["broker"]["host"], broker_addr.as_str());
+    let channels = api["channels"].as_object().unwrap();
+    let addresses: Vec<&str> = channels
+        .values()
+        .filter_map(|c| c["address"].as_str())
+        .collect();
+    for a in [
+        "/pizero1/system/uptime",
+        "/pizero2/gpio/control",
+        "/{level1}/system/{rest}",
+        "/{host}/$state",
+        "/{host}/{service}/$description",
+    ] {
+        assert!(addresses.contains(&a), "{a} not in {addresses:?}");
+    }
+
+    let svg_text = read("cluster.svg");
+    let svg = roxmltree::Document::parse(&svg_text).unwrap();
+    let hosts: Vec<&str> = svg
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("host"))
+        .filter_map(|n| n.attribute("data-host"))
+        .collect();
+    assert_eq!(hosts, ["pizero1", "pizero2"]);
+    let arrows = svg
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("edge"))
+        .count();
+    // pizero1's and pizero2's system services feed the logger.
+    assert_eq!(arrows, 2);
+
+    let dot = read("cluster.dot");
+    assert_eq!(dot.matches("subgraph \"cluster_").count(), 2);
+    assert!(
+        dot.contains("\"pizero1/system\" -> \"pizero2/logger\""),
+        "{dot}"
+    );
+    // Nothing but the four documents is left in the folder.
+    let mut files: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["asyncapi.json", "cluster.dot", "cluster.md", "cluster.svg"]
+    );
+
+    // A host whose agent stops says so on the broker; the docs show it.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &pizero2.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    pizero2.0.wait().unwrap();
+    let page = retained_page_until(&broker, "saw pizero2 offline", |p| {
+        p.contains("| `pizero2` |  | **offline** |")
+    });
+    assert!(page.contains("1 online, 1 offline"), "{page}");
+}
+
+#[test]
+fn errors_a_user_meets_are_clear_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = format!("mqtt://127.0.0.1:{}", free_tcp_port());
+
+    let out_dir = dir.path().join("docs");
+    let err = failed(
+        rollcall()
+            .args(["docs", "--no-rollcall", "--broker", &nowhere, "--out"])
+            .arg(&out_dir)
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("cannot reach the broker at"), "{err}");
+    assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0);
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let err = failed(
+        rollcall()
+            .args(["docs", "--broker", &nowhere, "--out"])
+            .arg(file.join("docs"))
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("cannot create the output folder"), "{err}");
+
+    let err = failed(
+        rollcall()
+            .args(["docs", "--broker", &nowhere])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("give --out DIR"), "{err}");
+
+    let err = failed(
+        rollcall()
+            .args(["docs", "--format", "pdf", "--broker", &nowhere])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("one of md, asyncapi, svg, dot"), "{err}");
+}
