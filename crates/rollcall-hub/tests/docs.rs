@@ -762,3 +762,224 @@ fn formats_have_names_files_and_media_types() {
     );
     assert_eq!(Format::Svg.media_type(), "image/svg+xml");
 }
+
+// ---------------------------------------------------------------- any input
+
+mod any_input {
+    //! Snapshots with any text where names, topics, units and docs go (the
+    //! map refuses some of these names; the generators must not rely on it):
+    //! every output stays well-formed and keeps every host and service.
+
+    use std::sync::OnceLock;
+
+    use proptest::prelude::*;
+    use rollcall_hub::{Edge, Endpoint, HostSnapshot, ServiceSnapshot};
+    use rollcall_proto::{Description, Interface, Interfaces, ValueType};
+
+    use super::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        // Mostly the characters that break formats, some of anything.
+        prop_oneof![
+            3 => proptest::string::string_regex("[a-z0-9|<>&\"'`\\\\*_#\\[\\]{}/+$ \n\t-]{0,10}").unwrap(),
+            1 => any::<String>().prop_map(|s| s.chars().take(10).collect()),
+        ]
+    }
+
+    fn interface() -> impl Strategy<Value = Interface> {
+        (
+            text(),
+            text(),
+            prop_oneof![
+                Just(ValueType::Bool),
+                Just(ValueType::Int),
+                Just(ValueType::Float),
+                Just(ValueType::String),
+                Just(ValueType::Json)
+            ],
+            proptest::option::of(text()),
+            proptest::option::of(-1e9..1e9f64),
+            proptest::option::of(-1e9..1e9f64),
+            any::<bool>(),
+            proptest::option::of(text()),
+        )
+            .prop_map(|(name, topic, value_type, unit, min, max, retained, doc)| {
+                Interface {
+                    name,
+                    topic,
+                    value_type,
+                    unit,
+                    min,
+                    max,
+                    retained,
+                    doc,
+                }
+            })
+    }
+
+    fn service() -> impl Strategy<Value = ServiceSnapshot> {
+        let list = || proptest::collection::vec(interface(), 0..3);
+        (
+            text(),
+            any::<bool>(),
+            proptest::option::of((list(), list(), list(), list(), proptest::option::of(text()))),
+        )
+            .prop_map(|(name, present, description)| ServiceSnapshot {
+                name: name.clone(),
+                present,
+                health: None,
+                description: description.map(|(inputs, outputs, functions, controls, doc)| {
+                    Description {
+                        function: name,
+                        doc,
+                        interfaces: Interfaces {
+                            inputs,
+                            outputs,
+                            functions,
+                            controls,
+                        },
+                        health: None,
+                    }
+                }),
+                described_by: None,
+                inputs: None,
+                outputs: None,
+                control: None,
+                last_seen_ms: NOW,
+                values: Default::default(),
+            })
+    }
+
+    fn snapshot() -> impl Strategy<Value = MapSnapshot> {
+        let host = (
+            text(),
+            proptest::option::of(text()),
+            prop_oneof![
+                Just(HostStatus::Online),
+                Just(HostStatus::Offline),
+                Just(HostStatus::Missing)
+            ],
+            proptest::collection::vec(service(), 0..3),
+        )
+            .prop_map(|(name, ipaddr, status, services)| HostSnapshot {
+                name,
+                ipaddr,
+                extaddr: None,
+                online: status == HostStatus::Online,
+                status,
+                status_since_ms: NOW,
+                last_seen_ms: NOW - 5,
+                version: None,
+                apps: None,
+                services,
+                pins: Vec::new(),
+                pin_conflicts: Vec::new(),
+            });
+        (
+            proptest::collection::vec(host, 0..4),
+            proptest::collection::vec((any::<usize>(), any::<usize>(), text(), text()), 0..4),
+        )
+            .prop_map(|(hosts, picks)| {
+                // Edges between services that exist (where there are any).
+                let ends: Vec<(String, String)> = hosts
+                    .iter()
+                    .flat_map(|h| h.services.iter().map(|s| (h.name.clone(), s.name.clone())))
+                    .collect();
+                let edges = if ends.is_empty() {
+                    Vec::new()
+                } else {
+                    picks
+                        .into_iter()
+                        .map(|(a, b, ta, tb)| {
+                            let end = |i: usize, topic: String| Endpoint {
+                                host: ends[i % ends.len()].0.clone(),
+                                service: ends[i % ends.len()].1.clone(),
+                                topic,
+                            };
+                            Edge {
+                                from: end(a, ta),
+                                to: end(b, tb),
+                            }
+                        })
+                        .collect()
+                };
+                MapSnapshot {
+                    now_ms: NOW,
+                    hosts,
+                    edges,
+                }
+            })
+    }
+
+    /// What XML can carry of `s`, as the generators write it and a parser
+    /// reads an attribute back (line breaks and tabs are spaces).
+    fn as_xml_reads(s: &str) -> String {
+        s.chars()
+            .map(|c| match c {
+                '\n' | '\r' | '\t' => ' ',
+                c if c.is_control() || c == '\u{FFFE}' || c == '\u{FFFF}' => '\u{FFFD}',
+                c => c,
+            })
+            .collect()
+    }
+
+    fn validator() -> &'static jsonschema::Validator {
+        static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+        V.get_or_init(|| jsonschema::validator_for(&schema()).unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_output_stays_well_formed(s in snapshot()) {
+            let svg_text = docs::svg(&s);
+            let svg = roxmltree::Document::parse(&svg_text)
+                .map_err(|e| TestCaseError::fail(format!("{e}\n{svg_text}")))?;
+            let drawn: BTreeSet<String> = svg
+                .descendants()
+                .filter(|n| n.attribute("class") == Some("service"))
+                .map(|n| format!("{}\u{0}{}", n.attribute("data-host").unwrap(), n.attribute("data-service").unwrap()))
+                .collect();
+            for h in &s.hosts {
+                for svc in &h.services {
+                    let key = format!("{}\u{0}{}", as_xml_reads(&h.name), as_xml_reads(&svc.name));
+                    prop_assert!(drawn.contains(&key), "{:?}/{:?} not drawn", h.name, svc.name);
+                }
+            }
+
+            let md = docs::markdown(&s);
+            let mut width = None;
+            for line in md.lines() {
+                if line.starts_with('|') {
+                    let n = cells(line).len();
+                    let w = *width.get_or_insert(n);
+                    prop_assert_eq!(n, w, "{}", line);
+                } else {
+                    width = None;
+                    prop_assert!(!line.starts_with('<'), "{}", line);
+                }
+            }
+
+            let dot = docs::dot(&s);
+            dot_strings(&dot);
+            for line in dot.lines() {
+                let t = line.trim();
+                prop_assert!(t.is_empty() || t.ends_with(';') || t.ends_with('{') || t == "}", "{}", line);
+            }
+
+            let options = AsyncApiOptions {
+                broker: None,
+                topics: Some(Topics::default()),
+            };
+            let doc = docs::asyncapi_with(&s, &options);
+            let errors: Vec<String> = validator().iter_errors(&doc).map(|e| e.to_string()).collect();
+            prop_assert!(errors.is_empty(), "{:?}", errors);
+            let mut all = Vec::new();
+            refs(&doc, &mut all);
+            for r in &all {
+                prop_assert!(resolve(&doc, r).is_some(), "dangling {}", r);
+            }
+        }
+    }
+}

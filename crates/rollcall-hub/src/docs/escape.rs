@@ -62,7 +62,16 @@ pub fn md_code(s: &str) -> String {
 
 /// A code span inside a table cell: GFM splits cells on `|` before it reads
 /// code spans, so the pipe is escaped there too (and renders as `|`).
+///
+/// A backslash right before a pipe would give `\\|`, which renderers split
+/// differently (GitHub keeps the cell whole, others end it at the pipe), and
+/// inside a code span the backslash cannot be escaped: such text is written
+/// as escaped text instead, where every backslash is doubled and the pipe's
+/// escape is never in doubt.
 pub fn md_code_cell(s: &str) -> String {
+    if s.contains("\\|") {
+        return md_text(s);
+    }
     md_code(s).replace('|', "\\|")
 }
 
@@ -170,6 +179,7 @@ mod tests {
         assert_eq!(md_code("`x"), "`` `x ``");
         assert_eq!(md_code(" x"), "`  x `");
         assert_eq!(md_code_cell("a|b"), "`a\\|b`");
+        assert_eq!(md_code_cell("a\\|b"), "a\\\\\\|b");
         assert_eq!(md_code(""), "*(empty)*");
     }
 
