@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use rollcall_hub::{ScanOptions, Scanner};
+use rollcall_hub::{ScanOptions, ScanReport, Scanner};
 use rollcall_net::BrokerUrl;
 use rollcall_proto::Topics;
 use tokio_util::sync::CancellationToken;
@@ -94,12 +94,18 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Send the roll-call up to N times, the same id each time, while
+    /// answers are missing: each send waits `--wait-ms`/N. On a lossy link a
+    /// datagram may miss some hosts; those that heard it already answer
+    /// once only.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=20))]
+    repeat: u32,
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let opts = args
-        .rollcall
-        .options(Duration::from_millis(args.wait_ms), args.expect)?;
+    let per_send = Duration::from_millis((args.wait_ms / u64::from(args.repeat)).max(1));
+    let opts = args.rollcall.options(per_send, args.expect)?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut scanner = Scanner::connect(
@@ -117,16 +123,33 @@ pub async fn run(args: Args) -> Result<()> {
     spinner.set_message("calling the roll");
     spinner.enable_steady_tick(Duration::from_millis(100));
     let id = u64::from(rand_id());
-    let report = scanner
-        .scan(id, &opts, |c| {
-            spinner.set_message(format!(
-                "{} hosts, {} services answered",
-                c.hosts_answered(),
-                c.services_answered()
-            ))
-        })
-        .await
-        .with_context(|| format!("roll-call through {}", args.broker));
+    let first = tokio::time::Instant::now();
+    let mut report: Result<ScanReport> = Err(anyhow::anyhow!("no roll-call sent"));
+    for _ in 0..args.repeat {
+        let since_first = first.elapsed();
+        let part = scanner
+            .scan(id, &opts, |c| {
+                spinner.set_message(format!(
+                    "{} hosts, {} services answered",
+                    c.hosts_answered(),
+                    c.services_answered()
+                ))
+            })
+            .await
+            .with_context(|| format!("roll-call through {}", args.broker));
+        report = match (report, part) {
+            (Ok(so_far), Ok(part)) => Ok(merge(so_far, part, since_first)),
+            (_, part) => part,
+        };
+        let done = match (&report, args.expect) {
+            (Err(_), _) => true,
+            (Ok(r), Some(n)) => complete(r, n),
+            (Ok(_), None) => false,
+        };
+        if done {
+            break;
+        }
+    }
     spinner.finish_and_clear();
     shutdown.cancel();
     tracker.close();
@@ -141,6 +164,59 @@ pub async fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Adds the answers of a repeated send of the same roll-call, which began
+/// `since_first` after the first, to the report so far: each (host,
+/// function) once, every time counted from the first send.
+fn merge(mut so_far: ScanReport, part: ScanReport, since_first: Duration) -> ScanReport {
+    let offset = since_first.as_millis() as u64;
+    so_far.elapsed_ms = offset + part.elapsed_ms;
+    so_far.other_ids += part.other_ids;
+    so_far.duplicates += part.duplicates;
+    so_far.lost_in_session += part.lost_in_session;
+    for mut host in part.hosts {
+        host.t_ms = host.t_ms.map(|t| t + offset);
+        for s in &mut host.services {
+            s.t_ms += offset;
+        }
+        let Some(known) = so_far
+            .hosts
+            .iter_mut()
+            .find(|h| h.hostname == host.hostname)
+        else {
+            so_far.hosts.push(host);
+            continue;
+        };
+        if known.t_ms.is_none() {
+            known.t_ms = host.t_ms;
+            known.apps = host.apps;
+            known.version = host.version;
+        }
+        known.ipaddr = known.ipaddr.take().or(host.ipaddr);
+        known.extaddr = known.extaddr.take().or(host.extaddr);
+        for s in host.services {
+            if !known.services.iter().any(|k| k.function == s.function) {
+                known.services.push(s);
+            }
+        }
+        known.services.sort_by(|a, b| a.function.cmp(&b.function));
+    }
+    so_far.hosts.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    so_far
+}
+
+/// What `--expect n` waits for, in a merged report: n host answers, and
+/// every service those hosts list.
+fn complete(report: &ScanReport, n: usize) -> bool {
+    let answered: Vec<_> = report.hosts.iter().filter(|h| h.t_ms.is_some()).collect();
+    answered.len() >= n
+        && answered.iter().all(|h| {
+            h.apps
+                .iter()
+                .flatten()
+                .all(|app| h.services.iter().any(|s| &s.function == app))
+        })
 }
 
 /// A roll-call id unlikely to collide with another scanner's.

@@ -544,6 +544,8 @@ fn ten_percent_loss_on_the_bridge_the_repeated_roll_call_completes_the_map() {
     let Some(mut lan) = Lan::new("packet_loss", &[]) else {
         return;
     };
+    let hub = lan.hub;
+    lan.bed.count_traffic(lan.lan, &[hub]).unwrap();
     lan.shared(&AgentSpec::new(AgentBroker::Remote(lan.hub_addr())), &[]);
     lan.bed.set_loss(lan.lan, 10).unwrap();
     for _ in 0..3 {
@@ -551,8 +553,14 @@ fn ten_percent_loss_on_the_bridge_the_repeated_roll_call_completes_the_map() {
         assert!(scan.ok, "{}", scan.stderr);
         assert_eq!(summary(&cluster::map_of(&scan.report)), lan.expected_map());
     }
-    let lost = lan.bed.traffic(lan.lan).map(|t| t.get("lost"));
-    eprintln!("packet_loss: frames dropped on the bridge: {lost:?}");
+    // The rule did drop frames: the roll-calls completed despite it.
+    let traffic = lan.bed.traffic(lan.lan).unwrap();
+    let lost = traffic.get("lost");
+    eprintln!(
+        "packet_loss: frames dropped on the bridge: {lost:?}; roll-call datagrams sent for 3 roll-calls: {}",
+        traffic.get("udp_from_hub").packets
+    );
+    assert!(lost.packets > 0, "the loss rule dropped nothing");
 }
 
 #[test]
@@ -672,4 +680,47 @@ fn hostile(bcast: Ipv4Addr, targets: &[Ipv4Addr], me: Ipv4Addr) -> u64 {
         std::thread::sleep(Duration::from_millis(1));
     }
     sent
+}
+
+#[test]
+fn a_host_behind_a_router_answers_a_unicast_roll_call_from_its_own_subnet() {
+    let _serial = serial();
+    let Some(mut lan) = Lan::new("router", &[]) else {
+        return;
+    };
+    // A second subnet, 198.18.1.0/24, behind a router: broadcasts stay on
+    // their bridge, so the hub names the far host by its address.
+    let far_lan = lan.bed.add_bridge().unwrap();
+    lan.bed.add_router("gw", &[lan.lan, far_lan]).unwrap();
+    let far = lan.bed.add_host("far01", far_lan).unwrap();
+    let far_addr = lan.bed.addr(far);
+    assert_eq!(far_addr.octets()[..3], [198, 18, 1]);
+    let spec = AgentSpec::new(AgentBroker::Remote(lan.hub_addr()));
+    lan.shared(&spec, &[]);
+    cluster::start_agent(&mut lan.bed, far, &spec);
+    let probe = lan.bed.mqtt(lan.hub, &lan.broker_url(), &["/far01/$state"]);
+    probe.wait(
+        "far01 online through the router",
+        Duration::from_secs(20),
+        |s| (s.text("/far01/$state").as_deref() == Some("online")).then_some(()),
+    );
+    let scan = cluster::scan(
+        &lan.bed,
+        lan.hub,
+        lan.broker,
+        lan.broadcast(),
+        HOSTS + 1,
+        &["--target", &far_addr.to_string()],
+    );
+    assert!(scan.ok, "{}", scan.stderr);
+    let mut expected = lan.expected_map();
+    expected.insert(
+        "far01".into(),
+        (
+            far_addr.to_string(),
+            SERVICES.map(str::to_owned).to_vec(),
+            SERVICES.map(str::to_owned).to_vec(),
+        ),
+    );
+    assert_eq!(summary(&cluster::map_of(&scan.report)), expected);
 }

@@ -234,6 +234,40 @@ impl Traffic {
     }
 }
 
+/// Reads a bridge's traffic counters ([`TestBed::count_traffic`]).
+#[derive(Debug, Clone)]
+pub struct TrafficReader {
+    ip: PathBuf,
+    ns: String,
+}
+
+impl TrafficReader {
+    /// The counters, now.
+    pub fn read(&self) -> Result<Traffic, String> {
+        let nft = find_tool("nft").ok_or("`nft` (nftables) is not installed")?;
+        let out = run(Command::new(&self.ip)
+            .args(["netns", "exec", &self.ns])
+            .arg(nft)
+            .args(["-j", "list", "counters"]))?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| format!("nft -j: {e}"))?;
+        let mut traffic = Traffic::default();
+        for item in json["nftables"].as_array().into_iter().flatten() {
+            let c = &item["counter"];
+            if let Some(name) = c["name"].as_str() {
+                traffic.counters.insert(
+                    name.to_owned(),
+                    Count {
+                        packets: c["packets"].as_u64().unwrap_or(0),
+                        bytes: c["bytes"].as_u64().unwrap_or(0),
+                    },
+                );
+            }
+        }
+        Ok(traffic)
+    }
+}
+
 /// Hosts as network namespaces on bridges, with processes in them. Dropping
 /// it kills every process and deletes every namespace, also when the test
 /// panicked (the logs are then kept and their folder printed).
@@ -522,9 +556,11 @@ impl TestBed {
         Ok(())
     }
 
-    /// Starts counting what crosses `bridge` (see [`Traffic`]); `sources`
-    /// get counters of their own for UDP they send (`udp_from_{name}`) and
-    /// TCP connections they open (`syn_to_{name}` for SYNs sent to them).
+    /// Starts counting what crosses `bridge` (see [`Traffic`]); `watched`
+    /// nodes get counters of their own for the UDP they send
+    /// (`udp_from_{name}`), the TCP connections opened to them
+    /// (`syn_to_{name}`), and the TCP they send and receive
+    /// (`tcp_from_{name}`, `tcp_to_{name}`).
     pub fn count_traffic(&mut self, bridge: BridgeId, watched: &[NodeId]) -> Result<(), String> {
         let mut per_node = String::new();
         let mut decls = String::new();
@@ -532,11 +568,14 @@ impl TestBed {
             let name = &self.nodes[n.0].name;
             let addr = self.addr(n);
             decls.push_str(&format!(
-                "counter udp_from_{name} {{}}\ncounter syn_to_{name} {{}}\n"
+                "counter udp_from_{name} {{}}\ncounter syn_to_{name} {{}}\n\
+                 counter tcp_from_{name} {{}}\ncounter tcp_to_{name} {{}}\n"
             ));
             per_node.push_str(&format!(
                 "ip saddr {addr} meta l4proto udp counter name udp_from_{name}\n\
-                 ip daddr {addr} tcp flags & (syn | ack) == syn counter name syn_to_{name}\n"
+                 ip daddr {addr} tcp flags & (syn | ack) == syn counter name syn_to_{name}\n\
+                 ip saddr {addr} meta l4proto tcp counter name tcp_from_{name}\n\
+                 ip daddr {addr} meta l4proto tcp counter name tcp_to_{name}\n"
             ));
         }
         let script = format!(
@@ -559,27 +598,15 @@ impl TestBed {
 
     /// The counters [`TestBed::count_traffic`] installed, now.
     pub fn traffic(&self, bridge: BridgeId) -> Result<Traffic, String> {
-        let nft = find_tool("nft").ok_or("`nft` (nftables) is not installed")?;
-        let out = run(Command::new(&self.ip)
-            .args(["netns", "exec", &self.bridges[bridge.0].ns])
-            .arg(nft)
-            .args(["-j", "list", "counters"]))?;
-        let json: serde_json::Value =
-            serde_json::from_slice(&out.stdout).map_err(|e| format!("nft -j: {e}"))?;
-        let mut traffic = Traffic::default();
-        for item in json["nftables"].as_array().into_iter().flatten() {
-            let c = &item["counter"];
-            if let Some(name) = c["name"].as_str() {
-                traffic.counters.insert(
-                    name.to_owned(),
-                    Count {
-                        packets: c["packets"].as_u64().unwrap_or(0),
-                        bytes: c["bytes"].as_u64().unwrap_or(0),
-                    },
-                );
-            }
+        self.traffic_reader(bridge).read()
+    }
+
+    /// Reads `bridge`'s counters from any thread.
+    pub fn traffic_reader(&self, bridge: BridgeId) -> TrafficReader {
+        TrafficReader {
+            ip: self.ip.clone(),
+            ns: self.bridges[bridge.0].ns.clone(),
         }
-        Ok(traffic)
     }
 
     /// Writes a file into the bed's folder and returns its path.
@@ -737,15 +764,15 @@ impl TestBed {
 impl Drop for TestBed {
     fn drop(&mut self) {
         self.teardown();
-        if std::thread::panicking() {
-            if let Some(dir) = self.dir.take() {
-                let kept = dir.keep();
-                eprintln!(
-                    "{}: the test bed's logs and configuration are kept in {}",
-                    self.test,
-                    kept.display()
-                );
-            }
+        if std::thread::panicking()
+            && let Some(dir) = self.dir.take()
+        {
+            let kept = dir.keep();
+            eprintln!(
+                "{}: the test bed's logs and configuration are kept in {}",
+                self.test,
+                kept.display()
+            );
         }
     }
 }

@@ -1,0 +1,326 @@
+//! Benchmark: a roll-call to 50 real hosts on the network-namespace test
+//! bed. Each host is a namespace running a `rollcall agent` process with 5
+//! services (`system` and 4 announced); the broker (Mosquitto, then the
+//! embedded one in a `rollcall hub` process) has a namespace of its own; the
+//! scanner (`rollcall_hub::Scanner`, the one `rollcall scan` uses) runs in
+//! the hub's namespace and broadcasts on the bridge. For each broker and
+//! `window_ms` (20, then 0): completeness and the time from the roll-call's
+//! sending to its last answer (p50, p95 over 20 roll-calls), and what one
+//! roll-call puts on the bridge (nftables counters in the bridge's
+//! namespace). Prints markdown for BENCHMARKS.md. Needs root, `ip` and `nft`.
+//!
+//! Run: `cargo bench -p rollcall --bench netns_scale`
+
+#[path = "../tests/netns/harness.rs"]
+mod harness;
+
+#[path = "../tests/netns/cluster.rs"]
+mod cluster;
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use cluster::{AgentBroker, AgentSpec, MQTT_PORT};
+use harness::{NodeId, TestBed, Traffic, TrafficReader};
+use rollcall_hub::{ScanOptions, ScanReport, Scanner};
+use rollcall_net::BrokerUrl;
+use rollcall_proto::Topics;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Hosts, each a namespace with an agent.
+const HOSTS: usize = 50;
+/// Announced services per host, besides `system`.
+const ANNOUNCED: usize = 4;
+/// Answers one roll-call must bring: a host answer and one per service.
+const ANSWERS: usize = HOSTS * (2 + ANNOUNCED);
+/// Roll-calls counted per (broker, window_ms), after the warm-up ones.
+const COUNTED: usize = 20;
+const WARM_UP: usize = 2;
+/// Roll-calls start at least this far apart: the agents' rate limit (20 a
+/// second) never drops one.
+const SPACING: Duration = Duration::from_millis(150);
+
+/// One roll-call's outcome.
+struct Sample {
+    last_ms: Option<u64>,
+    answers: usize,
+    traffic: Traffic,
+    busy: f64,
+}
+
+fn main() {
+    if let Some(reason) = harness::unavailable() {
+        harness::skip::<()>("netns_scale", &reason);
+        return;
+    }
+    if harness::find_tool("nft").is_none() {
+        harness::skip::<()>("netns_scale", "`nft` (nftables) is not installed");
+        return;
+    }
+    let started = Instant::now();
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut bed = TestBed::new("netns_scale").expect("test bed");
+    let lan = bed.add_bridge().unwrap();
+    let hub = bed.add_host("hub", lan).unwrap();
+    let broker = bed.add_host("broker", lan).unwrap();
+    let hosts: Vec<NodeId> = (1..=HOSTS)
+        .map(|i| bed.add_host(&format!("h{i:02}"), lan).unwrap())
+        .collect();
+    bed.count_traffic(lan, &[hub, broker]).unwrap();
+    let reader = bed.traffic_reader(lan);
+    let broker_addr = bed.addr(broker);
+    let broadcast = bed.broadcast(lan);
+    eprintln!(
+        "test bed: {} namespaces in {:?}",
+        HOSTS + 3,
+        started.elapsed()
+    );
+
+    let mut rows = String::new();
+    let mut traffic_rows = String::new();
+    let mut brokers: Vec<&str> = Vec::new();
+    if harness::find_tool("mosquitto").is_some() {
+        brokers.push("mosquitto");
+    } else {
+        eprintln!("mosquitto is not installed: the embedded broker only");
+    }
+    brokers.push("embedded (rumqttd)");
+    for kind in brokers {
+        let broker_proc = match kind {
+            "mosquitto" => {
+                let m = harness::find_tool("mosquitto").unwrap();
+                cluster::start_mosquitto(&mut bed, broker, &m)
+            }
+            _ => cluster::start_hub(&mut bed, broker, Ipv4Addr::LOCALHOST, 3600, &[]),
+        };
+        let at = SocketAddr::from((broker_addr, MQTT_PORT));
+        cluster::wait_listening(&bed, broker, at, Duration::from_secs(10));
+        let agents: Vec<_> = hosts
+            .iter()
+            .map(|&h| {
+                let spec = agent_spec(broker_addr, bed.name(h));
+                cluster::start_agent(&mut bed, h, &spec)
+            })
+            .collect();
+        {
+            let url = format!("mqtt://{broker_addr}:{MQTT_PORT}");
+            let probe = bed.mqtt(hub, &url, &["/+/$state"]);
+            let names: Vec<String> = hosts.iter().map(|&h| bed.name(h).to_owned()).collect();
+            probe.wait("every agent online", Duration::from_secs(60), |s| {
+                names
+                    .iter()
+                    .all(|n| s.text(&format!("/{n}/$state")).as_deref() == Some("online"))
+                    .then_some(())
+            });
+        }
+        eprintln!(
+            "== {kind}: {HOSTS} agents online after {:?}",
+            started.elapsed()
+        );
+        for window_ms in [20, 0] {
+            let samples = run_scans(&bed, hub, broker_addr, broadcast, window_ms, reader.clone());
+            let (row, traffic_row) = summarize(kind, window_ms, &samples);
+            eprintln!("{row}");
+            rows.push_str(&row);
+            traffic_rows.push_str(&traffic_row);
+        }
+        for a in agents {
+            bed.kill(a);
+        }
+        bed.kill(broker_proc);
+    }
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "| broker | window_ms | complete roll-calls | answers lost | last answer p50 | p95 | max | machine busy | target: 100 % complete, p95 < 25 ms |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n{rows}"
+    );
+    println!(
+        "Per roll-call, on the bridge (means over the counted roll-calls; bytes are IP packets, \
+         Ethernet frames add 14 bytes each):\n\n\
+         | broker | window_ms | UDP frames sent | UDP copies delivered | UDP bytes | TCP (MQTT) frames | TCP bytes | agents ↔ broker frames | agents ↔ broker bytes |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n{traffic_rows}"
+    );
+    println!(
+        "wall {:.1} s; /proc/loadavg before: {}; after: {}",
+        started.elapsed().as_secs_f64(),
+        load_before.trim(),
+        load_after.trim()
+    );
+}
+
+/// `system` (readings every hour, so that none falls inside a roll-call),
+/// four announced services, no GPIO; a 60 s keepalive for the same reason.
+fn agent_spec(broker: Ipv4Addr, name: &str) -> AgentSpec {
+    let mut spec = AgentSpec::new(AgentBroker::Remote(broker));
+    spec.keepalive_s = 60;
+    let mut extra =
+        String::from("[services.system]\ninterval_s = 3600\n[services.gpio]\nenabled = false\n");
+    for n in 1..=ANNOUNCED {
+        let _ = write!(
+            extra,
+            "[[announce]]\nfunction = \"svc{n}\"\ndoc = \"benchmark service {n}\"\noutputs = [\"/{name}/svc{n}/value\"]\n"
+        );
+    }
+    spec.extra = extra;
+    spec
+}
+
+/// Busy and total jiffies of all CPUs, from /proc/stat.
+fn cpu_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Waits until the counters stop moving (the last acknowledgements are
+/// through), at most a second, and returns them.
+fn settled(reader: &TrafficReader) -> Traffic {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut last = reader.read().unwrap();
+    loop {
+        std::thread::sleep(Duration::from_millis(30));
+        let now = reader.read().unwrap();
+        if now.get("tcp_sent") == last.get("tcp_sent") || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Warm-up and counted roll-calls from a scanner inside the hub's namespace.
+fn run_scans(
+    bed: &TestBed,
+    hub: NodeId,
+    broker: Ipv4Addr,
+    broadcast: Ipv4Addr,
+    window_ms: u64,
+    reader: TrafficReader,
+) -> Vec<Sample> {
+    bed.in_node(hub, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let shutdown = CancellationToken::new();
+            let tracker = TaskTracker::new();
+            let mut scanner = Scanner::connect(
+                BrokerUrl::new(broker.to_string(), MQTT_PORT),
+                format!("netns-bench-{}", std::process::id()),
+                Topics::new("").unwrap(),
+                shutdown.clone(),
+                &tracker,
+            )
+            .unwrap();
+            let opts = ScanOptions {
+                replyto: "netns-bench".into(),
+                topic: "/stat/data".into(),
+                udp_port: rollcall_proto::DEFAULT_UDP_PORT,
+                broadcasts: vec![IpAddr::V4(broadcast)],
+                targets: Vec::new(),
+                via_mqtt: false,
+                wait: Duration::from_secs(5),
+                window_ms,
+                expect: Some(HOSTS),
+                cluster_key: None,
+            };
+            let mut samples = Vec::new();
+            let base = 7_000_000 + u64::from(std::process::id()) * 100 + window_ms * 10_000_000;
+            for i in 0..WARM_UP + COUNTED {
+                let began = Instant::now();
+                let before = settled(&reader);
+                let cpu_before = cpu_jiffies();
+                let report: ScanReport =
+                    scanner.scan(base + i as u64, &opts, |_| {}).await.unwrap();
+                let cpu_after = cpu_jiffies();
+                let after = settled(&reader);
+                let answers = report.hosts.iter().filter(|h| h.t_ms.is_some()).count()
+                    + report.service_count();
+                let busy = (cpu_after.0 - cpu_before.0) as f64
+                    / ((cpu_after.1 - cpu_before.1).max(1)) as f64;
+                if i >= WARM_UP {
+                    samples.push(Sample {
+                        last_ms: report.last_answer_ms(),
+                        answers,
+                        traffic: after.since(&before),
+                        busy,
+                    });
+                }
+                if let Some(rest) = SPACING.checked_sub(began.elapsed()) {
+                    tokio::time::sleep(rest).await;
+                }
+            }
+            shutdown.cancel();
+            tracker.close();
+            tracker.wait().await;
+            samples
+        })
+    })
+}
+
+/// Nearest-rank percentile.
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+fn mean(samples: &[Sample], f: impl Fn(&Traffic) -> u64) -> f64 {
+    samples.iter().map(|s| f(&s.traffic) as f64).sum::<f64>() / samples.len() as f64
+}
+
+fn summarize(kind: &str, window_ms: u64, samples: &[Sample]) -> (String, String) {
+    let complete = samples.iter().filter(|s| s.answers == ANSWERS).count();
+    let lost: usize = samples
+        .iter()
+        .map(|s| ANSWERS - s.answers.min(ANSWERS))
+        .sum();
+    let mut times: Vec<u64> = samples.iter().filter_map(|s| s.last_ms).collect();
+    times.sort_unstable();
+    let (p50, p95, max) = if times.is_empty() {
+        (0, 0, 0)
+    } else {
+        (
+            percentile(&times, 50.0),
+            percentile(&times, 95.0),
+            *times.last().unwrap(),
+        )
+    };
+    let busy = samples.iter().map(|s| s.busy).sum::<f64>() / samples.len() as f64;
+    let met = complete == samples.len() && p95 < 25;
+    let row = format!(
+        "| {kind} | {window_ms} | {complete} of {} | {lost} | {p50} ms | {p95} ms | {max} ms | {:.0} % | {} |\n",
+        samples.len(),
+        busy * 100.0,
+        if met { "met" } else { "missed" }
+    );
+    let c = |name: &'static str| move |t: &Traffic| t.get(name).packets;
+    let b = |name: &'static str| move |t: &Traffic| t.get(name).bytes;
+    let agents_frames = |t: &Traffic| {
+        t.get("tcp_sent").packets - t.get("tcp_from_hub").packets - t.get("tcp_to_hub").packets
+    };
+    let agents_bytes = |t: &Traffic| {
+        t.get("tcp_sent").bytes - t.get("tcp_from_hub").bytes - t.get("tcp_to_hub").bytes
+    };
+    let traffic_row = format!(
+        "| {kind} | {window_ms} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+        mean(samples, c("udp_sent")),
+        mean(samples, c("udp_delivered")),
+        mean(samples, b("udp_sent")),
+        mean(samples, c("tcp_sent")),
+        mean(samples, b("tcp_sent")),
+        mean(samples, agents_frames),
+        mean(samples, agents_bytes),
+    );
+    (row, traffic_row)
+}
