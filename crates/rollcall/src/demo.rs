@@ -56,7 +56,9 @@ const NOTES_GPIO: &str = r#"{
 
 /// What each simulated host runs: the system and GPIO services (pizero2's
 /// configured as in the notes, its button pressed and released by the demo
-/// between roll-calls), and on pibot01 the notes' display driver, announced
+/// between roll-calls); pizero1 a DHT22 and a 16x2 display, on which the
+/// demo writes between roll-calls; pizero2 an ADC and a DAC, which the demo
+/// sets; pibot01 an HC-SR04 sonar, and the notes' display driver, announced
 /// by configuration.
 fn host_config(name: &str, broker: &str, udp_port: u16, state: &std::path::Path) -> RawConfig {
     let announce = if name == "pibot01" {
@@ -71,8 +73,21 @@ fn host_config(name: &str, broker: &str, udp_port: u16, state: &std::path::Path)
         Vec::new()
     };
     let mut services = rollcall_agent::config::RawServices::default();
-    if name == "pizero2" {
-        services.gpio.config = serde_json::from_str(NOTES_GPIO).ok();
+    let on = || rollcall_agent::config::RawSensor {
+        enabled: Some(true),
+        ..Default::default()
+    };
+    match name {
+        "pizero1" => {
+            services.dht22 = on();
+            services.display.enabled = Some(true);
+        }
+        "pizero2" => {
+            services.gpio.config = serde_json::from_str(NOTES_GPIO).ok();
+            services.ain = on();
+            services.dac.enabled = Some(true);
+        }
+        _ => services.sonar = on(),
     }
     RawConfig {
         hostname: Some(name.into()),
@@ -84,6 +99,23 @@ fn host_config(name: &str, broker: &str, udp_port: u16, state: &std::path::Path)
         announce,
         ..RawConfig::default()
     }
+}
+
+/// Between roll-calls the demo writes the roll-call's number on pizero1's
+/// display and moves pizero2's DAC (1.0 to 2.9 V), so the dashboard has
+/// something changing to show; a person can do the same with mosquitto_pub.
+async fn write_display_and_dac(
+    session: &rollcall_net::SessionHandle,
+    id: u64,
+) -> Result<(), rollcall_net::NetError> {
+    let text = format!("rollcall demo\nroll-call {}", id % 10_000);
+    session
+        .publish("/pizero1/display/text", text, Qos::AtLeastOnce, false)
+        .await?;
+    let volts = format!("{:.1}", 1.0 + (id % 20) as f64 / 10.0);
+    session
+        .publish("/pizero2/dac/set/out0", volts, Qos::AtLeastOnce, false)
+        .await
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -152,6 +184,9 @@ pub async fn run(args: Args) -> Result<()> {
             .publish("/pizero2/sim/gpio/22", pressed, Qos::AtLeastOnce, false)
             .await;
         if let Err(e) = press {
+            break Err(e.into());
+        }
+        if let Err(e) = write_display_and_dac(scanner.session(), id).await {
             break Err(e.into());
         }
     };
