@@ -105,9 +105,9 @@ pub struct Sample {
 
 /// Something that measures: a DHT22, an ADC, an HC-SR04.
 pub trait Sensor: Send + Sync {
-    /// Reads `channel` now. A reading may take a while (the DHT22's driver
-    /// bit-bangs the sensor for about 5 ms, and waits out its 2 s minimum
-    /// between reads by giving the last value).
+    /// Reads `channel` now. A read may take a while: the `dht11` driver
+    /// takes about 25 ms when the DHT22 answers and up to 1 s when it does
+    /// not (it gives its last good value at once for 2 s after a good read).
     fn read(&mut self, channel: Channel) -> Result<Sample, HwError>;
 }
 
