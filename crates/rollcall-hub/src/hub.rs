@@ -489,6 +489,7 @@ fn log_event(event: &MapEvent) {
     match event {
         MapEvent::HostAppeared { host, status } => info!(%host, ?status, "host appeared"),
         MapEvent::HostOnline { host } => info!(%host, "host online"),
+        MapEvent::HostChanged { host } => debug!(%host, "host details changed"),
         MapEvent::HostOffline { host } => warn!(%host, "host offline"),
         MapEvent::HostMissing { host } => warn!(%host, "host missing"),
         MapEvent::HostExpired { host } => info!(%host, "host forgotten"),

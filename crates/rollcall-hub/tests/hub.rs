@@ -36,8 +36,10 @@ async fn until(shared: &HubShared, what: &str, ok: impl Fn(&MapSnapshot) -> bool
             tokio::time::Instant::now() < deadline,
             "{what}: not within {WAIT:?}: {snapshot:#?}"
         );
-        // Any change (or a lagged channel) is a reason to look again.
-        let _ = tokio::time::timeout_at(deadline, changes.recv()).await;
+        // Any change (or a lagged channel) is a reason to look again; so is
+        // a tenth of a second passing, for what no event announces.
+        let soon = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+        let _ = tokio::time::timeout_at(soon, changes.recv()).await;
     }
 }
 

@@ -71,6 +71,12 @@ pub enum MapEvent {
         /// The host.
         host: String,
     },
+    /// Its address, external address, services list or version changed
+    /// (from an answer).
+    HostChanged {
+        /// The host.
+        host: String,
+    },
     /// Its `$state` says `offline`.
     HostOffline {
         /// The host.
@@ -143,6 +149,7 @@ impl MapEvent {
         match self {
             MapEvent::HostAppeared { host, .. }
             | MapEvent::HostOnline { host }
+            | MapEvent::HostChanged { host }
             | MapEvent::HostOffline { host }
             | MapEvent::HostMissing { host }
             | MapEvent::HostExpired { host }
@@ -244,6 +251,8 @@ pub struct ServiceRecord {
     pub values: BTreeMap<String, ValueRecord>,
     /// The output topics (or filters) it is indexed under.
     output_topics: Vec<String>,
+    /// The filters the hub subscribes to for its values.
+    subscribed: Vec<String>,
 }
 
 impl ServiceRecord {
@@ -257,6 +266,7 @@ impl ServiceRecord {
             last_seen_ms: now_ms,
             values: BTreeMap::new(),
             output_topics: Vec::new(),
+            subscribed: Vec::new(),
         }
     }
 
@@ -355,6 +365,34 @@ pub struct HostRecord {
     pub services: BTreeMap<String, ServiceRecord>,
 }
 
+impl HostRecord {
+    /// Takes what an answer says about the host (what it leaves out stays);
+    /// true when that changed something.
+    fn learn(
+        &mut self,
+        ipaddr: &Option<String>,
+        extaddr: &Option<String>,
+        apps: &Option<Vec<String>>,
+        version: &Option<String>,
+    ) -> bool {
+        fn take<T: Clone + PartialEq>(field: &mut Option<T>, new: &Option<T>) -> bool {
+            let changed = new.is_some() && field != new;
+            if changed {
+                field.clone_from(new);
+            }
+            changed
+        }
+        // Every field, not the first change only.
+        let changes = [
+            take(&mut self.ipaddr, ipaddr),
+            take(&mut self.extaddr, extaddr),
+            take(&mut self.apps, apps),
+            take(&mut self.version, version),
+        ];
+        changes.contains(&true)
+    }
+}
+
 /// How many of what the map holds, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MapCounts {
@@ -386,7 +424,9 @@ pub struct ClusterMap {
     /// Output filters with wildcards → their (host, service) pairs; rare,
     /// so a value topic is matched against each.
     wild_outputs: BTreeMap<String, Vec<(String, String)>>,
-    /// Output topics that became known or unknown since the hub last asked.
+    /// Value subscriptions → how many services need each.
+    subscriptions: HashMap<String, usize>,
+    /// Subscriptions that became needed or unneeded since the hub last asked.
     watch_changes: Vec<WatchChange>,
     refused: u64,
 }
@@ -501,19 +541,17 @@ impl ClusterMap {
             self.room_for_service(&answer.hostname, &answer.function)?;
         }
         let host = self.alive(&answer.hostname, now_ms, &mut events)?;
-        if answer.ipaddr.is_some() {
-            host.ipaddr.clone_from(&answer.ipaddr);
-        }
-        if answer.extaddr.is_some() {
-            host.extaddr.clone_from(&answer.extaddr);
+        let (apps, version) = if answer.is_host() {
+            (&answer.apps, &answer.version)
+        } else {
+            (&None, &None)
+        };
+        if host.learn(&answer.ipaddr, &answer.extaddr, apps, version) {
+            events.push(MapEvent::HostChanged {
+                host: answer.hostname.clone(),
+            });
         }
         if answer.is_host() {
-            if answer.apps.is_some() {
-                host.apps.clone_from(&answer.apps);
-            }
-            if answer.version.is_some() {
-                host.version.clone_from(&answer.version);
-            }
             return Ok(events);
         }
         let seen = ServiceSeen {
@@ -615,6 +653,7 @@ impl ClusterMap {
             if let Some(host) = self.hosts.remove(&name) {
                 for (service, record) in &host.services {
                     self.unindex(&name, service, &record.output_topics);
+                    self.release(&record.subscribed);
                 }
             }
             events.push(MapEvent::HostExpired { host: name });
@@ -697,20 +736,22 @@ impl ClusterMap {
         out
     }
 
-    /// What became known or unknown among [`value_topics`](Self::value_topics)
+    /// What became needed or unneeded among [`value_topics`](Self::value_topics)
     /// since the last call, in order: the hub subscribes and unsubscribes
     /// with this rather than comparing whole lists.
     pub fn take_watch_changes(&mut self) -> Vec<WatchChange> {
         std::mem::take(&mut self.watch_changes)
     }
 
-    /// Every output topic or filter of every service, sorted.
+    /// The filters that cover every output topic of every service, sorted:
+    /// a service's output topics that share a parent level are covered by
+    /// one `parent/+` (`/h/system/+` for its four readings), so that a
+    /// thousand hosts need a few thousand subscriptions rather than one per
+    /// topic (rumqttd matches each new subscription against every retained
+    /// message). Other topics, and outputs described as filters, are
+    /// subscribed as they are.
     pub fn value_topics(&self) -> BTreeSet<String> {
-        self.outputs
-            .keys()
-            .chain(self.wild_outputs.keys())
-            .cloned()
-            .collect()
+        self.subscriptions.keys().cloned().collect()
     }
 
     /// How many of what the map holds.
@@ -768,17 +809,8 @@ impl ClusterMap {
             });
         }
         let host = self.alive(name, now_ms, events)?;
-        if seen.ipaddr.is_some() {
-            host.ipaddr.clone_from(&seen.ipaddr);
-        }
-        if seen.extaddr.is_some() {
-            host.extaddr.clone_from(&seen.extaddr);
-        }
-        if seen.apps.is_some() {
-            host.apps.clone_from(&seen.apps);
-        }
-        if seen.version.is_some() {
-            host.version.clone_from(&seen.version);
+        if host.learn(&seen.ipaddr, &seen.extaddr, &seen.apps, &seen.version) {
+            events.push(MapEvent::HostChanged { host: name.clone() });
         }
         for s in &seen.services {
             self.service_seen(name, s, now_ms, events)?;
@@ -961,6 +993,7 @@ impl ClusterMap {
                 .and_then(|h| h.services.remove(service));
             if let Some(record) = removed {
                 self.unindex(host, service, &record.output_topics);
+                self.release(&record.subscribed);
                 events.push(MapEvent::ServiceRemoved {
                     host: host.to_owned(),
                     service: service.to_owned(),
@@ -1088,6 +1121,11 @@ impl ClusterMap {
         record
             .values
             .retain(|t, _| new.iter().any(|f| matches(f, t)));
+        let subs = subscription_filters(&new);
+        let old_subs = std::mem::replace(&mut record.subscribed, subs.clone());
+        // Needed ones first, so that a filter both lists share never drops to zero.
+        self.acquire(&subs);
+        self.release(&old_subs);
         self.unindex(host, service, &old);
         for topic in new {
             let pair = (host.to_owned(), service.to_owned());
@@ -1096,10 +1134,6 @@ impl ClusterMap {
             } else {
                 &mut self.outputs
             };
-            if !index.has(&topic) {
-                self.watch_changes
-                    .push(WatchChange::Subscribe(topic.clone()));
-            }
             let slot = index.slot(topic);
             if !slot.contains(&pair) {
                 slot.push(pair);
@@ -1119,33 +1153,72 @@ impl ClusterMap {
             if owners.is_empty() {
                 self.outputs.remove(topic);
                 self.wild_outputs.remove(topic);
-                self.watch_changes
-                    .push(WatchChange::Unsubscribe(topic.clone()));
+            }
+        }
+    }
+
+    fn acquire(&mut self, filters: &[String]) {
+        for f in filters {
+            let n = self.subscriptions.entry(f.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                self.watch_changes.push(WatchChange::Subscribe(f.clone()));
+            }
+        }
+    }
+
+    fn release(&mut self, filters: &[String]) {
+        for f in filters {
+            let Some(n) = self.subscriptions.get_mut(f) else {
+                continue;
+            };
+            *n -= 1;
+            if *n == 0 {
+                self.subscriptions.remove(f);
+                self.watch_changes.push(WatchChange::Unsubscribe(f.clone()));
             }
         }
     }
 }
 
+/// The subscriptions covering `outputs` (sorted, deduplicated): topics
+/// sharing a parent level become one `parent/+`, the rest stay as they are.
+fn subscription_filters(outputs: &[String]) -> Vec<String> {
+    let mut by_parent: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in outputs {
+        if let Some((parent, _)) = t.rsplit_once('/')
+            && !t.contains(['+', '#'])
+        {
+            *by_parent.entry(parent).or_default() += 1;
+        }
+    }
+    let mut out: Vec<String> = outputs
+        .iter()
+        .map(|t| match t.rsplit_once('/') {
+            Some((parent, _)) if by_parent.get(parent).is_some_and(|n| *n > 1) => {
+                format!("{parent}/+")
+            }
+            _ => t.clone(),
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The two output indexes, one exact and one of wildcard filters, behind
 /// one face.
 trait OutputIndex {
-    fn has(&self, topic: &str) -> bool;
     fn slot(&mut self, topic: String) -> &mut Vec<(String, String)>;
 }
 
 impl OutputIndex for HashMap<String, Vec<(String, String)>> {
-    fn has(&self, topic: &str) -> bool {
-        self.contains_key(topic)
-    }
     fn slot(&mut self, topic: String) -> &mut Vec<(String, String)> {
         self.entry(topic).or_default()
     }
 }
 
 impl OutputIndex for BTreeMap<String, Vec<(String, String)>> {
-    fn has(&self, topic: &str) -> bool {
-        self.contains_key(topic)
-    }
     fn slot(&mut self, topic: String) -> &mut Vec<(String, String)> {
         self.entry(topic).or_default()
     }

@@ -763,7 +763,25 @@ fn single_answers_fill_the_map_as_they_arrive() {
     )
     .unwrap();
     let e = map.apply_answer(&host, 5).unwrap();
-    assert_eq!(e.len(), 1);
+    assert_eq!(
+        e,
+        [
+            MapEvent::HostAppeared {
+                host: "h".into(),
+                status: HostStatus::Online
+            },
+            MapEvent::HostChanged { host: "h".into() }
+        ]
+    );
+    // A new address is a change; an answer without one keeps the old.
+    let moved =
+        Answer::parse(br#"{"id":2,"hostname":"h","function":"host","ipaddr":"10.1.1.2"}"#).unwrap();
+    assert_eq!(
+        map.apply_answer(&moved, 5).unwrap(),
+        [MapEvent::HostChanged { host: "h".into() }]
+    );
+    assert!(map.apply_answer(&moved, 5).unwrap().is_empty());
+    map.apply_answer(&host, 5).unwrap();
     let e = map.apply_answer(&gpio, 6).unwrap();
     assert!(e.contains(&MapEvent::ServiceAppeared {
         host: "h".into(),
@@ -784,4 +802,65 @@ fn single_answers_fill_the_map_as_they_arrive() {
     assert_eq!(h.last_seen_ms, 7);
     assert_eq!(map.pin_map("h").pins[0].pin, 4);
     assert_eq!(map.counts().services_alert, 1);
+}
+
+#[test]
+fn outputs_sharing_a_parent_are_watched_with_one_filter_counted_per_service() {
+    let mut map = ClusterMap::new();
+    map.apply_message(
+        &t(),
+        "/h/system/$description",
+        &description(
+            "system",
+            &[],
+            &["/h/system/uptime", "/h/system/load", "/x/alone"],
+        ),
+        0,
+    );
+    assert_eq!(
+        map.take_watch_changes(),
+        vec![
+            WatchChange::Subscribe("/h/system/+".into()),
+            WatchChange::Subscribe("/x/alone".into())
+        ]
+    );
+    // A second service needing the same filter adds no subscription.
+    map.apply_message(
+        &t(),
+        "/g/mirror/$description",
+        &description("mirror", &[], &["/h/system/a", "/h/system/b"]),
+        0,
+    );
+    assert!(map.take_watch_changes().is_empty());
+    // Values still go to the service whose topic it is.
+    let e = map.apply_message(&t(), "/h/system/load", b"0.5", 1);
+    assert!(matches!(&e[..], [MapEvent::ValueChanged { service, .. }] if service == "system"));
+    assert!(
+        map.apply_message(&t(), "/h/system/other", b"1", 1)
+            .is_empty()
+    );
+    // Down to one topic under the parent: the exact topic replaces the filter
+    // only once no service needs the filter.
+    map.apply_message(
+        &t(),
+        "/h/system/$description",
+        &description("system", &[], &["/h/system/uptime"]),
+        2,
+    );
+    assert_eq!(
+        map.take_watch_changes(),
+        vec![
+            WatchChange::Subscribe("/h/system/uptime".into()),
+            WatchChange::Unsubscribe("/x/alone".into())
+        ]
+    );
+    map.apply_message(&t(), "/g/mirror/$description", b"", 3);
+    assert_eq!(
+        map.take_watch_changes(),
+        vec![WatchChange::Unsubscribe("/h/system/+".into())]
+    );
+    assert_eq!(
+        map.value_topics().into_iter().collect::<Vec<_>>(),
+        ["/h/system/uptime"]
+    );
 }
