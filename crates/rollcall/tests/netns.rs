@@ -21,6 +21,8 @@ use harness::{BridgeId, NodeId, ProcId, TestBed};
 
 /// Hosts in each scenario.
 const HOSTS: usize = 10;
+/// Where the hub serves its map, inside the hub's namespace.
+const HUB_HTTP: &str = "127.0.0.1:8080";
 /// The agents' MQTT keepalive in these tests, seconds.
 const KEEPALIVE_S: u64 = 2;
 /// The services every agent here runs (built in, on simulated hardware).
@@ -89,7 +91,9 @@ impl Lan {
     /// hub has seen every host come online.
     fn shared(&mut self, spec: &AgentSpec, hub_args: &[&str]) -> (ProcId, Vec<ProcId>) {
         let broadcast = self.broadcast();
-        let hub = cluster::start_hub(&mut self.bed, self.hub, broadcast, 3600, hub_args);
+        let mut args = vec!["--http", HUB_HTTP, "--wait-ms", "800"];
+        args.extend_from_slice(hub_args);
+        let hub = cluster::start_hub(&mut self.bed, self.hub, broadcast, 1, &args);
         let broker = SocketAddr::from((self.hub_addr(), MQTT_PORT));
         cluster::wait_listening(&self.bed, self.hub, broker, Duration::from_secs(10));
         let agents = self.start_agents(spec);
@@ -139,6 +143,45 @@ impl Lan {
             .collect()
     }
 
+    /// The hub's map: `GET /api/map` from inside the hub's node.
+    fn map(&self) -> Result<serde_json::Value, String> {
+        let body = cluster::http_get(&self.bed, self.hub, HUB_HTTP.parse().unwrap(), "/api/map")?;
+        serde_json::from_str(&body).map_err(|e| format!("/api/map: {e}: {body}"))
+    }
+
+    /// Polls the hub's map until `done` holds; panics with the last map
+    /// after `timeout`.
+    fn wait_map(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&serde_json::Value) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let map = self.map();
+            if map.as_ref().is_ok_and(&mut done) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for the hub's map to show {what}; last: {map:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// [`Lan::expected_map`] as the hub's map shows it when every host is
+    /// online.
+    fn expected_online(&self) -> BTreeMap<String, (String, String, Vec<String>, Vec<String>)> {
+        self.expected_map()
+            .into_iter()
+            .map(|(name, (addr, apps, services))| {
+                (name, ("online".to_owned(), addr, apps, services))
+            })
+            .collect()
+    }
+
     /// A roll-call from the hub's node, answered at the hub's broker.
     fn scan(&self, extra: &[&str]) -> cluster::Scan {
         cluster::scan(
@@ -165,6 +208,39 @@ fn summary(
                     v.apps.clone(),
                     v.services.iter().map(|s| s[0].clone()).collect(),
                 ),
+            )
+        })
+        .collect()
+}
+
+/// The hub's map (`/api/map`) by host: status, address, the services its
+/// agent lists, and the services present.
+fn map_summary(
+    map: &serde_json::Value,
+) -> BTreeMap<String, (String, String, Vec<String>, Vec<String>)> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+    map["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            let apps = h["apps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
+            let mut services: Vec<String> = h["services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["present"] == true)
+                .map(|s| text(&s["name"]))
+                .collect();
+            services.sort();
+            (
+                text(&h["name"]),
+                (text(&h["status"]), text(&h["ipaddr"]), apps, services),
             )
         })
         .collect()
@@ -202,6 +278,9 @@ fn shared_broker_ten_hosts_answer_one_roll_call_from_their_own_addresses() {
     let map = cluster::map_of(&scan.report);
     assert_eq!(summary(&map), lan.expected_map());
     assert_flat_fields(&map);
+    lan.wait_map("every host online", Duration::from_secs(15), |m| {
+        map_summary(m) == lan.expected_online()
+    });
 }
 
 /// Polls `done` until it holds; panics naming `what` after `timeout`.
@@ -307,7 +386,13 @@ fn broker_on_every_host_relays_answers_to_the_hubs_broker_for_the_same_map() {
         return;
     };
     let broadcast = lan.broadcast();
-    cluster::start_hub(&mut lan.bed, lan.hub, broadcast, 3600, &[]);
+    cluster::start_hub(
+        &mut lan.bed,
+        lan.hub,
+        broadcast,
+        1,
+        &["--http", HUB_HTTP, "--wait-ms", "800"],
+    );
     let hub_broker = SocketAddr::from((lan.hub_addr(), MQTT_PORT));
     cluster::wait_listening(&lan.bed, lan.hub, hub_broker, Duration::from_secs(10));
     // Every other host runs Mosquitto beside its agent, where installed; the
@@ -348,6 +433,9 @@ fn broker_on_every_host_relays_answers_to_the_hubs_broker_for_the_same_map() {
     let map = cluster::map_of(&scan.report);
     assert_eq!(summary(&map), lan.expected_map());
     assert_flat_fields(&map);
+    lan.wait_map("every host online", Duration::from_secs(15), |m| {
+        map_summary(m) == lan.expected_online()
+    });
 }
 
 #[test]
@@ -370,36 +458,51 @@ fn killed_agent_shows_offline_in_time_and_comes_back_with_its_gpio_configuration
         std::fs::read_to_string(&saved).is_ok_and(|t| t.contains(&format!("lamp_{name}")))
     });
 
-    let killed = Instant::now();
-    lan.bed.kill(agents[2]);
-    let state = format!("/{name}/$state");
-    let bound = Duration::from_millis(1500 * KEEPALIVE_S + 1000);
-    probe.wait(&format!("{name} offline"), bound, |s| {
-        (s.text(&state).as_deref() == Some("offline")).then_some(())
-    });
-    let took = killed.elapsed();
-    eprintln!("kill_agent: offline {took:?} after kill -9 (bound {bound:?})");
-    assert!(took <= bound);
-    // The others stay online.
-    probe.with(|s| {
-        for &h in &lan.hosts {
-            let other = lan.bed.name(h);
-            if other != name {
-                assert_eq!(
-                    s.text(&format!("/{other}/$state")).as_deref(),
-                    Some("online")
-                );
-            }
-        }
+    lan.wait_map("every host online", Duration::from_secs(15), |m| {
+        map_summary(m) == lan.expected_online()
     });
 
+    let killed = Instant::now();
+    lan.bed.kill(agents[2]);
+    let bound = Duration::from_millis(1500 * KEEPALIVE_S + 1000);
+    lan.wait_map(&format!("{name} offline"), bound, |m| {
+        map_summary(m).get(&name).is_some_and(|h| h.0 == "offline")
+    });
+    let took = killed.elapsed();
+    eprintln!(
+        "kill_agent: the hub's map shows {name} offline {took:?} after kill -9 (bound {bound:?})"
+    );
+    assert!(took <= bound);
+    // The others stay online.
+    let map = map_summary(&lan.map().unwrap());
+    for (other, view) in &map {
+        assert!(other == &name || view.0 == "online", "{other}: {view:?}");
+    }
+
     lan.bed.start(agents[2]);
-    probe.wait(
+    lan.wait_map(
         &format!("{name} online again"),
         Duration::from_secs(20),
-        |s| (s.text(&state).as_deref() == Some("online")).then_some(()),
+        |m| map_summary(m) == lan.expected_online(),
     );
     assert_gpio_kept(&probe, &name, 10);
+    // The map has the restored configuration too: the GPIO service's
+    // description lists the output again.
+    lan.wait_map(
+        &format!("{name}'s lamp in the map"),
+        Duration::from_secs(10),
+        |m| {
+            m["hosts"].as_array().into_iter().flatten().any(|h| {
+                h["name"] == name.as_str()
+                    && h["services"].as_array().into_iter().flatten().any(|s| {
+                        s["name"] == "gpio"
+                            && s["description"]
+                                .to_string()
+                                .contains(&format!("lamp_{name}"))
+                    })
+            })
+        },
+    );
     let scan = lan.scan(&[]);
     assert!(scan.ok, "{}", scan.stderr);
     assert_eq!(summary(&cluster::map_of(&scan.report)), lan.expected_map());
@@ -412,25 +515,25 @@ fn link_down_then_up_shows_offline_then_online_without_a_restart() {
         return;
     };
     let (_hub, agents) = lan.shared(&AgentSpec::new(AgentBroker::Remote(lan.hub_addr())), &[]);
-    let probe = lan.bed.mqtt(lan.hub, &lan.broker_url(), &["/+/$state"]);
-    lan.wait_states(&probe, "online", Duration::from_secs(10));
+    lan.wait_map("every host online", Duration::from_secs(15), |m| {
+        map_summary(m) == lan.expected_online()
+    });
     let host = lan.hosts[3];
     let name = lan.bed.name(host).to_owned();
     let pid = lan.bed.pid(agents[3]);
-    let state = format!("/{name}/$state");
 
     let down = Instant::now();
     lan.bed.link_down(host).unwrap();
     // No FIN reaches the broker: it notices from the missing keepalives,
     // and publishes the agent's will.
     let bound = Duration::from_millis(1500 * KEEPALIVE_S + 1000);
-    probe.wait(
+    lan.wait_map(
         &format!("{name} offline"),
         bound + Duration::from_secs(2),
-        |s| (s.text(&state).as_deref() == Some("offline")).then_some(()),
+        |m| map_summary(m).get(&name).is_some_and(|h| h.0 == "offline"),
     );
     eprintln!(
-        "link_down: offline {:?} after the link went down (keepalive {KEEPALIVE_S} s)",
+        "link_down: the hub's map shows {name} offline {:?} after the link went down (keepalive {KEEPALIVE_S} s)",
         down.elapsed()
     );
     let scan = lan.scan(&["--wait-ms", "1500"]);
@@ -441,13 +544,13 @@ fn link_down_then_up_shows_offline_then_online_without_a_restart() {
 
     let up = Instant::now();
     lan.bed.link_up(host).unwrap();
-    probe.wait(
+    lan.wait_map(
         &format!("{name} online again"),
         Duration::from_secs(20),
-        |s| (s.text(&state).as_deref() == Some("online")).then_some(()),
+        |m| map_summary(m) == lan.expected_online(),
     );
     eprintln!(
-        "link_down: online {:?} after the link came back",
+        "link_down: the hub's map shows {name} online {:?} after the link came back",
         up.elapsed()
     );
     assert!(lan.bed.running(agents[3]), "the agent exited");
@@ -487,6 +590,12 @@ fn broker_restart_agents_reconnect_and_republish_and_keep_their_gpio() {
             &broker_url,
             "--broadcast",
             &lan.broadcast().to_string(),
+            "--scan-every",
+            "1",
+            "--wait-ms",
+            "800",
+            "--http",
+            HUB_HTTP,
         ],
     );
     lan.start_agents(&AgentSpec::new(AgentBroker::Remote(lan.broker)));
@@ -532,6 +641,24 @@ fn broker_restart_agents_reconnect_and_republish_and_keep_their_gpio() {
     let scan = lan.scan(&[]);
     assert!(scan.ok, "{}", scan.stderr);
     assert_eq!(summary(&cluster::map_of(&scan.report)), lan.expected_map());
+    // The hub reconnected too, and its map converged: everyone online,
+    // every GPIO description with its output.
+    lan.wait_map(
+        "every host online with its GPIO",
+        Duration::from_secs(20),
+        |m| {
+            map_summary(m) == lan.expected_online()
+                && names.iter().all(|n| {
+                    m["hosts"].as_array().into_iter().flatten().any(|h| {
+                        h["name"] == n.as_str()
+                            && h["services"].as_array().into_iter().flatten().any(|s| {
+                                s["name"] == "gpio"
+                                    && s["description"].to_string().contains(&format!("lamp_{n}"))
+                            })
+                    })
+                })
+        },
+    );
 }
 
 #[test]
@@ -544,8 +671,6 @@ fn ten_percent_loss_on_the_bridge_the_repeated_roll_call_completes_the_map() {
     let Some(mut lan) = Lan::new("packet_loss", &[]) else {
         return;
     };
-    let hub = lan.hub;
-    lan.bed.count_traffic(lan.lan, &[hub]).unwrap();
     lan.shared(&AgentSpec::new(AgentBroker::Remote(lan.hub_addr())), &[]);
     lan.bed.set_loss(lan.lan, 10).unwrap();
     for _ in 0..3 {
@@ -554,12 +679,8 @@ fn ten_percent_loss_on_the_bridge_the_repeated_roll_call_completes_the_map() {
         assert_eq!(summary(&cluster::map_of(&scan.report)), lan.expected_map());
     }
     // The rule did drop frames: the roll-calls completed despite it.
-    let traffic = lan.bed.traffic(lan.lan).unwrap();
-    let lost = traffic.get("lost");
-    eprintln!(
-        "packet_loss: frames dropped on the bridge: {lost:?}; roll-call datagrams sent for 3 roll-calls: {}",
-        traffic.get("udp_from_hub").packets
-    );
+    let lost = lan.bed.traffic(lan.lan).unwrap().get("lost");
+    eprintln!("packet_loss: frames dropped on the bridge: {lost:?}");
     assert!(lost.packets > 0, "the loss rule dropped nothing");
 }
 
@@ -580,8 +701,8 @@ fn a_hostile_host_floods_and_sends_garbage_agents_stay_up_silent_and_answer_the_
     lan.bed.count_traffic(lan.lan, &watched).unwrap();
     let mut spec = AgentSpec::new(AgentBroker::Remote(lan.hub_addr()));
     spec.top = format!("cluster_key = \"{KEY}\"\n");
-    let (_hub, agents) = lan.shared(&spec, &[]);
     let signed = ["--cluster-key", KEY];
+    let (_hub, agents) = lan.shared(&spec, &signed);
 
     let bcast = lan.broadcast();
     let targets: Vec<Ipv4Addr> = lan.hosts.iter().map(|&h| lan.bed.addr(h)).collect();
@@ -618,6 +739,9 @@ fn a_hostile_host_floods_and_sends_garbage_agents_stay_up_silent_and_answer_the_
             "{name} sent UDP"
         );
     }
+    lan.wait_map("every host online", Duration::from_secs(15), |m| {
+        map_summary(m) == lan.expected_online()
+    });
     assert_eq!(
         traffic.get("syn_to_rogue").packets,
         0,

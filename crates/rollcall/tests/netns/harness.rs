@@ -149,6 +149,12 @@ pub struct NodeId(usize);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcId(usize);
 
+impl ProcId {
+    pub fn first() -> ProcId {
+        ProcId(0)
+    }
+}
+
 #[derive(Debug)]
 struct Bridge {
     ns: String,
