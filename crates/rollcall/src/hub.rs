@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use rollcall_hub::{HubConfig, HubShared};
+use rollcall_hub::{ClusterMap, HubConfig, HubShared, MapConfig};
 use rollcall_net::BrokerUrl;
 
 use crate::scan::RollCallArgs;
@@ -46,7 +46,8 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let signals = tokio_util::task::TaskTracker::new();
     let shutdown = rollcall_net::ctrl_c_token(&signals);
-    let shared = Arc::new(HubShared::new(args.rollcall.topics()?));
+    let map = ClusterMap::with_config(MapConfig::for_rollcalls(config.every, config.scan.wait));
+    let shared = Arc::new(HubShared::with_map(args.rollcall.topics()?, map));
     let result = rollcall_hub::run_hub(config, shared, shutdown.clone()).await;
     shutdown.cancel();
     signals.close();

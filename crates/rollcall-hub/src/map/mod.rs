@@ -39,6 +39,23 @@ pub struct MapConfig {
     pub max_values: usize,
 }
 
+impl MapConfig {
+    /// The defaults, with `stale_after` long enough for roll-calls `every`
+    /// apart that each wait up to `wait`: three intervals and a wait, and
+    /// at least the default 30 s, so that a host answering every roll-call
+    /// never goes stale between them.
+    pub fn for_rollcalls(every: std::time::Duration, wait: std::time::Duration) -> Self {
+        let span = every.saturating_mul(3).saturating_add(wait).as_millis();
+        let default = MapConfig::default();
+        MapConfig {
+            stale_after_ms: u64::try_from(span)
+                .unwrap_or(u64::MAX)
+                .max(default.stale_after_ms),
+            ..default
+        }
+    }
+}
+
 impl Default for MapConfig {
     /// Missing after 30 s unheard (three of `rollcall hub`'s default 10 s
     /// roll-calls), forgotten after an hour, at most 100,000 hosts of at most

@@ -864,3 +864,17 @@ fn outputs_sharing_a_parent_are_watched_with_one_filter_counted_per_service() {
         ["/h/system/uptime"]
     );
 }
+
+#[test]
+fn hosts_stay_fresh_between_slow_roll_calls() {
+    let every = std::time::Duration::from_secs(60);
+    let wait = std::time::Duration::from_secs(2);
+    assert_eq!(
+        MapConfig::for_rollcalls(every, wait).stale_after_ms,
+        182_000
+    );
+    assert_eq!(
+        MapConfig::for_rollcalls(every / 60, wait).stale_after_ms,
+        MapConfig::default().stale_after_ms
+    );
+}
