@@ -546,40 +546,45 @@ pub async fn run_hub(
     let stop = shutdown.child_token();
     let tracker = TaskTracker::new();
     let suffix = format!("{:08x}", rand::random::<u32>());
-    let scanner = Scanner::connect(
-        broker.clone(),
-        format!("rollcall-hub-scan-{suffix}"),
-        shared.topics.clone(),
-        stop.clone(),
-        &tracker,
-    )?;
-    let mut watch_config = SessionConfig::new(broker, format!("rollcall-hub-{suffix}"));
-    watch_config.channel_capacity = WATCH_BUFFER;
-    let watch = Session::start(watch_config, stop.clone(), &tracker)?;
     // `$` cannot start a host name, so no host's topic is the reply topic.
     let reply_topic = shared.topics.topic(&format!("$hub/{suffix}/reply"));
-    let filters = {
-        let mut map = shared.lock_map();
-        // The whole list is subscribed now; earlier changes are in it.
-        map.take_watch_changes();
-        map.watch_filters(&shared.topics)
-    };
     let started = async {
+        let scanner = Scanner::connect(
+            broker.clone(),
+            format!("rollcall-hub-scan-{suffix}"),
+            shared.topics.clone(),
+            stop.clone(),
+            &tracker,
+        )?;
+        let mut watch_config = SessionConfig::new(broker, format!("rollcall-hub-{suffix}"));
+        watch_config.channel_capacity = WATCH_BUFFER;
+        let watch = Session::start(watch_config, stop.clone(), &tracker)?;
+        let filters = {
+            let mut map = shared.lock_map();
+            // The whole list is subscribed now; earlier changes are in it.
+            map.take_watch_changes();
+            map.watch_filters(&shared.topics)
+        };
         for filter in filters {
             watch
                 .handle
                 .subscribe_with_qos(&filter, Qos::AtMostOnce)
                 .await?;
         }
-        watch.handle.subscribe(&reply_topic).await
+        watch.handle.subscribe(&reply_topic).await?;
+        Ok::<_, HubError>((scanner, watch))
     }
     .await;
-    if let Err(e) = started {
-        stop.cancel();
-        tracker.close();
-        tracker.wait().await;
-        return Err(e.into());
-    }
+    let (scanner, watch) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            // What did start (a session) stops before the error is returned.
+            stop.cancel();
+            tracker.close();
+            tracker.wait().await;
+            return Err(e);
+        }
+    };
     *lock(&shared.link) = Some(Link {
         session: watch.handle.clone(),
         reply_topic: reply_topic.clone(),
@@ -697,9 +702,6 @@ async fn watch_loop(
                     };
                 }
             }
-        }
-        if batch.is_empty() {
-            continue;
         }
         let mut events = Vec::new();
         let mut replies = Vec::new();
