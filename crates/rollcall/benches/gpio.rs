@@ -30,12 +30,15 @@
 
 mod support;
 
-use support::{Mosquitto, TempDir, find_mosquitto, free_udp_port};
+use support::{
+    AgentProcess, Mosquitto, TempDir, cpu_ticks, find_mosquitto, free_udp_port, rollcall_binary,
+    sched_time, smaps_breakdown, status_field,
+};
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -845,38 +848,6 @@ async fn edges(c: &mut Session, report: &mut Report) -> Result<()> {
 
 // ---------------------------------------------------------------- 5. footprint
 
-/// `target/release/rollcall`, next to the folder this bench runs from, or
-/// under the workspace root.
-fn rollcall_binary() -> Result<PathBuf> {
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("rollcall")));
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/rollcall");
-    for candidate in beside.into_iter().chain([workspace.clone()]) {
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    eprintln!(
-        "{} is missing: building it with `cargo build --release -p rollcall`",
-        workspace.display()
-    );
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "rollcall"])
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
-        .status()
-        .context("running cargo build --release -p rollcall")?;
-    if !status.success() || !workspace.is_file() {
-        bail!(
-            "the agent binary {} is missing and `cargo build --release -p rollcall` did not \
-             make it; build it first",
-            workspace.display()
-        );
-    }
-    Ok(workspace)
-}
-
 /// The agent's TOML: 8 outputs, 10 inputs scanned every 100 ms.
 fn agent_toml() -> Result<String> {
     let config = gpio_config(false)?;
@@ -901,119 +872,6 @@ fn agent_toml() -> Result<String> {
     // Checked here as the agent will read it.
     RawConfig::from_toml(&out).map_err(|e| anyhow::anyhow!("bench TOML: {e}"))?;
     Ok(out)
-}
-
-/// A status field of /proc/PID/status, in kB or a count.
-fn status_field(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .strip_prefix(':')?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
-/// utime + stime of a process, in clock ticks (fields 14 and 15 of stat).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may contain spaces; fields count from after its ')'.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| -> u64 { fields.get(n - 3).and_then(|f| f.parse().ok()).unwrap_or(0) };
-    field(14) + field(15)
-}
-
-/// Time spent running by every thread of a process, from schedstat (ns).
-fn sched_time(pid: u32) -> Duration {
-    let mut total = Duration::ZERO;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            total += std::fs::read_to_string(task.path().join("schedstat"))
-                .ok()
-                .and_then(|s| s.split_whitespace().next()?.parse().ok())
-                .map_or(Duration::ZERO, Duration::from_nanos);
-        }
-    }
-    total
-}
-
-/// Resident kB by mapping kind, from /proc/PID/smaps, largest first.
-fn smaps_breakdown(pid: u32) -> Vec<(String, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let mut by: BTreeMap<String, u64> = BTreeMap::new();
-    let mut current = String::new();
-    let mut size_kb = 0;
-    for line in text.lines() {
-        let first = line.split_whitespace().next().unwrap_or_default();
-        if first.contains('-') && !first.ends_with(':') {
-            // A mapping's header: range perms offset dev inode [path].
-            let parts: Vec<&str> = line.split_whitespace().collect();
-            let path = parts.get(5).copied().unwrap_or("");
-            current = match path {
-                "" => "anonymous".to_owned(),
-                p if p.starts_with('[') => p.to_owned(),
-                p => Path::new(p)
-                    .file_name()
-                    .map_or(p.to_owned(), |f| f.to_string_lossy().into_owned()),
-            };
-            size_kb = 0;
-        } else if let Some(v) = line.strip_prefix("Size:") {
-            size_kb = v
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-        } else if let Some(v) = line.strip_prefix("Rss:") {
-            let rss: u64 = v
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            // Thread stacks are anonymous 2 MiB (+ guard) mappings: name them apart.
-            let key = if current.starts_with("anonymous") && (2040..=2056).contains(&size_kb) {
-                "anonymous, 2 MiB mappings (thread stacks)".to_owned()
-            } else if current.starts_with("anonymous") {
-                "anonymous, other (malloc arenas of threads, ...)".to_owned()
-            } else {
-                current.clone()
-            };
-            *by.entry(key).or_default() += rss;
-        }
-    }
-    let mut list: Vec<(String, u64)> = by.into_iter().filter(|(_, kb)| *kb > 0).collect();
-    list.sort_by_key(|entry| std::cmp::Reverse(entry.1));
-    list
-}
-
-/// The agent process, killed when dropped.
-struct AgentProcess {
-    child: Child,
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        // SIGTERM first, so it publishes `offline`; then SIGKILL.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn footprint(
