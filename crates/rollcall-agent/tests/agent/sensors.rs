@@ -360,3 +360,33 @@ async fn a_restart_restores_configuration_and_dac_volts() {
     tracker.close();
     tracker.wait().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configuration_file_configures_a_service_that_saved_nothing() {
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let state = tempfile::tempdir().unwrap();
+    let mut me = Asker::new(&broker, &shutdown, &tracker).await;
+    me.listen("/garage/#").await;
+    me.listen("/pibot01/#").await;
+    let mut config = host_config("pibot01", &broker, free_udp_port());
+    config.state_dir = Some(state.path().to_owned());
+    config.services = rollcall_agent::RawConfig::from_toml(
+        "[services.sonar]\nenabled = true\n\
+         config = { interval_ms = 100, topics = { distance = \"/garage/distance\" } }\n\
+         [services.display]\nenabled = true\nconfig = { input = \"/garage/display\" }\n",
+    )
+    .unwrap()
+    .services;
+    let a = agent(config, &shutdown).await;
+    let d = json_on(&mut me, "/garage/distance").await;
+    assert_eq!(d["unit"], "m");
+    me.send("/garage/display", "open").await;
+    until(&mut me, "/pibot01/display/contents", |c| {
+        c["rows"][0].as_str().is_some_and(|r| r.starts_with("open"))
+    })
+    .await;
+    shutdown.cancel();
+    a.join().await.unwrap();
+}
