@@ -48,6 +48,13 @@ struct Sample {
     answers: usize,
     traffic: Traffic,
     busy: f64,
+    /// Wall time of the scan, and CPU time during it (ns): all agents, the
+    /// broker, the scanner's thread, and the whole machine.
+    wall_ns: u64,
+    agents_ns: u64,
+    broker_ns: u64,
+    scanner_ns: u64,
+    machine_ns: u64,
 }
 
 fn main() {
@@ -80,6 +87,7 @@ fn main() {
 
     let mut rows = String::new();
     let mut traffic_rows = String::new();
+    let mut cpu_rows = String::new();
     let mut brokers: Vec<&str> = Vec::new();
     if harness::find_tool("mosquitto").is_some() {
         brokers.push("mosquitto");
@@ -119,12 +127,25 @@ fn main() {
             "== {kind}: {HOSTS} agents online after {:?}",
             started.elapsed()
         );
+        let pids = Pids {
+            agents: agents.iter().filter_map(|&a| bed.pid(a)).collect(),
+            broker: bed.pid(broker_proc).unwrap_or(0),
+        };
         for window_ms in [20, 0] {
-            let samples = run_scans(&bed, hub, broker_addr, broadcast, window_ms, reader.clone());
-            let (row, traffic_row) = summarize(kind, window_ms, &samples);
+            let samples = run_scans(
+                &bed,
+                hub,
+                broker_addr,
+                broadcast,
+                window_ms,
+                reader.clone(),
+                pids.clone(),
+            );
+            let (row, traffic_row, cpu_row) = summarize(kind, window_ms, &samples);
             eprintln!("{row}");
             rows.push_str(&row);
             traffic_rows.push_str(&traffic_row);
+            cpu_rows.push_str(&cpu_row);
         }
         for a in agents {
             bed.kill(a);
@@ -141,6 +162,12 @@ fn main() {
          Ethernet frames add 14 bytes each):\n\n\
          | broker | window_ms | UDP frames sent | UDP copies delivered | UDP bytes | TCP (MQTT) frames | TCP bytes | agents ↔ broker frames | agents ↔ broker bytes |\n\
          | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n{traffic_rows}"
+    );
+    println!(
+        "CPU time per roll-call while it ran (means; schedstat of every thread, /proc/stat for the machine, \
+         whose 10 ms ticks make that column coarse):\n\n\
+         | broker | window_ms | scan wall | 50 agents | broker | scanner thread | other processes | machine busy |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n{cpu_rows}"
     );
     println!(
         "wall {:.1} s; /proc/loadavg before: {}; after: {}",
@@ -165,6 +192,35 @@ fn agent_spec(broker: Ipv4Addr, name: &str) -> AgentSpec {
     }
     spec.extra = extra;
     spec
+}
+
+/// The processes whose CPU time is measured.
+#[derive(Debug, Clone)]
+struct Pids {
+    agents: Vec<u32>,
+    broker: u32,
+}
+
+/// Time on CPU of every thread of `pids`, in ns (`/proc/PID/task/*/schedstat`).
+fn cpu_ns(pids: &[u32]) -> u64 {
+    pids.iter()
+        .flat_map(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// This thread's time on CPU, in ns.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Busy and total jiffies of all CPUs, from /proc/stat.
@@ -206,6 +262,7 @@ fn run_scans(
     broadcast: Ipv4Addr,
     window_ms: u64,
     reader: TrafficReader,
+    pids: Pids,
 ) -> Vec<Sample> {
     bed.in_node(hub, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -241,8 +298,18 @@ fn run_scans(
                 let began = Instant::now();
                 let before = settled(&reader);
                 let cpu_before = cpu_jiffies();
+                let (agents0, broker0, scanner0) = (
+                    cpu_ns(&pids.agents),
+                    cpu_ns(&[pids.broker]),
+                    thread_cpu_ns(),
+                );
+                let t0 = Instant::now();
                 let report: ScanReport =
                     scanner.scan(base + i as u64, &opts, |_| {}).await.unwrap();
+                let wall_ns = t0.elapsed().as_nanos() as u64;
+                let scanner_ns = thread_cpu_ns() - scanner0;
+                let agents_ns = cpu_ns(&pids.agents) - agents0;
+                let broker_ns = cpu_ns(&[pids.broker]) - broker0;
                 let cpu_after = cpu_jiffies();
                 let after = settled(&reader);
                 let answers = report.hosts.iter().filter(|h| h.t_ms.is_some()).count()
@@ -255,6 +322,11 @@ fn run_scans(
                         answers,
                         traffic: after.since(&before),
                         busy,
+                        wall_ns,
+                        agents_ns,
+                        broker_ns,
+                        scanner_ns,
+                        machine_ns: (cpu_after.0 - cpu_before.0) * 10_000_000,
                     });
                 }
                 if let Some(rest) = SPACING.checked_sub(began.elapsed()) {
@@ -279,7 +351,7 @@ fn mean(samples: &[Sample], f: impl Fn(&Traffic) -> u64) -> f64 {
     samples.iter().map(|s| f(&s.traffic) as f64).sum::<f64>() / samples.len() as f64
 }
 
-fn summarize(kind: &str, window_ms: u64, samples: &[Sample]) -> (String, String) {
+fn summarize(kind: &str, window_ms: u64, samples: &[Sample]) -> (String, String, String) {
     let complete = samples.iter().filter(|s| s.answers == ANSWERS).count();
     let lost: usize = samples
         .iter()
@@ -322,5 +394,18 @@ fn summarize(kind: &str, window_ms: u64, samples: &[Sample]) -> (String, String)
         mean(samples, agents_frames),
         mean(samples, agents_bytes),
     );
-    (row, traffic_row)
+    let ms = |f: &dyn Fn(&Sample) -> u64| {
+        samples.iter().map(|s| f(s) as f64).sum::<f64>() / samples.len() as f64 / 1e6
+    };
+    let ours = |s: &Sample| s.agents_ns + s.broker_ns + s.scanner_ns;
+    let cpu_row = format!(
+        "| {kind} | {window_ms} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} % |\n",
+        ms(&|s| s.wall_ns),
+        ms(&|s| s.agents_ns),
+        ms(&|s| s.broker_ns),
+        ms(&|s| s.scanner_ns),
+        ms(&|s| s.machine_ns.saturating_sub(ours(s))),
+        busy * 100.0,
+    );
+    (row, traffic_row, cpu_row)
 }
