@@ -437,7 +437,8 @@ fn payload<'a>(doc: &'a Value, host: &str, service: &str, list: &str, name: &str
         .unwrap_or_else(|| panic!("{host}/{service} {list} {name}"));
     let local = resolve(doc, op["messages"][0]["$ref"].as_str().unwrap()).unwrap();
     let message = resolve(doc, local["$ref"].as_str().unwrap()).unwrap();
-    &message["payload"]
+    // Payloads are shared in components.schemas.
+    resolve(doc, message["payload"]["$ref"].as_str().unwrap()).unwrap()
 }
 
 #[test]

@@ -17,6 +17,7 @@ use rollcall_proto::{Category, Interface, Topics, ValueType};
 use serde_json::{Map, Value, json};
 
 use super::escape::utc;
+use super::markdown::type_word;
 use super::view::{Cluster, HostView, ServiceView};
 
 /// What the document says beyond the map.
@@ -144,9 +145,6 @@ fn value_schema(i: &Interface) -> Value {
     if let Some(unit) = &i.unit {
         s.insert("x-unit".into(), unit.clone().into());
     }
-    if let Some(doc) = &i.doc {
-        s.insert("description".into(), doc.clone().into());
-    }
     Value::Object(s)
 }
 
@@ -213,10 +211,31 @@ struct Doc {
     channel_of_topic: BTreeMap<String, String>,
     operations: Map<String, Value>,
     messages: Map<String, Value>,
+    /// Payload schemas, shared: a thousand hosts' `uptime` entries have one
+    /// schema, not a thousand copies of it.
+    schemas: Map<String, Value>,
+    /// What each schema was made from (list, type, unit, range) to its id.
+    schema_ids: BTreeMap<String, String>,
     ids: Ids,
 }
 
 impl Doc {
+    /// A reference to the schema `key` stands for in `components.schemas`,
+    /// made by `schema` and added there on first use under a name made from
+    /// `hint`.
+    fn schema_ref(&mut self, key: String, hint: &str, schema: impl FnOnce() -> Value) -> Value {
+        let id = match self.schema_ids.get(&key) {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.ids.unique(format!("payload.{}", sanitize(hint)));
+                self.schemas.insert(id.clone(), schema());
+                self.schema_ids.insert(key, id.clone());
+                id
+            }
+        };
+        json!({"$ref": format!("#/components/schemas/{id}")})
+    }
+
     /// The channel id of `topic`, creating the channel on first use.
     fn channel(&mut self, topic: &str) -> String {
         if let Some(id) = self.channel_of_topic.get(topic) {
@@ -276,12 +295,25 @@ impl Doc {
             let (action, verb) = what(category);
             let entry = format!("{base}.{}.{}", category.as_str(), sanitize(&i.name));
             let ch = self.channel(&i.topic);
+            let mut hint = format!("{}.{}", category.as_str(), type_word(i.value_type));
+            if let Some(unit) = &i.unit {
+                hint.push('.');
+                hint.push_str(unit);
+            }
+            // What the payload schema is made of, and nothing else.
+            let key = format!(
+                "{}|{hint}|{:?}|{:?}|{:?}",
+                category.as_str(),
+                i.unit,
+                i.min,
+                i.max
+            );
+            let payload = self.schema_ref(key, &hint, || payload(category, i));
             let mut msg = json!({
                 "name": i.name,
                 "title": format!("{} {}", s.name, i.name),
-                "summary": format!("{} on {} {verb} {}", s.name, h.name, i.topic),
                 "contentType": "application/json",
-                "payload": payload(category, i),
+                "payload": payload,
             });
             if let Some(doc) = &i.doc {
                 msg["description"] = doc.clone().into();
@@ -298,7 +330,6 @@ impl Doc {
                 "action": action,
                 "channel": {"$ref": format!("#/channels/{ch}")},
                 "messages": [{"$ref": format!("#/channels/{ch}/messages/{key}")}],
-                "title": format!("{} {} {}", s.name, verb, i.name),
                 "summary": format!("{} on {} {verb} {}", s.name, h.name, i.topic),
                 "bindings": {"mqtt": {
                     "qos": 1,
@@ -330,6 +361,7 @@ impl Doc {
                             .cloned()
                             .unwrap_or_default(),
                         );
+                        let payload = self.schema_ref("reply".into(), "reply", reply_payload);
                         let key = self.message(
                             &ch,
                             format!("{base}.reply"),
@@ -337,7 +369,7 @@ impl Doc {
                                 "name": "reply",
                                 "title": format!("{} answer", s.name),
                                 "contentType": "application/json",
-                                "payload": reply_payload(),
+                                "payload": payload,
                             }),
                         );
                         (ch, key)
@@ -483,6 +515,8 @@ pub fn render(c: &Cluster, opts: &AsyncApiOptions) -> Value {
         channel_of_topic: BTreeMap::new(),
         operations: Map::new(),
         messages: Map::new(),
+        schemas: Map::new(),
+        schema_ids: BTreeMap::new(),
         ids: Ids::default(),
     };
     // Channels are made in topic order, so that ids given out to clashing
@@ -502,6 +536,14 @@ pub fn render(c: &Cluster, opts: &AsyncApiOptions) -> Value {
         doc.agent_topics(c, topics);
     }
     let (online, offline, missing) = c.counts();
+    // The big maps are moved in: `json!` would copy them through serde.
+    let channels: Map<String, Value> = std::mem::take(&mut doc.channels)
+        .into_iter()
+        .map(|(id, ch)| (id, Value::Object(ch)))
+        .collect();
+    let mut components = Map::new();
+    components.insert("schemas".into(), std::mem::take(&mut doc.schemas).into());
+    components.insert("messages".into(), std::mem::take(&mut doc.messages).into());
     let mut out = json!({
         "asyncapi": "3.0.0",
         "info": {
@@ -516,10 +558,10 @@ pub fn render(c: &Cluster, opts: &AsyncApiOptions) -> Value {
             "x-generated-at-ms": c.now_ms,
         },
         "defaultContentType": "application/json",
-        "channels": doc.channels,
-        "operations": doc.operations,
-        "components": {"messages": doc.messages},
     });
+    out["channels"] = channels.into();
+    out["operations"] = std::mem::take(&mut doc.operations).into();
+    out["components"] = components.into();
     if let Some(broker) = &opts.broker {
         let host = if broker.host.contains(':') {
             format!("[{}]:{}", broker.host, broker.port)
