@@ -1,5 +1,6 @@
-//! `rollcall docs` as a user runs it: two agent processes on an embedded
-//! broker, one announcing a logger that consumes every host's `system`
+//! `rollcall docs` as a user runs it: two agent processes on the embedded
+//! broker and on Mosquitto (skipped with a note where it is not installed,
+//! failed under `CI=true`), one announcing a logger that consumes every host's `system`
 //! readings, documented from retained state alone and with a roll-call,
 //! into files and to stdout; a host whose agent dies shows as offline; and the
 //! errors a user meets (no broker, an output folder that cannot be made, a
@@ -102,8 +103,51 @@ inputs = ["/+/system/#"]
 outputs = ["/pizero2/logger/lines"]
 "#;
 
+/// The broker the agents share: `pizero1`'s embedded one (rumqttd), or a
+/// Mosquitto child process.
+enum Broker {
+    Embedded,
+    Mosquitto,
+}
+
+/// Where a program is, on PATH or in the sbin folders Debian puts daemons in.
+fn find_program(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
-fn docs_of_two_agents_from_retained_state_and_a_roll_call() {
+fn docs_on_the_embedded_broker() {
+    two_agents_documented(Broker::Embedded);
+}
+
+#[test]
+fn docs_on_mosquitto() {
+    if find_program("mosquitto").is_none() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(!ci, "CI=true but mosquitto is not installed");
+        eprintln!(
+            "docs_on_mosquitto: skipped: mosquitto is not installed (apt-get install mosquitto)"
+        );
+        return;
+    }
+    two_agents_documented(Broker::Mosquitto);
+}
+
+/// Two agents, one announcing a logger of every host's readings, documented
+/// from retained state alone and with a roll-call; then one dies.
+fn two_agents_documented(kind: Broker) {
     let broker_port = free_tcp_port();
     let udp_port = free_udp_port();
     let dir = tempfile::tempdir().unwrap();
@@ -112,17 +156,35 @@ fn docs_of_two_agents_from_retained_state_and_a_roll_call() {
     std::fs::write(&config, LOGGER).unwrap();
     let broker_addr = format!("127.0.0.1:{broker_port}");
     let broker = format!("mqtt://{broker_addr}");
-    let _pizero1 = spawn_agent(
-        "pizero1",
-        &["--embedded-broker", &broker_addr],
-        udp_port,
-        &state1,
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect((Ipv4Addr::LOCALHOST, broker_port)).is_err() {
-        assert!(Instant::now() < deadline, "the broker never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _mosquitto = match kind {
+        Broker::Embedded => None,
+        Broker::Mosquitto => {
+            let conf = dir.path().join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "listener {broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n"
+                ),
+            )
+            .unwrap();
+            let child = Command::new(find_program("mosquitto").unwrap())
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let running = Running(child);
+            wait_listening(broker_port, "mosquitto");
+            Some(running)
+        }
+    };
+    let pizero1_broker = match kind {
+        Broker::Embedded => ["--embedded-broker", broker_addr.as_str()],
+        Broker::Mosquitto => ["--broker", broker.as_str()],
+    };
+    let _pizero1 = spawn_agent("pizero1", &pizero1_broker, udp_port, &state1);
+    wait_listening(broker_port, "the broker");
     let config_arg = config.to_str().unwrap();
     let mut pizero2 = spawn_agent(
         "pizero2",
