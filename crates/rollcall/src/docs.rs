@@ -43,7 +43,8 @@ pub struct Args {
     /// md, asyncapi, svg, dot, or all (all needs --out).
     #[arg(long, default_value = "all", value_parser = parse_formats)]
     format: Formats,
-    /// How long to wait for answers to the roll-call, in ms.
+    /// How long to wait for answers to the roll-call (with --no-rollcall:
+    /// for the broker's first retained message), in ms.
     #[arg(long, default_value_t = 2000)]
     wait_ms: u64,
     /// Stop waiting as soon as N hosts and all the services they list have answered.
