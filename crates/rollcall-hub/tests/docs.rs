@@ -442,6 +442,35 @@ fn payload<'a>(doc: &'a Value, host: &str, service: &str, list: &str, name: &str
 }
 
 #[test]
+fn asyncapi_descriptions_from_the_network_are_escaped_commonmark() {
+    // Tools render `description` as CommonMark: a doc cannot inject HTML there.
+    let doc = full_asyncapi(&fixture());
+    let message = doc["components"]["messages"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|m| m["name"] == "all|readings")
+        .unwrap();
+    assert_eq!(
+        message["description"],
+        "logs every reading \\| all \\<hosts\\> \\& \\*more\\* second line"
+    );
+    let reply = doc["channels"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|c| c["address"].is_null() && c["description"].as_str().unwrap().contains("logger"))
+        .unwrap();
+    assert!(
+        reply["description"]
+            .as_str()
+            .unwrap()
+            .contains("Where logger\\*\\_ on lab\\|\\<b\\>\\&\"x\"\\` answers"),
+        "{reply}"
+    );
+}
+
+#[test]
 fn payload_schemas_follow_type_unit_and_range() {
     let doc = docs::asyncapi(&fixture());
     let check = |schema: &Value, good: &[Value], bad: &[Value]| {

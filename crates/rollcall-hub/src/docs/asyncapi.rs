@@ -16,7 +16,7 @@ use rollcall_net::BrokerUrl;
 use rollcall_proto::{Category, Interface, Topics, ValueType};
 use serde_json::{Map, Value, json};
 
-use super::escape::utc;
+use super::escape::{md_text, utc};
 use super::markdown::type_word;
 use super::view::{Cluster, HostView, ServiceView};
 
@@ -315,13 +315,18 @@ impl Doc {
                 "contentType": "application/json",
                 "payload": payload,
             });
+            // Descriptions are CommonMark, which AsyncAPI tools render:
+            // text from the network is escaped there (summaries and titles
+            // are plain text).
             if let Some(doc) = &i.doc {
-                msg["description"] = doc.clone().into();
+                msg["description"] = md_text(doc).into();
             }
             if category == Category::Inputs && i.value_type != ValueType::Json {
                 msg["description"] = format!(
                     "{}Plain text is accepted too (`on`, `1`).",
-                    i.doc.as_deref().map_or(String::new(), |d| format!("{d}. "))
+                    i.doc
+                        .as_deref()
+                        .map_or(String::new(), |d| format!("{}. ", md_text(d)))
                 )
                 .into();
             }
@@ -352,8 +357,9 @@ impl Doc {
                             json!({
                                 "address": null,
                                 "description": format!(
-                                    "Where {} on {} answers: the request's `topic`, else its `reply` topic (`.../{}/reply`); errors without a `topic` go to `.../{}/error`.",
-                                    s.name, h.name, s.name, s.name
+                                    "Where {name} on {host} answers: the request's `topic`, else its `reply` topic; errors without a `topic` go to its `error` topic.",
+                                    name = md_text(&s.name),
+                                    host = md_text(&h.name),
                                 ),
                                 "messages": {},
                             })
