@@ -110,7 +110,8 @@ fn run(cmd: &mut Command) -> Result<Output, String> {
 }
 
 /// Deletes namespaces left by test processes that no longer run (killed
-/// before their `Drop` could). Runs once per process.
+/// before their `Drop` could), and ends the processes still inside them.
+/// Runs once per process.
 fn sweep_dead_runs(ip: &Path) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -120,6 +121,13 @@ fn sweep_dead_runs(ip: &Path) {
             };
             let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
             if !pid.is_empty() && !Path::new("/proc").join(&pid).exists() {
+                // Its agents and brokers outlived it: they are in its
+                // namespaces, and keep them alive until they end.
+                if let Ok(out) = run(Command::new(ip).args(["netns", "pids", &ns])) {
+                    for orphan in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                        let _ = run(Command::new("kill").args(["-KILL", orphan]));
+                    }
+                }
                 let _ = run(Command::new(ip).args(["netns", "del", &ns]));
             }
         }
