@@ -226,3 +226,92 @@ pub fn rand_id() -> u32 {
         .map_or(0, |d| d.subsec_nanos());
     nanos ^ std::process::id().rotate_left(16)
 }
+
+#[cfg(test)]
+mod tests {
+    use rollcall_hub::{HostSeen, ServiceSeen};
+
+    use super::*;
+
+    fn service(function: &str, t_ms: u64) -> ServiceSeen {
+        ServiceSeen {
+            function: function.into(),
+            inputs: None,
+            outputs: None,
+            control: None,
+            t_ms,
+            interfaces: None,
+            health: None,
+        }
+    }
+
+    fn host(name: &str, t_ms: Option<u64>, services: Vec<ServiceSeen>) -> HostSeen {
+        HostSeen {
+            hostname: name.into(),
+            ipaddr: Some(format!("198.18.0.{}", name.len())),
+            extaddr: None,
+            t_ms,
+            apps: t_ms.map(|_| vec!["gpio".into(), "system".into()]),
+            version: None,
+            services,
+        }
+    }
+
+    fn report(hosts: Vec<HostSeen>, elapsed_ms: u64) -> ScanReport {
+        ScanReport {
+            id: 7,
+            elapsed_ms,
+            window_ms: 20,
+            other_ids: 1,
+            duplicates: 0,
+            lost_in_session: 0,
+            hosts,
+        }
+    }
+
+    #[test]
+    fn a_repeat_fills_in_what_the_first_send_missed_with_times_from_the_first_send() {
+        let first = report(
+            vec![
+                host("a", Some(3), vec![service("system", 4), service("gpio", 5)]),
+                // Only a service of c answered; its host answer was lost.
+                host("c", None, vec![service("system", 9)]),
+            ],
+            1000,
+        );
+        assert!(!complete(&first, 2));
+        let second = report(
+            vec![
+                host("b", Some(2), vec![service("gpio", 3), service("system", 4)]),
+                host("c", Some(6), vec![service("gpio", 7), service("system", 8)]),
+            ],
+            500,
+        );
+        let merged = merge(first, second, Duration::from_millis(1000));
+        assert_eq!(merged.elapsed_ms, 1500);
+        assert_eq!(merged.other_ids, 2);
+        let names: Vec<&str> = merged.hosts.iter().map(|h| h.hostname.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        let b = &merged.hosts[1];
+        assert_eq!(b.t_ms, Some(1002));
+        assert_eq!(b.services[0].t_ms, 1003);
+        // c keeps its first `system` answer and gains its host answer and gpio.
+        let c = &merged.hosts[2];
+        assert_eq!(c.t_ms, Some(1006));
+        assert_eq!(c.apps.as_ref().map(Vec::len), Some(2));
+        let c_services: Vec<(&str, u64)> = c
+            .services
+            .iter()
+            .map(|s| (s.function.as_str(), s.t_ms))
+            .collect();
+        assert_eq!(c_services, [("gpio", 1007), ("system", 9)]);
+        assert!(complete(&merged, 3));
+        assert!(!complete(&merged, 4));
+    }
+
+    #[test]
+    fn a_host_is_complete_only_with_every_service_it_lists() {
+        let r = report(vec![host("a", Some(1), vec![service("system", 2)])], 10);
+        assert!(!complete(&r, 1), "gpio is listed and has not answered");
+    }
+}
