@@ -730,7 +730,12 @@ fn graphviz_renders_the_dot_where_it_is_installed() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let svg = roxmltree::Document::parse(&text).unwrap();
+    // Graphviz's SVG starts with a DOCTYPE.
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..roxmltree::ParsingOptions::default()
+    };
+    let svg = roxmltree::Document::parse_with_options(&text, options).unwrap();
     let class = |c: &str| {
         svg.descendants()
             .filter(|n| n.attribute("class") == Some(c))
