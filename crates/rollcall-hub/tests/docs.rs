@@ -64,6 +64,12 @@ fn extra_answers() -> Vec<Value> {
             }, "health": {"status": "alert", "reason": "disk <full> | 95%"}}),
         ),
         answer(WEIRD_HOST, "host", json!({"apps": ["logger*_"]})),
+        // A minimal foreign answer: only the notes' flat fields.
+        answer(
+            "pibot01",
+            "flat_pump",
+            json!({"inputs": "/pibot01/flat/set/+", "outputs": "/pizero2/gpio/set/lamp"}),
+        ),
     ]
 }
 
@@ -129,6 +135,7 @@ fn the_fixture_has_what_the_tests_rely_on() {
             .any(|e| e.from.service == from && e.to.service == to)
     };
     assert!(edge("gpio", "pump_ctl") && edge("pump_ctl", "gpio") && edge("system", "logger*_"));
+    assert!(edge("flat_pump", "gpio"));
 }
 
 // ---------------------------------------------------------------- Markdown
@@ -397,8 +404,8 @@ fn asyncapi_references_parameters_and_operations_hold_together() {
             }
         }
     }
-    // ...plus the agents' $state and $description.
-    assert_eq!(ops.len(), entries + 2);
+    // ...plus flat_pump's two flat fields, and the agents' $state and $description.
+    assert_eq!(ops.len(), entries + 2 + 2);
     // A data-flow edge is one channel with a send and a receive on it.
     let float = doc["channels"]
         .as_object()
@@ -439,6 +446,29 @@ fn payload<'a>(doc: &'a Value, host: &str, service: &str, list: &str, name: &str
     let message = resolve(doc, local["$ref"].as_str().unwrap()).unwrap();
     // Payloads are shared in components.schemas.
     resolve(doc, message["payload"]["$ref"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn services_known_only_by_their_flat_fields_are_documented() {
+    let s = fixture();
+    let md = docs::markdown(&s);
+    assert!(
+        md.contains("| inputs | `inputs` | `/pibot01/flat/set/+` | json |  |  | no | from the answer's flat \\`inputs\\` field; no type described |"),
+        "{md}"
+    );
+    assert!(md.contains("| outputs | `outputs` | `/pizero2/gpio/set/lamp` | json |"));
+    let doc = docs::asyncapi(&s);
+    let flat: Vec<&Value> = doc["operations"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|o| o["x-rollcall"]["service"] == "flat_pump")
+        .collect();
+    assert_eq!(flat.len(), 2);
+    // Its output is the gpio service's input: one channel, both operations.
+    let lamp = flat.iter().find(|o| o["action"] == "send").unwrap();
+    let channel = resolve(&doc, lamp["channel"]["$ref"].as_str().unwrap()).unwrap();
+    assert_eq!(channel["address"], "/pizero2/gpio/set/lamp");
 }
 
 #[test]

@@ -16,7 +16,9 @@ pub mod view;
 
 use std::str::FromStr;
 
-use crate::map::{HostStatus, MapSnapshot};
+use rollcall_proto::{Description, Interface, Interfaces, ValueType};
+
+use crate::map::{HostStatus, MapSnapshot, ServiceSnapshot};
 
 pub use asyncapi::AsyncApiOptions;
 use view::{Cluster, EdgeView, EndView, HostView, PinView, ServiceView, Status};
@@ -154,7 +156,7 @@ pub fn cluster(s: &MapSnapshot) -> Cluster {
                         name: s.name.clone(),
                         present: s.present,
                         health: s.health.clone(),
-                        description: s.description.clone(),
+                        description: with_flat_fields(s),
                     })
                     .collect(),
                 pins: h
@@ -192,4 +194,45 @@ pub fn cluster(s: &MapSnapshot) -> Cluster {
             .collect(),
     }
     .sorted()
+}
+
+/// A service's description, or, for one that answered with only the notes'
+/// flat fields (`"inputs":"/p"`, as a minimal foreign service may), one made
+/// from them: each field an entry of type `json` named after its list, as
+/// the map takes them for data-flow edges. So its topics are documented
+/// wherever its edges are drawn.
+fn with_flat_fields(s: &ServiceSnapshot) -> Option<Description> {
+    let described = s.description.as_ref().is_some_and(|d| {
+        let i = &d.interfaces;
+        !(i.inputs.is_empty()
+            && i.outputs.is_empty()
+            && i.functions.is_empty()
+            && i.controls.is_empty())
+    });
+    if described || (s.inputs.is_none() && s.outputs.is_none() && s.control.is_none()) {
+        return s.description.clone();
+    }
+    let entry = |list: &str, topic: &Option<String>| -> Vec<Interface> {
+        topic
+            .iter()
+            .map(|t| {
+                Interface::new(list, t.clone(), ValueType::Json).doc(&format!(
+                    "from the answer's flat `{list}` field; no type described"
+                ))
+            })
+            .collect()
+    };
+    let mut d = s.description.clone().unwrap_or_else(|| Description {
+        function: s.name.clone(),
+        doc: None,
+        interfaces: Interfaces::default(),
+        health: s.health.clone(),
+    });
+    d.interfaces = Interfaces {
+        inputs: entry("inputs", &s.inputs),
+        outputs: entry("outputs", &s.outputs),
+        functions: Vec::new(),
+        controls: entry("control", &s.control),
+    };
+    Some(d)
 }
