@@ -5,12 +5,14 @@
 //! live on 127.0.0.0/8.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rollcall_agent::{Agent, RawConfig};
-use rollcall_hub::{ScanOptions, Scanner};
-use rollcall_net::{EmbeddedBroker, Qos};
+use rollcall_hub::{HubConfig, HubShared, ScanOptions, ScanReport, Scanner};
+use rollcall_net::{EmbeddedBroker, NetError, Qos};
 use rollcall_proto::Topics;
 use rollcall_services::announce::AnnounceConfig;
 use tokio_util::task::TaskTracker;
@@ -35,6 +37,57 @@ pub struct Args {
     /// Seconds between roll-calls.
     #[arg(long, default_value_t = 5)]
     every: u64,
+    /// Serve the dashboard on this address (port 0: any free port). Without
+    /// it: 127.0.0.1:8080, or any free port when that one is taken, and none
+    /// with --once. The URL is printed.
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_http")]
+    http: Option<SocketAddr>,
+    /// Serve no dashboard.
+    #[arg(long)]
+    no_http: bool,
+}
+
+/// Where the demo's dashboard goes when no --http is given.
+const DEFAULT_HTTP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+
+/// The hub's own roll-calls, in the demo: the demo calls the roll itself
+/// and prints each report, and feeds it to the map, so the hub only
+/// watches retained state and values (and calls the roll once at start).
+const HUB_SCAN_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// The listener the dashboard is served on, if one is to be.
+async fn dashboard_listener(args: &Args) -> Result<Option<tokio::net::TcpListener>> {
+    if args.no_http || (args.once && args.http.is_none()) {
+        return Ok(None);
+    }
+    if let Some(addr) = args.http {
+        return Ok(Some(rollcall_net::http_listener(addr).await?));
+    }
+    match rollcall_net::http_listener(DEFAULT_HTTP).await {
+        Ok(listener) => Ok(Some(listener)),
+        // A second demo, or anything else on 8080: the demo must still start.
+        Err(NetError::Listen { source, .. }) if source.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!("rollcall demo: {DEFAULT_HTTP} is taken; the dashboard takes a free port");
+            let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+            Ok(Some(rollcall_net::http_listener(any).await?))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A roll-call's report into the dashboard's map, as the hub's own
+/// roll-calls would be.
+fn feed(shared: &HubShared, report: &ScanReport, took: Duration) {
+    shared.metrics.record_rollcall(report, took);
+    let events = shared.lock_map().apply_scan(report, rollcall_hub::now_ms());
+    shared
+        .metrics
+        .events
+        .fetch_add(events.len() as u64, Ordering::Relaxed);
+    for event in events {
+        // Nobody watching is not an error.
+        let _ = shared.changes.send(event);
+    }
 }
 
 /// A UDP port nobody on this machine is using now.
@@ -161,6 +214,25 @@ pub async fn run(args: Args) -> Result<()> {
         expect: Some(HOSTS.len()),
         cluster_key: None,
     };
+    let dashboard = match dashboard_listener(&args).await? {
+        Some(listener) => {
+            let shared = Arc::new(HubShared::new(Topics::default()));
+            let config = HubConfig::new(broker.url(), opts.clone(), HUB_SCAN_EVERY);
+            let hub = tracker.spawn(rollcall_hub::run_hub(
+                config,
+                Arc::clone(&shared),
+                shutdown.clone(),
+            ));
+            let web = crate::hub::start_dashboard(
+                "rollcall demo",
+                listener,
+                Arc::clone(&shared),
+                shutdown.clone(),
+            )?;
+            Some((shared, hub, web))
+        }
+        None => None,
+    };
     let mut ticker = tokio::time::interval(Duration::from_secs(args.every));
     let mut id = u64::from(crate::scan::rand_id());
     let result: Result<()> = loop {
@@ -169,8 +241,14 @@ pub async fn run(args: Args) -> Result<()> {
             _ = ticker.tick() => {}
         }
         id += 1;
+        let started = Instant::now();
         match scanner.scan(id, &opts, |_| {}).await {
-            Ok(r) => report::print(&r, args.json),
+            Ok(r) => {
+                report::print(&r, args.json);
+                if let Some((shared, ..)) = &dashboard {
+                    feed(shared, &r, started.elapsed());
+                }
+            }
             Err(e) => break Err(e.into()),
         }
         if args.once {
@@ -193,6 +271,10 @@ pub async fn run(args: Args) -> Result<()> {
     shutdown.cancel();
     for agent in agents {
         agent.join().await?;
+    }
+    if let Some((_, hub, web)) = dashboard {
+        hub.await.context("the demo's hub task failed")??;
+        crate::hub::join_dashboard(Some(web)).await?;
     }
     tracker.close();
     tracker.wait().await;

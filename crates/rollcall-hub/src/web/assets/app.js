@@ -1,16 +1,22 @@
-// The dashboard's behaviour: fetch /api/map, draw it, re-fetch when
-// /api/events says something changed, and send settings through the
-// /api/hosts/.../set/... route. Plain DOM: every text from the network goes
-// through textContent, never innerHTML.
+// The dashboard's behaviour: fetch /api/map, draw it, keep it current from
+// /api/events, and send settings through /api/hosts/.../set/.... Cards are
+// rebuilt only when hosts, services or descriptions change; a new value
+// updates its own row in place, so a switch is never pulled from under a
+// click. Plain DOM: every text from the network goes through textContent,
+// never innerHTML.
 'use strict';
 
 const state = {
   map: null,
   fetchedAt: 0,
-  structure: '',
+  // What the cards were built from; values are not part of it.
+  shape: '',
+  picture: '',
+  // Functions that put the current map's values into the built cards.
+  updaters: [],
   timer: null,
   drawTimer: null,
-  // A slider being dragged: drawing now would pull it from under the pointer.
+  // A slider being dragged: a rebuild now would pull it from under the pointer.
   holding: false,
   pendingDraw: false,
 };
@@ -21,7 +27,6 @@ function el(tag, attrs, ...children) {
     if (v === undefined || v === null || v === false) continue;
     if (k === 'class') node.className = v;
     else if (k === 'text') node.textContent = v;
-    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v === true ? '' : String(v));
   }
   for (const c of children.flat()) {
@@ -55,37 +60,43 @@ function refreshSoon() {
   state.timer = setTimeout(() => { state.timer = null; refresh(); }, 150);
 }
 
-// Someone typing into a field or dragging a slider: wait until they are done.
-function busy() {
-  const a = document.activeElement;
-  return state.holding || (a && a.tagName === 'INPUT' && a.type !== 'range' && a.closest('#hosts'));
-}
-
-// A new value needs no fetch: put it into the map we have.
-function patchValue(ev) {
-  const host = state.map && (state.map.hosts || []).find((h) => h.name === ev.host);
-  const service = host && (host.services || []).find((s) => s.name === ev.service);
-  if (!service) return false;
-  service.values = service.values || {};
-  service.values[ev.topic] = ev.value;
-  return true;
-}
-
 function drawSoon() {
   if (state.drawTimer) return;
   state.drawTimer = setTimeout(() => { state.drawTimer = null; draw(); }, 100);
 }
 
+function findService(hostName, serviceName) {
+  const host = state.map && (state.map.hosts || []).find((h) => h.name === hostName);
+  return host && (host.services || []).find((s) => s.name === serviceName);
+}
+
+// A new value on a topic the cards show needs no fetch.
 function onChange(message) {
   let ev = null;
-  try { ev = JSON.parse(message.data); } catch (_) { /* refetch below */ }
-  if (ev && ev.event === 'value_changed' && patchValue(ev)) drawSoon();
-  else refreshSoon();
+  try { ev = JSON.parse(message.data); } catch (_) { /* fetch below */ }
+  const service = ev && ev.event === 'value_changed' && findService(ev.host, ev.service);
+  if (service && service.values && ev.topic in service.values) {
+    service.values[ev.topic] = ev.value;
+    drawSoon();
+  } else {
+    refreshSoon();
+  }
+}
+
+// Someone typing into a field or dragging a slider.
+function busy() {
+  const a = document.activeElement;
+  return state.holding || (a && a.tagName === 'INPUT' && a.type !== 'range' && a.closest('#hosts'));
+}
+
+function shapeOf(map) {
+  return JSON.stringify((map.hosts || []).map((h) => [
+    h.name, h.status, h.ipaddr, h.extaddr, h.pin_conflicts,
+    (h.services || []).map((s) => [s.name, s.present, s.health, s.description, Object.keys(s.values || {})]),
+  ]));
 }
 
 function draw() {
-  if (busy()) { state.pendingDraw = true; return; }
-  state.pendingDraw = false;
   const map = state.map;
   if (!map) return;
   const hosts = map.hosts || [];
@@ -93,10 +104,20 @@ function draw() {
   const services = hosts.reduce((n, h) => n + (h.services || []).length, 0);
   document.getElementById('summary').textContent =
     `${online} of ${hosts.length} hosts online, ${services} services, ${(map.edges || []).length} data-flow edges`;
-  const box = document.getElementById('hosts');
-  box.replaceChildren(...(hosts.length
-    ? hosts.map(hostCard)
-    : [el('p', { class: 'empty', text: 'No host has answered yet.' })]));
+  const shape = shapeOf(map);
+  if (shape !== state.shape) {
+    if (busy()) {
+      state.pendingDraw = true;
+    } else {
+      state.pendingDraw = false;
+      state.shape = shape;
+      state.updaters = [];
+      document.getElementById('hosts').replaceChildren(...(hosts.length
+        ? hosts.map(hostCard)
+        : [el('p', { class: 'empty', text: 'No host has answered yet.' })]));
+    }
+  }
+  for (const update of state.updaters) update(map);
   drawFlow(map);
 }
 
@@ -112,12 +133,16 @@ function ago(ms) {
 function hostCard(h) {
   const status = h.status || (h.online ? 'online' : 'offline');
   const addr = [h.ipaddr, h.extaddr && `external ${h.extaddr}`].filter(Boolean).join(', ');
+  const meta = el('p', { class: 'meta' });
+  state.updaters.push((map) => {
+    const now = (map.hosts || []).find((x) => x.name === h.name);
+    if (now) meta.textContent = `${addr || 'address unknown'} · last seen ${ago(now.last_seen_ms)}`;
+  });
   return el('article', { class: `host ${status}`, 'data-host': h.name },
     el('header', {},
       el('h2', { text: h.name }),
       el('span', { class: `badge ${status}`, 'data-status': status, text: status })),
-    el('p', { class: 'meta', 'data-last-seen': h.last_seen_ms },
-      `${addr || 'address unknown'} · last seen ${ago(h.last_seen_ms)}`),
+    meta,
     (h.pin_conflicts || []).map((c) => el('p', { class: 'conflict', text: `pin conflict: ${conflictText(c)}` })),
     (h.services || []).map((s) => serviceBlock(h, s)));
 }
@@ -125,14 +150,9 @@ function hostCard(h) {
 function conflictText(c) {
   if (c && typeof c === 'object' && 'pin' in c) {
     const who = c.claimed_by || c.claims;
-    return `pin ${c.pin}` + (who ? `: ${Array.isArray(who) ? who.map(claimText).join(', ') : JSON.stringify(who)}` : '');
+    return `pin ${c.pin}` + (Array.isArray(who) ? `: ${who.join(', ')}` : '');
   }
   return typeof c === 'string' ? c : JSON.stringify(c);
-}
-
-function claimText(c) {
-  if (c && typeof c === 'object') return [c.service, c.name].filter(Boolean).join(' ') || JSON.stringify(c);
-  return String(c);
 }
 
 function healthOf(s) {
@@ -154,18 +174,18 @@ function serviceBlock(host, s) {
   for (const o of outputs) {
     // A settable input of the same name drives this output: one row for both.
     const input = inputs.find((i) => i.name === o.name && setItem(host.name, s.name, i.topic) !== null);
-    rows.push(itemRow(host, s, o, values[o.topic], input));
+    rows.push(itemRow(host, s, o, input));
     shown.add(o.topic);
     if (input) shown.add(input.topic);
   }
   for (const i of inputs) {
     if (shown.has(i.topic) || setItem(host.name, s.name, i.topic) === null || i.type === 'json') continue;
-    rows.push(itemRow(host, s, i, values[i.topic], i));
+    rows.push(itemRow(host, s, i, i));
     shown.add(i.topic);
   }
-  for (const [topic, reading] of Object.entries(values)) {
+  for (const topic of Object.keys(values)) {
     if (shown.has(topic)) continue;
-    rows.push(itemRow(host, s, { name: topic, topic, type: 'json' }, reading, null));
+    rows.push(itemRow(host, s, { name: topic, topic, type: 'json' }, null));
   }
   const topicList = ['inputs', 'outputs', 'functions', 'controls']
     .flatMap((k) => (ifs[k] || []).map((i) => el('li', {}, `${k.slice(0, -1)} `, el('code', { text: i.topic }), i.doc ? ` — ${i.doc}` : '')));
@@ -194,20 +214,38 @@ function readingValue(reading) {
   return reading;
 }
 
-function itemRow(host, s, iface, reading, input) {
-  const value = readingValue(reading);
-  const unit = (reading && reading.unit) || iface.unit || '';
+// One row: the interface's name, and its value or a control for it. The
+// row keeps itself current through an updater.
+function itemRow(host, s, iface, input) {
   const cell = el('td', { class: 'value' });
-  if (input && (input.type === 'bool')) {
-    cell.append(toggle(host, s, input, value));
+  let show;
+  if (input && input.type === 'bool') {
+    show = toggle(host, s, input, cell);
   } else if (input && (input.type === 'float' || input.type === 'int') && input.min != null && input.max != null) {
-    cell.append(slider(host, s, input, value, unit));
+    show = slider(host, s, input, iface, cell);
   } else if (input && input.type !== 'json') {
-    cell.append(textSetter(host, s, input, value));
+    show = textSetter(host, s, input, cell);
   } else {
-    cell.append(showValue(iface, value), unit && value !== undefined ? el('span', { class: 'unit', text: unit }) : '');
+    show = (reading) => {
+      const value = readingValue(reading);
+      const unit = (reading && reading.unit) || iface.unit || '';
+      cell.replaceChildren(showValue(iface, value),
+        unit && value !== undefined && value !== null ? el('span', { class: 'unit', text: unit }) : '');
+    };
   }
-  return el('tr', { 'data-topic': iface.topic }, el('td', { class: 'name', title: iface.doc || iface.topic, text: iface.name }), cell);
+  let last;
+  const update = (map) => {
+    const service = (map.hosts || []).find((h) => h.name === host.name);
+    const now = service && (service.services || []).find((x) => x.name === s.name);
+    const reading = now && now.values ? now.values[iface.topic] : undefined;
+    const key = JSON.stringify(reading === undefined ? null : reading);
+    if (key === last) return;
+    last = key;
+    show(reading);
+  };
+  state.updaters.push(update);
+  return el('tr', { 'data-topic': iface.topic },
+    el('td', { class: 'name', title: iface.doc || iface.topic, text: iface.name }), cell);
 }
 
 function showValue(iface, value) {
@@ -216,11 +254,14 @@ function showValue(iface, value) {
     return el('span', { class: 'lcd', 'data-display': '', text: value.join('\n') });
   }
   if (iface.type === 'bool' || typeof value === 'boolean') {
-    const on = value === true || value === 1 || value === '1' || value === 'on';
+    const on = isOn(value);
     return el('span', { class: `level ${on ? 'on' : 'off'}`, text: on ? 'on' : 'off' });
   }
+  if (Array.isArray(value) && value.every((r) => typeof r === 'number')) {
+    return el('span', { text: value.map(formatNumber).join(', ') });
+  }
   if (typeof value === 'number') return el('span', { text: formatNumber(value) });
-  if (typeof value === 'string') return el('span', { text: value });
+  if (typeof value === 'string') return el('span', { class: 'text', text: value });
   return el('code', { text: JSON.stringify(value) });
 }
 
@@ -233,15 +274,15 @@ function isOn(value) {
   return value === true || value === 1 || value === '1' || value === 'on' || value === 'true';
 }
 
-function toggle(host, s, input, value) {
+function toggle(host, s, input, cell) {
   const item = setItem(host.name, s.name, input.topic);
-  const on = isOn(value);
   const b = el('button', {
-    class: 'toggle', role: 'switch', type: 'button', 'aria-checked': on ? 'true' : 'false',
-    'aria-label': `${host.name} ${s.name} ${item}`, title: `${input.topic}: ${on ? 'on' : 'off'}`,
+    class: 'toggle', role: 'switch', type: 'button', 'aria-checked': 'false',
+    'aria-label': `${host.name} ${s.name} ${item}`,
     'data-host': host.name, 'data-service': s.name, 'data-item': item,
   });
   b.addEventListener('click', async () => {
+    const on = b.getAttribute('aria-checked') === 'true';
     b.setAttribute('aria-busy', 'true');
     try {
       await setValue(host.name, s.name, item, !on);
@@ -249,9 +290,13 @@ function toggle(host, s, input, value) {
       toast(e.message);
     }
     b.removeAttribute('aria-busy');
-    refreshSoon();
   });
-  return b;
+  cell.append(b);
+  return (reading) => {
+    const on = isOn(readingValue(reading));
+    b.setAttribute('aria-checked', on ? 'true' : 'false');
+    b.title = `${input.topic}: ${reading === undefined ? 'unknown' : on ? 'on' : 'off'}`;
+  };
 }
 
 function niceStep(input) {
@@ -260,17 +305,18 @@ function niceStep(input) {
   return span >= 50 ? 1 : Number((span / 100).toPrecision(1));
 }
 
-function slider(host, s, input, value, unit) {
+function slider(host, s, input, iface, cell) {
   const item = setItem(host.name, s.name, input.topic);
-  const current = typeof value === 'number' ? value : input.min;
-  const out = el('output', { text: `${formatNumber(current)}${unit ? ` ${unit}` : ''}` });
+  const unit = input.unit || iface.unit || '';
+  const out = el('output', {});
   const range = el('input', {
-    type: 'range', min: input.min, max: input.max, step: niceStep(input), value: current,
+    type: 'range', min: input.min, max: input.max, step: niceStep(input), value: input.min,
     'aria-label': `${host.name} ${s.name} ${item}`,
     'data-host': host.name, 'data-service': s.name, 'data-item': item,
   });
+  const label = (v) => { out.textContent = `${formatNumber(Number(v))}${unit ? ` ${unit}` : ''}`; };
   range.addEventListener('pointerdown', () => { state.holding = true; });
-  range.addEventListener('input', () => { out.textContent = `${range.value}${unit ? ` ${unit}` : ''}`; });
+  range.addEventListener('input', () => label(range.value));
   range.addEventListener('change', async () => {
     state.holding = false;
     try {
@@ -278,16 +324,21 @@ function slider(host, s, input, value, unit) {
     } catch (e) {
       toast(e.message);
     }
-    refreshSoon();
   });
-  return el('span', { class: 'slider' }, range, out);
+  cell.append(el('span', { class: 'slider' }, range, out));
+  return (reading) => {
+    const value = readingValue(reading);
+    if (typeof value !== 'number') { out.textContent = '–'; return; }
+    if (state.holding && document.activeElement === range) return;
+    range.value = value;
+    label(value);
+  };
 }
 
-function textSetter(host, s, input, value) {
+function textSetter(host, s, input, cell) {
   const item = setItem(host.name, s.name, input.topic);
   const field = el('input', {
-    type: input.type === 'string' ? 'text' : 'number', size: 8,
-    placeholder: value === undefined ? '' : String(readingValue(value)),
+    type: input.type === 'string' ? 'text' : 'number', size: 8, step: 'any',
     'aria-label': `${host.name} ${s.name} ${item}`,
     'data-host': host.name, 'data-service': s.name, 'data-item': item,
   });
@@ -297,12 +348,16 @@ function textSetter(host, s, input, value) {
     const v = input.type === 'string' ? field.value : Number(field.value);
     try {
       await setValue(host.name, s.name, item, v);
+      field.value = '';
     } catch (e) {
       toast(e.message);
     }
-    refreshSoon();
   });
-  return form;
+  cell.append(form);
+  return (reading) => {
+    const value = readingValue(reading);
+    field.placeholder = value === undefined || value === null ? '' : String(value);
+  };
 }
 
 async function setValue(host, service, item, value) {
@@ -319,19 +374,15 @@ async function setValue(host, service, item, value) {
 
 function drawFlow(map) {
   const edges = map.edges || [];
+  // Redraw the picture only when hosts, services or edges change.
+  const picture = JSON.stringify([state.shape, edges]);
+  if (picture === state.picture) return;
+  state.picture = picture;
   const end = (e) => `${e.host}/${e.service}`;
   document.getElementById('edges').replaceChildren(...edges.map((e) =>
-    el('li', {}, `${end(e.from)} → ${end(e.to)} `, el('code', { text: e.from.topic === e.to.topic ? e.from.topic : `${e.from.topic} → ${e.to.topic}` }))));
-  // Redraw the picture only when hosts, services or edges change, not on
-  // every value.
-  const structure = JSON.stringify([
-    (map.hosts || []).map((h) => [h.name, h.status, (h.services || []).map((s) => [s.name, s.present])]),
-    edges,
-  ]);
-  if (structure !== state.structure) {
-    state.structure = structure;
-    document.getElementById('flow-picture').src = `/api/docs/cluster.svg?v=${Date.now()}`;
-  }
+    el('li', {}, `${end(e.from)} → ${end(e.to)} `,
+      el('code', { text: e.from.topic === e.to.topic ? e.from.topic : `${e.from.topic} → ${e.to.topic}` }))));
+  document.getElementById('flow-picture').src = `/api/docs/cluster.svg?v=${Date.now()}`;
 }
 
 function listen() {

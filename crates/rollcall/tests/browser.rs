@@ -1,0 +1,448 @@
+//! The dashboard in a real headless Chromium, driven over WebDriver
+//! (Debian's `chromium` and `chromium-driver`): against `rollcall demo`, the
+//! page lists the simulated hosts, a click on an output's switch changes the
+//! output's state on MQTT, and the page follows. Saves a screenshot to
+//! `target/browser-test/dashboard.png`. Skipped, saying why, when Chromium or
+//! chromedriver is missing, unless `CI=true`.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use rollcall_net::{BrokerUrl, Qos, Session, SessionConfig};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// The flags a machine without internet needs, or Chromium keeps trying to
+/// reach Google's services and floods the log with refused connections.
+const CHROMIUM_FLAGS: [&str; 9] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1100",
+];
+
+/// Kills the child when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `None` when the test can run; the reason when it cannot.
+fn missing_browser() -> Option<String> {
+    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+        .into_iter()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "{} not installed (apt-get install chromium chromium-driver)",
+            missing.join(" and ")
+        )
+    })
+}
+
+/// A TCP port free now. chromedriver cannot report a port it chose, so it
+/// is given one (a race another process could win; the start would then fail
+/// visibly, not silently).
+fn free_tcp_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `rollcall demo --http 127.0.0.1:0` and the URLs it printed.
+struct Demo {
+    _child: Running,
+    dashboard: String,
+    broker: BrokerUrl,
+}
+
+fn start_demo() -> Demo {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        .args(["demo", "--every", "2", "--http", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let child = Running(child);
+    let (tx, log) = mpsc::channel();
+    // Reads the whole log, so the demo never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            // Keeps reading after the test stops listening.
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut dashboard, mut broker) = (None, None);
+    let mut seen = Vec::new();
+    while dashboard.is_none() || broker.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = log
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("the demo printed no URLs; its log:\n{}", seen.join("\n")));
+        if let Some(url) = word_starting(&line, "http://") {
+            dashboard = Some(url);
+        }
+        if let Some(url) = word_starting(&line, "mqtt://") {
+            broker = Some(url.parse::<BrokerUrl>().unwrap());
+        }
+        seen.push(line);
+    }
+    Demo {
+        _child: child,
+        dashboard: dashboard.unwrap(),
+        broker: broker.unwrap(),
+    }
+}
+
+fn word_starting(line: &str, prefix: &str) -> Option<String> {
+    let at = line.find(prefix)?;
+    let word = line[at..].split([' ', ',']).next()?;
+    Some(word.to_owned())
+}
+
+/// A WebDriver session on chromedriver, over plain HTTP/1.1.
+struct WebDriver {
+    addr: SocketAddr,
+    session: String,
+}
+
+/// One HTTP exchange with chromedriver, on a connection of its own.
+/// chromedriver keeps connections open whatever the request says, so the
+/// body ends where `Content-Length` (or the last chunk) says.
+async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if let Some(whole) = complete(&response) {
+                return Ok::<_, std::io::Error>(whole);
+            }
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(response);
+            }
+            response.extend_from_slice(&buf[..n]);
+        }
+    };
+    let response = tokio::time::timeout(Duration::from_secs(60), exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer from chromedriver in 60 s"))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let text = String::from_utf8_lossy(&response);
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{method} {path}: not HTTP: {text}"));
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {path}: no status in {head}"));
+    let body = if is_chunked(head) {
+        dechunk(rest).unwrap_or_default()
+    } else {
+        rest.to_owned()
+    };
+    let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, value)
+}
+
+fn is_chunked(head: &str) -> bool {
+    head.to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+}
+
+/// The whole response once `bytes` holds all of it, trimmed to it.
+fn complete(bytes: &[u8]) -> Option<Vec<u8>> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    if is_chunked(&head) {
+        let rest = std::str::from_utf8(&bytes[end..]).ok()?;
+        dechunk(rest)?;
+        return Some(bytes.to_vec());
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    (bytes.len() >= end + length).then(|| bytes[..end + length].to_vec())
+}
+
+/// A chunked body, once its last (empty) chunk has arrived.
+fn dechunk(mut rest: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, tail) = rest.split_once("\r\n")?;
+        let n = usize::from_str_radix(size.trim(), 16).ok()?;
+        if n == 0 {
+            return Some(out);
+        }
+        if tail.len() < n {
+            return None;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].strip_prefix("\r\n")?;
+    }
+}
+
+impl WebDriver {
+    async fn start(addr: SocketAddr, profile: &Path) -> WebDriver {
+        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+        }}});
+        let (status, v) = http(addr, "POST", "/session", Some(&caps)).await;
+        assert_eq!(status, 200, "new WebDriver session: {v}");
+        let session = v["value"]["sessionId"].as_str().unwrap().to_owned();
+        WebDriver { addr, session }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let path = format!("/session/{}{path}", self.session);
+        let (status, v) = http(self.addr, method, &path, body.as_ref()).await;
+        assert_eq!(status, 200, "{method} {path}: {v}");
+        v["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({ "url": url }))).await;
+    }
+
+    async fn script(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
+    async fn click(&self, css: &str) {
+        let found = self
+            .call(
+                "POST",
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        // W3C WebDriver names an element by this fixed key.
+        let id = found["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_owned();
+        self.call("POST", &format!("/element/{id}/click"), Some(json!({})))
+            .await;
+    }
+
+    async fn screenshot(&self) -> Vec<u8> {
+        let b64 = self.call("GET", "/screenshot", None).await;
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap())
+            .unwrap()
+    }
+
+    async fn quit(self) {
+        let path = format!("/session/{}", self.session);
+        http(self.addr, "DELETE", &path, None).await;
+    }
+}
+
+/// Runs `check` every 100 ms until it gives `Some`, or fails after `limit`.
+async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn screenshot_path() -> PathBuf {
+    // CARGO_TARGET_TMPDIR is target/tmp; the screenshot goes beside it.
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("browser-test")
+        .join("dashboard.png")
+}
+
+/// The output level in a retained `{"value":0|1,...}` state message.
+fn level(payload: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<Value>(payload).ok()?["value"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_lists_the_demo_hosts_and_switches_an_output_over_mqtt() {
+    if let Some(why) = missing_browser() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but the browser test cannot run: {why}"
+        );
+        eprintln!("skipping the browser test: {why}");
+        return;
+    }
+    let demo = start_demo();
+    let profile = tempfile::tempdir().unwrap();
+    let driver_port = free_tcp_port();
+    let _driver = Running(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let driver_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, driver_port));
+    wait_for(Duration::from_secs(30), "chromedriver ready", || async {
+        let probe = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(driver_addr));
+        if !matches!(probe.await, Ok(Ok(_))) {
+            return None;
+        }
+        let (status, v) = http(driver_addr, "GET", "/status", None).await;
+        (status == 200 && v["value"]["ready"] == true).then_some(())
+    })
+    .await;
+
+    // The output's state, as MQTT tells it.
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut mqtt = Session::start(
+        SessionConfig::new(demo.broker.clone(), "browser-test"),
+        shutdown.clone(),
+        &tracker,
+    )
+    .unwrap();
+    let state_topic = "/pizero2/gpio/output/lamp";
+    mqtt.handle
+        .subscribe_with_qos(state_topic, Qos::AtLeastOnce)
+        .await
+        .unwrap();
+    let before = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let m = mqtt.incoming.recv().await.unwrap();
+            if m.topic == state_topic
+                && let Some(l) = level(&m.payload)
+            {
+                return l;
+            }
+        }
+    })
+    .await
+    .expect("the lamp's retained state arrives");
+
+    let browser = WebDriver::start(driver_addr, profile.path()).await;
+    browser.goto(&demo.dashboard).await;
+    let hosts = wait_for(Duration::from_secs(30), "three hosts on the page", || async {
+        let v = browser
+            .script("return Array.from(document.querySelectorAll('article.host')).map(a => a.dataset.host)")
+            .await;
+        let names: Vec<String> = serde_json::from_value(v).ok()?;
+        ["pizero1", "pizero2", "pibot01"]
+            .iter()
+            .all(|h| names.iter().any(|n| n == h))
+            .then_some(names)
+    })
+    .await;
+    assert_eq!(hosts.len(), 3, "{hosts:?}");
+
+    let switch = r#"button.toggle[data-host="pizero2"][data-service="gpio"][data-item="lamp"]"#;
+    let checked = |want: bool| {
+        let browser = &browser;
+        async move {
+            let v = browser
+                .script(&format!(
+                    "const b = document.querySelector('{}'); return b && b.getAttribute('aria-checked');",
+                    switch.replace('\'', "\\'")
+                ))
+                .await;
+            (v == if want { "true" } else { "false" }).then_some(())
+        }
+    };
+    // The page shows the level MQTT has.
+    wait_for(
+        Duration::from_secs(20),
+        "the switch shows the lamp's level",
+        || checked(before == 1),
+    )
+    .await;
+    browser.click(switch).await;
+
+    let after = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let m = mqtt.incoming.recv().await.unwrap();
+            if m.topic == state_topic
+                && let Some(l) = level(&m.payload)
+                && l != before
+            {
+                return l;
+            }
+        }
+    })
+    .await
+    .expect("the click changes the lamp's state on MQTT");
+    assert_eq!(after, 1 - before);
+    // And the page follows (server-sent event, then a fresh map).
+    wait_for(
+        Duration::from_secs(20),
+        "the switch follows the new level",
+        || checked(after == 1),
+    )
+    .await;
+
+    let png = browser.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
+    let path = screenshot_path();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+    browser.quit().await;
+
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
