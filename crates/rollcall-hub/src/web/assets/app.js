@@ -250,8 +250,11 @@ function itemRow(host, s, iface, input) {
 
 function showValue(iface, value) {
   if (value === undefined || value === null) return el('span', { class: 'empty', text: '–' });
-  if (Array.isArray(value) && value.every((r) => typeof r === 'string')) {
-    return el('span', { class: 'lcd', 'data-display': '', text: value.join('\n') });
+  // A character display's contents: {"rows":[..],"brightness":N}, or the rows alone.
+  const rows = Array.isArray(value) ? value : value && typeof value === 'object' ? value.rows : null;
+  if (Array.isArray(rows) && rows.length && rows.every((r) => typeof r === 'string')) {
+    const dark = value.brightness === 0;
+    return el('span', { class: `lcd${dark ? ' dark' : ''}`, 'data-display': '', text: rows.join('\n') });
   }
   if (iface.type === 'bool' || typeof value === 'boolean') {
     const on = isOn(value);
