@@ -1,9 +1,11 @@
 //! The dashboard in a real headless Chromium, driven over WebDriver
-//! (Debian's `chromium` and `chromium-driver`): against `rollcall demo`, the
+//! (Debian's `chromium` and `chromium-driver`). Against `rollcall demo`: the
 //! page lists the simulated hosts, a click on an output's switch changes the
-//! output's state on MQTT, and the page follows. Saves a screenshot to
-//! `target/browser-test/dashboard.png`. Skipped, saying why, when Chromium or
-//! chromedriver is missing, unless `CI=true`.
+//! output's state on MQTT, and the page follows. Against `rollcall hub
+//! --http` with two agent processes: a stopped agent's card turns offline.
+//! Screenshots go to `target/browser-test/` (`dashboard.png`,
+//! `hub-offline.png`). Skipped, saying why, when Chromium or chromedriver is
+//! missing, unless `CI=true`.
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -72,16 +74,19 @@ fn free_tcp_port() -> u16 {
         .port()
 }
 
-/// `rollcall demo --http 127.0.0.1:0` and the URLs it printed.
-struct Demo {
-    _child: Running,
+/// A `rollcall` process and the URLs it printed.
+struct Printed {
+    child: Running,
     dashboard: String,
-    broker: BrokerUrl,
+    broker: Option<BrokerUrl>,
 }
 
-fn start_demo() -> Demo {
+/// Starts `rollcall {args}` and reads its stderr until it has printed the
+/// dashboard's URL and, when `broker` is asked for, an `mqtt://` URL.
+fn start_rollcall(args: &[&str], broker: bool) -> Printed {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rollcall"))
-        .args(["demo", "--every", "2", "--http", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -89,7 +94,7 @@ fn start_demo() -> Demo {
     let stderr = child.stderr.take().unwrap();
     let child = Running(child);
     let (tx, log) = mpsc::channel();
-    // Reads the whole log, so the demo never blocks on a full pipe.
+    // Reads the whole log, so the process never blocks on a full pipe.
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
@@ -98,25 +103,28 @@ fn start_demo() -> Demo {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut dashboard, mut broker) = (None, None);
+    let (mut dashboard, mut broker_url) = (None, None);
     let mut seen = Vec::new();
-    while dashboard.is_none() || broker.is_none() {
+    while dashboard.is_none() || (broker && broker_url.is_none()) {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = log
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("the demo printed no URLs; its log:\n{}", seen.join("\n")));
+        let line = log.recv_timeout(left).unwrap_or_else(|_| {
+            panic!(
+                "rollcall {args:?} printed no URLs; its log:\n{}",
+                seen.join("\n")
+            )
+        });
         if let Some(url) = word_starting(&line, "http://") {
             dashboard = Some(url);
         }
         if let Some(url) = word_starting(&line, "mqtt://") {
-            broker = Some(url.parse::<BrokerUrl>().unwrap());
+            broker_url = Some(url.parse::<BrokerUrl>().unwrap());
         }
         seen.push(line);
     }
-    Demo {
-        _child: child,
+    Printed {
+        child,
         dashboard: dashboard.unwrap(),
-        broker: broker.unwrap(),
+        broker: broker_url,
     }
 }
 
@@ -283,6 +291,72 @@ impl WebDriver {
     }
 }
 
+/// chromedriver, and one Chromium session on it with a fresh profile.
+struct Browser {
+    driver: WebDriver,
+    _chromedriver: Running,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// `None` (the test is skipped, saying why) when Chromium or
+    /// chromedriver is missing, unless `CI=true`.
+    async fn start(test: &str) -> Option<Browser> {
+        if let Some(why) = missing_browser() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{test}: CI=true but the browser test cannot run: {why}"
+            );
+            eprintln!("{test}: skipped: {why}");
+            return None;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let port = free_tcp_port();
+        let chromedriver = Running(
+            Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        wait_for(Duration::from_secs(30), "chromedriver ready", || async {
+            let probe = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr));
+            if !matches!(probe.await, Ok(Ok(_))) {
+                return None;
+            }
+            let (status, v) = http(addr, "GET", "/status", None).await;
+            (status == 200 && v["value"]["ready"] == true).then_some(())
+        })
+        .await;
+        Some(Browser {
+            driver: WebDriver::start(addr, profile.path()).await,
+            _chromedriver: chromedriver,
+            _profile: profile,
+        })
+    }
+
+    /// The names of the host cards on the page.
+    async fn hosts(&self) -> Vec<String> {
+        let v = self
+            .driver
+            .script("return Array.from(document.querySelectorAll('article.host')).map(a => a.dataset.host)")
+            .await;
+        serde_json::from_value(v).unwrap_or_default()
+    }
+
+    /// Saves a screenshot as `target/browser-test/{name}`.
+    async fn save_screenshot(&self, name: &str) {
+        let png = self.driver.screenshot().await;
+        assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
+        let path = screenshot_dir().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+    }
+}
+
 /// Runs `check` every 100 ms until it gives `Some`, or fails after `limit`.
 async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where
@@ -302,13 +376,12 @@ where
     }
 }
 
-fn screenshot_path() -> PathBuf {
-    // CARGO_TARGET_TMPDIR is target/tmp; the screenshot goes beside it.
+fn screenshot_dir() -> PathBuf {
+    // CARGO_TARGET_TMPDIR is target/tmp; the screenshots go beside it.
     Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .unwrap()
         .join("browser-test")
-        .join("dashboard.png")
 }
 
 /// The output level in a retained `{"value":0|1,...}` state message.
@@ -318,41 +391,15 @@ fn level(payload: &[u8]) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_lists_the_demo_hosts_and_switches_an_output_over_mqtt() {
-    if let Some(why) = missing_browser() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but the browser test cannot run: {why}"
-        );
-        eprintln!("skipping the browser test: {why}");
+    let Some(browser) = Browser::start("the demo in Chromium").await else {
         return;
-    }
-    let demo = start_demo();
-    let profile = tempfile::tempdir().unwrap();
-    let driver_port = free_tcp_port();
-    let _driver = Running(
-        Command::new(CHROMEDRIVER)
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let driver_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, driver_port));
-    wait_for(Duration::from_secs(30), "chromedriver ready", || async {
-        let probe = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(driver_addr));
-        if !matches!(probe.await, Ok(Ok(_))) {
-            return None;
-        }
-        let (status, v) = http(driver_addr, "GET", "/status", None).await;
-        (status == 200 && v["value"]["ready"] == true).then_some(())
-    })
-    .await;
-
+    };
+    let demo = start_rollcall(&["demo", "--every", "2", "--http", "127.0.0.1:0"], true);
     // The output's state, as MQTT tells it.
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut mqtt = Session::start(
-        SessionConfig::new(demo.broker.clone(), "browser-test"),
+        SessionConfig::new(demo.broker.clone().unwrap(), "browser-test"),
         shutdown.clone(),
         &tracker,
     )
@@ -375,18 +422,18 @@ async fn the_dashboard_lists_the_demo_hosts_and_switches_an_output_over_mqtt() {
     .await
     .expect("the lamp's retained state arrives");
 
-    let browser = WebDriver::start(driver_addr, profile.path()).await;
-    browser.goto(&demo.dashboard).await;
-    let hosts = wait_for(Duration::from_secs(30), "three hosts on the page", || async {
-        let v = browser
-            .script("return Array.from(document.querySelectorAll('article.host')).map(a => a.dataset.host)")
-            .await;
-        let names: Vec<String> = serde_json::from_value(v).ok()?;
-        ["pizero1", "pizero2", "pibot01"]
-            .iter()
-            .all(|h| names.iter().any(|n| n == h))
-            .then_some(names)
-    })
+    browser.driver.goto(&demo.dashboard).await;
+    let hosts = wait_for(
+        Duration::from_secs(30),
+        "three hosts on the page",
+        || async {
+            let names = browser.hosts().await;
+            ["pizero1", "pizero2", "pibot01"]
+                .iter()
+                .all(|h| names.iter().any(|n| n == h))
+                .then_some(names)
+        },
+    )
     .await;
     assert_eq!(hosts.len(), 3, "{hosts:?}");
 
@@ -395,6 +442,7 @@ async fn the_dashboard_lists_the_demo_hosts_and_switches_an_output_over_mqtt() {
         let browser = &browser;
         async move {
             let v = browser
+                .driver
                 .script(&format!(
                     "const b = document.querySelector('{}'); return b && b.getAttribute('aria-checked');",
                     switch.replace('\'', "\\'")
@@ -410,7 +458,7 @@ async fn the_dashboard_lists_the_demo_hosts_and_switches_an_output_over_mqtt() {
         || checked(before == 1),
     )
     .await;
-    browser.click(switch).await;
+    browser.driver.click(switch).await;
 
     let after = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
@@ -434,15 +482,99 @@ async fn the_dashboard_lists_the_demo_hosts_and_switches_an_output_over_mqtt() {
     )
     .await;
 
-    let png = browser.screenshot().await;
-    assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
-    let path = screenshot_path();
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, &png).unwrap();
-    eprintln!("screenshot: {}", path.display());
-    browser.quit().await;
+    browser.save_screenshot("dashboard.png").await;
+    browser.driver.quit().await;
 
     shutdown.cancel();
     tracker.close();
     tracker.wait().await;
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The status badge of a host's card, if the card is there.
+async fn badge(browser: &Browser, host: &str) -> Option<String> {
+    let v = browser
+        .driver
+        .script(&format!(
+            "const c = document.querySelector('article.host[data-host=\"{host}\"]'); \
+             return c && [c.className, c.querySelector('.badge').textContent];"
+        ))
+        .await;
+    let [class, text]: [String; 2] = serde_json::from_value(v).ok()?;
+    // The card's class and its badge say the same.
+    (class == format!("host {text}")).then_some(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_dashboard_marks_a_stopped_host_offline() {
+    let Some(browser) = Browser::start("the hub in Chromium").await else {
+        return;
+    };
+    let broker_port = free_tcp_port().to_string();
+    let udp_port = free_udp_port().to_string();
+    let hub = start_rollcall(
+        &[
+            "hub",
+            "--embedded-broker",
+            &format!("127.0.0.1:{broker_port}"),
+            "--broadcast",
+            "127.255.255.255",
+            "--udp-port",
+            &udp_port,
+            "--scan-every",
+            "1",
+            "--wait-ms",
+            "300",
+            "--http",
+            "127.0.0.1:0",
+        ],
+        false,
+    );
+    let broker = format!("mqtt://127.0.0.1:{broker_port}");
+    let state = tempfile::tempdir().unwrap();
+    let agent = |host: &str| {
+        Running(
+            Command::new(env!("CARGO_BIN_EXE_rollcall"))
+                .args(["agent", "--sim", "--hostname", host, "--broker", &broker])
+                .args(["--udp-port", &udp_port, "--state-dir"])
+                .arg(state.path().join(host))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let _stays = agent("stays");
+    let goes = agent("goes");
+
+    browser.driver.goto(&hub.dashboard).await;
+    for host in ["stays", "goes"] {
+        wait_for(Duration::from_secs(30), "both hosts online", || async {
+            (badge(&browser, host).await.as_deref() == Some("online")).then_some(())
+        })
+        .await;
+    }
+    // A clean stop: the agent says `offline` on its `$state` as it leaves.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &goes.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    wait_for(
+        Duration::from_secs(30),
+        "the stopped host offline",
+        || async { (badge(&browser, "goes").await.as_deref() == Some("offline")).then_some(()) },
+    )
+    .await;
+    assert_eq!(badge(&browser, "stays").await.as_deref(), Some("online"));
+    browser.save_screenshot("hub-offline.png").await;
+    browser.driver.quit().await;
+    drop(hub.child);
 }
