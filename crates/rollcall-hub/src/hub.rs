@@ -460,8 +460,18 @@ impl HubShared {
         }
     }
 
-    /// Logs, counts and broadcasts events.
-    fn publish_events(&self, events: Vec<MapEvent>) {
+    /// Takes a roll-call's report that took `took` into the map, counts it,
+    /// and reports what changed, as the hub's own roll-calls do: for a
+    /// program that calls the roll itself and shares the map.
+    pub fn record_scan(&self, report: &ScanReport, took: Duration) {
+        self.metrics.record_rollcall(report, took);
+        let events = self.lock_map().apply_scan(report, now_ms());
+        self.publish_events(events);
+    }
+
+    /// Logs, counts and broadcasts events (for events of a map changed
+    /// through [`lock_map`](Self::lock_map)).
+    pub fn publish_events(&self, events: Vec<MapEvent>) {
         self.metrics
             .events
             .fetch_add(events.len() as u64, Ordering::Relaxed);
@@ -662,9 +672,7 @@ async fn scan_loop(
                 continue;
             }
         };
-        shared.metrics.record_rollcall(&report, started.elapsed());
-        let events = shared.lock_map().apply_scan(&report, now_ms());
-        shared.publish_events(events);
+        shared.record_scan(&report, started.elapsed());
         info!(
             id,
             hosts = report.hosts.len(),
@@ -761,4 +769,133 @@ pub fn default_broadcasts() -> Result<Vec<IpAddr>, HubError> {
         .into_iter()
         .map(IpAddr::V4)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{HostSeen, ServiceSeen};
+
+    fn report(hosts: usize, services: usize) -> ScanReport {
+        ScanReport {
+            id: 1,
+            elapsed_ms: 0,
+            window_ms: 0,
+            other_ids: 0,
+            duplicates: 0,
+            lost_in_session: 0,
+            hosts: (0..hosts)
+                .map(|h| HostSeen {
+                    hostname: format!("h{h}"),
+                    ipaddr: None,
+                    extaddr: None,
+                    t_ms: Some(3),
+                    apps: None,
+                    version: None,
+                    services: (0..services)
+                        .map(|s| ServiceSeen {
+                            function: format!("s{s}"),
+                            inputs: None,
+                            outputs: None,
+                            control: None,
+                            t_ms: 7,
+                            interfaces: None,
+                            health: None,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Every sample line is `name{labels} number`, every name has its TYPE,
+    /// and histogram buckets only grow.
+    #[test]
+    fn prometheus_text_is_well_formed_and_counts_what_happened() {
+        let shared = HubShared::new(Topics::default());
+        shared.record_scan(&report(2, 3), Duration::from_millis(30));
+        shared.record_scan(&report(1, 3), Duration::from_millis(700));
+        shared
+            .lock_map()
+            .apply_message(&Topics::default(), "/h1/$state", b"offline", 1);
+        shared.metrics.record_error("bad_state");
+        shared.metrics.record_error("no such kind");
+        let text = shared.render_prometheus();
+        let mut typed = std::collections::HashSet::new();
+        let mut samples = HashMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                typed.insert(rest.split(' ').next().unwrap().to_owned());
+                continue;
+            }
+            if line.starts_with("# HELP ") {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect(line);
+            let value: f64 = value.parse().expect(line);
+            let name = series.split('{').next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|f| typed.contains(*f))
+                .unwrap_or(name);
+            assert!(typed.contains(family), "no TYPE for {line}");
+            samples.insert(series.to_owned(), value);
+        }
+        assert_eq!(samples["rollcall_rollcalls_total"], 2.0);
+        // 2 + 6 answers, then 1 + 3.
+        assert_eq!(samples["rollcall_answers_total"], 12.0);
+        // h1 missed the second roll-call, then said offline.
+        assert_eq!(samples["rollcall_hosts{status=\"online\"}"], 1.0);
+        assert_eq!(samples["rollcall_hosts{status=\"offline\"}"], 1.0);
+        assert_eq!(samples["rollcall_hosts{status=\"missing\"}"], 0.0);
+        assert_eq!(samples["rollcall_services{present=\"true\"}"], 6.0);
+        assert_eq!(
+            samples["rollcall_hub_errors_total{kind=\"bad_state\"}"],
+            1.0
+        );
+        assert_eq!(samples["rollcall_last_rollcall_duration_seconds"], 0.7);
+        assert_eq!(samples["rollcall_last_answer_seconds"], 0.007);
+        assert_eq!(samples["rollcall_rollcall_duration_seconds_count"], 2.0);
+        assert!((samples["rollcall_rollcall_duration_seconds_sum"] - 0.73).abs() < 1e-9);
+        assert_eq!(
+            samples["rollcall_rollcall_duration_seconds_bucket{le=\"0.05\"}"],
+            1.0
+        );
+        assert_eq!(
+            samples["rollcall_rollcall_duration_seconds_bucket{le=\"1\"}"],
+            2.0
+        );
+        let buckets: Vec<f64> = DURATION_BUCKETS
+            .iter()
+            .map(|b| samples[&format!("rollcall_rollcall_duration_seconds_bucket{{le=\"{b}\"}}")])
+            .chain([samples["rollcall_rollcall_duration_seconds_bucket{le=\"+Inf\"}"]])
+            .collect();
+        assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    }
+
+    #[tokio::test]
+    async fn events_reach_subscribers_and_requests_need_a_connection() {
+        let shared = HubShared::new(Topics::default());
+        let mut rx = shared.changes.subscribe();
+        shared.record_scan(&report(1, 0), Duration::ZERO);
+        assert_eq!(
+            rx.recv().await.unwrap(),
+            MapEvent::HostAppeared {
+                host: "h0".into(),
+                status: crate::HostStatus::Online
+            }
+        );
+        assert!(!shared.is_connected());
+        assert!(matches!(
+            shared
+                .request("/h0/x/get", serde_json::json!({}), Duration::from_secs(1))
+                .await,
+            Err(HubError::NotConnected)
+        ));
+        // A reply nobody waits for is counted, not a failure.
+        shared.deliver_reply(br#"{"ok":true}"#);
+        shared.deliver_reply(br#"{"ok":true,"id":99}"#);
+        assert_eq!(shared.metrics.errors("bad_reply"), 1);
+    }
 }
