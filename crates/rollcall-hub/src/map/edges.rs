@@ -109,6 +109,7 @@ pub(crate) fn compute<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rollcall_proto::topic::matches;
 
     #[test]
     fn overlap_follows_mqtt_wildcards_on_both_sides() {
@@ -136,6 +137,51 @@ mod tests {
         ] {
             assert!(!filters_overlap(a, b), "{a} {b}");
             assert!(!filters_overlap(b, a), "{b} {a}");
+        }
+    }
+
+    use proptest::prelude::*;
+
+    /// A filter of 1 to 4 levels over a small alphabet, `#` only last.
+    fn filter() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec(prop::sample::select(vec!["", "a", "b", "+"]), 0..4),
+            prop::sample::select(vec!["", "a", "b", "+", "#"]),
+        )
+            .prop_map(|(mut levels, last)| {
+                levels.push(last);
+                levels.join("/")
+            })
+    }
+
+    /// Every topic of 1 to 5 levels over the filters' literals and one
+    /// they never use: if some topic matches both filters, one of these does.
+    fn witnesses() -> Vec<String> {
+        let mut levels: Vec<Vec<&str>> = vec![vec![]];
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            levels = levels
+                .iter()
+                .flat_map(|l| {
+                    ["", "a", "b", "c"].into_iter().map(move |x| {
+                        let mut l = l.clone();
+                        l.push(x);
+                        l
+                    })
+                })
+                .collect();
+            out.extend(levels.iter().map(|l| l.join("/")));
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn overlap_is_having_a_topic_both_match(a in filter(), b in filter()) {
+            let brute = witnesses()
+                .iter()
+                .any(|t| matches(&a, t) && matches(&b, t));
+            prop_assert_eq!(filters_overlap(&a, &b), brute, "{} {}", a, b);
         }
     }
 
