@@ -817,12 +817,17 @@ impl Host {
     /// the new states, the new description, and saving what must survive a
     /// restart.
     async fn after(&mut self, index: usize, outcome: Outcome) {
-        self.send_all(outcome.publish).await;
+        // New topics first: the broker takes the subscription before it
+        // delivers what follows on the same connection, so whoever sees the
+        // outcome can already use them.
         if outcome.description_changed {
-            if let Err(error) = self.publish_description(index).await {
-                warn!(%error, "cannot publish a description");
-            }
             self.refresh_topics_in(index).await;
+        }
+        self.send_all(outcome.publish).await;
+        if outcome.description_changed
+            && let Err(error) = self.publish_description(index).await
+        {
+            warn!(%error, "cannot publish a description");
         }
         if outcome.persist {
             // Saved a moment later, with whatever else changed meanwhile: a

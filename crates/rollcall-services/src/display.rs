@@ -332,14 +332,17 @@ impl Service for DisplayService {
         let service = |rest: &str| ctx.topics.service(ctx.host, "display", rest);
         let (cols, rows) = self.screen().size();
         let buttons = self.screen().buttons();
-        let mut controls = vec![
-            Interface::new("control", service("control"), ValueType::Json)
-                .doc("{\"clear\":true}, {\"brightness\":0-100}, or topics: input, output, control, contents"),
+        // A configured control topic (the notes' `/dcontrol`) is the one the
+        // description names, so the answer's flat `control` field is it;
+        // `/{host}/display/control` keeps working beside it.
+        let controls = vec![
+            Interface::new(
+                "control",
+                self.topic(&self.config.control, "control", ctx),
+                ValueType::Json,
+            )
+            .doc("{\"clear\":true}, {\"brightness\":0-100}, or topics: input, output, control, contents"),
         ];
-        if let Some(c) = &self.config.control {
-            controls
-                .push(Interface::new("dcontrol", c, ValueType::Json).doc("the same as control"));
-        }
         let mut outputs = vec![
             Interface::new(
                 "contents",
@@ -631,7 +634,7 @@ mod tests {
         let d = svc.describe(&ctx);
         assert_eq!(d.interfaces.inputs[0].topic, "/display");
         assert!(d.interfaces.outputs.iter().any(|i| i.topic == "/dbuts"));
-        assert!(d.interfaces.controls.iter().any(|i| i.topic == "/dcontrol"));
+        assert_eq!(d.interfaces.controls[0].topic, "/dcontrol");
     }
 
     #[test]

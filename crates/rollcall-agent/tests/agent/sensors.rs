@@ -19,7 +19,17 @@ async fn sensor_agent(
     state: &std::path::Path,
     shutdown: &CancellationToken,
 ) -> rollcall_agent::Agent {
-    let mut config = host_config("pibot01", broker, free_udp_port());
+    sensor_agent_on(broker, state, shutdown, free_udp_port()).await
+}
+
+/// [`sensor_agent`], hearing roll-calls on `udp_port`.
+async fn sensor_agent_on(
+    broker: &rollcall_net::BrokerUrl,
+    state: &std::path::Path,
+    shutdown: &CancellationToken,
+    udp_port: u16,
+) -> rollcall_agent::Agent {
+    let mut config = host_config("pibot01", broker, udp_port);
     config.state_dir = Some(state.to_owned());
     config.services = rollcall_agent::RawConfig::from_toml(
         "[services.ain]\nenabled = true\n[services.dht22]\nenabled = true\n\
@@ -71,7 +81,8 @@ async fn configure_read_fail_recover(broker: rollcall_net::BrokerUrl) {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let state = tempfile::tempdir().unwrap();
-    let a = sensor_agent(&broker, state.path(), &shutdown).await;
+    let port = free_udp_port();
+    let a = sensor_agent_on(&broker, state.path(), &shutdown, port).await;
     let mut me = Asker::new(&broker, &shutdown, &tracker).await;
     me.listen("/pibot01/#").await;
     me.listen("/me/#").await;
@@ -206,6 +217,31 @@ async fn configure_read_fail_recover(broker: rollcall_net::BrokerUrl) {
     assert_eq!(
         json_on(&mut me, "/pibot01/display/contents").await["brightness"],
         20
+    );
+    // A roll-call: the display answers with the notes' flat fields.
+    let mut scanner = scanner(&broker, &shutdown, &tracker);
+    let report = scanner.scan(77, &broadcast(port, 1), |_| {}).await.unwrap();
+    let host = report
+        .hosts
+        .iter()
+        .find(|h| h.hostname == "pibot01")
+        .unwrap();
+    let display = host
+        .services
+        .iter()
+        .find(|s| s.function == "display")
+        .unwrap();
+    assert_eq!(display.inputs.as_deref(), Some("/display"));
+    assert_eq!(display.control.as_deref(), Some("/dcontrol"));
+    let sonar = host
+        .services
+        .iter()
+        .find(|s| s.function == "sonar")
+        .unwrap();
+    let distance = &sonar.interfaces.as_ref().unwrap().outputs[0];
+    assert_eq!(
+        (distance.unit.as_deref(), distance.min, distance.max),
+        (Some("m"), Some(0.02), Some(4.0))
     );
     me.send("/pibot01/sim/display/button/A", "1").await;
     let b = json_on(&mut me, "/dbuts").await;
