@@ -426,3 +426,114 @@ async fn the_configuration_file_configures_a_service_that_saved_nothing() {
     shutdown.cancel();
     a.join().await.unwrap();
 }
+
+/// A folder shaped like `/sys/bus/iio/devices/iio:device{n}` named `name`.
+fn iio_device(
+    root: &std::path::Path,
+    n: u32,
+    name: &str,
+    files: &[(&str, &str)],
+) -> std::path::PathBuf {
+    let dir = root.join(format!("bus/iio/devices/iio:device{n}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("name"), format!("{name}\n")).unwrap();
+    for (file, text) in files {
+        std::fs::write(dir.join(file), format!("{text}\n")).unwrap();
+    }
+    dir
+}
+
+/// The Linux backends, not the simulated ones: the agent reads an HC-SR04
+/// and drives an MCP4725 through folders shaped like sysfs, sees a read
+/// fail with EIO and the device go away, and recovers when it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_iio_backends_read_sysfs_report_eio_and_a_missing_device_and_recover() {
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let state = tempfile::tempdir().unwrap();
+    let sysfs = tempfile::tempdir().unwrap();
+    let sonar = iio_device(
+        sysfs.path(),
+        0,
+        "srf04",
+        &[("in_distance_raw", "1234"), ("in_distance_scale", "0.001")],
+    );
+    let dac = iio_device(
+        sysfs.path(),
+        1,
+        "mcp4725",
+        &[
+            ("out_voltage0_raw", "0"),
+            ("out_voltage_scale", "0.805664062"),
+        ],
+    );
+    let mut me = Asker::new(&broker, &shutdown, &tracker).await;
+    me.listen("/pibot01/#").await;
+    let mut config = host_config("pibot01", &broker, free_udp_port());
+    config.sim = Some(false);
+    config.state_dir = Some(state.path().to_owned());
+    config.hw.sysfs_root = Some(sysfs.path().to_owned());
+    config.services = rollcall_agent::RawConfig::from_toml(
+        "[services.system]\nenabled = false\n[services.gpio]\nenabled = false\n\
+         [services.sonar]\nenabled = true\nconfig = { interval_ms = 100, retry_ms = 100 }\n\
+         [services.dac]\nenabled = true\n",
+    )
+    .unwrap()
+    .services;
+    let a = agent(config, &shutdown).await;
+    let d = json_on(&mut me, "/pibot01/sonar/distance").await;
+    assert_eq!(
+        (d["value"].clone(), d["raw"].clone()),
+        (json!(1.234), json!(1234))
+    );
+
+    // EIO, as the driver gives when the echo never comes.
+    std::fs::remove_file(sonar.join("in_distance_raw")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/mem", sonar.join("in_distance_raw")).unwrap();
+    // (A read between the two steps may find no file at all; EIO follows.)
+    until(&mut me, "/pibot01/sonar/error", |e| {
+        e["error"]
+            .as_str()
+            .is_some_and(|r| r.contains("os error 5"))
+    })
+    .await;
+    until(&mut me, "/pibot01/sonar/$description", |d| {
+        health(d) == "alert"
+    })
+    .await;
+
+    // The device goes away: its folder is gone.
+    std::fs::remove_dir_all(&sonar).unwrap();
+    until(&mut me, "/pibot01/sonar/error", |e| {
+        e["error"]
+            .as_str()
+            .is_some_and(|r| r.contains("no IIO device named `srf04`"))
+    })
+    .await;
+
+    // It comes back under another number, and the health is ok again.
+    iio_device(
+        sysfs.path(),
+        4,
+        "srf04",
+        &[("in_distance_raw", "500"), ("in_distance_scale", "0.001")],
+    );
+    until(&mut me, "/pibot01/sonar/$description", |d| {
+        health(d) == "ok"
+    })
+    .await;
+    let d = until(&mut me, "/pibot01/sonar/distance", |d| d["raw"] == 500).await;
+    assert_eq!(d["value"], 0.5);
+
+    // The DAC: the code lands in out_voltage0_raw.
+    me.send("/pibot01/dac/set/out0", "1.0").await;
+    let set = json_on(&mut me, "/pibot01/dac/out0").await;
+    assert_eq!(set["raw"], 1241);
+    assert_eq!(
+        std::fs::read_to_string(dac.join("out_voltage0_raw")).unwrap(),
+        "1241"
+    );
+    shutdown.cancel();
+    a.join().await.unwrap();
+}
