@@ -226,22 +226,24 @@ async fn api_set(
 /// map: the host and service exist, the host is not known to be offline,
 /// and the service describes that topic among its inputs.
 fn settable(web: &Web, host: &str, service: &str, item: &str) -> Result<Interface, ApiError> {
-    let map = web.shared.snapshot();
+    // One host's record, not a snapshot: a snapshot of a large map costs
+    // milliseconds (BENCHMARKS.md), and this runs on every setting.
+    let map = web.shared.lock_map();
     let not_found = |reason: String| ApiError::new(StatusCode::NOT_FOUND, reason);
     let h = map
         .host(host)
         .ok_or_else(|| not_found(format!("unknown host `{host}`")))?;
     let s = h
-        .service(service)
+        .services
+        .get(service)
         .ok_or_else(|| not_found(format!("host `{host}` has no service `{service}`")))?;
     let topic = web
         .shared
         .topics
         .service(host, service, &format!("set/{item}"));
     let inputs = s
-        .description
-        .as_ref()
-        .map(|d| d.interfaces.list(Category::Inputs))
+        .interfaces()
+        .map(|i| i.list(Category::Inputs))
         .unwrap_or_default();
     let iface = inputs.iter().find(|i| i.topic == topic).ok_or_else(|| {
         let known: Vec<&str> = inputs
