@@ -78,8 +78,17 @@ async fn get(shared: &Arc<HubShared>, path: &str) -> (StatusCode, HeaderMap, Vec
 }
 
 async fn post(shared: &Arc<HubShared>, path: &str, body: &str) -> (StatusCode, Value) {
+    post_as(shared, path, "application/json", body).await
+}
+
+async fn post_as(
+    shared: &Arc<HubShared>,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (StatusCode, Value) {
     let request = Request::post(path)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, content_type)
         .body(Body::from(body.to_owned()))
         .unwrap();
     let (status, headers, bytes) = send(web::app(Arc::clone(shared)), request).await;
@@ -261,6 +270,35 @@ async fn set_refuses_unknown_targets_and_bad_values_before_publishing() {
         0,
         "nothing was sent"
     );
+
+    // A form on another site can send text/plain from a visitor's browser.
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut request = Request::post(format!("{set}/lamp"));
+        if let Some(t) = content_type {
+            request = request.header(header::CONTENT_TYPE, t);
+        }
+        let request = request.body(Body::from(r#"{"value":true}"#)).unwrap();
+        let (status, _, body) = send(web::app(Arc::clone(&s)), request).await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}"
+        );
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert!(body["error"].as_str().unwrap().contains("application/json"));
+    }
+    let (status, _) = post_as(
+        &s,
+        &format!("{set}/lamp"),
+        "application/json; charset=utf-8",
+        "{}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a charset is fine");
 
     let big = format!(r#"{{"value":"{}"}}"#, "x".repeat(70 * 1024));
     let request = Request::post(format!("{set}/lamp"))
