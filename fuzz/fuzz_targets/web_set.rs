@@ -18,7 +18,9 @@ fuzz_target!(|data: &[u8]| {
         ValueType::Json,
     ] {
         let iface = Interface::new("x", "/h/s/set/x", t).range(-10.0, 10.0);
-        let Ok(checked) = check_value(&iface, value.clone()) else { continue };
+        let Ok(checked) = check_value(&iface, value.clone()) else {
+            continue;
+        };
         match t {
             ValueType::Bool => assert!(checked.is_boolean()),
             ValueType::Int | ValueType::Float => {
