@@ -2,8 +2,9 @@
 //! (Debian's `chromium` and `chromium-driver`). Against `rollcall demo`: the
 //! page lists the simulated hosts, a click on an output's switch changes the
 //! output's state on MQTT, and the page follows. Against `rollcall hub
-//! --http` with two agent processes: a stopped agent's card is marked
-//! offline (or missing), the other's stays online.
+//! --http` with two agent processes and a foreign service: the service
+//! marked missing when it stops answering, a stopped agent's card marked
+//! offline (or missing), the other's still online.
 //! Screenshots go to `target/browser-test/` (`dashboard.png`,
 //! `hub-offline.png`). Skipped, saying why, when Chromium or chromedriver is
 //! missing, unless `CI=true`.
@@ -552,6 +553,47 @@ async fn the_hub_dashboard_marks_a_stopped_host() {
                 .unwrap(),
         )
     };
+    // A foreign service on `stays`, answering its host's reports until the
+    // test stops it (as the shell service in docs/protocol.md does).
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let pump_stop = CancellationToken::new();
+    let mut pump = Session::start(
+        SessionConfig::new(broker.parse().unwrap(), "browser-test-pump"),
+        shutdown.clone(),
+        &tracker,
+    )
+    .unwrap();
+    pump.handle
+        .wait_connected(Duration::from_secs(30))
+        .await
+        .unwrap();
+    pump.handle.subscribe("/udp/report").await.unwrap();
+    let handle = pump.handle.clone();
+    let stop = pump_stop.clone();
+    tracker.spawn(async move {
+        loop {
+            let m = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = pump.incoming.recv() => match m { Some(m) => m, None => return },
+            };
+            let Ok(mut answer) = serde_json::from_slice::<Value>(&m.payload) else {
+                continue;
+            };
+            let Some(topic) = answer["topic"].as_str().map(str::to_owned) else {
+                continue;
+            };
+            if answer["hostname"] != "stays" {
+                continue;
+            }
+            answer["function"] = "pump".into();
+            answer["inputs"] = "/stays/pump/set/+".into();
+            let _ = handle
+                .publish(&topic, answer.to_string(), Qos::AtLeastOnce, false)
+                .await;
+        }
+    });
+
     let _stays = agent("stays");
     let goes = agent("goes");
 
@@ -562,6 +604,26 @@ async fn the_hub_dashboard_marks_a_stopped_host() {
         })
         .await;
     }
+    wait_for(
+        Duration::from_secs(30),
+        "the pump service shown",
+        || async {
+            (service_class(&browser, "stays", "pump").await.as_deref() == Some("service"))
+                .then_some(())
+        },
+    )
+    .await;
+    // The pump stops answering while its host still does: marked missing.
+    pump_stop.cancel();
+    wait_for(
+        Duration::from_secs(30),
+        "the pump marked missing",
+        || async {
+            (service_class(&browser, "stays", "pump").await.as_deref() == Some("service missing"))
+                .then_some(())
+        },
+    )
+    .await;
     // A clean stop: the agent says `offline` on its `$state` as it leaves,
     // and stops answering roll-calls. The map may call it `missing` rather
     // than `offline` (a roll-call it answered just before stopping can be
@@ -619,4 +681,22 @@ async fn the_hub_dashboard_marks_a_stopped_host() {
     browser.save_screenshot("hub-offline.png").await;
     browser.driver.quit().await;
     drop(hub.child);
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// The class of a service's block in a host's card, and whether its badge
+/// agrees: `service`, or `service missing` with a `missing` badge.
+async fn service_class(browser: &Browser, host: &str, service: &str) -> Option<String> {
+    let v = browser
+        .driver
+        .script(&format!(
+            "const s = document.querySelector('article.host[data-host=\"{host}\"] \
+             section[data-service=\"{service}\"]'); \
+             return s && [s.className, !!s.querySelector('.badge.missing')];"
+        ))
+        .await;
+    let (class, badge): (String, bool) = serde_json::from_value(v).ok()?;
+    (badge == class.contains("missing")).then_some(class)
 }

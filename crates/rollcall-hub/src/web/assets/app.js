@@ -187,8 +187,14 @@ function serviceBlock(host, s) {
     if (shown.has(topic)) continue;
     rows.push(itemRow(host, s, { name: topic, topic, type: 'json' }, null));
   }
-  const topicList = ['inputs', 'outputs', 'functions', 'controls']
+  let topicList = ['inputs', 'outputs', 'functions', 'controls']
     .flatMap((k) => (ifs[k] || []).map((i) => el('li', {}, `${k.slice(0, -1)} `, el('code', { text: i.topic }), i.doc ? ` — ${i.doc}` : '')));
+  if (!topicList.length) {
+    // A service known only by the notes' flat fields.
+    topicList = ['inputs', 'outputs', 'control']
+      .filter((k) => typeof s[k] === 'string')
+      .map((k) => el('li', {}, `${k} `, el('code', { text: s[k] })));
+  }
   return el('section', { class: `service${present ? '' : ' missing'}`, 'data-service': s.name },
     el('h3', {},
       s.name,
