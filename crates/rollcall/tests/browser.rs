@@ -1,7 +1,8 @@
 //! The dashboard in a real headless Chromium, driven over WebDriver
 //! (Debian's `chromium` and `chromium-driver`). Against `rollcall demo`: the
 //! page lists the simulated hosts, a click on an output's switch changes the
-//! output's state on MQTT, and the page follows. Against `rollcall hub
+//! output's state on MQTT and the page follows, and a click on a PWM's
+//! slider sets its duty. Against `rollcall hub
 //! --http` with two agent processes and a foreign service: the service
 //! marked missing when it stops answering, a stopped agent's card marked
 //! offline (or missing), the other's still online.
@@ -483,6 +484,43 @@ async fn the_dashboard_lists_the_demo_hosts_and_switches_an_output_over_mqtt() {
         || checked(after == 1),
     )
     .await;
+
+    // A PWM from its slider: a click on the middle of the track moves it
+    // there, and letting go sends the duty.
+    let pwm_topic = "/pizero2/gpio/pwm/sonar_angle";
+    mqtt.handle
+        .subscribe_with_qos(pwm_topic, Qos::AtLeastOnce)
+        .await
+        .unwrap();
+    let slider = r#"input[type="range"][data-host="pizero2"][data-item="sonar_angle"]"#;
+    let shown = browser
+        .driver
+        .script(&format!(
+            "return Number(document.querySelector('{}').value);",
+            slider.replace('\'', "\\'")
+        ))
+        .await
+        .as_f64()
+        .unwrap();
+    browser.driver.click(slider).await;
+    let duty = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let m = mqtt.incoming.recv().await.unwrap();
+            let v: Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+            if m.topic == pwm_topic
+                && let Some(d) = v["value"].as_f64()
+                && d != shown
+            {
+                return d;
+            }
+        }
+    })
+    .await
+    .expect("the slider changes the PWM's duty on MQTT");
+    assert!(
+        (35.0..=65.0).contains(&duty),
+        "the middle of 0..100%: {duty}"
+    );
 
     browser.save_screenshot("dashboard.png").await;
     browser.driver.quit().await;
