@@ -287,23 +287,21 @@ fn settable(web: &Web, host: &str, service: &str, item: &str) -> Result<Interfac
     Ok(iface.clone())
 }
 
+/// The documents the dashboard serves, by file name.
+#[derive(Clone, Copy)]
+enum Doc {
+    Markdown,
+    AsyncApi,
+    Svg,
+    Dot,
+}
+
 async fn api_docs(State(web): State<Web>, Path(file): Path<String>) -> Result<Response, ApiError> {
-    let map = web.shared.snapshot();
-    Ok(match file.as_str() {
-        "cluster.md" => with_type("text/markdown; charset=utf-8", crate::docs::markdown(&map)),
-        "asyncapi.json" => with_type(
-            "application/json",
-            serde_json::to_string_pretty(&crate::docs::asyncapi(&map)).unwrap_or_default(),
-        ),
-        "cluster.svg" => {
-            let mut r = with_type("image/svg+xml", crate::docs::svg(&map));
-            r.headers_mut().insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(SVG_CSP),
-            );
-            r
-        }
-        "cluster.dot" => with_type("text/vnd.graphviz; charset=utf-8", crate::docs::dot(&map)),
+    let doc = match file.as_str() {
+        "cluster.md" => Doc::Markdown,
+        "asyncapi.json" => Doc::AsyncApi,
+        "cluster.svg" => Doc::Svg,
+        "cluster.dot" => Doc::Dot,
         other => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -312,6 +310,40 @@ async fn api_docs(State(web): State<Web>, Path(file): Path<String>) -> Result<Re
                 ),
             ));
         }
+    };
+    // A large cluster's AsyncAPI document takes a CPU for most of a second
+    // (BENCHMARKS.md): off the runtime's threads, which carry MQTT.
+    let shared = Arc::clone(&web.shared);
+    let text = tokio::task::spawn_blocking(move || {
+        let map = shared.snapshot();
+        match doc {
+            Doc::Markdown => crate::docs::markdown(&map),
+            Doc::AsyncApi => {
+                serde_json::to_string_pretty(&crate::docs::asyncapi(&map)).unwrap_or_default()
+            }
+            Doc::Svg => crate::docs::svg(&map),
+            Doc::Dot => crate::docs::dot(&map),
+        }
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("generating {file} failed: {e}"),
+        )
+    })?;
+    Ok(match doc {
+        Doc::Markdown => with_type("text/markdown; charset=utf-8", text),
+        Doc::AsyncApi => with_type("application/json", text),
+        Doc::Svg => {
+            let mut r = with_type("image/svg+xml", text);
+            r.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(SVG_CSP),
+            );
+            r
+        }
+        Doc::Dot => with_type("text/vnd.graphviz; charset=utf-8", text),
     })
 }
 
