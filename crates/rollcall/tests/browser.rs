@@ -1,11 +1,14 @@
 //! The dashboard in a real headless Chromium, driven over WebDriver
-//! (Debian's `chromium` and `chromium-driver`). Against `rollcall demo`: the
-//! page lists the simulated hosts, a click on an output's switch changes the
-//! output's state on MQTT and the page follows, and a click on a PWM's
-//! slider sets its duty. Against `rollcall hub
-//! --http` with two agent processes and a foreign service: the service
-//! marked missing when it stops answering, a stopped agent's card marked
-//! offline (or missing), the other's still online.
+//! (Debian's `chromium` and `chromium-driver`).
+//!
+//! Against `rollcall demo`: the page lists the simulated hosts, a click on
+//! an output's switch changes the output's state on MQTT and the page
+//! follows, and a click on a PWM's slider sets its duty. Against `rollcall
+//! hub --http` with two agent processes and a foreign service: the service
+//! is marked missing when it stops answering, a stopped agent's card is
+//! marked offline (or missing), the other's stays online. Neither page may
+//! log an error (script, refused load, failed request).
+//!
 //! Screenshots go to `target/browser-test/` (`dashboard.png`,
 //! `hub-offline.png`). Skipped, saying why, when Chromium or chromedriver is
 //! missing, unless `CI=true`.
@@ -237,6 +240,8 @@ impl WebDriver {
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+            // The page's console, for `console_errors`.
+            "goog:loggingPrefs": {"browser": "ALL"},
         }}});
         let (status, v) = http(addr, "POST", "/session", Some(&caps)).await;
         assert_eq!(status, 200, "new WebDriver session: {v}");
@@ -279,6 +284,20 @@ impl WebDriver {
             .to_owned();
         self.call("POST", &format!("/element/{id}/click"), Some(json!({})))
             .await;
+    }
+
+    /// What the page logged as errors: script errors, refused loads
+    /// (Content-Security-Policy), failed requests.
+    async fn console_errors(&self) -> Vec<String> {
+        let log = self
+            .call("POST", "/se/log", Some(json!({"type": "browser"})))
+            .await;
+        log.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     async fn screenshot(&self) -> Vec<u8> {
@@ -523,6 +542,8 @@ async fn the_dashboard_lists_the_demo_hosts_and_switches_an_output_over_mqtt() {
     );
 
     browser.save_screenshot("dashboard.png").await;
+    let errors = browser.driver.console_errors().await;
+    assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
     browser.driver.quit().await;
 
     shutdown.cancel();
@@ -717,6 +738,8 @@ async fn the_hub_dashboard_marks_a_stopped_host() {
     })
     .await;
     browser.save_screenshot("hub-offline.png").await;
+    let errors = browser.driver.console_errors().await;
+    assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
     browser.driver.quit().await;
     drop(hub.child);
     shutdown.cancel();
