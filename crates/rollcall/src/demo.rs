@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rollcall_agent::{Agent, RawConfig};
-use rollcall_hub::{HubConfig, HubShared, ScanOptions, ScanReport, Scanner};
+use rollcall_hub::{ClusterMap, HubConfig, HubShared, MapConfig, ScanOptions, ScanReport, Scanner};
 use rollcall_net::{EmbeddedBroker, NetError, Qos};
 use rollcall_proto::Topics;
 use rollcall_services::announce::AnnounceConfig;
@@ -216,7 +216,11 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let dashboard = match dashboard_listener(&args).await? {
         Some(listener) => {
-            let shared = Arc::new(HubShared::new(Topics::default()));
+            // Stale after the demo's own roll-calls have been missed, not
+            // the hub's (which it hardly sends).
+            let every = Duration::from_secs(args.every);
+            let map = ClusterMap::with_config(MapConfig::for_rollcalls(every, opts.wait));
+            let shared = Arc::new(HubShared::with_map(Topics::default(), map));
             let config = HubConfig::new(broker.url(), opts.clone(), HUB_SCAN_EVERY);
             let hub = tracker.spawn(rollcall_hub::run_hub(
                 config,
