@@ -2,7 +2,8 @@
 //! bridge in a namespace of its own, each running a real `rollcall agent`
 //! process; the hub in its own namespace; roll-calls as real broadcasts on
 //! the bridge (198.18.0.0/15). Shared and per-host brokers, crashes, links
-//! going down, broker restarts, packet loss and a hostile host. Needs root
+//! going down, broker restarts, packet loss, a hostile host, and a host
+//! behind a router; the hub's map read over HTTP. Needs root
 //! and `ip`; skipped (with the reason) otherwise, except under `CI=true`.
 //! docs/testbed.md describes what each test proves.
 
