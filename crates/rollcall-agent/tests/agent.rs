@@ -154,6 +154,8 @@ async fn malformed_datagrams_are_dropped_counted_and_do_not_stop_the_agent() {
 /// A client that asks and reads answers on a private topic.
 struct Asker {
     session: Session,
+    /// Messages that arrived while `listen` waited for its probe.
+    pending: std::collections::VecDeque<rollcall_net::Message>,
 }
 
 impl Asker {
@@ -169,11 +171,47 @@ impl Asker {
             .wait_connected(Duration::from_secs(5))
             .await
             .unwrap();
-        Asker { session }
+        Asker {
+            session,
+            pending: Default::default(),
+        }
     }
 
-    async fn listen(&self, filter: &str) {
-        self.session.handle.subscribe(filter).await.unwrap();
+    /// Subscribes to `filter` and returns once the broker applies it: a
+    /// broker handles one client's SUBSCRIBEs in order, so a probe on a later
+    /// subscription coming back proves this one is live. Whatever arrives
+    /// meanwhile is kept for `next`.
+    async fn listen(&mut self, filter: &str) {
+        let handle = &self.session.handle;
+        handle.subscribe(filter).await.unwrap();
+        let probe = format!("/probe/asker-{}", rand_suffix());
+        handle.subscribe(&probe).await.unwrap();
+        handle
+            .publish(&probe, b"probe".to_vec(), Qos::AtLeastOnce, false)
+            .await
+            .unwrap();
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(5), self.session.incoming.recv())
+                .await
+                .expect("the probe back within 5 s")
+                .expect("the session is open");
+            if msg.topic == probe {
+                break;
+            }
+            self.pending.push_back(msg);
+        }
+        self.session.handle.unsubscribe(&probe).await.unwrap();
+    }
+
+    /// The next message, buffered or fresh, within `timeout`.
+    async fn recv_within(&mut self, timeout: Duration) -> rollcall_net::Message {
+        if let Some(msg) = self.pending.pop_front() {
+            return msg;
+        }
+        tokio::time::timeout(timeout, self.session.incoming.recv())
+            .await
+            .expect("a message in time")
+            .expect("the session is open")
     }
 
     async fn send(&self, topic: &str, payload: &str) {
@@ -188,10 +226,8 @@ impl Asker {
     async fn next_on(&mut self, topic: &str) -> Vec<u8> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
-            let msg = tokio::time::timeout_at(deadline, self.session.incoming.recv())
-                .await
-                .unwrap_or_else(|_| panic!("a message on {topic} within 5 s"))
-                .unwrap();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let msg = self.recv_within(left).await;
             if msg.topic == topic {
                 return msg.payload.to_vec();
             }
@@ -200,10 +236,7 @@ impl Asker {
 
     /// The next message, as (topic, JSON).
     async fn next(&mut self) -> (String, Value) {
-        let msg = tokio::time::timeout(Duration::from_secs(5), self.session.incoming.recv())
-            .await
-            .expect("an answer within 5 s")
-            .unwrap();
+        let msg = self.recv_within(Duration::from_secs(5)).await;
         (msg.topic, serde_json::from_slice(&msg.payload).unwrap())
     }
 }
