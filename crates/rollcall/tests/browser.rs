@@ -6,8 +6,9 @@
 //! follows, and a click on a PWM's slider sets its duty. Against `rollcall
 //! hub --http` with two agent processes and a foreign service: the service
 //! is marked missing when it stops answering, a stopped agent's card is
-//! marked offline (or missing), the other's stays online. Neither page may
-//! log an error (script, refused load, failed request).
+//! marked offline (or missing), the other's stays online, and markup in a
+//! description stays text. Neither page may log an error (script, refused
+//! load, failed request).
 //!
 //! Screenshots go to `target/browser-test/` (`dashboard.png`,
 //! `hub-offline.png`). Skipped, saying why, when Chromium or chromedriver is
@@ -653,6 +654,26 @@ async fn the_hub_dashboard_marks_a_stopped_host() {
         }
     });
 
+    // Text from the network is shown as text: a description full of markup
+    // must neither add elements nor run anything.
+    const EVIL: &str = "<img src=/x onerror=\"document.title='pwned'\"><b>bold</b>";
+    let evil = json!({
+        "function": "evil",
+        "doc": EVIL,
+        "interfaces": {"inputs": [], "outputs": [
+            {"name": EVIL, "topic": "/stays/evil/out", "type": "string", "doc": EVIL}
+        ], "functions": [], "controls": []}
+    });
+    pump.handle
+        .publish(
+            "/stays/evil/$description",
+            evil.to_string(),
+            Qos::AtLeastOnce,
+            true,
+        )
+        .await
+        .unwrap();
+
     let _stays = agent("stays");
     let goes = agent("goes");
 
@@ -663,6 +684,28 @@ async fn the_hub_dashboard_marks_a_stopped_host() {
         })
         .await;
     }
+    let shown = wait_for(
+        Duration::from_secs(30),
+        "the markup service shown",
+        || async {
+            let v = browser
+                .driver
+                .script(
+                    "const s = document.querySelector('section[data-service=\"evil\"]'); \
+                 return s && [s.querySelector('.doc').textContent, \
+                 s.querySelector('td.name').textContent, \
+                 document.querySelectorAll('#hosts img, #hosts b').length, document.title];",
+                )
+                .await;
+            serde_json::from_value::<(String, String, u64, String)>(v).ok()
+        },
+    )
+    .await;
+    assert_eq!(
+        shown,
+        (EVIL.into(), EVIL.into(), 0, "rollcall dashboard".into()),
+        "markup from the network must stay text"
+    );
     wait_for(
         Duration::from_secs(30),
         "the pump service shown",
