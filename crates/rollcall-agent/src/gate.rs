@@ -1,9 +1,11 @@
-//! The gate every roll-call passes before it is answered: the rate limit,
+//! The gate every roll-call passes before it is answered: the rate limit
+//! (counted per sender, so one flooding host cannot silence the hub),
 //! duplicate suppression (the same roll-call heard by broadcast and over
 //! MQTT is answered once), and, with a cluster key, signature, freshness and
 //! replay checks. Pure: the time is passed in.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use rollcall_proto::RollCall;
@@ -14,6 +16,10 @@ use rollcall_proto::json::Object;
 const REMEMBERED: usize = 4096;
 /// How far a signed roll-call's `ts` may be from our clock (PROTOCOL.md section 7).
 const MAX_SKEW_MS: u64 = 30_000;
+/// How many senders get a rate budget of their own. Past this many in one
+/// second, the rest share one budget: memory stays bounded whatever a
+/// flood of spoofed source addresses does.
+const SENDERS: usize = 256;
 
 /// Why a roll-call was not answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +41,9 @@ pub enum Refusal {
 pub struct Gate {
     per_second: u32,
     window_start_ms: u64,
-    in_window: u32,
+    /// Roll-calls admitted in the current second, per sender; `None` is
+    /// roll-calls over MQTT and senders past [`SENDERS`].
+    in_window: HashMap<Option<IpAddr>, u32>,
     recent: VecDeque<(String, u64)>,
     nonces: VecDeque<String>,
     key: Option<Vec<u8>>,
@@ -47,15 +55,21 @@ impl Gate {
         Gate {
             per_second,
             window_start_ms: 0,
-            in_window: 0,
+            in_window: HashMap::new(),
             recent: VecDeque::with_capacity(REMEMBERED),
             nonces: VecDeque::with_capacity(REMEMBERED),
             key,
         }
     }
 
-    /// Whether `rc` is answered at `now_ms` (unix ms). An accepted roll-call is remembered.
-    pub fn admit(&mut self, rc: &RollCall, now_ms: u64) -> Result<(), Refusal> {
+    /// Whether `rc`, from `source` (`None` over MQTT), is answered at
+    /// `now_ms` (unix ms). An accepted roll-call is remembered.
+    pub fn admit(
+        &mut self,
+        rc: &RollCall,
+        source: Option<IpAddr>,
+        now_ms: u64,
+    ) -> Result<(), Refusal> {
         let key = (rc.replyto.clone(), rc.id);
         if self.recent.contains(&key) {
             return Err(Refusal::Duplicate);
@@ -70,12 +84,18 @@ impl Gate {
         if now_ms.saturating_sub(self.window_start_ms) >= Duration::from_secs(1).as_millis() as u64
         {
             self.window_start_ms = now_ms;
-            self.in_window = 0;
+            self.in_window.clear();
         }
-        if self.in_window >= self.per_second {
+        let sender = if self.in_window.len() < SENDERS || self.in_window.contains_key(&source) {
+            source
+        } else {
+            None
+        };
+        let count = self.in_window.entry(sender).or_insert(0);
+        if *count >= self.per_second {
             return Err(Refusal::RateLimited);
         }
-        self.in_window += 1;
+        *count += 1;
         remember(&mut self.recent, key);
         Ok(())
     }
@@ -109,6 +129,13 @@ fn check_signed(map: &Object, key: &[u8], now_ms: u64) -> Result<String, Refusal
 mod tests {
     use super::*;
 
+    impl Gate {
+        /// A roll-call over MQTT.
+        fn admit_at(&mut self, rc: &RollCall, now_ms: u64) -> Result<(), Refusal> {
+            self.admit(rc, None, now_ms)
+        }
+    }
+
     fn rc(id: u64) -> RollCall {
         RollCall::new(id, "hub", "/stat/data")
     }
@@ -124,18 +151,47 @@ mod tests {
     #[test]
     fn the_same_roll_call_is_answered_once() {
         let mut gate = Gate::new(10, None);
-        assert_eq!(gate.admit(&rc(1), 0), Ok(()));
-        assert_eq!(gate.admit(&rc(1), 10), Err(Refusal::Duplicate));
-        assert_eq!(gate.admit(&rc(2), 20), Ok(()));
+        assert_eq!(gate.admit_at(&rc(1), 0), Ok(()));
+        assert_eq!(gate.admit_at(&rc(1), 10), Err(Refusal::Duplicate));
+        assert_eq!(gate.admit_at(&rc(2), 20), Ok(()));
     }
 
     #[test]
     fn the_rate_limit_resets_each_second() {
         let mut gate = Gate::new(2, None);
-        assert_eq!(gate.admit(&rc(1), 1000), Ok(()));
-        assert_eq!(gate.admit(&rc(2), 1100), Ok(()));
-        assert_eq!(gate.admit(&rc(3), 1200), Err(Refusal::RateLimited));
-        assert_eq!(gate.admit(&rc(4), 2000), Ok(()));
+        assert_eq!(gate.admit_at(&rc(1), 1000), Ok(()));
+        assert_eq!(gate.admit_at(&rc(2), 1100), Ok(()));
+        assert_eq!(gate.admit_at(&rc(3), 1200), Err(Refusal::RateLimited));
+        assert_eq!(gate.admit_at(&rc(4), 2000), Ok(()));
+    }
+
+    #[test]
+    fn a_flooding_sender_uses_up_only_its_own_budget() {
+        let rogue = Some(IpAddr::from([198, 18, 0, 66]));
+        let hub = Some(IpAddr::from([198, 18, 0, 1]));
+        let mut gate = Gate::new(2, None);
+        assert_eq!(gate.admit(&rc(1), rogue, 1000), Ok(()));
+        assert_eq!(gate.admit(&rc(2), rogue, 1001), Ok(()));
+        assert_eq!(gate.admit(&rc(3), rogue, 1002), Err(Refusal::RateLimited));
+        assert_eq!(gate.admit(&rc(4), hub, 1003), Ok(()));
+        assert_eq!(gate.admit(&rc(5), None, 1004), Ok(()));
+    }
+
+    #[test]
+    fn past_the_sender_limit_the_rest_share_one_budget() {
+        let mut gate = Gate::new(1, None);
+        for i in 0..SENDERS as u64 {
+            let source = Some(IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]));
+            assert_eq!(gate.admit(&rc(i), source, 1000), Ok(()));
+        }
+        let late = |n: u8| Some(IpAddr::from([10, 9, 9, n]));
+        // The shared budget is the one MQTT roll-calls use; it has one left.
+        assert_eq!(gate.admit(&rc(9001), late(1), 1000), Ok(()));
+        assert_eq!(
+            gate.admit(&rc(9002), late(2), 1000),
+            Err(Refusal::RateLimited)
+        );
+        assert_eq!(gate.in_window.len(), SENDERS + 1);
     }
 
     #[test]
@@ -143,18 +199,21 @@ mod tests {
         let key = b"cluster secret".to_vec();
         let now = 1_700_000_000_000;
         let mut gate = Gate::new(100, Some(key.clone()));
-        assert_eq!(gate.admit(&rc(1), now), Err(Refusal::BadSignature));
+        assert_eq!(gate.admit_at(&rc(1), now), Err(Refusal::BadSignature));
         assert_eq!(
-            gate.admit(&signed(2, now, "n2", b"wrong"), now),
+            gate.admit_at(&signed(2, now, "n2", b"wrong"), now),
             Err(Refusal::BadSignature)
         );
         assert_eq!(
-            gate.admit(&signed(3, now - 31_000, "n3", &key), now),
+            gate.admit_at(&signed(3, now - 31_000, "n3", &key), now),
             Err(Refusal::Stale)
         );
-        assert_eq!(gate.admit(&signed(4, now - 1_000, "n4", &key), now), Ok(()));
         assert_eq!(
-            gate.admit(&signed(5, now, "n4", &key), now),
+            gate.admit_at(&signed(4, now - 1_000, "n4", &key), now),
+            Ok(())
+        );
+        assert_eq!(
+            gate.admit_at(&signed(5, now, "n4", &key), now),
             Err(Refusal::Replayed)
         );
     }

@@ -604,7 +604,7 @@ impl Host {
     }
 
     async fn on_rollcall(&mut self, rc: RollCall, source: Option<IpAddr>) {
-        if let Err(refusal) = self.gate.admit(&rc, unix_ms()) {
+        if let Err(refusal) = self.gate.admit(&rc, source, unix_ms()) {
             AgentStats::bump(self.stats.dropped_refused());
             debug!(id = rc.id, replyto = %rc.replyto, ?refusal, "roll-call not answered");
             return;
