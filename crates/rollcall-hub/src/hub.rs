@@ -600,11 +600,11 @@ pub async fn run_hub(
         reply_topic: reply_topic.clone(),
     });
 
-    let scan = tracker.spawn(stop_on_error(
+    let scan = tracker.spawn(stop_on_exit(
         scan_loop(scanner, config.clone(), Arc::clone(&shared), stop.clone()),
         stop.clone(),
     ));
-    let watching = tracker.spawn(stop_on_error(
+    let watching = tracker.spawn(stop_on_exit(
         watch_loop(
             watch.handle,
             watch.incoming,
@@ -628,15 +628,15 @@ pub async fn run_hub(
     joined(scan).and(joined(watching))
 }
 
-async fn stop_on_error(
+/// Runs one of the hub's loops; when it ends, however it ends (an error, or
+/// a panic unwinding through it), the other loop and the sessions stop too,
+/// so that [`run_hub`] returns rather than waiting for a loop that is gone.
+async fn stop_on_exit(
     task: impl Future<Output = Result<(), HubError>>,
     stop: CancellationToken,
 ) -> Result<(), HubError> {
-    let result = task.await;
-    if result.is_err() {
-        stop.cancel();
-    }
-    result
+    let _stop = stop.drop_guard();
+    task.await
 }
 
 async fn scan_loop(

@@ -57,6 +57,10 @@ fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Otherwise a failed write (stderr a closed pipe) is reported with
+        // eprintln!, which panics, inside whichever task logged: the signal
+        // task among them, after which SIGTERM no longer stops the process.
+        .log_internal_errors(false)
         .init();
 }
 
