@@ -153,6 +153,15 @@ pub async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Clears the spinner line however `gather` ends, an error included.
+struct Spinner(ProgressBar);
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
 fn count(n: usize, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
@@ -166,6 +175,14 @@ async fn gather(
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<ClusterMap> {
+    let guard = Spinner(ProgressBar::new_spinner());
+    let spinner = &guard.0;
+    spinner.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    spinner.set_message(format!("connecting to {}", args.broker));
     let pid = std::process::id();
     let mut config = SessionConfig::new(args.broker.clone(), format!("rollcall-docs-{pid}"));
     config.channel_capacity = RETAINED_BUFFER;
@@ -185,12 +202,6 @@ async fn gather(
             .await
             .with_context(|| format!("subscribing to {filter}"))?;
     }
-    let spinner = ProgressBar::new_spinner();
-    spinner.set_style(
-        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    spinner.enable_steady_tick(Duration::from_millis(100));
     let mut retained = 0usize;
     let mut answered = (0usize, 0usize);
     let take = |map: &mut ClusterMap, msg: rollcall_net::Message, retained: &mut usize| {
@@ -203,8 +214,10 @@ async fn gather(
     };
     let show = |retained: usize, answered: (usize, usize)| {
         format!(
-            "reading the cluster: {retained} retained states and descriptions, {} hosts and {} services answered",
-            answered.0, answered.1
+            "{}, {} and {} answered",
+            count(retained, "retained message"),
+            count(answered.0, "host"),
+            count(answered.1, "service")
         )
     };
     spinner.set_message(show(0, answered));
@@ -255,7 +268,7 @@ async fn gather(
             Err(_) => break,
         }
     }
-    spinner.finish_and_clear();
+    drop(guard);
     let lost = watch.handle.stats().dropped;
     if lost > 0 {
         tracing::warn!(lost, "retained messages dropped by the full session buffer");
