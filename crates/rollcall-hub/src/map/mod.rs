@@ -488,12 +488,34 @@ impl ClusterMap {
 
     /// Takes in a roll-call's report, received at `now_ms`: every host in it
     /// is online; a service its host answered for before and not now is
-    /// missing; an online host that did not answer is missing. A host the
+    /// missing; an online host that did not answer is missing. A host whose
+    /// `$state` said `offline` after its last answer in the report (it
+    /// answered, then stopped, while the roll-call still waited) is left
+    /// offline. A host the
     /// full map cannot take is left out and counted in
     /// [`MapCounts::refused`].
     pub fn apply_scan(&mut self, report: &ScanReport, now_ms: u64) -> Vec<MapEvent> {
         let mut events = Vec::new();
+        // The report is taken in when the roll-call's wait ends; its answers
+        // came earlier, when the roll-call was sent plus their `t_ms`.
+        let sent_ms = now_ms.saturating_sub(report.elapsed_ms);
         for seen in &report.hosts {
+            let last_answer_ms = seen
+                .t_ms
+                .into_iter()
+                .chain(seen.services.iter().map(|s| s.t_ms))
+                .max()
+                .unwrap_or(0);
+            // A host that said `offline` after its last answer stopped after
+            // answering: the answer is no sign of life.
+            let said_offline_since = self
+                .hosts
+                .get(&seen.hostname)
+                .filter(|h| h.status == HostStatus::Offline)
+                .map(|h| h.status_since_ms);
+            if said_offline_since.is_some_and(|since| since > sent_ms + last_answer_ms) {
+                continue;
+            }
             if self.host_seen(seen, now_ms, &mut events).is_err() {
                 self.refused += 1;
                 continue;

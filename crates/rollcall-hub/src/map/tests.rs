@@ -878,3 +878,29 @@ fn hosts_stay_fresh_between_slow_roll_calls() {
         MapConfig::default().stale_after_ms
     );
 }
+
+#[test]
+fn an_answer_from_before_a_host_said_offline_does_not_bring_it_back() {
+    let mut map = ClusterMap::new();
+    map.apply_scan(&report(&[("a", &["system"]), ("b", &[])]), 1000);
+    // The next roll-call is sent at 2000 and waits 500 ms; both answer
+    // 1 ms after sending, then a stops and says so at 2100.
+    assert_eq!(
+        map.apply_message(&t(), "/a/$state", b"offline", 2100),
+        vec![host_event("offline", "a")]
+    );
+    let mut r = report(&[("a", &["system"]), ("b", &[])]);
+    r.elapsed_ms = 500;
+    assert!(map.apply_scan(&r, 2500).is_empty());
+    assert_eq!(status(&map, "a"), HostStatus::Offline);
+    assert_eq!(map.host("b").unwrap().last_seen_ms, 2500);
+    // An answer after the offline (it came back) counts.
+    map.apply_message(&t(), "/a/$state", b"offline", 3000);
+    let mut r = report(&[("a", &["system"])]);
+    r.elapsed_ms = 500;
+    r.hosts[0].t_ms = Some(200);
+    assert!(
+        map.apply_scan(&r, 3400)
+            .contains(&host_event("online", "a"))
+    );
+}
