@@ -488,7 +488,8 @@ impl ClusterMap {
 
     /// Takes in a roll-call's report, received at `now_ms`: every host in it
     /// is online; a service its host answered for before and not now is
-    /// missing; an online host that did not answer is missing. A host whose
+    /// missing; an online host that did not answer is missing, unless it was
+    /// heard from after the roll-call was sent. A host whose
     /// `$state` said `offline` after its last answer in the report (it
     /// answered, then stopped, while the roll-call still waited) is left
     /// offline. A host the
@@ -535,7 +536,10 @@ impl ClusterMap {
         }
         let answered: HashSet<&str> = report.hosts.iter().map(|h| h.hostname.as_str()).collect();
         for (name, host) in &mut self.hosts {
-            if host.status == HostStatus::Online && !answered.contains(name.as_str()) {
+            // Heard from after the roll-call was sent (its `online` came
+            // while the roll-call waited): it may never have heard it.
+            let fresh = host.last_seen_ms > sent_ms;
+            if host.status == HostStatus::Online && !answered.contains(name.as_str()) && !fresh {
                 host.status = HostStatus::Missing;
                 host.status_since_ms = now_ms;
                 events.push(MapEvent::HostMissing { host: name.clone() });

@@ -904,3 +904,21 @@ fn an_answer_from_before_a_host_said_offline_does_not_bring_it_back() {
             .contains(&host_event("online", "a"))
     );
 }
+
+#[test]
+fn a_host_that_came_online_while_a_roll_call_waited_is_not_missing_for_it() {
+    let mut map = ClusterMap::new();
+    // Sent at 1000, taken in at 1500; the host came up at 1200.
+    map.apply_message(&t(), "/late/$state", b"online", 1200);
+    let mut r = report(&[]);
+    r.elapsed_ms = 500;
+    assert!(map.apply_scan(&r, 1500).is_empty());
+    assert_eq!(status(&map, "late"), HostStatus::Online);
+    // The next roll-call it does not answer either: missing.
+    let mut r = report(&[]);
+    r.elapsed_ms = 500;
+    assert_eq!(
+        map.apply_scan(&r, 2500),
+        vec![host_event("missing", "late")]
+    );
+}
