@@ -50,8 +50,9 @@ pub struct HubConfig {
     pub embedded_broker: Option<SocketAddr>,
     /// The roll-calls it sends.
     pub scan: ScanOptions,
-    /// Time between roll-calls.
-    pub every: Duration,
+    /// Time between roll-calls; `None`: the hub only watches, and whoever
+    /// calls the roll hands its reports to [`HubShared::record_scan`].
+    pub every: Option<Duration>,
     /// Time between [`ClusterMap::expire`] runs.
     pub expire_every: Duration,
 }
@@ -64,8 +65,17 @@ impl HubConfig {
             broker: Some(broker),
             embedded_broker: None,
             scan,
-            every,
+            every: Some(every),
             expire_every: Duration::from_secs(1),
+        }
+    }
+
+    /// A hub on `broker` that calls no roll: it watches retained state and
+    /// values, and takes reports from [`HubShared::record_scan`].
+    pub fn watching(broker: BrokerUrl, scan: ScanOptions) -> Self {
+        HubConfig {
+            every: None,
+            ..HubConfig::new(broker, scan, Duration::from_secs(1))
         }
     }
 }
@@ -533,7 +543,7 @@ pub async fn run_hub(
     shared: Arc<HubShared>,
     shutdown: CancellationToken,
 ) -> Result<(), HubError> {
-    if config.every.is_zero() || config.expire_every.is_zero() {
+    if config.every.is_some_and(|every| every.is_zero()) || config.expire_every.is_zero() {
         return Err(HubError::Invalid(
             "the roll-call and expiry intervals must be more than zero".into(),
         ));
@@ -559,13 +569,16 @@ pub async fn run_hub(
     // `$` cannot start a host name, so no host's topic is the reply topic.
     let reply_topic = shared.topics.topic(&format!("$hub/{suffix}/reply"));
     let started = async {
-        let scanner = Scanner::connect(
-            broker.clone(),
-            format!("rollcall-hub-scan-{suffix}"),
-            shared.topics.clone(),
-            stop.clone(),
-            &tracker,
-        )?;
+        let scanner = match config.every {
+            Some(_) => Some(Scanner::connect(
+                broker.clone(),
+                format!("rollcall-hub-scan-{suffix}"),
+                shared.topics.clone(),
+                stop.clone(),
+                &tracker,
+            )?),
+            None => None,
+        };
         let mut watch_config = SessionConfig::new(broker, format!("rollcall-hub-{suffix}"));
         watch_config.channel_capacity = WATCH_BUFFER;
         let watch = Session::start(watch_config, stop.clone(), &tracker)?;
@@ -600,10 +613,24 @@ pub async fn run_hub(
         reply_topic: reply_topic.clone(),
     });
 
-    let scan = tracker.spawn(stop_on_exit(
-        scan_loop(scanner, config.clone(), Arc::clone(&shared), stop.clone()),
-        stop.clone(),
-    ));
+    let scanning = {
+        let (shared, stop) = (Arc::clone(&shared), stop.clone());
+        let (every, options) = (config.every, config.scan.clone());
+        async move {
+            match (scanner, every) {
+                (Some(scanner), Some(every)) => {
+                    scan_loop(scanner, every, options, shared, stop).await
+                }
+                // Watching only: nothing to do here, and ending early would
+                // stop the watch loop too.
+                _ => {
+                    stop.cancelled().await;
+                    Ok(())
+                }
+            }
+        }
+    };
+    let scan = tracker.spawn(stop_on_exit(scanning, stop.clone()));
     let watching = tracker.spawn(stop_on_exit(
         watch_loop(
             watch.handle,
@@ -641,11 +668,12 @@ async fn stop_on_exit(
 
 async fn scan_loop(
     mut scanner: Scanner,
-    config: HubConfig,
+    every: Duration,
+    options: ScanOptions,
     shared: Arc<HubShared>,
     stop: CancellationToken,
 ) -> Result<(), HubError> {
-    let mut ticker = tokio::time::interval(config.every);
+    let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut id: u64 = rand::random::<u32>().into();
     loop {
@@ -657,7 +685,7 @@ async fn scan_loop(
         let started = Instant::now();
         let report = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            r = scanner.scan(id, &config.scan, |_| {}) => r,
+            r = scanner.scan(id, &options, |_| {}) => r,
         };
         let report = match report {
             Ok(r) => r,

@@ -372,7 +372,7 @@ async fn a_hub_without_a_broker_or_with_zero_intervals_is_refused() {
     .await
     .unwrap_err();
     assert!(matches!(err, HubError::Invalid(_)), "{err}");
-    config.every = Duration::from_secs(1);
+    config.every = Some(Duration::from_secs(1));
     config.broker = None;
     let err = run_hub(config, Arc::clone(&shared), CancellationToken::new())
         .await

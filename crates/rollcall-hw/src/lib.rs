@@ -5,8 +5,8 @@
 //! decides what to do with a reading lives in `rollcall-services`, which both
 //! backends feed.
 
-mod error;
 pub mod display;
+mod error;
 pub mod gpio;
 pub mod iio;
 pub mod pwm;

@@ -6,12 +6,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rollcall_agent::{Agent, RawConfig};
-use rollcall_hub::{ClusterMap, HubConfig, HubShared, MapConfig, ScanOptions, ScanReport, Scanner};
+use rollcall_hub::{ClusterMap, HubConfig, HubShared, MapConfig, ScanOptions, Scanner};
 use rollcall_net::{EmbeddedBroker, NetError, Qos};
 use rollcall_proto::Topics;
 use rollcall_services::announce::AnnounceConfig;
@@ -50,11 +49,6 @@ pub struct Args {
 /// Where the demo's dashboard goes when no --http is given.
 const DEFAULT_HTTP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 
-/// The hub's own roll-calls, in the demo: the demo calls the roll itself
-/// and prints each report, and feeds it to the map, so the hub only
-/// watches retained state and values (and calls the roll once at start).
-const HUB_SCAN_EVERY: Duration = Duration::from_secs(24 * 3600);
-
 /// The listener the dashboard is served on, if one is to be.
 async fn dashboard_listener(args: &Args) -> Result<Option<tokio::net::TcpListener>> {
     if args.no_http || (args.once && args.http.is_none()) {
@@ -72,21 +66,6 @@ async fn dashboard_listener(args: &Args) -> Result<Option<tokio::net::TcpListene
             Ok(Some(rollcall_net::http_listener(any).await?))
         }
         Err(e) => Err(e.into()),
-    }
-}
-
-/// A roll-call's report into the dashboard's map, as the hub's own
-/// roll-calls would be.
-fn feed(shared: &HubShared, report: &ScanReport, took: Duration) {
-    shared.metrics.record_rollcall(report, took);
-    let events = shared.lock_map().apply_scan(report, rollcall_hub::now_ms());
-    shared
-        .metrics
-        .events
-        .fetch_add(events.len() as u64, Ordering::Relaxed);
-    for event in events {
-        // Nobody watching is not an error.
-        let _ = shared.changes.send(event);
     }
 }
 
@@ -216,12 +195,12 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let dashboard = match dashboard_listener(&args).await? {
         Some(listener) => {
-            // Stale after the demo's own roll-calls have been missed, not
-            // the hub's (which it hardly sends).
+            // The demo calls the roll itself (it prints each report) and
+            // hands the reports to the map; the hub only watches.
             let every = Duration::from_secs(args.every);
             let map = ClusterMap::with_config(MapConfig::for_rollcalls(every, opts.wait));
             let shared = Arc::new(HubShared::with_map(Topics::default(), map));
-            let config = HubConfig::new(broker.url(), opts.clone(), HUB_SCAN_EVERY);
+            let config = HubConfig::watching(broker.url(), opts.clone());
             let hub = tracker.spawn(rollcall_hub::run_hub(
                 config,
                 Arc::clone(&shared),
@@ -250,7 +229,7 @@ pub async fn run(args: Args) -> Result<()> {
             Ok(r) => {
                 report::print(&r, args.json);
                 if let Some((shared, ..)) = &dashboard {
-                    feed(shared, &r, started.elapsed());
+                    shared.record_scan(&r, started.elapsed());
                 }
             }
             Err(e) => break Err(e.into()),

@@ -64,18 +64,19 @@ pub async fn run(args: Args) -> Result<()> {
         (None, None) => Some(BrokerUrl::new("127.0.0.1", 1883)),
         (b, _) => b.clone(),
     };
+    let every = Duration::from_secs(args.scan_every);
     let config = HubConfig {
         broker,
         embedded_broker: args.embedded_broker,
         scan: args
             .rollcall
             .options(Duration::from_millis(args.wait_ms), None)?,
-        every: Duration::from_secs(args.scan_every),
+        every: Some(every),
         expire_every: Duration::from_secs(1),
     };
     let signals = tokio_util::task::TaskTracker::new();
     let shutdown = rollcall_net::ctrl_c_token(&signals);
-    let map = ClusterMap::with_config(MapConfig::for_rollcalls(config.every, config.scan.wait));
+    let map = ClusterMap::with_config(MapConfig::for_rollcalls(every, config.scan.wait));
     let shared = Arc::new(HubShared::with_map(args.rollcall.topics()?, map));
     let dashboard = match args.http {
         Some(addr) => {
