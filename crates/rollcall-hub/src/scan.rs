@@ -40,6 +40,11 @@ pub struct ScanOptions {
     pub expect: Option<usize>,
     /// Sign the roll-call with this cluster key (PROTOCOL.md section 7).
     pub cluster_key: Option<Vec<u8>>,
+    /// How many times the roll-call is sent, spread evenly over `wait`:
+    /// again while answers are missing (with `expect`, until it is met),
+    /// for links that lose datagrams. The same id each time, so a host that
+    /// heard an earlier copy does not answer twice. At least 1.
+    pub sends: u32,
 }
 
 fn unix_ms() -> u64 {
@@ -189,39 +194,30 @@ impl Scanner {
         let mut collector = Collector::new(id, opts.window_ms);
         let dropped_before = self.session.stats().dropped;
         let started = Instant::now();
-        // One destination that cannot be reached (an interface gone down)
-        // does not stop the roll-call reaching the others.
-        let mut sent = 0;
-        for dest in &destinations {
-            let to = SocketAddr::new(*dest, opts.udp_port);
-            match self.udp.send_to(&bytes, to).await {
-                Ok(()) => sent += 1,
-                Err(error) => warn!(%to, %error, "roll-call not sent there"),
-            }
-        }
-        if sent == 0 && !opts.via_mqtt {
-            return Err(HubError::Invalid(
-                "the roll-call could not be sent to any destination".into(),
-            ));
-        }
-        if opts.via_mqtt {
-            self.session
-                .publish(
-                    &self.topics.udp_request(),
-                    bytes.clone(),
-                    Qos::AtLeastOnce,
-                    false,
-                )
-                .await?;
-        }
         let deadline = started + opts.wait;
+        let sends = opts.sends.max(1);
+        let between_sends = opts.wait / sends;
+        self.send(&bytes, &destinations, opts).await?;
+        let mut sent = 1;
         loop {
             if opts.expect.is_some_and(|n| collector.complete(n)) {
                 break;
             }
-            let msg = match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
+            let next_send = (sent < sends).then(|| started + between_sends * sent);
+            let wake = next_send.map_or(deadline, |at| at.min(deadline));
+            let msg = match tokio::time::timeout_at(wake, self.incoming.recv()).await {
                 Ok(Some(msg)) => msg,
                 Ok(None) => return Err(rollcall_net::NetError::SessionClosed.into()),
+                Err(_) if next_send.is_some() && wake < deadline => {
+                    debug!(
+                        id,
+                        copy = sent + 1,
+                        "roll-call sent again: answers are missing"
+                    );
+                    self.send(&bytes, &destinations, opts).await?;
+                    sent += 1;
+                    continue;
+                }
                 Err(_) => break,
             };
             if msg.topic != opts.topic {
@@ -241,5 +237,40 @@ impl Scanner {
             );
         }
         Ok(report)
+    }
+
+    /// Sends one copy of the roll-call to every destination, and over MQTT
+    /// if asked. One destination that cannot be reached (an interface gone
+    /// down) does not stop it reaching the others; reaching none is an error.
+    async fn send(
+        &self,
+        bytes: &[u8],
+        destinations: &[IpAddr],
+        opts: &ScanOptions,
+    ) -> Result<(), HubError> {
+        let mut sent = 0;
+        for dest in destinations {
+            let to = SocketAddr::new(*dest, opts.udp_port);
+            match self.udp.send_to(bytes, to).await {
+                Ok(()) => sent += 1,
+                Err(error) => warn!(%to, %error, "roll-call not sent there"),
+            }
+        }
+        if sent == 0 && !opts.via_mqtt {
+            return Err(HubError::Invalid(
+                "the roll-call could not be sent to any destination".into(),
+            ));
+        }
+        if opts.via_mqtt {
+            self.session
+                .publish(
+                    &self.topics.udp_request(),
+                    bytes.to_vec(),
+                    Qos::AtLeastOnce,
+                    false,
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -625,6 +625,7 @@ async fn set_through_a_running_hub(broker: BrokerUrl) {
         window_ms: 0,
         expect: None,
         cluster_key: None,
+        sends: 1,
     };
     let config = HubConfig::new(broker, scan, Duration::from_secs(3600));
     let hub = tracker.spawn(rollcall_hub::run_hub(

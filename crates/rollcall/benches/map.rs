@@ -383,6 +383,7 @@ async fn rebuild(broker: &BrokerUrl) -> Result<Rebuild> {
         window_ms: 0,
         expect: None,
         cluster_key: None,
+        sends: 1,
     };
     let stop = CancellationToken::new();
     let config = HubConfig::new(broker.clone(), scan, Duration::from_secs(3600));

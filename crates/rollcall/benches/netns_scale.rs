@@ -291,6 +291,7 @@ fn run_scans(
                 window_ms,
                 expect: Some(HOSTS),
                 cluster_key: None,
+                sends: 1,
             };
             let mut samples = Vec::new();
             let base = 7_000_000 + u64::from(std::process::id()) * 100 + window_ms * 10_000_000;

@@ -375,6 +375,7 @@ async fn measure(
         window_ms,
         expect: Some(HOSTS),
         cluster_key: None,
+        sends: 1,
     };
     let refused = || -> u64 {
         agents

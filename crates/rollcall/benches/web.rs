@@ -320,6 +320,7 @@ async fn set_phase(shutdown: &CancellationToken, tracker: &TaskTracker) -> Resul
         window_ms: 0,
         expect: None,
         cluster_key: None,
+        sends: 1,
     };
     let config = HubConfig::new(broker, scan, Duration::from_secs(3600));
     tracker.spawn(run_hub(config, Arc::clone(&shared), shutdown.clone()));

@@ -192,6 +192,7 @@ pub async fn run(args: Args) -> Result<()> {
         window_ms: 20,
         expect: Some(HOSTS.len()),
         cluster_key: None,
+        sends: 1,
     };
     let dashboard = match dashboard_listener(&args).await? {
         Some(listener) => {

@@ -121,6 +121,7 @@ pub fn broadcast(udp_port: u16, expect: usize) -> ScanOptions {
         window_ms: 10,
         expect: Some(expect),
         cluster_key: None,
+        sends: 1,
     }
 }
 
