@@ -14,14 +14,13 @@
 mod support;
 
 use support::{
-    AgentProcess, Mosquitto, TempDir, cpu_ticks, find_mosquitto, free_udp_port, rollcall_binary,
-    sched_time, smaps_breakdown, status_field,
+    Mosquitto, TempDir, cpu_ticks, find_mosquitto, rollcall_binary, sched_time, smaps_breakdown,
+    start_agent_process, status_field,
 };
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rollcall_agent::RawConfig;
 use rollcall_net::{Session, SessionConfig};
 use tokio_util::sync::CancellationToken;
@@ -87,42 +86,18 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("agent.toml");
     std::fs::write(&config, AGENT_TOML)?;
-    let log = std::fs::File::create(dir.join("agent.log"))?;
     let load_before = loadavg();
-    eprintln!("starting {}", binary.display());
-    let child = Command::new(&binary)
-        .args(["agent", "--sim", "--hostname", HOST])
-        .arg("--broker")
-        .arg(broker.to_string())
-        .arg("--udp-port")
-        .arg(free_udp_port()?.to_string())
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("running {}", binary.display()))?;
-    let mut process = AgentProcess { child };
+    let process = start_agent_process(
+        &binary,
+        HOST,
+        &broker,
+        &dir,
+        &config,
+        &mut watcher.incoming,
+        ONLINE_TIMEOUT,
+    )
+    .await?;
     let pid = process.child.id();
-    let deadline = tokio::time::Instant::now() + ONLINE_TIMEOUT;
-    loop {
-        match tokio::time::timeout_at(deadline, watcher.incoming.recv()).await {
-            Ok(Some(msg)) if msg.topic == state_topic && &msg.payload[..] == b"online" => break,
-            Ok(Some(_)) => {}
-            Ok(None) => bail!("watch session closed"),
-            Err(_) => {
-                let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
-                bail!("the agent process did not say online within {ONLINE_TIMEOUT:?}: {log}");
-            }
-        }
-        if let Some(status) = process.child.try_wait()? {
-            let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
-            bail!("the agent process exited ({status}): {log}");
-        }
-    }
     let rss_online = status_field(pid, "VmRSS");
     eprintln!("agent pid {pid} online: VmRSS {rss_online} kB; idle for {IDLE:?}");
     watcher.handle.subscribe(&format!("/{HOST}/#")).await?;

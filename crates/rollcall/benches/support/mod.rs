@@ -265,6 +265,58 @@ pub fn smaps_breakdown(pid: u32) -> Vec<(String, u64)> {
     list
 }
 
+/// Starts `rollcall agent --sim` as host `host` with the configuration file
+/// `config`, its log in `dir/agent.log`, and returns once `incoming` (a
+/// session subscribed to `/{host}/$state`) hears it say `online`.
+#[allow(dead_code)] // Not every bench starts an agent process.
+pub async fn start_agent_process(
+    binary: &Path,
+    host: &str,
+    broker: &BrokerUrl,
+    dir: &Path,
+    config: &Path,
+    incoming: &mut tokio::sync::mpsc::Receiver<rollcall_net::Message>,
+    timeout: Duration,
+) -> Result<AgentProcess> {
+    let log = std::fs::File::create(dir.join("agent.log"))?;
+    eprintln!("starting {}", binary.display());
+    let child = Command::new(binary)
+        .args(["agent", "--sim", "--hostname", host])
+        .arg("--broker")
+        .arg(broker.to_string())
+        .arg("--udp-port")
+        .arg(free_udp_port()?.to_string())
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("running {}", binary.display()))?;
+    let mut process = AgentProcess { child };
+    let state_topic = format!("/{host}/$state");
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, incoming.recv()).await {
+            Ok(Some(msg)) if msg.topic == state_topic && &msg.payload[..] == b"online" => {
+                return Ok(process);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("watch session closed"),
+            Err(_) => {
+                let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+                bail!("the agent process did not say online within {timeout:?}: {log}");
+            }
+        }
+        if let Some(status) = process.child.try_wait()? {
+            let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+            bail!("the agent process exited ({status}): {log}");
+        }
+    }
+}
+
 /// The agent process, killed when dropped.
 pub struct AgentProcess {
     pub child: Child,
