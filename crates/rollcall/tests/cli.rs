@@ -2,66 +2,14 @@
 //! `rollcall scan --json` against it, `get`, and the printed configuration.
 //! Everything stays on loopback.
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::net::{Ipv4Addr, TcpStream};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::*;
 use serde_json::Value;
-
-fn rollcall() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rollcall"))
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `rollcall agent` for a simulated host, its broker given as `[flag, value]`.
-fn spawn_agent(host: &str, broker: [&str; 2], udp_port: u16, state: &std::path::Path) -> Running {
-    Running(
-        rollcall()
-            .args(["agent", "--sim", "--hostname", host])
-            .args(broker)
-            .args(["--udp-port", &udp_port.to_string(), "--state-dir"])
-            .arg(state)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-/// Kills the child when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
 
 #[test]
 fn demo_once_prints_three_hosts_as_a_table_and_as_json() {
@@ -132,7 +80,7 @@ fn scan_json_and_get_against_an_agent_process() {
     let broker_addr = format!("127.0.0.1:{broker_port}");
     let _agent = spawn_agent(
         "pizero1",
-        ["--embedded-broker", &broker_addr],
+        &["--embedded-broker", &broker_addr],
         udp_port,
         state.path(),
     );
@@ -248,7 +196,7 @@ fn the_hub_logs_hosts_appearing_and_going_missing() {
     let mut lines = stderr.lines();
     wait_for_line(&mut lines, &["embedded broker listening"]);
     let broker = format!("mqtt://127.0.0.1:{broker_port}");
-    let mut agent = spawn_agent("pizero9", ["--broker", &broker], udp_port, state.path());
+    let mut agent = spawn_agent("pizero9", &["--broker", &broker], udp_port, state.path());
     wait_for_line(&mut lines, &["host appeared", "pizero9"]);
     wait_for_line(&mut lines, &["service appeared", "pizero9", "system"]);
     let _ = agent.0.kill();

@@ -6,71 +6,14 @@
 //! errors a user meets (no broker, an output folder that cannot be made, a
 //! format that does not exist). Everything stays on loopback.
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::net::{Ipv4Addr, TcpStream};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::*;
 use serde_json::Value;
-
-fn rollcall() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rollcall"))
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills the child when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_agent(host: &str, args: &[&str], udp_port: u16, state: &Path) -> Running {
-    Running(
-        rollcall()
-            .args(["agent", "--sim", "--hostname", host])
-            .args(args)
-            .args(["--udp-port", &udp_port.to_string(), "--state-dir"])
-            .arg(state)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn failed(output: Output) -> String {
-    assert!(!output.status.success(), "succeeded");
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 /// `rollcall docs --no-rollcall --format md` until `done` holds of the page.
 fn retained_page_until(broker: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
