@@ -150,17 +150,38 @@ fn a_read_that_returns_eio_is_an_error_and_the_next_good_read_works() {
 #[test]
 fn a_device_that_goes_away_is_an_error_and_is_found_again_under_a_new_number() {
     let root = tempfile::tempdir().unwrap();
-    let dir = device(root.path(), 0, "srf04", &[("in_distance_raw", "500")]);
+    let srf04 = |n, raw| {
+        device(
+            root.path(),
+            n,
+            "srf04",
+            &[("in_distance_raw", raw), ("in_distance_scale", "0.001")],
+        )
+    };
+    let dir = srf04(0, "500");
     let mut s = IioSensor::new(root.path(), "srf04");
     let d = Channel::plain(Quantity::Distance);
-    assert!(close(s.read(d).unwrap().value, 500.0));
+    assert!(close(s.read(d).unwrap().value, 0.5));
     fs::remove_dir_all(&dir).unwrap();
     let err = s.read(d).unwrap_err().to_string();
     assert!(err.contains("iio:device0"), "{err}");
     let err = s.read(d).unwrap_err().to_string();
     assert!(err.contains("no IIO device named `srf04`"), "{err}");
-    device(root.path(), 3, "srf04", &[("in_distance_raw", "700")]);
-    assert!(close(s.read(d).unwrap().value, 700.0));
+    srf04(3, "700");
+    assert!(close(s.read(d).unwrap().value, 0.7));
+}
+
+#[test]
+fn a_raw_value_without_a_scale_is_an_error_not_a_value_in_no_unit() {
+    let root = tempfile::tempdir().unwrap();
+    device(root.path(), 0, "srf04", &[("in_distance_raw", "1234")]);
+    match IioSensor::new(root.path(), "srf04").read(Channel::plain(Quantity::Distance)) {
+        Err(HwError::Parse { path, reason }) => {
+            assert!(path.ends_with("in_distance_scale"), "{path:?}");
+            assert!(reason.contains("no scale"), "{reason}");
+        }
+        other => panic!("expected a parse error, got {other:?}"),
+    }
 }
 
 #[test]
@@ -222,4 +243,18 @@ fn an_mcp4725_takes_codes_and_gives_its_scale() {
     assert!(!dir.join("out_voltage1_raw").exists());
     fs::remove_dir_all(&dir).unwrap();
     assert!(dac.write_code(0, 1).is_err());
+}
+
+#[test]
+fn a_dac_scale_of_zero_is_an_error() {
+    let root = tempfile::tempdir().unwrap();
+    device(
+        root.path(),
+        0,
+        "mcp4725",
+        &[("out_voltage0_raw", "0"), ("out_voltage_scale", "0")],
+    );
+    let mut dac = IioDac::new(root.path(), "mcp4725", 4095);
+    let err = dac.volts_per_code(0).unwrap_err().to_string();
+    assert!(err.contains("not a positive number"), "{err}");
 }

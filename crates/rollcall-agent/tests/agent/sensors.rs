@@ -119,7 +119,7 @@ async fn configure_read_fail_recover(broker: rollcall_net::BrokerUrl) {
         soil["value"].as_f64().unwrap(),
         soil["raw"].as_i64().unwrap(),
     );
-    assert!((v - raw as f64 * 3.3 / 4095.0).abs() < 1e-5, "{soil}");
+    assert!((v - raw as f64 * 3.3 / 4096.0).abs() < 1e-5, "{soil}");
 
     // sonar: read on a get, in metres, and published too.
     me.send(

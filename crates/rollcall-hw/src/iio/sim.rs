@@ -9,9 +9,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::{Channel, Dac, Quantity, Sample, Sensor};
 use crate::HwError;
 
-/// A simulated ADC's full scale and resolution: 3.3 V over 12 bits.
-const ADC_FULL_SCALE_V: f64 = 3.3;
-const ADC_MAX_CODE: i64 = 4095;
+/// A simulated ADC's and DAC's reference and resolution: 3.3 V over 12 bits,
+/// a code being 3.3 V / 4096 as the kernel's ADC and DAC drivers scale it
+/// (`mcp320x`, `mcp4725`: reference / 2^bits).
+const FULL_SCALE_V: f64 = 3.3;
+const CODES: u32 = 4096;
+const MAX_CODE: u32 = CODES - 1;
 
 /// What a test can do to a simulated device from outside.
 #[derive(Debug, Default)]
@@ -132,10 +135,10 @@ impl Sensor for SimSensor {
             },
             Quantity::Voltage => {
                 let level = 0.3 * f64::from(index % 4) + 1.2 + 0.8 * wave + 0.02 * jitter;
-                let code = ((level / ADC_FULL_SCALE_V) * ADC_MAX_CODE as f64).round() as i64;
-                let code = code.clamp(0, ADC_MAX_CODE);
+                let code = (level / volts_per_code()).round() as i64;
+                let code = code.clamp(0, i64::from(MAX_CODE));
                 Sample {
-                    value: code as f64 * ADC_FULL_SCALE_V / ADC_MAX_CODE as f64,
+                    value: code as f64 * volts_per_code(),
                     raw: Some(code),
                 }
             }
@@ -150,13 +153,18 @@ impl Sensor for SimSensor {
     }
 }
 
+fn volts_per_code() -> f64 {
+    FULL_SCALE_V / f64::from(CODES)
+}
+
 fn round(v: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (v * f).round() / f
 }
 
 /// A simulated 12-bit DAC on a 3.3 V supply, as an MCP4725 is
-/// (Vout = 3.3 V × code / 4096). Every channel exists.
+/// (Vout = 3.3 V × code / 4096). Every channel exists; a code above 4095 is
+/// refused, as the `mcp4725` driver refuses it (EINVAL).
 #[derive(Debug, Default)]
 pub struct SimDac {
     codes: HashMap<u32, u32>,
@@ -177,16 +185,26 @@ impl SimDac {
 
 impl Dac for SimDac {
     fn max_code(&self) -> u32 {
-        4095
+        MAX_CODE
     }
 
     fn volts_per_code(&mut self, _channel: u32) -> Result<f64, HwError> {
-        Ok(ADC_FULL_SCALE_V / 4096.0)
+        Ok(volts_per_code())
     }
 
     fn write_code(&mut self, channel: u32, code: u32) -> Result<(), HwError> {
-        self.handle.lock().check(&format!("out_voltage{channel}"))?;
-        self.codes.insert(channel, code.min(self.max_code()));
+        let what = format!("out_voltage{channel}");
+        self.handle.lock().check(&what)?;
+        if code > MAX_CODE {
+            return Err(HwError::io(
+                format!("sim/{what}"),
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("code {code} is above {MAX_CODE}"),
+                ),
+            ));
+        }
+        self.codes.insert(channel, code);
         Ok(())
     }
 
@@ -218,8 +236,8 @@ mod tests {
         for i in 0..4 {
             let sample = s.read(Channel::indexed(Quantity::Voltage, i)).unwrap();
             let raw = sample.raw.unwrap();
-            assert!((0..=ADC_MAX_CODE).contains(&raw));
-            assert!((sample.value - raw as f64 * 3.3 / 4095.0).abs() < 1e-9);
+            assert!((0..=4095).contains(&raw));
+            assert!((sample.value - raw as f64 * 3.3 / 4096.0).abs() < 1e-9);
         }
     }
 
@@ -249,5 +267,9 @@ mod tests {
         d.handle().fail_next(1);
         assert!(d.write_code(0, 1).is_err());
         assert_eq!(d.read_code(0).unwrap(), 0);
+        // Out of range: refused, not clamped, and the code stays.
+        assert!(d.write_code(1, 4096).is_err());
+        assert_eq!(d.read_code(1).unwrap(), 2048);
+        d.write_code(1, 4095).unwrap();
     }
 }

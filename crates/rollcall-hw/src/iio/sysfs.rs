@@ -7,7 +7,8 @@
 //! A channel's value is `in_{chan}_input` (already scaled, in the kernel's
 //! unit) where the driver gives one, else (`in_{chan}_raw` + offset) × scale,
 //! offset and scale taken from the channel's own file or the one its type
-//! shares (`in_voltage0_scale`, else `in_voltage_scale`). The device's folder
+//! shares (`in_voltage0_scale`, else `in_voltage_scale`); a raw value without
+//! a scale is an error, not a value in no unit. The device's folder
 //! is looked up again after any failure, so a device that goes away and
 //! comes back under another number is found again.
 
@@ -24,14 +25,22 @@ use crate::HwError;
 pub fn find_device(sysfs_root: &Path, wanted: &str) -> Result<PathBuf, HwError> {
     let devices = sysfs_root.join("bus/iio/devices");
     let entries = fs::read_dir(&devices).map_err(|e| HwError::io(&devices, e))?;
-    let mut dirs: Vec<PathBuf> = entries
+    // The lowest-numbered match, whatever order the directory lists them in:
+    // by number, so `iio:device2` comes before `iio:device10`.
+    let mut dirs: Vec<(u32, PathBuf)> = entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("iio:device"))
-        .map(|e| e.path())
+        .filter_map(|e| {
+            let n = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("iio:device")?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
         .collect();
-    // The lowest-numbered match, whatever order the directory lists them in.
     dirs.sort();
-    for dir in dirs {
+    for (_, dir) in dirs {
         let Ok(name) = fs::read_to_string(dir.join("name")) else {
             continue;
         };
@@ -113,7 +122,12 @@ pub fn read_channel(dir: &Path, channel: Channel) -> Result<Sample, HwError> {
     };
     let raw: i64 = parse(&raw_path, &text, "an integer")?;
     let offset = shared_attr(dir, "in", channel, "offset")?.unwrap_or(0.0);
-    let scale = shared_attr(dir, "in", channel, "scale")?.unwrap_or(1.0);
+    // A raw code without a scale is in no unit: taking it as one kernel unit
+    // would publish an HC-SR04's millimetres as metres.
+    let scale = shared_attr(dir, "in", channel, "scale")?.ok_or_else(|| HwError::Parse {
+        path: dir.join(format!("in_{name}_scale")),
+        reason: format!("the driver gives in_{name}_raw but no scale for it"),
+    })?;
     Ok(Sample {
         value: (raw as f64 + offset) * scale * to_unit,
         raw: Some(raw),
@@ -205,10 +219,18 @@ impl Dac for IioDac {
     fn volts_per_code(&mut self, channel: u32) -> Result<f64, HwError> {
         let ch = Channel::indexed(Quantity::Voltage, channel);
         self.device.with(|dir| {
+            let path = dir.join(format!("out_voltage{channel}_scale"));
             let scale = shared_attr(dir, "out", ch, "scale")?.ok_or_else(|| HwError::Parse {
-                path: dir.join(format!("out_voltage{channel}_scale")),
+                path: path.clone(),
                 reason: "the driver gives no scale for the channel".into(),
             })?;
+            // Volts are divided by it: zero or less would make every code wrong.
+            if !(scale.is_finite() && scale > 0.0) {
+                return Err(HwError::Parse {
+                    path,
+                    reason: format!("scale {scale} is not a positive number"),
+                });
+            }
             Ok(scale * Quantity::Voltage.from_kernel())
         })
     }
@@ -252,5 +274,19 @@ mod tests {
             devices.join("iio:device1")
         );
         assert!(find_device(root.path(), "dht").is_err());
+    }
+
+    #[test]
+    fn the_lowest_numbered_match_wins_by_number_not_by_name() {
+        let root = tempfile::tempdir().unwrap();
+        let devices = root.path().join("bus/iio/devices");
+        for dir in ["iio:device10", "iio:device2", "iio:device11", "trigger0"] {
+            fs::create_dir_all(devices.join(dir)).unwrap();
+            fs::write(devices.join(dir).join("name"), "srf04\n").unwrap();
+        }
+        assert_eq!(
+            find_device(root.path(), "srf04").unwrap(),
+            devices.join("iio:device2")
+        );
     }
 }
