@@ -194,7 +194,11 @@ impl Scanner {
         let mut collector = Collector::new(id, opts.window_ms);
         let dropped_before = self.session.stats().dropped;
         let started = Instant::now();
-        let deadline = started + opts.wait;
+        // A wait too long for the clock (a `--wait-ms` near u64::MAX) is a
+        // wait without end, not a panic.
+        let deadline = started
+            .checked_add(opts.wait)
+            .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 86_400));
         let sends = opts.sends.max(1);
         let between_sends = opts.wait / sends;
         self.send(&bytes, &destinations, opts).await?;
@@ -203,22 +207,31 @@ impl Scanner {
             if opts.expect.is_some_and(|n| collector.complete(n)) {
                 break;
             }
+            // The clock is read on every turn rather than left to the
+            // timeout: answers that keep arriving would otherwise postpone
+            // both the next copy and the end of the wait.
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            // Copy k (0-based) goes out at k × wait / sends; all of them
+            // before the deadline, since k < sends.
             let next_send = (sent < sends).then(|| started + between_sends * sent);
+            if next_send.is_some_and(|at| at <= now) {
+                debug!(
+                    id,
+                    copy = sent + 1,
+                    "roll-call sent again: answers are missing"
+                );
+                self.send(&bytes, &destinations, opts).await?;
+                sent += 1;
+                continue;
+            }
             let wake = next_send.map_or(deadline, |at| at.min(deadline));
             let msg = match tokio::time::timeout_at(wake, self.incoming.recv()).await {
                 Ok(Some(msg)) => msg,
                 Ok(None) => return Err(rollcall_net::NetError::SessionClosed.into()),
-                Err(_) if next_send.is_some() && wake < deadline => {
-                    debug!(
-                        id,
-                        copy = sent + 1,
-                        "roll-call sent again: answers are missing"
-                    );
-                    self.send(&bytes, &destinations, opts).await?;
-                    sent += 1;
-                    continue;
-                }
-                Err(_) => break,
+                Err(_) => continue,
             };
             if msg.topic != opts.topic {
                 continue;

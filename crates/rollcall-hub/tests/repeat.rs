@@ -1,7 +1,8 @@
 //! `ScanOptions::sends`: a roll-call sent again while answers are missing
 //! reaches a host whose first copy was lost, the answers of both copies make
 //! one report timed from the first send, and no copy is sent once the
-//! expected hosts have answered.
+//! expected hosts have answered; unanswered, it goes out exactly `sends`
+//! times within the wait.
 
 #[path = "../../rollcall-agent/tests/support/mod.rs"]
 mod support;
@@ -119,4 +120,31 @@ async fn one_send_is_the_default_and_an_answered_roll_call_is_not_repeated() {
     shutdown.cancel();
     assert_eq!(host.await.unwrap(), [78]);
     assert_eq!(lossy.await.unwrap(), [79]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_the_roll_call_goes_out_exactly_sends_times_and_the_scan_ends_at_the_wait() {
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (socket, port) = bound_socket();
+    let silent = lossy_host(socket, 1000, broker.clone(), shutdown.clone());
+    let mut scanner = scanner(&broker, &shutdown, &tracker);
+    let mut opts = broadcast(port, 1);
+    opts.broadcasts.clear();
+    opts.targets = vec![Ipv4Addr::LOCALHOST.into()];
+    opts.wait = Duration::from_millis(800);
+    opts.sends = 4;
+    let began = std::time::Instant::now();
+    let report = scanner.scan(80, &opts, |_| {}).await.unwrap();
+    let took = began.elapsed();
+    assert!(report.hosts.is_empty(), "{report:#?}");
+    assert!(
+        (Duration::from_millis(800)..Duration::from_secs(3)).contains(&took),
+        "the scan took {took:?}"
+    );
+    // Every copy, the last included, went out before the scan ended: the
+    // host has them all once its socket is drained.
+    shutdown.cancel();
+    assert_eq!(silent.await.unwrap(), [80; 4]);
 }
