@@ -74,14 +74,21 @@ impl Gate {
         if self.recent.contains(&key) {
             return Err(Refusal::Duplicate);
         }
-        if let Some(secret) = &self.key {
-            let nonce = check_signed(&rc.to_object(), secret, now_ms)?;
-            if self.nonces.contains(&nonce) {
-                return Err(Refusal::Replayed);
+        let nonce = match &self.key {
+            Some(secret) => {
+                let nonce = check_signed(&rc.to_object(), secret, now_ms)?;
+                if self.nonces.contains(&nonce) {
+                    return Err(Refusal::Replayed);
+                }
+                Some(nonce)
             }
-            remember(&mut self.nonces, nonce);
-        }
-        if now_ms.saturating_sub(self.window_start_ms) >= Duration::from_secs(1).as_millis() as u64
+            None => None,
+        };
+        // `now_ms` is the wall clock: a step back (NTP, a hand-set clock)
+        // starts a new window too, or the counts would stand until the clock
+        // caught up again, refusing every sender in the meantime.
+        if now_ms < self.window_start_ms
+            || now_ms - self.window_start_ms >= Duration::from_secs(1).as_millis() as u64
         {
             self.window_start_ms = now_ms;
             self.in_window.clear();
@@ -97,6 +104,12 @@ impl Gate {
         }
         *count += 1;
         remember(&mut self.recent, key);
+        // Remembered only once admitted: a copy of a roll-call refused for
+        // the rate limit, sent again (`rollcall scan --repeat`, the same
+        // bytes), is answered, not refused as a replay.
+        if let Some(nonce) = nonce {
+            remember(&mut self.nonces, nonce);
+        }
         Ok(())
     }
 }
@@ -192,6 +205,42 @@ mod tests {
             Err(Refusal::RateLimited)
         );
         assert_eq!(gate.in_window.len(), SENDERS + 1);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_starts_a_new_window() {
+        let mut gate = Gate::new(1, None);
+        assert_eq!(gate.admit_at(&rc(1), 10_000_000), Ok(()));
+        assert_eq!(gate.admit_at(&rc(2), 10_000_100), Err(Refusal::RateLimited));
+        // The clock goes back an hour: the old second's count is gone.
+        assert_eq!(gate.admit_at(&rc(3), 10_000_100 - 3_600_000), Ok(()));
+        assert_eq!(
+            gate.admit_at(&rc(4), 10_000_200 - 3_600_000),
+            Err(Refusal::RateLimited)
+        );
+    }
+
+    #[test]
+    fn a_signed_copy_refused_for_the_rate_limit_is_answered_when_sent_again() {
+        let key = b"cluster secret".to_vec();
+        let now = 1_700_000_000_000;
+        let mut gate = Gate::new(1, Some(key.clone()));
+        assert_eq!(gate.admit_at(&signed(1, now, "n1", &key), now), Ok(()));
+        let repeated = signed(2, now, "n2", &key);
+        assert_eq!(
+            gate.admit_at(&repeated, now + 10),
+            Err(Refusal::RateLimited)
+        );
+        assert_eq!(gate.admit_at(&repeated, now + 1_200), Ok(()));
+        assert_eq!(
+            gate.admit_at(&repeated, now + 1_300),
+            Err(Refusal::Duplicate)
+        );
+        // An admitted roll-call's nonce is still spent.
+        assert_eq!(
+            gate.admit_at(&signed(3, now, "n1", &key), now + 2_500),
+            Err(Refusal::Replayed)
+        );
     }
 
     #[test]
