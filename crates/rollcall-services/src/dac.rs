@@ -154,7 +154,9 @@ impl DacService {
             .ok_or_else(|| ServiceError::UnknownItem(item.to_owned()))
     }
 
-    /// A hardware result, remembered as the health.
+    /// The result of setting a channel, remembered as the health: a set
+    /// that fails is an alert until one succeeds. A `get` leaves the health
+    /// alone.
     fn hw<T>(&mut self, result: Result<T, rollcall_hw::HwError>) -> Result<T, ServiceError> {
         match result {
             Ok(v) => Ok(v),
@@ -165,12 +167,11 @@ impl DacService {
         }
     }
 
-    fn volts_per_code(&mut self, channel: u32) -> Result<f64, ServiceError> {
+    fn volts_per_code(&mut self, channel: u32) -> Result<f64, rollcall_hw::HwError> {
         if let Some(v) = self.scale.get(&channel) {
             return Ok(*v);
         }
-        let result = self.dac.volts_per_code(channel);
-        let v = self.hw(result)?;
+        let v = self.dac.volts_per_code(channel)?;
         self.scale.insert(channel, v);
         Ok(v)
     }
@@ -186,7 +187,8 @@ impl DacService {
 
     /// Sets `ch` to `volts` after checking the range: the state to publish.
     fn drive(&mut self, ch: &DacChannel, volts: f64, ctx: &Ctx<'_>) -> Result<Value, ServiceError> {
-        let per_code = self.volts_per_code(ch.channel)?;
+        let result = self.volts_per_code(ch.channel);
+        let per_code = self.hw(result)?;
         let max = f64::from(self.dac.max_code()) * per_code;
         if !(volts.is_finite() && (0.0..=max + 1e-9).contains(&volts)) {
             return Err(ServiceError::Invalid(format!(
@@ -299,8 +301,7 @@ impl Service for DacService {
         let mut all = Object::new();
         for ch in &wanted {
             let per_code = self.volts_per_code(ch.channel)?;
-            let result = self.dac.read_code(ch.channel);
-            let code = self.hw(result)?;
+            let code = self.dac.read_code(ch.channel)?;
             all.insert(
                 ch.name.clone(),
                 Self::state_json(f64::from(code) * per_code, code, ctx.now_ms),
@@ -463,6 +464,10 @@ mod tests {
         ));
         let ok = svc.set("out0", &Body::Json(json!(2)), &ctx).unwrap();
         assert!(ok.description_changed);
+        assert_eq!(svc.describe(&ctx).health, Some(Health::Ok));
+        // A failed read-back is an error answer; the health stays ok.
+        sim.fail_next(1);
+        assert!(svc.get("out0", &ctx).is_err());
         assert_eq!(svc.describe(&ctx).health, Some(Health::Ok));
     }
 

@@ -409,7 +409,9 @@ impl Service for DisplayService {
 
     /// Configures (any of `input`, `output`, `control`, `contents`: the
     /// topics, replaced whole) and commands (`clear`, `brightness`), all
-    /// checked before any is carried out.
+    /// checked before any is carried out. The commands go first: when the
+    /// display fails one, the error is the answer and the topics stay as
+    /// they were (an error carries no outcome to re-subscribe and save by).
     fn control(&mut self, body: &Body, ctx: &Ctx<'_>) -> Result<Outcome, ServiceError> {
         let ControlRequest {
             config,
@@ -418,11 +420,6 @@ impl Service for DisplayService {
         } = parse_control(body).map_err(ServiceError::Invalid)?;
         let mut outcome = Outcome::default();
         let health_before = self.alert.clone();
-        if let Some(config) = config {
-            self.config = config;
-            outcome.persist = true;
-            outcome.description_changed = true;
-        }
         if clear {
             let result = self.screen().clear();
             self.hw(result)?;
@@ -430,6 +427,11 @@ impl Service for DisplayService {
         if let Some(p) = brightness {
             self.set_brightness(p)?;
             outcome.persist = true;
+        }
+        if let Some(config) = config {
+            self.config = config;
+            outcome.persist = true;
+            outcome.description_changed = true;
         }
         outcome.description_changed |= health_before != self.alert;
         outcome.publish.push(self.contents_publish(ctx));
@@ -465,9 +467,16 @@ impl Service for DisplayService {
     }
 
     fn wake(&mut self, ctx: &Ctx<'_>) -> Vec<Publish> {
-        let result = self.screen().poll_buttons();
-        let Ok(changes) = self.hw(result) else {
-            return Vec::new();
+        // Every service is woken on any hardware event: a poll that succeeds
+        // says nothing about the screen, so it does not clear an alert that
+        // a failed write left.
+        let polled = self.screen().poll_buttons();
+        let changes = match polled {
+            Ok(changes) => changes,
+            Err(e) => {
+                self.alert = Some(e.to_string());
+                return Vec::new();
+            }
         };
         let topic = self.topic(&self.config.output, "buttons", ctx);
         changes
@@ -507,7 +516,10 @@ impl Service for DisplayService {
             ));
         }
         self.config = saved.config;
-        self.set_brightness(saved.brightness)?;
+        // A display that fails now keeps the saved topics (refusing the
+        // state would fall back to the configuration file's); the failure
+        // shows as the health, and the brightness stays unset.
+        let _ = self.set_brightness(saved.brightness);
         Ok(vec![self.contents_publish(ctx)])
     }
 }
@@ -660,5 +672,73 @@ mod tests {
             assert_eq!(svc.topics_in(&ctx), ["/pibot01/display/text"]);
         }
         assert!(svc.control(&Body::Text("clear".into()), &ctx).is_err());
+    }
+
+    /// A 16x2 display whose every write fails, as an unplugged LCD's do.
+    struct Unplugged;
+
+    impl Display for Unplugged {
+        fn size(&self) -> (u8, u8) {
+            (16, 2)
+        }
+        fn write_at(&mut self, _: u8, _: u8, _: &str) -> Result<(), rollcall_hw::HwError> {
+            Err(gone())
+        }
+        fn clear(&mut self) -> Result<(), rollcall_hw::HwError> {
+            Err(gone())
+        }
+        fn set_brightness(&mut self, _: u8) -> Result<(), rollcall_hw::HwError> {
+            Err(gone())
+        }
+        fn poll_buttons(&mut self) -> Result<Vec<(String, bool)>, rollcall_hw::HwError> {
+            Ok(Vec::new())
+        }
+        fn buttons(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn contents(&self) -> Vec<String> {
+            vec![" ".repeat(16); 2]
+        }
+    }
+
+    fn gone() -> rollcall_hw::HwError {
+        rollcall_hw::HwError::io("/dev/i2c-1", std::io::Error::other("unplugged"))
+    }
+
+    #[test]
+    fn a_failing_display_is_an_alert_that_keeps_its_topics_and_survives_a_wake() {
+        let topics = Topics::default();
+        let ctx = at(&topics);
+        let mut svc = DisplayService::new(Box::new(Unplugged));
+        let err = svc
+            .control(
+                &Body::Json(json!({"clear": true, "input": "/display"})),
+                &ctx,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unplugged"), "{err}");
+        // Refused: the topics are the old ones, not half-applied.
+        assert_eq!(svc.topics_in(&ctx), ["/pibot01/display/text"]);
+        assert!(matches!(
+            svc.describe(&ctx).health,
+            Some(Health::Alert { .. })
+        ));
+        // Another service's hardware event wakes every service.
+        assert!(svc.wake(&ctx).is_empty());
+        assert!(matches!(
+            svc.describe(&ctx).health,
+            Some(Health::Alert { .. })
+        ));
+        // A restart keeps the saved topics even when the display fails.
+        let out = svc
+            .restore(json!({"config": {"input": "/x"}, "brightness": 50}), &ctx)
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(svc.topics_in(&ctx), ["/x"]);
+        assert!(matches!(
+            svc.describe(&ctx).health,
+            Some(Health::Alert { .. })
+        ));
     }
 }

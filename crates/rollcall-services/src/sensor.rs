@@ -21,8 +21,9 @@ use crate::{Ctx, Outcome, Publish, Service, ServiceError};
 
 /// The longest interval any reading service takes: a day.
 const MAX_INTERVAL_MS: u64 = 86_400_000;
-/// Item names that would land on a topic the service already uses.
-const RESERVED_ITEMS: [&str; 6] = ["get", "set", "control", "setup", "error", "reply"];
+/// Item names that would land on a topic the service already uses, or (as
+/// `get/config`) be read as something else.
+const RESERVED_ITEMS: [&str; 7] = ["get", "set", "control", "setup", "error", "reply", "config"];
 
 /// A fixed item of a sensor: DHT22's temperature, the sonar's distance.
 #[derive(Debug, Clone, Copy)]
@@ -718,6 +719,11 @@ mod tests {
             (
                 ain::SPEC,
                 json!({"channels": [{"name": "error", "channel": 0}]}),
+                "reserved",
+            ),
+            (
+                ain::SPEC,
+                json!({"channels": [{"name": "config", "channel": 0}]}),
                 "reserved",
             ),
             (
