@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::docs::AsyncApiOptions;
 use crate::map::WatchChange;
 use crate::{ClusterMap, HubError, MapEvent, MapSnapshot, ScanOptions, ScanReport, Scanner};
 
@@ -327,6 +328,7 @@ impl HubMetrics {
 struct Link {
     session: SessionHandle,
     reply_topic: String,
+    broker: BrokerUrl,
 }
 
 /// Everything the hub knows, shared by the hub's loops, the dashboard and
@@ -385,6 +387,16 @@ impl HubShared {
     /// `/metrics`: the counters and the map's sizes, in Prometheus format.
     pub fn render_prometheus(&self) -> String {
         self.metrics.render_prometheus(&self.lock_map())
+    }
+
+    /// What the AsyncAPI document is written with, as `rollcall docs`
+    /// writes it: the deployment's topics (so the agents' `$state` and
+    /// `$description` are in it) and, while the hub runs, its broker.
+    pub fn asyncapi_options(&self) -> AsyncApiOptions {
+        AsyncApiOptions {
+            broker: lock(&self.link).as_ref().map(|l| l.broker.clone()),
+            topics: Some(self.topics.clone()),
+        }
     }
 
     /// Whether the hub is connected to its broker now.
@@ -579,7 +591,7 @@ pub async fn run_hub(
             )?),
             None => None,
         };
-        let mut watch_config = SessionConfig::new(broker, format!("rollcall-hub-{suffix}"));
+        let mut watch_config = SessionConfig::new(broker.clone(), format!("rollcall-hub-{suffix}"));
         watch_config.channel_capacity = WATCH_BUFFER;
         let watch = Session::start(watch_config, stop.clone(), &tracker)?;
         let filters = {
@@ -611,6 +623,7 @@ pub async fn run_hub(
     *lock(&shared.link) = Some(Link {
         session: watch.handle.clone(),
         reply_topic: reply_topic.clone(),
+        broker,
     });
 
     let scanning = {

@@ -664,6 +664,32 @@ fn svg_draws_every_host_service_and_edge() {
     }
     // Nothing from outside: no script, no external reference.
     assert!(!text.contains("<script") && !text.contains("href") && !text.contains("@import"));
+    assert_text_fits(&svg);
+}
+
+/// Every text, the title line included, ends inside the picture, at 0.6 em
+/// a character (a wide sans-serif's bold average; monospace is 0.6 em).
+fn assert_text_fits(svg: &roxmltree::Document) {
+    let root = svg.root_element();
+    let width: f64 = root.attribute("width").unwrap().parse().unwrap();
+    let inherited: f64 = root.attribute("font-size").unwrap().parse().unwrap();
+    for t in svg.descendants().filter(|n| n.has_tag_name("text")) {
+        let size = t
+            .attribute("font-size")
+            .map_or(inherited, |s| s.parse().unwrap());
+        let x: f64 = t.attribute("x").unwrap().parse().unwrap();
+        let w = t.text().unwrap_or("").chars().count() as f64 * size * 0.6;
+        let right = if t.attribute("text-anchor") == Some("middle") {
+            x + w / 2.0
+        } else {
+            x + w
+        };
+        assert!(
+            right <= width,
+            "{:?} ends at {right:.0}, past the picture's {width}",
+            t.text()
+        );
+    }
 }
 
 trait StatusWord {
@@ -804,8 +830,35 @@ fn an_empty_map_still_gives_four_valid_documents() {
     assert!(docs::markdown(&s).contains("No host has answered"));
     let errors = schema_errors(&full_asyncapi(&s));
     assert!(errors.is_empty(), "{errors:?}");
-    roxmltree::Document::parse(&docs::svg(&s)).unwrap();
+    assert_text_fits(&roxmltree::Document::parse(&docs::svg(&s)).unwrap());
     assert!(docs::dot(&s).starts_with("digraph"));
+}
+
+/// A picture narrower than its title line (one or two hosts), and an arrow
+/// between two services of the last column, which bows out past the grid:
+/// the picture is made wide enough for both.
+#[test]
+fn svg_text_is_not_cut_off_at_the_pictures_edge() {
+    let topic = "/solo/meter/reading/with/a/long/name";
+    let pair = [
+        answer("solo", "meter", json!({"outputs": topic})),
+        answer("solo", "logger", json!({"inputs": topic})),
+    ];
+    let mut map = ClusterMap::new();
+    map.apply_scan(&report(&pair), NOW);
+    let s = map.snapshot(NOW);
+    assert_eq!(s.edges.len(), 1);
+    assert_text_fits(&roxmltree::Document::parse(&docs::svg(&s)).unwrap());
+    // Four hosts in a row, `solo` last: its arrow bows out past the grid.
+    let mut four = pair.to_vec();
+    for h in ["a", "b", "c"] {
+        four.push(answer(h, "system", json!({})));
+    }
+    map.apply_scan(&report(&four), NOW);
+    let text = docs::svg(&map.snapshot(NOW));
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    assert_eq!(groups(&svg, "edge").len(), 1);
+    assert_text_fits(&svg);
 }
 
 #[test]

@@ -337,6 +337,10 @@ async fn the_documents_are_generated_from_the_map() {
         if file == "asyncapi.json" {
             let doc: Value = serde_json::from_str(&text).unwrap();
             assert_eq!(doc["asyncapi"], "3.0.0");
+            // As `rollcall docs` writes it: the agents' own topics too, and
+            // no server while the hub is not connected to one.
+            assert!(has_channel(&doc, "/{host}/$state"), "{doc:#}");
+            assert!(doc.get("servers").is_none());
         }
         if file == "cluster.svg" {
             assert!(headers.contains_key(header::CONTENT_SECURITY_POLICY));
@@ -535,6 +539,13 @@ impl Drop for Mosquitto {
     }
 }
 
+/// Whether the AsyncAPI document has a channel at `address`.
+fn has_channel(doc: &Value, address: &str) -> bool {
+    doc["channels"]
+        .as_object()
+        .is_some_and(|c| c.values().any(|ch| ch["address"] == address))
+}
+
 /// Waits for `check` to hold, looking every 20 ms, for at most 10 s.
 async fn until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -627,7 +638,7 @@ async fn set_through_a_running_hub(broker: BrokerUrl) {
         cluster_key: None,
         sends: 1,
     };
-    let config = HubConfig::new(broker, scan, Duration::from_secs(3600));
+    let config = HubConfig::new(broker.clone(), scan, Duration::from_secs(3600));
     let hub = tracker.spawn(rollcall_hub::run_hub(
         config,
         Arc::clone(&s),
@@ -641,6 +652,17 @@ async fn set_through_a_running_hub(broker: BrokerUrl) {
                 .is_some_and(|g| g.description.is_some())
     })
     .await;
+
+    // The running hub's document names its broker.
+    let (status, _, body) = get(&s, "/api/docs/asyncapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        doc["servers"]["broker"]["host"],
+        format!("{}:{}", broker.host, broker.port),
+        "{doc:#}"
+    );
+    assert!(has_channel(&doc, "/{host}/{service}/$description"));
 
     let set = "/api/hosts/pizero2/services/gpio/set";
     let (status, answer) = post(&s, &format!("{set}/lamp"), r#"{"value":"on"}"#).await;

@@ -30,6 +30,11 @@ const ROW_GAP: f64 = 48.0;
 const SVC_CHARS: usize = 30;
 const HOST_CHARS: usize = 26;
 const LABEL_CHARS: usize = 28;
+/// A generous width per character of the 16 px bold title (0.6 em), and of
+/// the 10 px monospace edge labels: the picture is made wide enough for
+/// them, so that no text is cut off at its right edge.
+const TITLE_CHAR_W: f64 = 9.6;
+const LABEL_CHAR_W: f64 = 6.0;
 
 /// Where one service's box is.
 #[derive(Debug, Clone, Copy)]
@@ -119,15 +124,31 @@ pub fn render(cluster: &Cluster) -> String {
     out
 }
 
+/// How wide the picture must be for what it draws beyond the grid: the
+/// title line, and arrows between services of one column, which bow out to
+/// the right of it (the last column's past the grid), with their labels.
+fn needed_width(c: &Cluster, l: &Layout, title: &str) -> f64 {
+    let title_w = 2.0 * MARGIN + title.chars().count() as f64 * TITLE_CHAR_W;
+    let edges_w = c
+        .flows()
+        .iter()
+        .filter_map(|f| {
+            let a = l
+                .services
+                .get(&(f.from_host.to_owned(), f.from_service.to_owned()))?;
+            let b = l
+                .services
+                .get(&(f.to_host.to_owned(), f.to_service.to_owned()))?;
+            let (_, (mx, _)) = edge_path(a, b);
+            let label = shorten(&f.label(), LABEL_CHARS).chars().count() as f64;
+            Some(mx.max(a.right()).max(b.right()) + label * LABEL_CHAR_W / 2.0 + MARGIN)
+        })
+        .fold(0.0, f64::max);
+    title_w.max(edges_w)
+}
+
 fn write_svg(out: &mut String, c: &Cluster) -> std::fmt::Result {
-    let l = layout(c);
-    writeln!(
-        out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" \
-         viewBox=\"0 0 {w:.0} {h:.0}\" font-family=\"sans-serif\" font-size=\"12\">",
-        w = l.width,
-        h = l.height
-    )?;
+    let mut l = layout(c);
     let (online, offline, missing) = c.counts();
     let summary = format!(
         "rollcall cluster: {} hosts ({online} online, {offline} offline, {missing} missing), {} data-flow edges, {}",
@@ -135,6 +156,14 @@ fn write_svg(out: &mut String, c: &Cluster) -> std::fmt::Result {
         c.edges.len(),
         utc(c.now_ms)
     );
+    l.width = l.width.max(needed_width(c, &l, &summary)).ceil();
+    writeln!(
+        out,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" \
+         viewBox=\"0 0 {w:.0} {h:.0}\" font-family=\"sans-serif\" font-size=\"12\">",
+        w = l.width,
+        h = l.height
+    )?;
     writeln!(out, "<title>{}</title>", xml(&summary))?;
     writeln!(
         out,

@@ -28,6 +28,7 @@ use tracing::{info, warn};
 
 pub use set::{check_value, parse_body};
 
+use crate::docs::Format;
 use crate::{HostStatus, HubError, HubShared};
 
 /// How long a setting waits for the service's answer before a 504.
@@ -287,43 +288,23 @@ fn settable(web: &Web, host: &str, service: &str, item: &str) -> Result<Interfac
     Ok(iface.clone())
 }
 
-/// The documents the dashboard serves, by file name.
-#[derive(Clone, Copy)]
-enum Doc {
-    Markdown,
-    AsyncApi,
-    Svg,
-    Dot,
-}
-
 async fn api_docs(State(web): State<Web>, Path(file): Path<String>) -> Result<Response, ApiError> {
-    let doc = match file.as_str() {
-        "cluster.md" => Doc::Markdown,
-        "asyncapi.json" => Doc::AsyncApi,
-        "cluster.svg" => Doc::Svg,
-        "cluster.dot" => Doc::Dot,
-        other => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "no document `{other}`: there are cluster.md, asyncapi.json, cluster.svg, cluster.dot"
-                ),
-            ));
-        }
+    let Some(format) = Format::ALL.into_iter().find(|f| f.file_name() == file) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no document `{file}`: there are {}",
+                Format::ALL.map(Format::file_name).join(", ")
+            ),
+        ));
     };
     // A large cluster's AsyncAPI document takes a CPU for most of a second
     // (BENCHMARKS.md): off the runtime's threads, which carry MQTT.
     let shared = Arc::clone(&web.shared);
+    // The same document `rollcall docs` writes: with the broker and the
+    // agents' own topics.
     let text = tokio::task::spawn_blocking(move || {
-        let map = shared.snapshot();
-        match doc {
-            Doc::Markdown => crate::docs::markdown(&map),
-            Doc::AsyncApi => {
-                serde_json::to_string_pretty(&crate::docs::asyncapi(&map)).unwrap_or_default()
-            }
-            Doc::Svg => crate::docs::svg(&map),
-            Doc::Dot => crate::docs::dot(&map),
-        }
+        format.render(&shared.snapshot(), &shared.asyncapi_options())
     })
     .await
     .map_err(|e| {
@@ -332,19 +313,14 @@ async fn api_docs(State(web): State<Web>, Path(file): Path<String>) -> Result<Re
             format!("generating {file} failed: {e}"),
         )
     })?;
-    Ok(match doc {
-        Doc::Markdown => with_type("text/markdown; charset=utf-8", text),
-        Doc::AsyncApi => with_type("application/json", text),
-        Doc::Svg => {
-            let mut r = with_type("image/svg+xml", text);
-            r.headers_mut().insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(SVG_CSP),
-            );
-            r
-        }
-        Doc::Dot => with_type("text/vnd.graphviz; charset=utf-8", text),
-    })
+    let mut r = with_type(format.media_type(), text);
+    if format == Format::Svg {
+        r.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(SVG_CSP),
+        );
+    }
+    Ok(r)
 }
 
 async fn metrics(State(web): State<Web>) -> Response {
