@@ -508,13 +508,14 @@ impl ClusterMap {
                 .max()
                 .unwrap_or(0);
             // A host that said `offline` after its last answer stopped after
-            // answering: the answer is no sign of life.
+            // answering: the answer is no sign of life. In the same
+            // millisecond too: `offline` is the last thing an agent says.
             let said_offline_since = self
                 .hosts
                 .get(&seen.hostname)
                 .filter(|h| h.status == HostStatus::Offline)
                 .map(|h| h.status_since_ms);
-            if said_offline_since.is_some_and(|since| since > sent_ms + last_answer_ms) {
+            if said_offline_since.is_some_and(|since| since >= sent_ms + last_answer_ms) {
                 continue;
             }
             if self.host_seen(seen, now_ms, &mut events).is_err() {

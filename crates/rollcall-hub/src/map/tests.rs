@@ -894,6 +894,14 @@ fn an_answer_from_before_a_host_said_offline_does_not_bring_it_back() {
     assert!(map.apply_scan(&r, 2500).is_empty());
     assert_eq!(status(&map, "a"), HostStatus::Offline);
     assert_eq!(map.host("b").unwrap().last_seen_ms, 2500);
+    // Nor does the next roll-call, which it does not answer, make it
+    // missing, nor does time: it stays offline (offline, online, missing
+    // within a second was what a cleanly stopped host showed before).
+    let mut r = report(&[("b", &[])]);
+    r.elapsed_ms = 500;
+    assert!(map.apply_scan(&r, 3000).is_empty());
+    assert!(map.expire(3000 + 20_000).is_empty());
+    assert_eq!(status(&map, "a"), HostStatus::Offline);
     // An answer after the offline (it came back) counts.
     map.apply_message(&t(), "/a/$state", b"offline", 3000);
     let mut r = report(&[("a", &["system"])]);
@@ -903,6 +911,14 @@ fn an_answer_from_before_a_host_said_offline_does_not_bring_it_back() {
         map.apply_scan(&r, 3400)
             .contains(&host_event("online", "a"))
     );
+    // An answer in the very millisecond of the `offline` came before it.
+    let mut map = ClusterMap::new();
+    map.apply_scan(&report(&[("a", &[])]), 1000);
+    map.apply_message(&t(), "/a/$state", b"offline", 2001);
+    let mut r = report(&[("a", &[])]);
+    r.elapsed_ms = 500;
+    assert!(map.apply_scan(&r, 2500).is_empty());
+    assert_eq!(status(&map, "a"), HostStatus::Offline);
 }
 
 #[test]
