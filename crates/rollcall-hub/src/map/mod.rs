@@ -254,7 +254,9 @@ impl MapError {
 pub struct ServiceRecord {
     /// Its function name.
     pub name: String,
-    /// It answered its host's latest roll-call, or keeps a `$description`.
+    /// It answered its host's latest roll-call, or published its
+    /// `$description` since (a roll-call its host answers without it makes
+    /// it missing).
     pub present: bool,
     /// Its latest health.
     pub health: Option<Health>,

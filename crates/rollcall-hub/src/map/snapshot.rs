@@ -41,7 +41,9 @@ pub struct ValueRecord {
 pub struct ServiceSnapshot {
     /// Its function name.
     pub name: String,
-    /// It answered its host's latest roll-call, or keeps a `$description`.
+    /// It answered its host's latest roll-call, or published its
+    /// `$description` since (a roll-call its host answers without it makes
+    /// it missing).
     pub present: bool,
     /// Its latest health, from an answer or its description.
     pub health: Option<Health>,
