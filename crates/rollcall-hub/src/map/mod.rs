@@ -520,8 +520,9 @@ impl ClusterMap {
             if said_offline_since.is_some_and(|since| since >= sent_ms + last_answer_ms) {
                 continue;
             }
-            if self.host_seen(seen, now_ms, &mut events).is_err() {
-                self.refused += 1;
+            // Only a refusal for want of room is counted as one.
+            let result = self.host_seen(seen, now_ms, &mut events);
+            if self.tally(result).is_err() {
                 continue;
             }
             let Some(host) = self.hosts.get_mut(&seen.hostname) else {

@@ -748,6 +748,10 @@ fn a_full_map_refuses_new_hosts_and_services_and_counts_them() {
     assert!(map.host("b").unwrap().services.is_empty());
     assert!(e.contains(&host_event("missing", "a")));
     assert_eq!(map.counts().refused, 4);
+    // A host whose name is no name is left out, but not for want of room.
+    map.apply_scan(&report(&[("a/b", &[]), ("", &[])]), 5);
+    assert!(map.host("a/b").is_none() && map.host("").is_none());
+    assert_eq!(map.counts().refused, 4);
 }
 
 #[test]
