@@ -202,6 +202,8 @@ struct Pids {
 }
 
 /// Time on CPU of every thread of `pids`, in ns (`/proc/PID/task/*/schedstat`).
+/// A thread that ends takes its time out of the sum, so differences are
+/// taken saturating.
 fn cpu_ns(pids: &[u32]) -> u64 {
     pids.iter()
         .flat_map(|pid| {
@@ -308,9 +310,9 @@ fn run_scans(
                 let report: ScanReport =
                     scanner.scan(base + i as u64, &opts, |_| {}).await.unwrap();
                 let wall_ns = t0.elapsed().as_nanos() as u64;
-                let scanner_ns = thread_cpu_ns() - scanner0;
-                let agents_ns = cpu_ns(&pids.agents) - agents0;
-                let broker_ns = cpu_ns(&[pids.broker]) - broker0;
+                let scanner_ns = thread_cpu_ns().saturating_sub(scanner0);
+                let agents_ns = cpu_ns(&pids.agents).saturating_sub(agents0);
+                let broker_ns = cpu_ns(&[pids.broker]).saturating_sub(broker0);
                 let cpu_after = cpu_jiffies();
                 let after = settled(&reader);
                 let answers = report.hosts.iter().filter(|h| h.t_ms.is_some()).count()

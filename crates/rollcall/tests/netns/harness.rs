@@ -30,6 +30,9 @@ use tokio_util::task::TaskTracker;
 /// the test process, so a sweep can tell its own leftovers from others'.
 const NS_PREFIX: &str = "rcnt";
 
+/// The longest a program run to its end ([`TestBed::exec`]) may take.
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The rollcall binary under test.
 pub fn rollcall_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rollcall"))
@@ -707,16 +710,61 @@ impl TestBed {
         text
     }
 
-    /// Runs a program inside `node` to its end and returns its output.
+    /// Runs a program inside `node` to its end and returns its output. One
+    /// still running after [`EXEC_TIMEOUT`] is killed (its status then says
+    /// so, and its stderr ends with a line that does), so a hung `rollcall
+    /// scan` fails its test rather than hanging it.
     pub fn exec(&self, node: NodeId, program: &Path, args: &[impl AsRef<OsStr>]) -> Output {
-        Command::new(&self.ip)
+        let mut child = Command::new(&self.ip)
             .args(["netns", "exec", self.ns(node)])
             .arg(program)
             .args(args)
             .env("RUST_LOG", "warn,rumqttd=off")
             .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("{program:?} in {}: {e}", self.name(node)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program:?} in {}: {e}", self.name(node)));
+        fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        }
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let deadline = Instant::now() + EXEC_TIMEOUT;
+        let mut killed = false;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                _ => {
+                    killed = true;
+                    let _ = child.kill();
+                    match child.wait() {
+                        Ok(status) => break status,
+                        Err(e) => panic!("{program:?} in {}: {e}", self.name(node)),
+                    }
+                }
+            }
+        };
+        let mut stderr = stderr.join().unwrap_or_default();
+        if killed {
+            stderr.extend_from_slice(
+                format!("\n(killed: still running after {EXEC_TIMEOUT:?})\n").as_bytes(),
+            );
+        }
+        Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr,
+        }
     }
 
     /// Runs `f` on a thread that has entered `node`'s network namespace, so
