@@ -813,6 +813,23 @@ impl Host {
         }
     }
 
+    /// Re-publishes service `index`'s description when its health is no
+    /// longer `before`: after a query or message that failed, whose error
+    /// carries no outcome to say so (a display write that failed, a DAC set
+    /// the converter refused), and after a `get`.
+    async fn publish_if_health_changed(
+        &mut self,
+        index: usize,
+        before: Option<rollcall_proto::Health>,
+    ) {
+        let ctx = ctx_now(&self.config, &self.topics);
+        if self.services[index].describe(&ctx).health != before
+            && let Err(error) = self.publish_description(index).await
+        {
+            warn!(%error, "cannot publish a description");
+        }
+    }
+
     /// Carries out what a `set` or `control` asks for besides its answer:
     /// the new states, the new description, and saving what must survive a
     /// restart.
@@ -932,9 +949,12 @@ impl Host {
     async fn on_service_message(&mut self, index: usize, msg: &Message) {
         let ctx = ctx_now(&self.config, &self.topics);
         let svc = &mut self.services[index];
+        let health_before = svc.describe(&ctx).health;
         match svc.on_message(&msg.topic, &msg.payload, &ctx) {
             Ok(outcome) => self.after(index, outcome).await,
             Err(error) => {
+                self.publish_if_health_changed(index, health_before).await;
+                let svc = &self.services[index];
                 AgentStats::bump(self.stats.query_errors());
                 let topic = self.topics.app_error(&self.config.hostname, svc.name());
                 self.send_all(vec![plain(topic, error_reply(None, &error.to_string()))])
@@ -1108,9 +1128,11 @@ impl Host {
                 fields.insert(category.as_str().into(), list);
             }
             Query::Get { item, .. } => {
-                let value = svc.get(&item, &ctx)?;
+                let health_before = svc.describe(&ctx).health;
+                let value = svc.get(&item, &ctx);
+                self.publish_if_health_changed(index, health_before).await;
                 fields.insert("item".into(), item.into());
-                fields.insert("value".into(), value);
+                fields.insert("value".into(), value?);
             }
             Query::Set { item, .. } => {
                 if item.is_empty() {
@@ -1119,13 +1141,28 @@ impl Host {
                         ctx.topics.service(ctx.host, &app, "set/{item}")
                     )));
                 }
-                let outcome = svc.set(&item, &request.body, &ctx)?;
+                let health_before = svc.describe(&ctx).health;
+                let outcome = match svc.set(&item, &request.body, &ctx) {
+                    Ok(outcome) => outcome,
+                    Err(error) => {
+                        self.publish_if_health_changed(index, health_before).await;
+                        return Err(error);
+                    }
+                };
                 fields.extend(outcome.reply.clone());
                 self.after(index, outcome).await;
             }
             Query::Control { .. } => {
-                let outcome = svc.control(&request.body, &ctx)?;
+                let health_before = svc.describe(&ctx).health;
+                let outcome = match svc.control(&request.body, &ctx) {
+                    Ok(outcome) => outcome,
+                    Err(error) => {
+                        self.publish_if_health_changed(index, health_before).await;
+                        return Err(error);
+                    }
+                };
                 // A new interval counts from now, not from the old schedule.
+                let svc = &self.services[index];
                 self.due[index] = svc.tick_every().map(|every| Instant::now() + every);
                 fields.extend(outcome.reply.clone());
                 self.after(index, outcome).await;

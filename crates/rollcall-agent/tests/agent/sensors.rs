@@ -352,6 +352,20 @@ async fn bad_sensor_configuration_gets_an_error_and_changes_nothing() {
     me.send("/pibot01/sim/sonar/fail", "lots").await;
     let e = json_on(&mut me, "/pibot01/sonar/error").await;
     assert!(e["error"].as_str().unwrap().contains("count"), "{e}");
+    // A set the converter fails: an error answer, and the alert in the
+    // description at once, though an error carries no outcome; a good set
+    // clears it. (`#` does not bring `$description`: a subscription of its own.)
+    me.listen("/pibot01/dac/$description").await;
+    me.send("/pibot01/sim/dac/fail", "1").await;
+    me.send("/pibot01/dac/set/pump_speed", "1").await;
+    let e = json_on(&mut me, "/pibot01/dac/error").await;
+    assert!(e["error"].as_str().unwrap().contains("simulated"), "{e}");
+    until(&mut me, "/pibot01/dac/$description", |d| {
+        health(d) == "alert"
+    })
+    .await;
+    me.send("/pibot01/dac/set/pump_speed", "1").await;
+    until(&mut me, "/pibot01/dac/$description", |d| health(d) == "ok").await;
     shutdown.cancel();
     a.join().await.unwrap();
 }
