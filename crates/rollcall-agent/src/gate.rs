@@ -4,7 +4,8 @@
 //! MQTT is answered once), and, with a cluster key, signature, freshness and
 //! replay checks. Pure: the time is passed in.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -44,8 +45,8 @@ pub struct Gate {
     /// Roll-calls admitted in the current second, per sender; `None` is
     /// roll-calls over MQTT and senders past [`SENDERS`].
     in_window: HashMap<Option<IpAddr>, u32>,
-    recent: VecDeque<(String, u64)>,
-    nonces: VecDeque<String>,
+    recent: Remembered<(String, u64)>,
+    nonces: Remembered<String>,
     key: Option<Vec<u8>>,
 }
 
@@ -56,8 +57,8 @@ impl Gate {
             per_second,
             window_start_ms: 0,
             in_window: HashMap::new(),
-            recent: VecDeque::with_capacity(REMEMBERED),
-            nonces: VecDeque::with_capacity(REMEMBERED),
+            recent: Remembered::default(),
+            nonces: Remembered::default(),
             key,
         }
     }
@@ -103,22 +104,52 @@ impl Gate {
             return Err(Refusal::RateLimited);
         }
         *count += 1;
-        remember(&mut self.recent, key);
+        self.recent.insert(key);
         // Remembered only once admitted: a copy of a roll-call refused for
         // the rate limit, sent again (`rollcall scan --repeat`, the same
         // bytes), is answered, not refused as a replay.
         if let Some(nonce) = nonce {
-            remember(&mut self.nonces, nonce);
+            self.nonces.insert(nonce);
         }
         Ok(())
     }
 }
 
-fn remember<T>(queue: &mut VecDeque<T>, item: T) {
-    if queue.len() == REMEMBERED {
-        queue.pop_front();
+/// The last [`REMEMBERED`] items, oldest forgotten first. Looked up in a
+/// set: every datagram is checked against them, and a scan of 4096 entries
+/// per datagram is what a flood would make the agent do.
+#[derive(Debug)]
+struct Remembered<T> {
+    order: VecDeque<T>,
+    set: HashSet<T>,
+}
+
+impl<T> Default for Remembered<T> {
+    fn default() -> Self {
+        Remembered {
+            order: VecDeque::with_capacity(REMEMBERED),
+            set: HashSet::with_capacity(REMEMBERED),
+        }
     }
-    queue.push_back(item);
+}
+
+impl<T: Eq + Hash + Clone> Remembered<T> {
+    fn contains(&self, item: &T) -> bool {
+        self.set.contains(item)
+    }
+
+    fn insert(&mut self, item: T) {
+        if self.set.contains(&item) {
+            return;
+        }
+        if self.order.len() == REMEMBERED
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.set.remove(&oldest);
+        }
+        self.set.insert(item.clone());
+        self.order.push_back(item);
+    }
 }
 
 /// Verifies signature and freshness; returns the nonce.
@@ -205,6 +236,18 @@ mod tests {
             Err(Refusal::RateLimited)
         );
         assert_eq!(gate.in_window.len(), SENDERS + 1);
+    }
+
+    #[test]
+    fn the_oldest_roll_call_is_forgotten_first() {
+        let mut gate = Gate::new(u32::MAX, None);
+        for id in 0..=REMEMBERED as u64 {
+            assert_eq!(gate.admit_at(&rc(id), 0), Ok(()));
+        }
+        assert_eq!(gate.recent.order.len(), REMEMBERED);
+        assert_eq!(gate.recent.set.len(), REMEMBERED);
+        assert_eq!(gate.admit_at(&rc(1), 0), Err(Refusal::Duplicate));
+        assert_eq!(gate.admit_at(&rc(0), 0), Ok(()));
     }
 
     #[test]
