@@ -10,7 +10,7 @@
 //! is kept in `x-mqtt-filter`. `get` topics are request/reply operations
 //! whose reply address is the request's `topic` field.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rollcall_net::BrokerUrl;
 use rollcall_proto::{Category, Interface, Topics, ValueType};
@@ -49,17 +49,27 @@ fn sanitize(s: &str) -> String {
 
 /// Hands out ids, making a taken one unique with `-2`, `-3`...
 #[derive(Default)]
-struct Ids(BTreeSet<String>);
+struct Ids {
+    taken: BTreeSet<String>,
+    /// The next suffix to try for each base that was taken: names from the
+    /// network may make thousands of ids of one base, and counting from
+    /// `-2` each time would be quadratic.
+    next: HashMap<String, u64>,
+}
 
 impl Ids {
     fn unique(&mut self, base: String) -> String {
-        let mut id = base.clone();
-        let mut n = 2;
-        while !self.0.insert(id.clone()) {
-            id = format!("{base}-{n}");
-            n += 1;
+        if self.taken.insert(base.clone()) {
+            return base;
         }
-        id
+        let n = self.next.entry(base.clone()).or_insert(2);
+        loop {
+            let id = format!("{base}-{n}");
+            *n += 1;
+            if self.taken.insert(id.clone()) {
+                return id;
+            }
+        }
     }
 }
 
@@ -556,7 +566,7 @@ pub fn render(c: &Cluster, opts: &AsyncApiOptions) -> Value {
             "title": "rollcall cluster",
             "version": "1.0.0",
             "description": format!(
-                "Every topic the services of this cluster describe, as their self-descriptions said at {}: {} hosts ({online} online, {offline} offline, {missing} missing), {} services. Written by `rollcall docs`.",
+                "Every topic the services of this cluster describe, as their self-descriptions said at {}: {} hosts ({online} online, {offline} offline, {missing} missing), {} services. Written by rollcall (`rollcall docs` or the hub's dashboard).",
                 utc(c.now_ms),
                 c.hosts.len(),
                 c.services().count()
@@ -604,5 +614,13 @@ mod tests {
         assert_eq!(ids.unique("a".into()), "a");
         assert_eq!(ids.unique("a".into()), "a-2");
         assert_eq!(ids.unique("a".into()), "a-3");
+        // A base that looks like a suffixed one is not handed out twice.
+        assert_eq!(ids.unique("a-4".into()), "a-4");
+        assert_eq!(ids.unique("a".into()), "a-5");
+        assert_eq!(ids.unique("a-4".into()), "a-4-2");
+        // Many ids of one base stay cheap: each is found in one step.
+        for n in 6..20_006 {
+            assert_eq!(ids.unique("a".into()), format!("a-{n}"));
+        }
     }
 }

@@ -23,7 +23,7 @@ fn write_page(out: &mut String, c: &Cluster) -> std::fmt::Result {
     writeln!(out)?;
     writeln!(
         out,
-        "Written by `rollcall docs` from the cluster map at {}.",
+        "Written by rollcall (`rollcall docs` or the hub's dashboard) from the cluster map at {}.",
         utc(c.now_ms)
     )?;
     writeln!(out)?;

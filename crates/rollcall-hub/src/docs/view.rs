@@ -31,7 +31,8 @@ impl Status {
 pub struct ServiceView {
     /// Its function name.
     pub name: String,
-    /// Whether it answered the latest roll-call (or keeps a description).
+    /// Whether it answered its host's latest roll-call (or published its
+    /// description since).
     pub present: bool,
     /// Its health, where known.
     pub health: Option<Health>,
@@ -56,8 +57,8 @@ impl ServiceView {
         out
     }
 
-    /// The health the service reported last: from its description where it
-    /// has one, else from its answer.
+    /// The health the service reported last (in an answer or its
+    /// description), else its description's.
     pub fn health(&self) -> Option<&Health> {
         self.health
             .as_ref()
@@ -79,7 +80,8 @@ pub struct PinView {
     pub service: String,
     /// The entry's name in that service.
     pub name: String,
-    /// What it is used as (`output`, `pwm`, `input`).
+    /// How the service uses it: `driven` (an input entry, the topic that
+    /// sets it) or `read` (an output entry).
     pub role: String,
 }
 
