@@ -441,6 +441,37 @@ async fn the_configuration_file_configures_a_service_that_saved_nothing() {
     a.join().await.unwrap();
 }
 
+/// The display's text is not saved, but a text published retained on its
+/// input topic is shown again when the agent starts (docs/hardware.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_text_on_the_display_input_is_shown_at_start() {
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let state = tempfile::tempdir().unwrap();
+    let mut me = Asker::new(&broker, &shutdown, &tracker).await;
+    me.listen("/pibot01/#").await;
+    // Stored by the broker before the agent exists: it came back to us.
+    me.session
+        .handle
+        .publish(
+            "/pibot01/display/text",
+            b"kept".to_vec(),
+            rollcall_net::Qos::AtLeastOnce,
+            true,
+        )
+        .await
+        .unwrap();
+    me.next_on("/pibot01/display/text").await;
+    let a = sensor_agent(&broker, state.path(), &shutdown).await;
+    until(&mut me, "/pibot01/display/contents", |c| {
+        c["rows"][0].as_str().is_some_and(|r| r.starts_with("kept"))
+    })
+    .await;
+    shutdown.cancel();
+    a.join().await.unwrap();
+}
+
 /// A folder shaped like `/sys/bus/iio/devices/iio:device{n}` named `name`.
 fn iio_device(
     root: &std::path::Path,
