@@ -356,7 +356,7 @@ device = "dht11"            # the dht11 driver also reads the DHT22
 
 [services.ain]
 enabled = false
-device = "ads1015"          # or "ads1115", "mcp3008"
+device = "ads1015"          # an ADS1115 too (its driver names both so); or "mcp3008"
 # config = { interval_ms = 1000, channels = [{ name = "soil", channel = 0 }] }
 
 [services.sonar]
