@@ -741,7 +741,14 @@ fn hostile_host(test: &str, key: Option<&str>) -> Option<(Lan, harness::Traffic)
         .bed
         .spawn_in_node(rogue, move || hostile(bcast, &targets, rogue_addr));
     let during = lan.scan(&signed);
+    // The flood lasts 3 s; a roll-call that took longer was not wholly
+    // answered during it.
+    let flooding = !sent.is_finished();
     let sent = sent.join().unwrap();
+    assert!(
+        flooding,
+        "the flood ended before the hub's roll-call did: {during:?}"
+    );
     eprintln!(
         "{test}: the rogue sent {sent} datagrams; the hub's roll-call during the flood: {} of {HOSTS} hosts",
         cluster::answers(&during.report).0
