@@ -12,8 +12,11 @@ use std::time::Duration;
 use rollcall_proto::RollCall;
 use rollcall_proto::json::Object;
 
-/// How many recent roll-calls (and nonces) are remembered: more than the
-/// rate limit admits within the 30 s a signed roll-call stays fresh.
+/// How many recent answered roll-calls (and their nonces) are remembered.
+/// With a key, only signed roll-calls are answered, so only key holders can
+/// push a nonce out, and they send far fewer than this in the 30 s a signed
+/// roll-call stays fresh. (The rate limit, per sender, no longer bounds it:
+/// 257 budgets of `per_second` admit more.)
 const REMEMBERED: usize = 4096;
 /// How far a signed roll-call's `ts` may be from our clock (PROTOCOL.md section 7).
 const MAX_SKEW_MS: u64 = 30_000;
