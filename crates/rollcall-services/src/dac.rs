@@ -66,6 +66,10 @@ impl DacConfig {
         if channels.is_empty() {
             return Err("channels: at least one channel".into());
         }
+        // As for `ain`: more than any DAC has, and a description that fits.
+        if channels.len() > crate::sensor::MAX_CHANNELS {
+            return Err(format!("channels: at most {}", crate::sensor::MAX_CHANNELS));
+        }
         for (i, c) in channels.iter().enumerate() {
             check_name(&c.name).map_err(|e| format!("channels[{i}].name: {e}"))?;
             if RESERVED.contains(&c.name.as_str()) {
@@ -485,6 +489,12 @@ mod tests {
             .unwrap();
         for (bad, needle) in [
             (json!({"channels": []}), "at least one"),
+            (
+                json!({"channels": (0..=64)
+                    .map(|i| json!({"name": format!("c{i}"), "channel": i}))
+                    .collect::<Vec<_>>()}),
+                "at most 64",
+            ),
             (
                 json!({"channels": [{"name": "7", "channel": 0}]}),
                 "need a letter",

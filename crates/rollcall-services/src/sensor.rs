@@ -21,6 +21,9 @@ use crate::{Ctx, Outcome, Publish, Service, ServiceError};
 
 /// The longest interval any reading service takes: a day.
 const MAX_INTERVAL_MS: u64 = 86_400_000;
+/// The most channels `ain` takes: more than any ADC has, and few enough
+/// that the description stays well inside a message (`MAX_PAYLOAD`).
+pub const MAX_CHANNELS: usize = 64;
 /// Item names that would land on a topic the service already uses, or (as
 /// `get/config`) be read as something else.
 const RESERVED_ITEMS: [&str; 7] = ["get", "set", "control", "setup", "error", "reply", "config"];
@@ -134,6 +137,9 @@ impl SensorConfig {
             (Some(channels), true) => {
                 if channels.is_empty() {
                     return Err("channels: at least one channel".into());
+                }
+                if channels.len() > MAX_CHANNELS {
+                    return Err(format!("channels: at most {MAX_CHANNELS}"));
                 }
                 for (i, c) in channels.iter().enumerate() {
                     check_item_name(&c.name).map_err(|e| format!("channels[{i}].name: {e}"))?;
@@ -711,6 +717,13 @@ mod tests {
             ),
             (sonar::SPEC, json!({"colour": 1}), "colour"),
             (ain::SPEC, json!({"channels": []}), "at least one"),
+            (
+                ain::SPEC,
+                json!({"channels": (0..=MAX_CHANNELS)
+                    .map(|i| json!({"name": format!("c{i}"), "channel": i % 8}))
+                    .collect::<Vec<_>>()}),
+                "at most 64",
+            ),
             (
                 ain::SPEC,
                 json!({"channels": [{"name": "a", "channel": 0}, {"name": "a", "channel": 1}]}),
