@@ -38,12 +38,13 @@ pub struct ScanOptions {
     pub window_ms: u64,
     /// End as soon as this many hosts and all their services have answered.
     pub expect: Option<usize>,
-    /// Sign the roll-call with this cluster key (PROTOCOL.md section 7).
+    /// Sign the roll-call with this cluster key (docs/protocol.md section 8).
     pub cluster_key: Option<Vec<u8>>,
     /// How many times the roll-call is sent, spread evenly over `wait`:
     /// again while answers are missing (with `expect`, until it is met),
     /// for links that lose datagrams. The same id each time, so a host that
-    /// heard an earlier copy does not answer twice. At least 1.
+    /// heard an earlier copy does not answer twice (signed, each copy has a
+    /// fresh `ts` and nonce). At least 1.
     pub sends: u32,
 }
 
@@ -105,7 +106,7 @@ impl Scanner {
 
     /// The `broker` field for a roll-call to `destinations`: our broker, unless
     /// it is a loopback address and the datagrams leave this host, where
-    /// agents would read it as their own loopback (PROTOCOL.md section 3).
+    /// agents would read it as their own loopback (docs/protocol.md section 5).
     /// Agents that hear the roll-call over MQTT ignore a loopback broker, so
     /// it does no harm there.
     fn broker_field(&self, destinations: &[IpAddr]) -> Option<String> {
@@ -177,7 +178,10 @@ impl Scanner {
         let mut rc = RollCall::new(id, opts.replyto.clone(), opts.topic.clone());
         rc.window_ms = Some(opts.window_ms);
         rc.broker = self.broker_field(&destinations);
-        let bytes = match &opts.cluster_key {
+        // Signed, each copy gets its own `ts` and nonce: a copy sent more
+        // than 30 s after the first would otherwise be refused as stale.
+        // The id stays, so a host answers once whichever copies it hears.
+        let encode = |rc: &RollCall| match &opts.cluster_key {
             None => rc.to_bytes(),
             Some(key) => {
                 let mut map = rc.to_object();
@@ -201,7 +205,7 @@ impl Scanner {
             .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 86_400));
         let sends = opts.sends.max(1);
         let between_sends = opts.wait / sends;
-        self.send(&bytes, &destinations, opts).await?;
+        self.send(&encode(&rc), &destinations, opts).await?;
         let mut sent = 1;
         loop {
             if opts.expect.is_some_and(|n| collector.complete(n)) {
@@ -223,7 +227,7 @@ impl Scanner {
                     copy = sent + 1,
                     "roll-call sent again: answers are missing"
                 );
-                self.send(&bytes, &destinations, opts).await?;
+                self.send(&encode(&rc), &destinations, opts).await?;
                 sent += 1;
                 continue;
             }

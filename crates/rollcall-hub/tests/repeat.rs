@@ -2,7 +2,8 @@
 //! reaches a host whose first copy was lost, the answers of both copies make
 //! one report timed from the first send, and no copy is sent once the
 //! expected hosts have answered; unanswered, it goes out exactly `sends`
-//! times within the wait.
+//! times within the wait; signed, each copy has a signature and nonce of
+//! its own.
 
 #[path = "../../rollcall-agent/tests/support/mod.rs"]
 mod support;
@@ -147,4 +148,37 @@ async fn unanswered_the_roll_call_goes_out_exactly_sends_times_and_the_scan_ends
     // host has them all once its socket is drained.
     shutdown.cancel();
     assert_eq!(silent.await.unwrap(), [80; 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_each_copy_carries_the_same_id_with_a_fresh_signature_and_nonce() {
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (socket, port) = bound_socket();
+    let socket = tokio::net::UdpSocket::from_std(socket).unwrap();
+    let mut scanner = scanner(&broker, &shutdown, &tracker);
+    let key = b"repeat test key".to_vec();
+    let mut opts = broadcast(port, 1);
+    opts.broadcasts.clear();
+    opts.targets = vec![Ipv4Addr::LOCALHOST.into()];
+    opts.wait = Duration::from_millis(600);
+    opts.sends = 3;
+    opts.cluster_key = Some(key.clone());
+    let report = scanner.scan(81, &opts, |_| {}).await.unwrap();
+    assert!(report.hosts.is_empty());
+    let mut buf = [0u8; 2048];
+    let mut nonces = Vec::new();
+    for _ in 0..3 {
+        let n = socket.try_recv(&mut buf).expect("a copy of the roll-call");
+        let map = rollcall_proto::json::parse_object(&buf[..n], 2048).unwrap();
+        rollcall_proto::sign::verify(&map, &key).unwrap();
+        assert_eq!(map["id"], 81);
+        nonces.push(map["nonce"].as_str().unwrap().to_owned());
+    }
+    assert!(socket.try_recv(&mut buf).is_err(), "more than 3 copies");
+    nonces.sort();
+    nonces.dedup();
+    assert_eq!(nonces.len(), 3, "a nonce was sent twice");
+    shutdown.cancel();
 }
