@@ -5,8 +5,10 @@
 //! embedded broker and on a real Mosquitto; and `serve` ending its open
 //! event streams on shutdown.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+#[path = "../../rollcall-agent/tests/support/mod.rs"]
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,7 @@ use rollcall_hub::{HubConfig, HubShared, MapEvent, ScanOptions, now_ms, web};
 use rollcall_net::{BrokerUrl, EmbeddedBroker, Qos, Session, SessionConfig};
 use rollcall_proto::Topics;
 use serde_json::{Value, json};
+use support::Mosquitto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -475,68 +478,6 @@ async fn serve_answers_over_tcp_and_ends_open_event_streams_on_shutdown() {
         .await
         .expect("the stream is closed")
         .unwrap();
-}
-
-/// A real Mosquitto on a free loopback port, stopped when dropped; `None`
-/// (the test is skipped, saying why) when it is not installed, unless
-/// `CI=true`.
-struct Mosquitto {
-    child: Child,
-    url: BrokerUrl,
-    conf: std::path::PathBuf,
-}
-
-impl Mosquitto {
-    fn start(test: &str) -> Option<Mosquitto> {
-        let program = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists());
-        let Some(program) = program else {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-            assert!(!ci, "{test}: CI=true but mosquitto is not installed");
-            eprintln!("{test}: skipped: mosquitto is not installed (apt-get install mosquitto)");
-            return None;
-        };
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = std::env::temp_dir().join(format!(
-            "rollcall-web-test-{}-{port}.conf",
-            std::process::id()
-        ));
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .unwrap();
-        let child = Command::new(program)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Mosquitto {
-            child,
-            url: BrokerUrl::new("127.0.0.1", port),
-            conf,
-        })
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.conf);
-    }
 }
 
 /// Whether the AsyncAPI document has a channel at `address`.
