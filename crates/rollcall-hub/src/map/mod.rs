@@ -11,7 +11,9 @@ mod snapshot;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rollcall_proto::topic::{MAX_TOPIC, check_name, matches};
-use rollcall_proto::{Answer, Description, Health, Interfaces, ProtoError, Topics, json};
+use rollcall_proto::{
+    Answer, Description, Health, Interface, Interfaces, ProtoError, Topics, json,
+};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -315,29 +317,27 @@ impl ServiceRecord {
     /// The topics it publishes: its outputs, or its flat `outputs` field
     /// when it described no interfaces.
     fn outputs(&self) -> Vec<String> {
-        let mut out: Vec<String> = match self.interfaces() {
-            Some(i) => i.outputs.iter().map(|e| e.topic.clone()).collect(),
-            None => self
-                .answered
-                .as_ref()
-                .and_then(|a| a.outputs.clone())
-                .into_iter()
-                .collect(),
-        };
-        out.retain(|t| usable_filter(t));
-        out.sort();
-        out.dedup();
-        out
+        self.topics(|i| &i.outputs, |a| &a.outputs)
     }
 
     /// The topics it consumes, likewise.
     fn inputs(&self) -> Vec<String> {
+        self.topics(|i| &i.inputs, |a| &a.inputs)
+    }
+
+    /// One list of its interfaces' topics, or the matching flat field of
+    /// its answer when it described no interfaces; sorted, usable ones once.
+    fn topics(
+        &self,
+        list: impl Fn(&Interfaces) -> &Vec<Interface>,
+        flat: impl Fn(&ServiceSeen) -> &Option<String>,
+    ) -> Vec<String> {
         let mut out: Vec<String> = match self.interfaces() {
-            Some(i) => i.inputs.iter().map(|e| e.topic.clone()).collect(),
+            Some(i) => list(i).iter().map(|e| e.topic.clone()).collect(),
             None => self
                 .answered
                 .as_ref()
-                .and_then(|a| a.inputs.clone())
+                .and_then(|a| flat(a).clone())
                 .into_iter()
                 .collect(),
         };
