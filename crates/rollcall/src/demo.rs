@@ -90,17 +90,28 @@ const NOTES_GPIO: &str = r#"{
 /// configured as in the notes, its button pressed and released by the demo
 /// between roll-calls); pizero1 a DHT22 and a 16x2 display, on which the
 /// demo writes between roll-calls; pizero2 an ADC and a DAC, which the demo
-/// sets; pibot01 an HC-SR04 sonar, and the notes' display driver, announced
-/// by configuration.
+/// sets; pibot01 an HC-SR04 sonar, and, announced by configuration, the
+/// notes' display driver and an irrigation program ([`irrigation`]) that
+/// reads pizero1's humidity and runs pizero2's pump, so the cluster has a
+/// data flow to draw.
 fn host_config(name: &str, broker: &str, udp_port: u16, state: &std::path::Path) -> RawConfig {
     let announce = if name == "pibot01" {
-        vec![AnnounceConfig {
-            function: "display_driver".into(),
-            doc: Some("the notes' display: text in, buttons out".into()),
-            inputs: vec!["/display".into()],
-            outputs: vec!["/dbuts".into()],
-            controls: vec!["/dcontrol".into()],
-        }]
+        vec![
+            AnnounceConfig {
+                function: "display_driver".into(),
+                doc: Some("the notes' display: text in, buttons out".into()),
+                inputs: vec!["/display".into()],
+                outputs: vec!["/dbuts".into()],
+                controls: vec!["/dcontrol".into()],
+            },
+            AnnounceConfig {
+                function: "irrigation".into(),
+                doc: Some("runs pizero2's pump while pizero1's humidity is under 50 %".into()),
+                inputs: vec![HUMIDITY.into()],
+                outputs: vec![PUMP.into()],
+                controls: Vec::new(),
+            },
+        ]
     } else {
         Vec::new()
     };
@@ -131,6 +142,58 @@ fn host_config(name: &str, broker: &str, udp_port: u16, state: &std::path::Path)
         announce,
         ..RawConfig::default()
     }
+}
+
+/// What the demo's irrigation program reads, and what it switches.
+const HUMIDITY: &str = "/pizero1/dht22/humidity";
+const PUMP: &str = "/pizero2/gpio/set/pump_drive";
+/// It waters below this relative humidity, in percent.
+const DRY_BELOW: f64 = 50.0;
+
+/// The irrigation program pibot01 announces: it runs pizero2's pump while
+/// pizero1's humidity is under [`DRY_BELOW`]. A real one would be a program
+/// of its own (in any language, announced because it cannot answer a
+/// roll-call); in the demo it is a task with its own MQTT session.
+async fn irrigation(
+    broker: rollcall_net::BrokerUrl,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), NetError> {
+    let tracker = TaskTracker::new();
+    let mut session = rollcall_net::Session::start(
+        rollcall_net::SessionConfig::new(broker, "rollcall-demo-irrigation"),
+        shutdown.clone(),
+        &tracker,
+    )?;
+    session.handle.subscribe(HUMIDITY).await?;
+    let mut pumping = None;
+    let result = loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            msg = session.incoming.recv() => match msg {
+                Some(msg) => msg,
+                None => break Ok(()),
+            },
+        };
+        let humidity = serde_json::from_slice::<serde_json::Value>(&msg.payload)
+            .ok()
+            .and_then(|v| v["value"].as_f64());
+        let Some(humidity) = humidity else { continue };
+        let pump = humidity < DRY_BELOW;
+        if pumping != Some(pump) {
+            let level = if pump { "ON" } else { "OFF" };
+            if let Err(e) = session
+                .handle
+                .publish(PUMP, level, Qos::AtLeastOnce, false)
+                .await
+            {
+                break Err(e);
+            }
+            pumping = Some(pump);
+        }
+    };
+    tracker.close();
+    tracker.wait().await;
+    result
 }
 
 /// Between roll-calls the demo writes the roll-call's number on pizero1's
@@ -174,6 +237,7 @@ pub async fn run(args: Args) -> Result<()> {
     }
 
     let tracker = TaskTracker::new();
+    let irrigating = tracker.spawn(irrigation(broker.url(), shutdown.clone()));
     let mut scanner = Scanner::connect(
         broker.url(),
         "rollcall-demo-hub",
@@ -256,6 +320,9 @@ pub async fn run(args: Args) -> Result<()> {
     for agent in agents {
         agent.join().await?;
     }
+    irrigating
+        .await
+        .context("the demo's irrigation task failed")??;
     if let Some((_, hub, web)) = dashboard {
         hub.await.context("the demo's hub task failed")??;
         crate::hub::join_dashboard(Some(web)).await?;

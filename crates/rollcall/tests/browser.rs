@@ -270,21 +270,34 @@ impl WebDriver {
         .await
     }
 
+    /// Clicks the element `css` finds. The page may replace it between the
+    /// finding and the click (a re-render when the cluster's shape changes):
+    /// then it is found again, a few times at most.
     async fn click(&self, css: &str) {
-        let found = self
-            .call(
-                "POST",
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        // W3C WebDriver names an element by this fixed key.
-        let id = found["element-6066-11e4-a52e-4f735466cecf"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no element {css}: {found}"))
-            .to_owned();
-        self.call("POST", &format!("/element/{id}/click"), Some(json!({})))
-            .await;
+        for _ in 0..5 {
+            let found = self
+                .call(
+                    "POST",
+                    "/element",
+                    Some(json!({"using": "css selector", "value": css})),
+                )
+                .await;
+            // W3C WebDriver names an element by this fixed key.
+            let id = found["element-6066-11e4-a52e-4f735466cecf"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no element {css}: {found}"))
+                .to_owned();
+            let path = format!("/session/{}/element/{id}/click", self.session);
+            let (status, v) = http(self.addr, "POST", &path, Some(&json!({}))).await;
+            if status == 200 {
+                return;
+            }
+            assert_eq!(
+                v["value"]["error"], "stale element reference",
+                "click {css}: {v}"
+            );
+        }
+        panic!("{css} was replaced five times before a click reached it");
     }
 
     /// What the page logged as errors: script errors, refused loads
@@ -459,6 +472,71 @@ async fn the_dashboard_lists_the_demo_hosts_and_switches_an_output_over_mqtt() {
     )
     .await;
     assert_eq!(hosts.len(), 3, "{hosts:?}");
+
+    // The demo's irrigation program makes a data flow: pizero1's humidity
+    // into it, and out of it to pizero2's pump. The map draws both edges.
+    let addr: SocketAddr = demo
+        .dashboard
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let service = |end: &Value| {
+        format!(
+            "{}/{}",
+            end["host"].as_str().unwrap_or(""),
+            end["service"].as_str().unwrap_or("")
+        )
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "the irrigation program's two edges",
+        || async {
+            let (status, map) = http(addr, "GET", "/api/map", None).await;
+            assert_eq!(status, 200);
+            let edges: Vec<(String, String)> = map["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| (service(&e["from"]), service(&e["to"])))
+                .collect();
+            let has = |from: &str, to: &str| edges.iter().any(|(f, t)| f == from && t == to);
+            (has("pizero1/dht22", "pibot01/irrigation")
+                && has("pibot01/irrigation", "pizero2/gpio"))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // And the program runs: pizero2's pump is on exactly while pizero1's
+    // humidity is under 50 %.
+    mqtt.handle
+        .subscribe("/pizero1/dht22/humidity")
+        .await
+        .unwrap();
+    mqtt.handle
+        .subscribe("/pizero2/gpio/output/pump_drive")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (mut humidity, mut pump) = (None, None);
+        loop {
+            let m = mqtt.incoming.recv().await.unwrap();
+            let v: Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+            match m.topic.as_str() {
+                "/pizero1/dht22/humidity" => humidity = v["value"].as_f64(),
+                "/pizero2/gpio/output/pump_drive" => pump = v["value"].as_u64(),
+                _ => continue,
+            }
+            if let (Some(h), Some(p)) = (humidity, pump)
+                && (p == 1) == (h < 50.0)
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the pump follows the humidity");
 
     let switch = r#"button.toggle[data-host="pizero2"][data-service="gpio"][data-item="lamp"]"#;
     let checked = |want: bool| {
