@@ -358,12 +358,24 @@ async fn bad_sensor_configuration_gets_an_error_and_changes_nothing() {
     me.listen("/pibot01/dac/$description").await;
     me.send("/pibot01/sim/dac/fail", "1").await;
     me.send("/pibot01/dac/set/pump_speed", "1").await;
-    let e = json_on(&mut me, "/pibot01/dac/error").await;
-    assert!(e["error"].as_str().unwrap().contains("simulated"), "{e}");
-    until(&mut me, "/pibot01/dac/$description", |d| {
-        health(d) == "alert"
+    // The description goes out before the error answer: take both, in
+    // whatever order they come.
+    let (mut error, mut alert) = (None, false);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while error.is_none() || !alert {
+            let msg = me.recv_within(Duration::from_secs(10)).await;
+            let v: Value = serde_json::from_slice(&msg.payload).unwrap_or_default();
+            match msg.topic.as_str() {
+                "/pibot01/dac/error" => error = Some(v),
+                "/pibot01/dac/$description" => alert |= health(&v) == "alert",
+                _ => {}
+            }
+        }
     })
-    .await;
+    .await
+    .expect("the error answer and the alert description within 10 s");
+    let e = error.unwrap();
+    assert!(e["error"].as_str().unwrap().contains("simulated"), "{e}");
     me.send("/pibot01/dac/set/pump_speed", "1").await;
     until(&mut me, "/pibot01/dac/$description", |d| health(d) == "ok").await;
     shutdown.cancel();
