@@ -151,6 +151,19 @@ struct WebDriver {
 /// chromedriver keeps connections open whatever the request says, so the
 /// body ends where `Content-Length` (or the last chunk) says.
 async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    try_http(addr, method, path, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// [`http`], with a failed connection or exchange returned rather than a
+/// panic: for probing a server that may not be listening yet.
+async fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
@@ -175,8 +188,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) 
     };
     let response = tokio::time::timeout(Duration::from_secs(60), exchange)
         .await
-        .unwrap_or_else(|_| panic!("{method} {path}: no answer from {addr} in 60 s"))
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer from {addr} in 60 s"))?;
     let text = String::from_utf8_lossy(&response);
     let (head, rest) = text
         .split_once("\r\n\r\n")
@@ -192,7 +204,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) 
         rest.to_owned()
     };
     let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
-    (status, value)
+    Ok((status, value))
 }
 
 fn is_chunked(head: &str) -> bool {
@@ -358,11 +370,12 @@ impl Browser {
         );
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         wait_for(Duration::from_secs(30), "chromedriver ready", || async {
+            // Not listening yet, or resetting connections while it starts.
             let probe = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr));
             if !matches!(probe.await, Ok(Ok(_))) {
                 return None;
             }
-            let (status, v) = http(addr, "GET", "/status", None).await;
+            let (status, v) = try_http(addr, "GET", "/status", None).await.ok()?;
             (status == 200 && v["value"]["ready"] == true).then_some(())
         })
         .await;
