@@ -144,16 +144,21 @@ fn host_config(name: &str, broker: &str, udp_port: u16, state: &std::path::Path)
     }
 }
 
-/// What the demo's irrigation program reads, and what it switches.
+/// What the demo's irrigation program reads, what it switches, and the
+/// pump's state it checks its work against.
 const HUMIDITY: &str = "/pizero1/dht22/humidity";
 const PUMP: &str = "/pizero2/gpio/set/pump_drive";
+const PUMP_STATE: &str = "/pizero2/gpio/output/pump_drive";
 /// It waters below this relative humidity, in percent.
 const DRY_BELOW: f64 = 50.0;
 
 /// The irrigation program pibot01 announces: it runs pizero2's pump while
-/// pizero1's humidity is under [`DRY_BELOW`]. A real one would be a program
-/// of its own (in any language, announced because it cannot answer a
-/// roll-call); in the demo it is a task with its own MQTT session.
+/// pizero1's humidity is under [`DRY_BELOW`]. At each humidity reading it
+/// compares what the pump should do with what its state says it does, and
+/// sets it when they differ, so a command lost (sent before pizero2 was
+/// listening, say) is sent again. A real one would be a program of its own
+/// (in any language, announced because it cannot answer a roll-call); in the
+/// demo it is a task with its own MQTT session.
 async fn irrigation(
     broker: rollcall_net::BrokerUrl,
     shutdown: tokio_util::sync::CancellationToken,
@@ -164,8 +169,9 @@ async fn irrigation(
         shutdown.clone(),
         &tracker,
     )?;
+    session.handle.subscribe(PUMP_STATE).await?;
     session.handle.subscribe(HUMIDITY).await?;
-    let mut pumping = None;
+    let mut pumping: Option<bool> = None;
     let result = loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
@@ -174,10 +180,16 @@ async fn irrigation(
                 None => break Ok(()),
             },
         };
-        let humidity = serde_json::from_slice::<serde_json::Value>(&msg.payload)
+        let value = serde_json::from_slice::<serde_json::Value>(&msg.payload)
             .ok()
-            .and_then(|v| v["value"].as_f64());
-        let Some(humidity) = humidity else { continue };
+            .map(|v| v["value"].clone());
+        if msg.topic == PUMP_STATE {
+            pumping = value.and_then(|v| v.as_u64()).map(|level| level == 1);
+            continue;
+        }
+        let Some(humidity) = value.and_then(|v| v.as_f64()) else {
+            continue;
+        };
         let pump = humidity < DRY_BELOW;
         if pumping != Some(pump) {
             let level = if pump { "ON" } else { "OFF" };
@@ -188,7 +200,6 @@ async fn irrigation(
             {
                 break Err(e);
             }
-            pumping = Some(pump);
         }
     };
     tracker.close();
