@@ -84,13 +84,7 @@ const PROC_HOST: &str = "benchhost";
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    support::init_logging();
     let Some(mosquitto_bin) = find_mosquitto() else {
         println!("skipped: mosquitto not installed");
         return Ok(());

@@ -475,23 +475,11 @@ fn rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
-fn load_line() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    support::init_logging();
     let started = Instant::now();
-    println!("Load average at start: {}", load_line());
+    println!("Load average at start: {}", support::load_line());
     eprintln!("== 1. ingest");
     let rates = ingest()?;
     println!();
@@ -547,7 +535,7 @@ async fn main() -> Result<()> {
         println!("{note}");
     }
     println!();
-    println!("Load average at end: {}", load_line());
+    println!("Load average at end: {}", support::load_line());
     println!("Whole run: {:.1} s.", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -63,16 +63,7 @@ const LOOPBACK_BROADCAST: Ipv4Addr = Ipv4Addr::new(127, 255, 255, 255);
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // rumqttd logs every client's disconnect at the end as an
-                // error ("no-connection id N is already gone"); RUST_LOG
-                // overrides this.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    support::init_logging();
     // `cargo bench` passes `--bench`; nothing here takes arguments.
     let started = Instant::now();
     let temp = TempDir::create("rollcall-bench")?;

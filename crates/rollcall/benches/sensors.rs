@@ -44,15 +44,6 @@ const AGENT_TOML: &str = "\
 [services.dac]\nenabled = true\n\
 [services.display]\nenabled = true\n";
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let Some(mosquitto_bin) = find_mosquitto() else {
@@ -86,7 +77,7 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("agent.toml");
     std::fs::write(&config, AGENT_TOML)?;
-    let load_before = loadavg();
+    let load_before = support::load_line();
     let process = start_agent_process(
         &binary,
         HOST,
@@ -124,7 +115,7 @@ async fn main() -> Result<()> {
     let anon = status_field(pid, "RssAnon");
     let file = status_field(pid, "RssFile");
     let smaps = smaps_breakdown(pid);
-    let load_after = loadavg();
+    let load_after = support::load_line();
     drop(process);
     shutdown.cancel();
     tracker.close();

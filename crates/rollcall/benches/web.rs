@@ -14,6 +14,8 @@
 //! Run with `cargo bench -p rollcall --bench web`. Markdown on stdout,
 //! progress on stderr. Bounded: every request waits at most 10 s.
 
+mod support;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,12 +31,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 const LIMIT: Duration = Duration::from_secs(10);
-
-fn load_line() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
 
 /// A keep-alive HTTP/1.1 connection; bodies end where `Content-Length` says.
 struct Client {
@@ -379,14 +375,8 @@ async fn set_phase(shutdown: &CancellationToken, tracker: &TaskTracker) -> Resul
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    println!("Load average at start: {}", load_line());
+    support::init_logging();
+    println!("Load average at start: {}", support::load_line());
     println!();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -399,6 +389,6 @@ async fn main() -> Result<()> {
     tracker.close();
     tracker.wait().await;
     println!();
-    println!("Load average at end: {}", load_line());
+    println!("Load average at end: {}", support::load_line());
     result
 }

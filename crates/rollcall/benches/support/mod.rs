@@ -265,6 +265,29 @@ pub fn smaps_breakdown(pid: u32) -> Vec<(String, u64)> {
     list
 }
 
+/// The load average over 1, 5 and 15 minutes, as `/proc/loadavg` says, for
+/// the record beside each figure ("unknown" where there is none).
+#[allow(dead_code)] // Not every bench prints it.
+pub fn load_line() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Logs warnings to stderr, or what `RUST_LOG` asks for. rumqttd is silent
+/// unless asked: it logs every client's disconnect at the end as an error
+/// ("no-connection id N is already gone").
+#[allow(dead_code)] // Not every bench logs.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Starts `rollcall agent --sim` as host `host` with the configuration file
 /// `config`, its log in `dir/agent.log`, and returns once `incoming` (a
 /// session subscribed to `/{host}/$state`) hears it say `online`.
