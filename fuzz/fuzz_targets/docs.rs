@@ -8,10 +8,11 @@
 //! document resolves inside it.
 #![no_main]
 
+#[path = "common/hub_input.rs"]
+mod hub_input;
+
 use libfuzzer_sys::fuzz_target;
-use rollcall_hub::ClusterMap;
 use rollcall_hub::docs::{self, AsyncApiOptions};
-use rollcall_proto::Topics;
 use serde_json::Value;
 
 const SEED: &[u8] = br#"{"function":"s","interfaces":{"inputs":[{"name":"i","topic":"/+/s/#","type":"json","doc":"drives pin 4"}],"outputs":[{"name":"a","topic":"/h/s/a","type":"float","unit":"s","min":0,"max":5,"doc":"pin 4"}]}}"#;
@@ -78,20 +79,11 @@ fn refs_resolve(doc: &Value, v: &Value) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, data)) = data.split_first() else {
+    let Some((flags, topics, mut map, data)) = hub_input::start(data, SEED) else {
         return;
     };
-    let topics = if flags & 1 == 0 {
-        Topics::default()
-    } else {
-        Topics::new("site1").unwrap()
-    };
-    let root = topics.root().to_owned();
-    let mut map = ClusterMap::new();
-    map.apply_message(&topics, &format!("{root}/h/s/$description"), SEED, 0);
-    let mut parts = data.split(|b| *b == 0);
-    while let (Some(topic), Some(payload)) = (parts.next(), parts.next()) {
-        map.apply_message(&topics, &String::from_utf8_lossy(topic), payload, 1);
+    for (topic, payload) in hub_input::messages(data) {
+        map.apply_message(&topics, &topic, payload, 1);
     }
     let snapshot = map.snapshot(1_000 * u64::from(flags));
 

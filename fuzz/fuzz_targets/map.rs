@@ -7,28 +7,20 @@
 //! read back unchanged.
 #![no_main]
 
+#[path = "common/hub_input.rs"]
+mod hub_input;
+
 use libfuzzer_sys::fuzz_target;
-use rollcall_hub::{ClusterMap, MapSnapshot};
-use rollcall_proto::Topics;
+use rollcall_hub::MapSnapshot;
 
 const SEED: &[u8] = br#"{"function":"s","interfaces":{"inputs":[{"name":"i","topic":"/h/s/set/+","type":"json","doc":"drives pin 4"}],"outputs":[{"name":"a","topic":"/h/s/a","type":"json","doc":"pin 4"},{"name":"b","topic":"/h/s/+/b","type":"json"}]}}"#;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, data)) = data.split_first() else {
+    let Some((flags, topics, mut map, data)) = hub_input::start(data, SEED) else {
         return;
     };
-    let topics = if flags & 1 == 0 {
-        Topics::default()
-    } else {
-        Topics::new("site1").unwrap()
-    };
-    let root = topics.root().to_owned();
-    let mut map = ClusterMap::new();
-    map.apply_message(&topics, &format!("{root}/h/s/$description"), SEED, 0);
-    let mut parts = data.split(|b| *b == 0);
     let mut now = 1u64;
-    while let (Some(topic), Some(payload)) = (parts.next(), parts.next()) {
-        let topic = String::from_utf8_lossy(topic);
+    for (topic, payload) in hub_input::messages(data) {
         let first = map.ingest(&topics, &topic, payload, now);
         let again = map.ingest(&topics, &topic, payload, now);
         if first.is_ok() {
