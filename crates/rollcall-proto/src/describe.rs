@@ -198,6 +198,18 @@ pub enum Health {
     },
 }
 
+impl Health {
+    /// `ok` without a reason for alarm, `alert` with one.
+    pub fn from_alert(reason: Option<&str>) -> Health {
+        match reason {
+            None => Health::Ok,
+            Some(reason) => Health::Alert {
+                reason: reason.to_owned(),
+            },
+        }
+    }
+}
+
 /// Everything a service says about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Description {

@@ -53,15 +53,8 @@ impl DacConfig {
 
     /// Reads and checks a whole configuration; errors name the field.
     pub fn from_json(value: Value) -> Result<Self, String> {
-        let config: DacConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." {
-                "configuration".to_owned()
-            } else {
-                path
-            };
-            format!("{path}: {}", e.into_inner())
-        })?;
+        let config: DacConfig = crate::config_from_json(value)
+            .map_err(|(path, message)| format!("{path}: {message}"))?;
         let channels = config.channels();
         if channels.is_empty() {
             return Err("channels: at least one channel".into());
@@ -284,12 +277,7 @@ impl Service for DacService {
                         .doc("the configuration: channels, topics"),
                 ],
             },
-            health: Some(match &self.alert {
-                None => Health::Ok,
-                Some(reason) => Health::Alert {
-                    reason: reason.clone(),
-                },
-            }),
+            health: Some(Health::from_alert(self.alert.as_deref())),
         }
     }
 

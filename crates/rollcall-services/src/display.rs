@@ -381,12 +381,7 @@ impl Service for DisplayService {
                 ],
                 controls,
             },
-            health: Some(match &self.alert {
-                None => Health::Ok,
-                Some(reason) => Health::Alert {
-                    reason: reason.clone(),
-                },
-            }),
+            health: Some(Health::from_alert(self.alert.as_deref())),
         }
     }
 

@@ -94,6 +94,23 @@ pub enum ServiceError {
     Hardware(#[from] rollcall_hw::HwError),
 }
 
+/// Reads a configuration from JSON with `serde_path_to_error`, so that an
+/// error says where: `(path, message)`, the path `configuration` for the
+/// whole of it.
+pub(crate) fn config_from_json<T: serde::de::DeserializeOwned>(
+    value: Value,
+) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." {
+            "configuration".to_owned()
+        } else {
+            path
+        };
+        (path, e.into_inner().to_string())
+    })
+}
+
 /// A built-in service.
 pub trait Service: Send + Sync {
     /// Its name in topics (`/{host}/{name}/...`) and in `getapps`.

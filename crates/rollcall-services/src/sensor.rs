@@ -103,15 +103,7 @@ pub struct SensorConfig {
 impl SensorConfig {
     /// Reads a configuration from JSON; errors name the path (`channels[1].channel`).
     pub fn from_json(value: Value) -> Result<Self, String> {
-        serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." {
-                "configuration".to_owned()
-            } else {
-                path
-            };
-            format!("{path}: {}", e.into_inner())
-        })
+        crate::config_from_json(value).map_err(|(path, message)| format!("{path}: {message}"))
     }
 
     /// Checks the whole configuration against what `spec`'s sensor allows.
@@ -438,12 +430,7 @@ impl Service for SensorService {
                     ),
                 ],
             },
-            health: Some(match &self.alert {
-                None => Health::Ok,
-                Some(reason) => Health::Alert {
-                    reason: reason.clone(),
-                },
-            }),
+            health: Some(Health::from_alert(self.alert.as_deref())),
         }
     }
 

@@ -122,12 +122,7 @@ impl Service for SystemService {
                         .doc("{\"interval_s\": N}: how often readings are published"),
                 ],
             },
-            health: Some(match &self.last_error {
-                None => Health::Ok,
-                Some(reason) => Health::Alert {
-                    reason: reason.clone(),
-                },
-            }),
+            health: Some(Health::from_alert(self.last_error.as_deref())),
         }
     }
 

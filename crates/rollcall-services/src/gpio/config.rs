@@ -160,17 +160,7 @@ impl GpioConfig {
     /// Reads a configuration from a JSON value; unknown keys and wrong types
     /// are errors that name the field.
     pub fn from_json(value: serde_json::Value) -> Result<Self, ConfigError> {
-        serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            err(
-                if path == "." {
-                    "configuration".into()
-                } else {
-                    path
-                },
-                e.into_inner().to_string(),
-            )
-        })
+        crate::config_from_json(value).map_err(|(path, message)| err(path, message))
     }
 
     /// Checks the whole configuration against a chip of `lines` lines.
