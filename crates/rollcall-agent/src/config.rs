@@ -8,14 +8,14 @@ use std::time::Duration;
 use rollcall_net::BrokerUrl;
 use rollcall_proto::Topics;
 use rollcall_proto::topic::check_name;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use rollcall_services::announce::AnnounceConfig;
-use rollcall_services::dac::DacConfig;
-use rollcall_services::display::DisplayConfig;
-use rollcall_services::gpio::GpioConfig;
-use rollcall_services::sensor::{SensorConfig, Spec};
 use serde::Deserialize;
 
 use crate::AgentError;
+use crate::registry::{self, Common, Settings};
 
 /// The configuration file as written, every key optional.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -55,7 +55,8 @@ pub struct RawConfig {
     pub keepalive_s: Option<u64>,
     /// Shared secret: roll-calls must be signed with it (PROTOCOL.md section 7).
     pub cluster_key: Option<String>,
-    /// Built-in services.
+    /// Built-in services: `[services.NAME]` tables, each checked against
+    /// its entry in the registry ([`crate::registry`]).
     #[serde(default)]
     pub services: RawServices,
     /// Hardware paths.
@@ -66,129 +67,8 @@ pub struct RawConfig {
     pub announce: Vec<AnnounceConfig>,
 }
 
-/// `[services.*]` tables.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawServices {
-    /// `[services.system]`
-    #[serde(default)]
-    pub system: RawSystem,
-    /// `[services.gpio]`
-    #[serde(default)]
-    pub gpio: RawGpio,
-    /// `[services.ain]`
-    #[serde(default)]
-    pub ain: RawSensor,
-    /// `[services.dht22]`
-    #[serde(default)]
-    pub dht22: RawSensor,
-    /// `[services.sonar]`
-    #[serde(default)]
-    pub sonar: RawSensor,
-    /// `[services.dac]`
-    #[serde(default)]
-    pub dac: RawDac,
-    /// `[services.display]`
-    #[serde(default)]
-    pub display: RawDisplay,
-}
-
-/// `[services.ain]`, `[services.dht22]`, `[services.sonar]`
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSensor {
-    /// Whether the service runs (default: no).
-    pub enabled: Option<bool>,
-    /// The IIO device's `name` (`dht11`, `ads1015`, `mcp3008`, `srf04`).
-    pub device: Option<String>,
-    /// The configuration applied when none was saved before, in the same
-    /// shape as on `/{host}/{service}/control`.
-    pub config: Option<SensorConfig>,
-}
-
-/// `[services.dac]`
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDac {
-    /// Whether the service runs (default: no).
-    pub enabled: Option<bool>,
-    /// The IIO device's `name` (default `mcp4725`).
-    pub device: Option<String>,
-    /// The largest code (default 4095, 12 bits).
-    pub max_code: Option<u32>,
-    /// The configuration applied when none was saved before.
-    pub config: Option<DacConfig>,
-}
-
-/// `[services.display]`
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDisplay {
-    /// Whether the service runs (default: no).
-    pub enabled: Option<bool>,
-    /// The i2c-dev bus of the HD44780's PCF8574 backpack (default `/dev/i2c-1`).
-    pub i2c: Option<PathBuf>,
-    /// The backpack's I2C address (default 0x27).
-    pub address: Option<u16>,
-    /// Columns (default 16).
-    pub cols: Option<u8>,
-    /// Rows (default 2).
-    pub rows: Option<u8>,
-    /// The simulated display's buttons (default `["A", "B"]`), under `sim` only.
-    pub buttons: Option<Vec<String>>,
-    /// The configuration applied when none was saved before.
-    pub config: Option<DisplayConfig>,
-}
-
-/// A reading service's settings (`ain`, `dht22`, `sonar`).
-#[derive(Debug, Clone)]
-pub struct SensorSettings {
-    /// The IIO device's name.
-    pub device: String,
-    /// The configuration applied when none was saved.
-    pub config: Option<SensorConfig>,
-}
-
-/// The DAC service's settings.
-#[derive(Debug, Clone)]
-pub struct DacSettings {
-    /// The IIO device's name.
-    pub device: String,
-    /// The largest code.
-    pub max_code: u32,
-    /// The configuration applied when none was saved.
-    pub config: Option<DacConfig>,
-}
-
-/// The display service's settings.
-#[derive(Debug, Clone)]
-pub struct DisplaySettings {
-    /// The I2C bus.
-    pub i2c: PathBuf,
-    /// The backpack's address.
-    pub address: u16,
-    /// Columns.
-    pub cols: u8,
-    /// Rows.
-    pub rows: u8,
-    /// The simulated display's buttons.
-    pub buttons: Vec<String>,
-    /// The configuration applied when none was saved.
-    pub config: Option<DisplayConfig>,
-}
-
-/// `[services.gpio]`
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawGpio {
-    /// Whether the service runs (default: yes, where there is a chip).
-    pub enabled: Option<bool>,
-    /// The GPIO chip: a path (`/dev/gpiochip0`), a label, or `auto`.
-    pub chip: Option<String>,
-    /// The configuration applied when none was saved before, in the same
-    /// shape as on `/{host}/gpio/control`.
-    pub config: Option<GpioConfig>,
-}
+/// `[services.*]` tables by service name, as written.
+pub type RawServices = BTreeMap<String, toml::Value>;
 
 /// `[hw]`
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -198,25 +78,6 @@ pub struct RawHw {
     pub sysfs_root: Option<PathBuf>,
 }
 
-/// The GPIO service's settings.
-#[derive(Debug, Clone)]
-pub struct GpioSettings {
-    /// `auto`, a path or a label.
-    pub chip: String,
-    /// The configuration applied when none was saved.
-    pub config: Option<GpioConfig>,
-}
-
-/// `[services.system]`
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSystem {
-    /// Whether the service runs.
-    pub enabled: Option<bool>,
-    /// Seconds between published readings.
-    pub interval_s: Option<u64>,
-}
-
 /// Where the agent's MQTT traffic goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrokerChoice {
@@ -224,6 +85,15 @@ pub enum BrokerChoice {
     External(BrokerUrl),
     /// A broker the agent runs itself on this address (the notes' broker on every host).
     Embedded(SocketAddr),
+}
+
+/// One built-in service that runs, and its settings.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// The service's name.
+    pub name: &'static str,
+    /// What it is built from.
+    pub settings: Arc<dyn Settings>,
 }
 
 /// A validated configuration.
@@ -257,28 +127,17 @@ pub struct Config {
     pub keepalive: Duration,
     /// The cluster key, if roll-calls must be signed.
     pub cluster_key: Option<Vec<u8>>,
-    /// The system service's interval, if it runs.
-    pub system_interval: Option<Duration>,
-    /// The GPIO service's settings, if it runs.
-    pub gpio: Option<GpioSettings>,
-    /// The `ain` service's settings, if it runs.
-    pub ain: Option<SensorSettings>,
-    /// The `dht22` service's settings, if it runs.
-    pub dht22: Option<SensorSettings>,
-    /// The `sonar` service's settings, if it runs.
-    pub sonar: Option<SensorSettings>,
-    /// The `dac` service's settings, if it runs.
-    pub dac: Option<DacSettings>,
-    /// The `display` service's settings, if it runs.
-    pub display: Option<DisplaySettings>,
+    /// The built-in services that run, in the registry's order, with
+    /// their checked settings.
+    pub services: Vec<ServiceSettings>,
     /// Where sysfs is.
     pub sysfs_root: PathBuf,
     /// Announced services.
     pub announce: Vec<AnnounceConfig>,
 }
 
-/// The commented default configuration `rollcall agent --print-config` prints.
-pub const DEFAULT_TOML: &str = r#"# rollcall agent configuration. Every key is optional; the values shown are
+/// The general part of the default configuration, before the services.
+const GENERAL_TOML: &str = r#"# rollcall agent configuration. Every key is optional; the values shown are
 # the defaults. Command-line flags override what is written here.
 
 # This host's name in topics (/{hostname}/gpio/...) and answers.
@@ -326,63 +185,17 @@ keepalive_s = 5
 # A shared secret: when set, only roll-calls signed with it are answered.
 # cluster_key = "a long random string"
 
-[services.system]
-enabled = true
-interval_s = 30
+# Built-in services: one [services.NAME] table each. Sensors are read
+# through the kernel's IIO drivers (found by the `name` file under
+# {sysfs_root}/bus/iio/devices) or simulated with `sim = true`; each is off
+# until enabled, publishes {"value":..,"unit":..,"ts":..} retained on
+# /{hostname}/{service}/{item} and is configured over
+# /{hostname}/{service}/control (saved in state_dir); a table's `config` is
+# used when nothing was saved.
+"#;
 
-# The GPIO service: outputs, PWM and inputs, configured over
-# /{hostname}/gpio/control. What is applied there is saved in state_dir and
-# restored at start; the configuration below is used when nothing was saved.
-[services.gpio]
-enabled = true
-# "auto" finds a Raspberry Pi's GPIO chip; or a path or a label.
-chip = "auto"
-# [services.gpio.config]
-# outputs = [{ name = "pump_drive", pin = 25, init = 0, pull = "down" }]
-# pwm = [{ name = "sonar_angle", pin = 18, init = 20, period_us = 1000 }]
-# inputs = [{ name = "button", pin = 22, pull = "down", report = "change", debounce_ms = 5 },
-#           { name = "float_switch", pin = 17, pull = "up", report = "scan", scan_ms = 500 }]
-
-# Sensors, read through the kernel's IIO drivers (found by the `name` file
-# under {sysfs_root}/bus/iio/devices) or simulated with `sim = true`. Each is
-# off until enabled; each publishes {"value":..,"unit":..,"ts":..} retained
-# on /{hostname}/{service}/{item} and is configured over
-# /{hostname}/{service}/control (saved in state_dir); `config` below is used
-# when nothing was saved.
-[services.dht22]
-enabled = false
-device = "dht11"            # the dht11 driver also reads the DHT22
-# config = { interval_ms = 10000, retry_ms = 2000 }
-
-[services.ain]
-enabled = false
-device = "ads1015"          # an ADS1115 too (its driver names both so); or "mcp3008"
-# config = { interval_ms = 1000, channels = [{ name = "soil", channel = 0 }] }
-
-[services.sonar]
-enabled = false
-device = "srf04"            # an HC-SR04
-# config = { interval_ms = 1000, topics = { distance = "/garage/distance" } }
-
-# An analog output, set in volts on /{hostname}/dac/set/{channel}.
-[services.dac]
-enabled = false
-device = "mcp4725"
-max_code = 4095
-# config = { channels = [{ name = "pump_speed", channel = 0 }] }
-
-# A 16x2 HD44780 character LCD on a PCF8574 I2C backpack. Text on
-# /{hostname}/display/text, buttons on /{hostname}/display/buttons; the
-# notes' topics: config = { input = "/display", output = "/dbuts", control = "/dcontrol" }
-[services.display]
-enabled = false
-i2c = "/dev/i2c-1"
-address = 0x27
-cols = 16
-rows = 2
-# buttons = ["A", "B"]      # the simulated display's buttons
-
-[hw]
+/// The part of the default configuration after the services.
+const HW_TOML: &str = r#"[hw]
 # Where sysfs is: PWM channels are under {sysfs_root}/class/pwm, IIO devices
 # under {sysfs_root}/bus/iio/devices.
 sysfs_root = "/sys"
@@ -393,6 +206,20 @@ sysfs_root = "/sys"
 # doc = "nightly backup to the NAS"
 # outputs = ["/nas/backup/last"]
 "#;
+
+/// The commented default configuration `rollcall agent --print-config`
+/// prints: the general keys, each built-in service's table from the
+/// registry, then `[hw]` and `[[announce]]`.
+pub fn default_toml() -> String {
+    let mut text = GENERAL_TOML.to_owned();
+    for builtin in registry::BUILTINS {
+        text.push('\n');
+        text.push_str(&builtin.default_toml());
+    }
+    text.push('\n');
+    text.push_str(HW_TOML);
+    text
+}
 
 impl RawConfig {
     /// Reads a TOML file.
@@ -407,14 +234,40 @@ impl RawConfig {
         })
     }
 
-    /// Parses TOML text.
+    /// Parses TOML text. Each `[services.NAME]` table is checked against
+    /// its registry entry now, so a misspelt key is named with its table.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (name, table) in &raw.services {
+            let builtin = registry::find(name).ok_or_else(|| unknown_service(name))?;
+            builtin
+                .check_shape(table)
+                .map_err(|e| format!("[services.{name}]: {e}"))?;
+        }
+        Ok(raw)
+    }
+
+    /// The `[services.NAME]` table, created empty if there is none: for
+    /// whoever builds a configuration in code (the demo, tests).
+    pub fn service_table(&mut self, name: &str) -> &mut toml::Table {
+        let table = self
+            .services
+            .entry(name.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !table.is_table() {
+            *table = toml::Value::Table(toml::Table::new());
+        }
+        table.as_table_mut().expect("made a table above")
+    }
+
+    /// Turns service `name` on or off.
+    pub fn enable(&mut self, name: &str, on: bool) {
+        self.service_table(name)
+            .insert("enabled".into(), toml::Value::Boolean(on));
     }
 
     /// Checks every value and fills in the defaults.
     pub fn validate(self) -> Result<Config, AgentError> {
-        let invalid = |field: &'static str, reason: String| AgentError::Invalid { field, reason };
         let hostname = match self.hostname {
             Some(h) => h,
             None => machine_hostname().ok_or_else(|| {
@@ -453,53 +306,25 @@ impl RawConfig {
         if relay_grace_ms > 60_000 {
             return Err(invalid("relay_grace_ms", "at most 60000".into()));
         }
-        let system_interval = match (
-            self.services.system.enabled,
-            self.services.system.interval_s,
-        ) {
-            (Some(false), _) => None,
-            (_, Some(secs)) if !(1..=86_400).contains(&secs) => {
-                return Err(invalid("services.system.interval_s", "1 to 86400".into()));
-            }
-            (_, secs) => Some(Duration::from_secs(secs.unwrap_or(30))),
+        let common = Common {
+            sim: self.sim == Some(true),
         };
-        // A Raspberry Pi header's lines, or the simulated one: the
-        // configuration is checked now, so `agent --check` finds bad pins.
-        if let Some(gpio) = &self.services.gpio.config
-            && (self.sim == Some(true)
-                || self
-                    .services
-                    .gpio
-                    .chip
-                    .as_deref()
-                    .is_none_or(|c| c == "auto"))
-        {
-            gpio.validate(rollcall_services::gpio::config::PI_LINES)
-                .map_err(|e| invalid("services.gpio.config", e.to_string()))?;
+        let mut tables = self.services;
+        if let Some(name) = tables.keys().find(|n| registry::find(n).is_none()) {
+            return Err(AgentError::Invalid {
+                field: "services".into(),
+                reason: unknown_service(name),
+            });
         }
-        let gpio = match self.services.gpio.enabled {
-            Some(false) => None,
-            _ => Some(GpioSettings {
-                chip: self.services.gpio.chip.unwrap_or_else(|| "auto".to_owned()),
-                config: self.services.gpio.config,
-            }),
-        };
-        let ain = sensor_settings(self.services.ain, &rollcall_services::ain::SPEC, "ads1015")?;
-        let dht22 = sensor_settings(
-            self.services.dht22,
-            &rollcall_services::dht22::SPEC,
-            "dht11",
-        )?;
-        let sonar = sensor_settings(
-            self.services.sonar,
-            &rollcall_services::sonar::SPEC,
-            "srf04",
-        )?;
-        let dac = dac_settings(self.services.dac)?;
-        let display = display_settings(self.services.display)?;
-        let mut names: Vec<String> = ["system", "gpio", "ain", "dac", "dht22", "sonar", "display"]
-            .map(str::to_owned)
-            .to_vec();
+        let mut services = Vec::new();
+        for builtin in registry::BUILTINS {
+            let table = tables.remove(builtin.name());
+            if let Some(settings) = builtin.settings(table, common)? {
+                let name = builtin.name();
+                services.push(ServiceSettings { name, settings });
+            }
+        }
+        let mut names: Vec<String> = registry::names().map(str::to_owned).collect();
         for a in &self.announce {
             check_name(&a.function).map_err(|e| invalid("announce.function", e.to_string()))?;
             if names.contains(&a.function) {
@@ -530,91 +355,40 @@ impl RawConfig {
             relay_grace: Duration::from_millis(relay_grace_ms),
             keepalive: Duration::from_secs(keepalive_s),
             cluster_key: self.cluster_key.map(String::into_bytes),
-            system_interval,
-            gpio,
-            ain,
-            dht22,
-            sonar,
-            dac,
-            display,
+            services,
             sysfs_root: self.hw.sysfs_root.unwrap_or_else(|| PathBuf::from("/sys")),
             announce: self.announce,
         })
     }
 }
 
-fn invalid(field: &'static str, reason: String) -> AgentError {
-    AgentError::Invalid { field, reason }
+fn invalid(field: &str, reason: String) -> AgentError {
+    AgentError::Invalid {
+        field: field.to_owned(),
+        reason,
+    }
 }
 
-/// A reading service's settings, its configuration checked now so that
-/// `agent --check` finds mistakes.
-fn sensor_settings(
-    raw: RawSensor,
-    spec: &Spec,
-    device: &str,
-) -> Result<Option<SensorSettings>, AgentError> {
-    let field = match spec.name {
-        "ain" => "services.ain.config",
-        "dht22" => "services.dht22.config",
-        _ => "services.sonar.config",
-    };
-    if let Some(config) = &raw.config {
-        config.validate(spec).map_err(|e| invalid(field, e))?;
-    }
-    Ok((raw.enabled == Some(true)).then(|| SensorSettings {
-        device: raw.device.unwrap_or_else(|| device.to_owned()),
-        config: raw.config,
-    }))
+fn unknown_service(name: &str) -> String {
+    let known: Vec<&str> = registry::names().collect();
+    format!(
+        "[services.{name}]: no such service; the built-in services are {}",
+        known.join(", ")
+    )
 }
 
-fn dac_settings(raw: RawDac) -> Result<Option<DacSettings>, AgentError> {
-    if let Some(config) = &raw.config {
-        let value = serde_json::to_value(config).unwrap_or_default();
-        DacConfig::from_json(value).map_err(|e| invalid("services.dac.config", e))?;
+impl Config {
+    /// The settings of built-in service `name`, when it runs and they are
+    /// of type `T`.
+    pub fn settings<T: Settings>(&self, name: &str) -> Option<&T> {
+        let service = self.services.iter().find(|s| s.name == name)?;
+        service.settings.as_any().downcast_ref()
     }
-    let max_code = raw.max_code.unwrap_or(4095);
-    if !(1..=0xFF_FFFF).contains(&max_code) {
-        return Err(invalid(
-            "services.dac.max_code",
-            "from 1 to 16777215 (24 bits)".into(),
-        ));
-    }
-    Ok((raw.enabled == Some(true)).then(|| DacSettings {
-        device: raw.device.unwrap_or_else(|| "mcp4725".to_owned()),
-        max_code,
-        config: raw.config,
-    }))
-}
 
-fn display_settings(raw: RawDisplay) -> Result<Option<DisplaySettings>, AgentError> {
-    if let Some(config) = &raw.config {
-        config
-            .check()
-            .map_err(|e| invalid("services.display.config", e))?;
+    /// Whether built-in service `name` runs.
+    pub fn runs(&self, name: &str) -> bool {
+        self.services.iter().any(|s| s.name == name)
     }
-    let (cols, rows) = (raw.cols.unwrap_or(16), raw.rows.unwrap_or(2));
-    rollcall_hw::display::hd44780::check_size(cols, rows)
-        .map_err(|e| invalid("services.display", e.to_string()))?;
-    let address = raw.address.unwrap_or(0x27);
-    if !(0x08..=0x77).contains(&address) {
-        return Err(invalid(
-            "services.display.address",
-            format!("{address:#x} is not a 7-bit I2C device address (0x08 to 0x77)"),
-        ));
-    }
-    let buttons = raw.buttons.unwrap_or_else(|| vec!["A".into(), "B".into()]);
-    for b in &buttons {
-        check_name(b).map_err(|e| invalid("services.display.buttons", e.to_string()))?;
-    }
-    Ok((raw.enabled == Some(true)).then(|| DisplaySettings {
-        i2c: raw.i2c.unwrap_or_else(|| PathBuf::from("/dev/i2c-1")),
-        address,
-        cols,
-        rows,
-        buttons,
-        config: raw.config,
-    }))
 }
 
 /// The kernel's idea of this machine's name.
@@ -627,10 +401,13 @@ fn machine_hostname() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::builtin::display::DisplaySettings;
+    use crate::builtin::sensor::SensorSettings;
+    use crate::builtin::system::SystemSettings;
 
     #[test]
     fn the_printed_default_parses_and_validates() {
-        let raw = RawConfig::from_toml(DEFAULT_TOML).unwrap();
+        let raw = RawConfig::from_toml(&default_toml()).unwrap();
         let cfg = RawConfig {
             hostname: Some("pizero1".into()),
             ..raw
@@ -638,7 +415,10 @@ mod tests {
         .validate()
         .unwrap();
         assert_eq!(cfg.udp_listen.port(), 46464);
-        assert_eq!(cfg.system_interval, Some(Duration::from_secs(30)));
+        assert_eq!(
+            cfg.settings::<SystemSettings>("system").map(|s| s.interval),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(
             cfg.broker,
             BrokerChoice::External(BrokerUrl::new("127.0.0.1", 1883))
@@ -647,7 +427,7 @@ mod tests {
 
     #[test]
     fn sensor_services_are_off_unless_enabled_and_their_tables_are_checked() {
-        let cfg = RawConfig::from_toml(DEFAULT_TOML)
+        let cfg = RawConfig::from_toml(&default_toml())
             .map(|raw| RawConfig {
                 hostname: Some("a".into()),
                 ..raw
@@ -655,13 +435,15 @@ mod tests {
             .unwrap()
             .validate()
             .unwrap();
-        assert!(cfg.ain.is_none() && cfg.dht22.is_none() && cfg.sonar.is_none());
-        assert!(cfg.dac.is_none() && cfg.display.is_none());
+        assert!(!cfg.runs("ain") && !cfg.runs("dht22") && !cfg.runs("sonar"));
+        assert!(!cfg.runs("dac") && !cfg.runs("display"));
         let on = "hostname = \"a\"\n[services.dht22]\nenabled = true\n\
                   [services.display]\nenabled = true\nconfig = { input = \"/display\" }\n";
         let cfg = RawConfig::from_toml(on).unwrap().validate().unwrap();
-        assert_eq!(cfg.dht22.unwrap().device, "dht11");
-        assert_eq!(cfg.display.unwrap().address, 0x27);
+        let dht22 = cfg.settings::<SensorSettings>("dht22").unwrap();
+        assert_eq!(dht22.device, "dht11");
+        let display = cfg.settings::<DisplaySettings>("display").unwrap();
+        assert_eq!(display.address, 0x27);
         for (toml, key) in [
             (
                 "[services.dht22]\nconfig = { interval_ms = 100 }",

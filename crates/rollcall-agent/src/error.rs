@@ -28,7 +28,7 @@ pub enum AgentError {
     #[error("configuration: `{field}`: {reason}")]
     Invalid {
         /// The key.
-        field: &'static str,
+        field: String,
         /// Why.
         reason: String,
     },

@@ -5,12 +5,20 @@
 //!
 //! [`start`] returns once the agent is connected and listening; [`run`] is
 //! `start` then [`Agent::join`].
+//!
+//! Inside, [`core::AgentCore`] makes every decision and does no I/O; the
+//! shell (`host.rs`) feeds it and carries out its effects; the
+//! [`registry`] is the one table of built-in services.
 
+pub mod builtin;
 pub mod config;
+pub mod core;
 mod delivery;
 mod error;
 mod gate;
 mod host;
+pub mod registry;
+pub mod sim;
 mod state;
 mod stats;
 

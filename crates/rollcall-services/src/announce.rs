@@ -2,7 +2,7 @@
 //! cron job, a shell script that publishes a topic) are described in the
 //! agent's configuration, and the agent answers for them.
 
-use rollcall_proto::{Description, Interface, Interfaces, ValueType};
+use rollcall_proto::{Description, Health, Interface, Interfaces, ValueType};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -53,6 +53,10 @@ fn entries(topics: &[String]) -> Vec<Interface> {
 }
 
 impl Service for Announced {
+    fn health(&self) -> Option<Health> {
+        None
+    }
+
     fn name(&self) -> &str {
         &self.config.function
     }
@@ -67,7 +71,7 @@ impl Service for Announced {
                 functions: Vec::new(),
                 controls: entries(&self.config.controls),
             },
-            health: None,
+            health: self.health(),
         }
     }
 

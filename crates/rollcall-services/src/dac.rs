@@ -219,6 +219,10 @@ fn parse_volts(body: &Body) -> Result<f64, ServiceError> {
 }
 
 impl Service for DacService {
+    fn health(&self) -> Option<Health> {
+        Some(Health::from_alert(self.alert.as_deref()))
+    }
+
     fn name(&self) -> &str {
         "dac"
     }
@@ -277,7 +281,7 @@ impl Service for DacService {
                         .doc("the configuration: channels, topics"),
                 ],
             },
-            health: Some(Health::from_alert(self.alert.as_deref())),
+            health: self.health(),
         }
     }
 

@@ -324,6 +324,10 @@ impl DisplayService {
 }
 
 impl Service for DisplayService {
+    fn health(&self) -> Option<Health> {
+        Some(Health::from_alert(self.alert.as_deref()))
+    }
+
     fn name(&self) -> &str {
         "display"
     }
@@ -381,7 +385,7 @@ impl Service for DisplayService {
                 ],
                 controls,
             },
-            health: Some(Health::from_alert(self.alert.as_deref())),
+            health: self.health(),
         }
     }
 

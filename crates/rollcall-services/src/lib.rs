@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use rollcall_proto::json::Object;
-use rollcall_proto::{Body, Description, ProtoError, Topics};
+use rollcall_proto::{Body, Description, Health, ProtoError, Topics};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -118,6 +118,11 @@ pub trait Service: Send + Sync {
 
     /// Its self-description, as it is now.
     fn describe(&self, ctx: &Ctx<'_>) -> Description;
+
+    /// Its health now: what its description carries. The agent compares it
+    /// before and after every call, and re-publishes the description when
+    /// it changed.
+    fn health(&self) -> Option<Health>;
 
     /// The current value(s) of `item`; an empty item means everything.
     fn get(&mut self, item: &str, ctx: &Ctx<'_>) -> Result<Value, ServiceError>;

@@ -384,6 +384,10 @@ impl SensorService {
 }
 
 impl Service for SensorService {
+    fn health(&self) -> Option<Health> {
+        Some(Health::from_alert(self.alert.as_deref()))
+    }
+
     fn name(&self) -> &str {
         self.spec.name
     }
@@ -430,7 +434,7 @@ impl Service for SensorService {
                     ),
                 ],
             },
-            health: Some(Health::from_alert(self.alert.as_deref())),
+            health: self.health(),
         }
     }
 

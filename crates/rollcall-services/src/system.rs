@@ -85,6 +85,10 @@ impl SystemService {
 }
 
 impl Service for SystemService {
+    fn health(&self) -> Option<Health> {
+        Some(Health::from_alert(self.last_error.as_deref()))
+    }
+
     fn name(&self) -> &str {
         "system"
     }
@@ -122,7 +126,7 @@ impl Service for SystemService {
                         .doc("{\"interval_s\": N}: how often readings are published"),
                 ],
             },
-            health: Some(Health::from_alert(self.last_error.as_deref())),
+            health: self.health(),
         }
     }
 

@@ -42,7 +42,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rollcall_agent::RawConfig;
-use rollcall_agent::config::{RawGpio, RawServices};
 use rollcall_net::{BrokerUrl, Message, Qos, Session, SessionConfig, SessionHandle};
 use rollcall_services::gpio::GpioConfig;
 use serde_json::{Value, json};
@@ -610,6 +609,9 @@ async fn in_process(
     tracker: &TaskTracker,
     report: &mut Report,
 ) -> Result<()> {
+    let mut services = RawConfig::default();
+    let gpio = toml::Value::try_from(gpio_config(true)?)?;
+    services.service_table("gpio").insert("config".into(), gpio);
     let raw = RawConfig {
         hostname: Some(HOST.into()),
         broker: Some(broker.to_string()),
@@ -617,13 +619,7 @@ async fn in_process(
         udp_bind: Some(Ipv4Addr::LOCALHOST.into()),
         state_dir: Some(temp.join("state-in-process")),
         sim: Some(true),
-        services: RawServices {
-            gpio: RawGpio {
-                config: Some(gpio_config(true)?),
-                ..RawGpio::default()
-            },
-            ..RawServices::default()
-        },
+        services: services.services,
         ..RawConfig::default()
     };
     let agent_stop = shutdown.child_token();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use rollcall_agent::RawConfig;
-use rollcall_agent::config::DEFAULT_TOML;
+use rollcall_agent::config::default_toml;
 
 /// `rollcall agent` arguments. Each overrides the same key of `--config`.
 #[derive(Debug, clap::Args)]
@@ -41,7 +41,7 @@ pub struct Args {
 
 pub async fn run(args: Args) -> Result<()> {
     if args.print_config {
-        print!("{DEFAULT_TOML}");
+        print!("{}", default_toml());
         return Ok(());
     }
     let mut raw = match &args.config {

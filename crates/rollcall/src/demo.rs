@@ -115,26 +115,25 @@ fn host_config(name: &str, broker: &str, udp_port: u16, state: &std::path::Path)
     } else {
         Vec::new()
     };
-    let mut services = rollcall_agent::config::RawServices::default();
-    let on = || rollcall_agent::config::RawSensor {
-        enabled: Some(true),
-        ..Default::default()
-    };
+    let mut config = RawConfig::default();
     match name {
         "pizero1" => {
-            services.dht22 = on();
-            services.display.enabled = Some(true);
+            config.enable("dht22", true);
+            config.enable("display", true);
         }
         "pizero2" => {
-            services.gpio.config = serde_json::from_str(NOTES_GPIO).ok();
-            services.ain = on();
-            services.dac.enabled = Some(true);
+            let gpio: serde_json::Value = serde_json::from_str(NOTES_GPIO).unwrap_or_default();
+            if let Ok(gpio) = toml::Value::try_from(gpio) {
+                config.service_table("gpio").insert("config".into(), gpio);
+            }
+            config.enable("ain", true);
+            config.enable("dac", true);
         }
-        _ => services.sonar = on(),
+        _ => config.enable("sonar", true),
     }
     RawConfig {
         hostname: Some(name.into()),
-        services,
+        services: config.services,
         broker: Some(broker.into()),
         udp_port: Some(udp_port),
         state_dir: Some(state.join(name)),

@@ -551,6 +551,15 @@ impl GpioService {
 }
 
 impl Service for GpioService {
+    fn health(&self) -> Option<Health> {
+        Some(match self.errors.iter().next() {
+            None => Health::Ok,
+            Some((what, error)) => Health::Alert {
+                reason: format!("{what}: {error}"),
+            },
+        })
+    }
+
     fn name(&self) -> &str {
         "gpio"
     }
@@ -635,12 +644,7 @@ impl Service for GpioService {
                 functions,
                 controls,
             },
-            health: Some(match self.errors.iter().next() {
-                None => Health::Ok,
-                Some((what, error)) => Health::Alert {
-                    reason: format!("{what}: {error}"),
-                },
-            }),
+            health: self.health(),
         }
     }
 
