@@ -10,6 +10,7 @@
 //! shell (`host.rs`) feeds it and carries out its effects; the
 //! [`registry`] is the one table of built-in services.
 
+mod agent;
 pub mod builtin;
 pub mod config;
 pub mod core;
@@ -22,9 +23,9 @@ pub mod sim;
 mod state;
 mod stats;
 
+pub use agent::{Agent, run, start};
 pub use config::{BrokerChoice, Config, RawConfig};
 pub use error::AgentError;
-pub use host::{Agent, run, start};
 pub use stats::{AgentStats, StatsSnapshot};
 
 /// The version every host answer reports.
