@@ -222,6 +222,54 @@ async fn a_qos0_subscription_gets_every_retained_message() {
     harness.stop().await;
 }
 
+/// rumqttd caches which filters each published topic matches, at most
+/// 10,000 topics (vendor/rumqttd/PATCHES.md). After more distinct topics
+/// than that, a subscriber that comes later still gets a topic evicted from
+/// the cache and one cached since.
+#[tokio::test]
+async fn late_subscribers_receive_after_the_match_cache_evicts() {
+    const TOPICS: usize = 12_000;
+    let broker = broker();
+    let harness = Harness::new();
+    let mut late = harness.connect(&broker.url(), "late").await;
+    let flood = harness.connect(&broker.url(), "flood").await;
+    late.handle.subscribe("/flood/done").await.unwrap();
+    sync(&late.handle, &mut late.incoming, "late").await;
+
+    let out = &flood.handle;
+    out.publish("/early/topic", "x", Qos::AtMostOnce, false)
+        .await
+        .unwrap();
+    for i in 0..TOPICS {
+        out.publish(&format!("/random/{i}"), "x", Qos::AtMostOnce, false)
+            .await
+            .unwrap();
+    }
+    // One connection's publishes are routed in order: once this one is
+    // here, the broker has seen every topic above.
+    out.publish("/flood/done", "x", Qos::AtLeastOnce, false)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut late.incoming).await.topic, "/flood/done");
+
+    let last = format!("/random/{}", TOPICS - 1);
+    late.handle.subscribe("/early/topic").await.unwrap();
+    late.handle.subscribe(&last).await.unwrap();
+    sync(&late.handle, &mut late.incoming, "late2").await;
+    for topic in ["/early/topic", &last] {
+        out.publish(topic, "x", Qos::AtLeastOnce, false)
+            .await
+            .unwrap();
+    }
+    let mut received = [
+        next(&mut late.incoming).await.topic,
+        next(&mut late.incoming).await.topic,
+    ];
+    received.sort();
+    assert_eq!(received, ["/early/topic".to_owned(), last]);
+    harness.stop().await;
+}
+
 #[tokio::test]
 async fn will_is_sent_on_a_crash_but_not_on_a_clean_shutdown() {
     let broker = broker();

@@ -61,7 +61,15 @@ pub struct DataLog {
     retained_publishes: HashMap<Topic, PublishData>,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
+    /// rollcall patch: bytes of topic names in `publish_filters`
+    publish_filters_bytes: usize,
 }
+
+// rollcall patch: `publish_filters` holds every topic published since it was
+// last emptied, so random topics would grow it without end. It keeps at most
+// this many topics and this many bytes of topic names (a topic can be 64 KiB).
+const MAX_CACHED_TOPICS: usize = 10_000;
+const MAX_CACHED_TOPIC_BYTES: usize = 1024 * 1024;
 
 impl DataLog {
     pub fn new(config: RouterConfig) -> io::Result<DataLog> {
@@ -85,6 +93,7 @@ impl DataLog {
             config,
             native,
             publish_filters,
+            publish_filters_bytes: 0,
             filter_indexes,
             retained_publishes,
         })
@@ -139,10 +148,36 @@ impl DataLog {
                 // subscribes to was matched against every filter on every
                 // publish; `next_native_offset` adds new filters to cached
                 // topics, so the cache stays correct.
+                self.make_room_in_publish_filters(topic.len());
                 self.publish_filters.insert(topic.to_owned(), v.clone());
+                self.publish_filters_bytes += topic.len();
 
                 Some(v)
             }
+        }
+    }
+
+    /// rollcall patch: keeps `publish_filters` within `MAX_CACHED_TOPICS`
+    /// and `MAX_CACHED_TOPIC_BYTES` before a topic of `len` bytes is added.
+    /// The topics nobody subscribes to go first (random topics are those);
+    /// if that leaves the cache more than half full, all go, so that
+    /// evictions stay rare. A topic no longer cached is
+    /// matched against every filter again at its next publish, so evicting
+    /// never changes who receives what.
+    fn make_room_in_publish_filters(&mut self, len: usize) {
+        if self.publish_filters.len() < MAX_CACHED_TOPICS
+            && self.publish_filters_bytes + len <= MAX_CACHED_TOPIC_BYTES
+        {
+            return;
+        }
+        self.publish_filters
+            .retain(|_, filters| !filters.is_empty());
+        self.publish_filters_bytes = self.publish_filters.keys().map(String::len).sum();
+        if self.publish_filters.len() > MAX_CACHED_TOPICS / 2
+            || self.publish_filters_bytes + len > MAX_CACHED_TOPIC_BYTES / 2
+        {
+            self.publish_filters.clear();
+            self.publish_filters_bytes = 0;
         }
     }
 
@@ -436,7 +471,7 @@ impl AckLog {
 
 #[cfg(test)]
 mod test {
-    use super::DataLog;
+    use super::{DataLog, MAX_CACHED_TOPICS, MAX_CACHED_TOPIC_BYTES};
     use crate::router::shared_subs::Strategy;
     use crate::RouterConfig;
 
@@ -477,6 +512,112 @@ mod test {
         data.matches("topic/a");
 
         assert_eq!(data.publish_filters.get("topic/a").unwrap().len(), 1);
+    }
+
+    // rollcall patch: the cache stays within its bounds however many topics
+    // are published, and evicting a topic never changes what it matches.
+    fn bounded_config() -> RouterConfig {
+        RouterConfig {
+            max_segment_size: 1024,
+            max_connections: 10,
+            max_segment_count: 10,
+            max_outgoing_packet_count: 1024,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Strategy::RoundRobin,
+        }
+    }
+
+    fn assert_within_bounds(data: &DataLog) {
+        assert!(data.publish_filters.len() <= MAX_CACHED_TOPICS);
+        assert!(data.publish_filters_bytes <= MAX_CACHED_TOPIC_BYTES);
+    }
+
+    fn assert_bytes_counted(data: &DataLog) {
+        let bytes: usize = data.publish_filters.keys().map(String::len).sum();
+        assert_eq!(data.publish_filters_bytes, bytes);
+    }
+
+    #[test]
+    fn publish_filters_stay_bounded_with_many_distinct_topics() {
+        let mut data = DataLog::new(bounded_config()).unwrap();
+        let (subscribed, _) = data.next_native_offset("rollcall/+");
+        for i in 0..5 * MAX_CACHED_TOPICS {
+            assert_eq!(data.matches(&format!("random/{i}")), Some(vec![]));
+            assert_within_bounds(&data);
+            if i % 100 == 0 {
+                let topic = format!("rollcall/{i}");
+                assert_eq!(data.matches(&topic), Some(vec![subscribed]));
+                assert_within_bounds(&data);
+                assert_bytes_counted(&data);
+            }
+        }
+        assert!(!data.publish_filters.is_empty());
+    }
+
+    #[test]
+    fn publish_filters_stay_bounded_with_long_topics() {
+        let mut data = DataLog::new(bounded_config()).unwrap();
+        let (all, _) = data.next_native_offset("#");
+        let long = "x".repeat(u16::MAX as usize - 8);
+        for i in 0..100 {
+            assert_eq!(data.matches(&format!("{long}/{i}")), Some(vec![all]));
+            assert_within_bounds(&data);
+            assert_bytes_counted(&data);
+        }
+    }
+
+    #[test]
+    fn matching_stays_correct_after_eviction() {
+        let mut data = DataLog::new(bounded_config()).unwrap();
+        let (a, _) = data.next_native_offset("topic/a");
+        assert_eq!(data.matches("topic/a"), Some(vec![a]));
+        assert_eq!(data.matches("quiet/b"), Some(vec![]));
+
+        // Enough topics nobody subscribes to for the cache to evict at least
+        // once: the empty `quiet/b` goes, the subscribed `topic/a` stays.
+        for i in 0..MAX_CACHED_TOPICS {
+            data.matches(&format!("random/{i}"));
+        }
+        assert_within_bounds(&data);
+        assert_bytes_counted(&data);
+        assert!(!data.publish_filters.contains_key("quiet/b"));
+        assert!(data.publish_filters.contains_key("topic/a"));
+        assert!(!data.publish_filters.contains_key("random/0"));
+        let last = format!("random/{}", MAX_CACHED_TOPICS - 1);
+        assert!(data.publish_filters.contains_key(&last));
+
+        // A subscription made after the eviction reaches the evicted topic,
+        // the kept one and the one cached since, exactly as before.
+        let (plus, _) = data.next_native_offset("+/b");
+        let (any, _) = data.next_native_offset("#");
+        assert_eq!(
+            data.matches("quiet/b").map(sorted),
+            Some(sorted(vec![plus, any]))
+        );
+        assert_eq!(
+            data.matches("topic/a").map(sorted),
+            Some(sorted(vec![a, any]))
+        );
+        assert_eq!(data.matches(&last), Some(vec![any]));
+        assert_eq!(data.matches("random/0"), Some(vec![any]));
+
+        // With every topic subscribed, the cache empties whole when full and
+        // still answers right.
+        for i in 0..2 * MAX_CACHED_TOPICS {
+            assert_eq!(data.matches(&format!("more/{i}")), Some(vec![any]));
+        }
+        assert_within_bounds(&data);
+        assert_bytes_counted(&data);
+        assert_eq!(
+            data.matches("quiet/b").map(sorted),
+            Some(sorted(vec![plus, any]))
+        );
+    }
+
+    fn sorted(mut v: Vec<usize>) -> Vec<usize> {
+        v.sort_unstable();
+        v
     }
 
     //     #[test]
