@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::AgentError;
-use rollcall_services::{ain, dht22, sonar};
+use rollcall_services::{ain, bme280, dht22, sonar};
 
 use crate::builtin::sensor::Sensor;
 use crate::builtin::{dac, display, gpio, system};
@@ -40,6 +40,11 @@ pub static BUILTINS: &[&dyn Builtin] = &[
     &Sensor::new(&sonar::SPEC, "srf04", "an HC-SR04"),
     &dac::DAC,
     &display::DISPLAY,
+    &Sensor::new(
+        &bme280::SPEC,
+        "bme280",
+        "a BME280 on I2C: dtoverlay=i2c-sensor,bme280",
+    ),
 ];
 
 /// The names of the built-in services.

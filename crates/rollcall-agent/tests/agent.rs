@@ -3,6 +3,8 @@
 
 mod support;
 
+#[path = "agent/bme280.rs"]
+mod bme280;
 #[path = "agent/gpio.rs"]
 mod gpio;
 #[path = "agent/sensors.rs"]

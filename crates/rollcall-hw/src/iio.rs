@@ -26,6 +26,8 @@ pub enum Quantity {
     Voltage,
     /// Distance, m (the kernel gives metres).
     Distance,
+    /// Air pressure, hPa (the kernel gives kilopascals).
+    Pressure,
 }
 
 impl Quantity {
@@ -36,6 +38,7 @@ impl Quantity {
             Quantity::Humidity => "humidityrelative",
             Quantity::Voltage => "voltage",
             Quantity::Distance => "distance",
+            Quantity::Pressure => "pressure",
         }
     }
 
@@ -46,6 +49,7 @@ impl Quantity {
             Quantity::Humidity => "%",
             Quantity::Voltage => "V",
             Quantity::Distance => "m",
+            Quantity::Pressure => "hPa",
         }
     }
 
@@ -54,6 +58,7 @@ impl Quantity {
         match self {
             Quantity::Temperature | Quantity::Humidity | Quantity::Voltage => 1e-3,
             Quantity::Distance => 1.0,
+            Quantity::Pressure => 10.0,
         }
     }
 }

@@ -258,3 +258,31 @@ fn a_dac_scale_of_zero_is_an_error() {
     let err = dac.volts_per_code(0).unwrap_err().to_string();
     assert!(err.contains("not a positive number"), "{err}");
 }
+
+/// The kernel's `bmp280` driver names a BME280's device `bme280` and gives
+/// milli-degrees, milli-percent and kilopascals; rollcall publishes °C, %
+/// and hPa.
+#[test]
+fn a_bme280_on_the_bmp280_driver_reads_in_degrees_percent_and_hectopascals() {
+    let root = tempfile::tempdir().unwrap();
+    device(root.path(), 0, "bmp280", &[("in_pressure_input", "99.0")]);
+    device(
+        root.path(),
+        1,
+        "bme280",
+        &[
+            ("in_temp_input", "21340"),
+            ("in_humidityrelative_input", "48250"),
+            ("in_pressure_input", "101.325"),
+        ],
+    );
+    let mut s = IioSensor::new(root.path(), "bme280");
+    let t = s.read(Channel::plain(Quantity::Temperature)).unwrap();
+    assert!(close(t.value, 21.34), "{t:?}");
+    let h = s.read(Channel::plain(Quantity::Humidity)).unwrap();
+    assert!(close(h.value, 48.25), "{h:?}");
+    let p = s.read(Channel::plain(Quantity::Pressure)).unwrap();
+    assert!(close(p.value, 1013.25), "{p:?}");
+    assert_eq!(Quantity::Pressure.unit(), "hPa");
+    assert_eq!(Channel::plain(Quantity::Pressure).iio_name(), "pressure");
+}

@@ -14,6 +14,7 @@ use thiserror::Error;
 
 pub mod ain;
 pub mod announce;
+pub mod bme280;
 pub mod dac;
 pub mod dht22;
 pub mod display;

@@ -142,6 +142,10 @@ impl Sensor for SimSensor {
                     raw: Some(code),
                 }
             }
+            Quantity::Pressure => Sample {
+                value: round(1013.0 + 8.0 * wave + 0.3 * jitter, 1),
+                raw: None,
+            },
             Quantity::Distance => {
                 let mm = (900.0 + 400.0 * wave + 5.0 * jitter).round() as i64;
                 Sample {
