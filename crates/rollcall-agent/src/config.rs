@@ -53,7 +53,7 @@ pub struct RawConfig {
     pub relay_grace_ms: Option<u64>,
     /// MQTT keepalive, seconds.
     pub keepalive_s: Option<u64>,
-    /// Shared secret: roll-calls must be signed with it (PROTOCOL.md section 7).
+    /// Shared secret: roll-calls must be signed with it (docs/protocol.md section 8).
     pub cluster_key: Option<String>,
     /// Built-in services: `[services.NAME]` tables, each checked against
     /// its entry in the registry ([`crate::registry`]).

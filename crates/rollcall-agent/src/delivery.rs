@@ -1,6 +1,6 @@
 //! Where a roll-call's answers go: straight to this host's broker when it is
 //! the requester's (one shared broker), or relayed to the requester's broker
-//! (a broker on every host). PROTOCOL.md section 3.
+//! (a broker on every host). docs/protocol.md section 5.
 
 use std::net::{IpAddr, SocketAddr};
 

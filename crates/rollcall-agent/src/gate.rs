@@ -18,7 +18,7 @@ use rollcall_proto::json::Object;
 /// roll-call stays fresh. (The rate limit, per sender, no longer bounds it:
 /// 257 budgets of `per_second` admit more.)
 const REMEMBERED: usize = 4096;
-/// How far a signed roll-call's `ts` may be from our clock (PROTOCOL.md section 7).
+/// How far a signed roll-call's `ts` may be from our clock (docs/protocol.md section 8).
 const MAX_SKEW_MS: u64 = 30_000;
 /// How many senders get a rate budget of their own. Past this many in one
 /// second, the rest share one budget: memory stays bounded whatever a
