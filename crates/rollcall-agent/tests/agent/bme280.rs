@@ -4,37 +4,13 @@
 //! recovery, on the embedded broker and on Mosquitto), and on folders shaped
 //! like the kernel's `bmp280` IIO driver's, through the agent.
 
-use std::time::Duration;
-
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Asker;
+use super::sensors::{health, json_on, until};
 use crate::support::*;
-
-async fn json_on(me: &mut Asker, topic: &str) -> Value {
-    serde_json::from_slice(&me.next_on(topic).await).unwrap()
-}
-
-/// The first message on `topic` that `pred` accepts, within 10 s.
-async fn until(me: &mut Asker, topic: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no accepted message on {topic} within 10 s"
-        );
-        let v = json_on(me, topic).await;
-        if pred(&v) {
-            return v;
-        }
-    }
-}
-
-fn health(d: &Value) -> &str {
-    d["health"]["status"].as_str().unwrap_or_default()
-}
 
 async fn read_fail_recover(broker: rollcall_net::BrokerUrl) {
     let shutdown = CancellationToken::new();

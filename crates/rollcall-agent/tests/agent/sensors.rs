@@ -41,12 +41,12 @@ async fn sensor_agent_on(
     agent(config, shutdown).await
 }
 
-async fn json_on(me: &mut Asker, topic: &str) -> Value {
+pub(crate) async fn json_on(me: &mut Asker, topic: &str) -> Value {
     serde_json::from_slice(&me.next_on(topic).await).unwrap()
 }
 
 /// The first message on `topic` that `pred` accepts, within 10 s.
-async fn until(me: &mut Asker, topic: &str, pred: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn until(me: &mut Asker, topic: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         assert!(
@@ -73,7 +73,7 @@ fn contains(actual: &Value, want: &Value) -> bool {
     }
 }
 
-fn health(d: &Value) -> &str {
+pub(crate) fn health(d: &Value) -> &str {
     d["health"]["status"].as_str().unwrap_or_default()
 }
 
