@@ -5,9 +5,6 @@
 //! embedded broker and on a real Mosquitto; and `serve` ending its open
 //! event streams on shutdown.
 
-#[path = "../../rollcall-agent/tests/support/mod.rs"]
-mod support;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,10 +14,10 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use rollcall_hub::{HubConfig, HubShared, MapEvent, ScanOptions, now_ms, web};
-use rollcall_net::{BrokerUrl, EmbeddedBroker, Qos, Session, SessionConfig};
+use rollcall_net::{BrokerUrl, Qos, Session, SessionConfig};
 use rollcall_proto::Topics;
+use rollcall_testsupport::{Mosquitto, embedded_broker};
 use serde_json::{Value, json};
-use support::Mosquitto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -640,16 +637,13 @@ async fn set_through_a_running_hub(broker: BrokerUrl) {
 
 #[tokio::test]
 async fn set_reaches_the_service_and_returns_its_answer_on_the_embedded_broker() {
-    let broker = EmbeddedBroker::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .unwrap()
-        .url();
-    set_through_a_running_hub(broker).await;
+    set_through_a_running_hub(embedded_broker()).await;
 }
 
 #[tokio::test]
 async fn set_reaches_the_service_and_returns_its_answer_on_mosquitto() {
-    let Some(mosquitto) = Mosquitto::start("set on mosquitto") else {
+    let Some(mosquitto) = Mosquitto::for_test("set on mosquitto") else {
         return;
     };
-    set_through_a_running_hub(mosquitto.url.clone()).await;
+    set_through_a_running_hub(mosquitto.url()).await;
 }

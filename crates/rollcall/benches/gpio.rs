@@ -31,8 +31,8 @@
 mod support;
 
 use support::{
-    Mosquitto, TempDir, cpu_ticks, find_mosquitto, free_udp_port, rollcall_binary, sched_time,
-    smaps_breakdown, start_agent_process, status_field,
+    cpu_ticks, free_udp_port, rollcall_binary, sched_time, smaps_breakdown, start_agent_process,
+    status_field, temp_dir,
 };
 
 use std::collections::BTreeMap;
@@ -84,14 +84,13 @@ const PROC_HOST: &str = "benchhost";
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     support::init_logging();
-    let Some(mosquitto_bin) = find_mosquitto() else {
+    let Some(mosquitto) = support::mosquitto("")? else {
         println!("skipped: mosquitto not installed");
         return Ok(());
     };
     let rollcall_bin = rollcall_binary()?;
     let started = Instant::now();
-    let temp = TempDir::create("rollcall-bench-gpio")?;
-    let mosquitto = Mosquitto::start(&mosquitto_bin, &temp.path.join("mosquitto"), "")?;
+    let temp = temp_dir("rollcall-bench-gpio")?;
     let broker = mosquitto.url();
     let mut report = Report::default();
 
@@ -101,13 +100,13 @@ async fn main() -> Result<()> {
         eprintln!("== 1. floor");
         floor(&broker, &shutdown, &tracker, &mut report).await?;
         eprintln!("== 2-4. agent in this process");
-        in_process(&broker, &temp.path, &shutdown, &tracker, &mut report).await?;
+        in_process(&broker, temp.path(), &shutdown, &tracker, &mut report).await?;
         eprintln!("== 5. agent process footprint");
         footprint(
             &rollcall_bin,
             &broker,
-            mosquitto.child.id(),
-            &temp.path,
+            mosquitto.pid(),
+            temp.path(),
             &shutdown,
             &tracker,
             &mut report,
@@ -615,7 +614,7 @@ async fn in_process(
     let raw = RawConfig {
         hostname: Some(HOST.into()),
         broker: Some(broker.to_string()),
-        udp_port: Some(free_udp_port()?),
+        udp_port: Some(free_udp_port()),
         udp_bind: Some(Ipv4Addr::LOCALHOST.into()),
         state_dir: Some(temp.join("state-in-process")),
         sim: Some(true),

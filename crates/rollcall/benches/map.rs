@@ -28,7 +28,7 @@
 
 mod support;
 
-use support::{Mosquitto, TempDir, find_mosquitto, free_udp_port};
+use support::free_udp_port;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -375,7 +375,7 @@ async fn rebuild(broker: &BrokerUrl) -> Result<Rebuild> {
     let scan = ScanOptions {
         replyto: "bench".into(),
         topic: "/stat/bench".into(),
-        udp_port: free_udp_port()?,
+        udp_port: free_udp_port(),
         broadcasts: vec![],
         targets: vec![Ipv4Addr::LOCALHOST.into()],
         via_mqtt: false,
@@ -507,17 +507,15 @@ async fn main() -> Result<()> {
 
     eprintln!("== 2. rebuild from retained state");
     let mut rows = Vec::new();
-    let temp = TempDir::create("rollcall-bench-map")?;
     let embedded = EmbeddedBroker::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .context("starting the embedded broker")?;
     rebuild_phase("embedded (rumqttd)", embedded.url(), &mut rows)
         .await
         .context("embedded broker phase")?;
     let mut notes = Vec::new();
-    match find_mosquitto() {
+    match support::mosquitto("")? {
         None => notes.push("Mosquitto: skipped: mosquitto not installed".to_owned()),
-        Some(binary) => {
-            let mosquitto = Mosquitto::start(&binary, &temp.path.join("mosquitto"), "")?;
+        Some(mosquitto) => {
             let phase = rebuild_phase("mosquitto", mosquitto.url(), &mut rows).await;
             drop(mosquitto);
             phase.context("mosquitto phase")?;

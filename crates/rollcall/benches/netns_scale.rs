@@ -11,21 +11,16 @@
 //!
 //! Run: `cargo bench -p rollcall --bench netns_scale`
 
-#[path = "../tests/netns/harness.rs"]
-mod harness;
-
-#[path = "../tests/netns/cluster.rs"]
-mod cluster;
-
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use cluster::{AgentBroker, AgentSpec, MQTT_PORT};
-use harness::{NodeId, TestBed, Traffic, TrafficReader};
 use rollcall_hub::{ScanOptions, ScanReport, Scanner};
 use rollcall_net::BrokerUrl;
 use rollcall_proto::Topics;
+use rollcall_testsupport::netns::cluster::{self, AgentBroker, AgentSpec, MQTT_PORT};
+use rollcall_testsupport::netns::{self as harness, NodeId, TestBed, Traffic, TrafficReader};
+use rollcall_testsupport::{find_program, skip};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -59,16 +54,20 @@ struct Sample {
 
 fn main() {
     if let Some(reason) = harness::unavailable() {
-        harness::skip::<()>("netns_scale", &reason);
+        skip::<()>("netns_scale", &reason);
         return;
     }
-    if harness::find_tool("nft").is_none() {
-        harness::skip::<()>("netns_scale", "`nft` (nftables) is not installed");
+    if find_program("nft").is_none() {
+        skip::<()>("netns_scale", "`nft` (nftables) is not installed");
         return;
     }
     let started = Instant::now();
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let mut bed = TestBed::new("netns_scale").expect("test bed");
+    let mut bed = TestBed::new(
+        "netns_scale",
+        std::path::Path::new(env!("CARGO_BIN_EXE_rollcall")),
+    )
+    .expect("test bed");
     let lan = bed.add_bridge().unwrap();
     let hub = bed.add_host("hub", lan).unwrap();
     let broker = bed.add_host("broker", lan).unwrap();
@@ -89,7 +88,7 @@ fn main() {
     let mut traffic_rows = String::new();
     let mut cpu_rows = String::new();
     let mut brokers: Vec<&str> = Vec::new();
-    if harness::find_tool("mosquitto").is_some() {
+    if find_program("mosquitto").is_some() {
         brokers.push("mosquitto");
     } else {
         eprintln!("mosquitto is not installed: the embedded broker only");
@@ -98,7 +97,7 @@ fn main() {
     for kind in brokers {
         let broker_proc = match kind {
             "mosquitto" => {
-                let m = harness::find_tool("mosquitto").unwrap();
+                let m = find_program("mosquitto").unwrap();
                 cluster::start_mosquitto(&mut bed, broker, &m)
             }
             _ => cluster::start_hub(&mut bed, broker, Ipv4Addr::LOCALHOST, 3600, &[]),

@@ -17,7 +17,7 @@
 
 mod support;
 
-use support::{Mosquitto, TempDir, find_mosquitto, free_udp_port};
+use support::{free_udp_port, temp_dir};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -66,8 +66,8 @@ async fn main() -> Result<()> {
     support::init_logging();
     // `cargo bench` passes `--bench`; nothing here takes arguments.
     let started = Instant::now();
-    let temp = TempDir::create("rollcall-bench")?;
-    let state = temp.path.as_path();
+    let temp = temp_dir("rollcall-bench")?;
+    let state = temp.path();
 
     let mut rows = Vec::new();
     let mut notes = Vec::new();
@@ -89,24 +89,18 @@ async fn main() -> Result<()> {
     );
 
     eprintln!("== Mosquitto");
-    match find_mosquitto() {
+    // One roll-call sends 1,200 QoS 1 answers to the scanner, beyond
+    // Mosquitto's default queue of 1,000 per client.
+    match support::mosquitto("max_queued_messages 10000")? {
         None => {
             eprintln!("Mosquitto phase skipped: mosquitto not installed");
             notes.push("Mosquitto: skipped: mosquitto not installed".to_owned());
         }
-        Some(binary) => {
-            let mosquitto = Mosquitto::start(
-                // One roll-call sends 1,200 QoS 1 answers to the scanner,
-                // beyond Mosquitto's default queue of 1,000 per client.
-                &binary,
-                &state.join("mosquitto"),
-                "max_queued_messages 10000",
-            )
-            .context("starting mosquitto")?;
+        Some(mosquitto) => {
             let phase = run_phase(
                 "mosquitto",
                 mosquitto.url(),
-                Some(mosquitto.child.id()),
+                Some(mosquitto.pid()),
                 state,
                 &mut next_id,
             )
@@ -265,7 +259,7 @@ async fn run_phase(
     state: &Path,
     next_id: &mut u64,
 ) -> Result<Vec<Row>> {
-    let udp_port = free_udp_port()?;
+    let udp_port = free_udp_port();
     let shutdown = CancellationToken::new();
     let phase_started = Instant::now();
     let mut agents = Vec::with_capacity(HOSTS);

@@ -14,8 +14,8 @@
 mod support;
 
 use support::{
-    Mosquitto, TempDir, cpu_ticks, find_mosquitto, rollcall_binary, sched_time, smaps_breakdown,
-    start_agent_process, status_field,
+    cpu_ticks, rollcall_binary, sched_time, smaps_breakdown, start_agent_process, status_field,
+    temp_dir,
 };
 
 use std::time::{Duration, Instant};
@@ -46,14 +46,13 @@ const AGENT_TOML: &str = "\
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
-    let Some(mosquitto_bin) = find_mosquitto() else {
+    let Some(mosquitto) = support::mosquitto("")? else {
         println!("skipped: mosquitto not installed");
         return Ok(());
     };
     RawConfig::from_toml(AGENT_TOML).map_err(|e| anyhow::anyhow!("bench TOML: {e}"))?;
     let binary = rollcall_binary()?;
-    let temp = TempDir::create("rollcall-bench-sensors")?;
-    let mosquitto = Mosquitto::start(&mosquitto_bin, &temp.path.join("mosquitto"), "")?;
+    let temp = temp_dir("rollcall-bench-sensors")?;
     let broker = mosquitto.url();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -73,7 +72,7 @@ async fn main() -> Result<()> {
     let state_topic = format!("/{HOST}/$state");
     watcher.handle.subscribe(&state_topic).await?;
 
-    let dir = temp.path.join("agent");
+    let dir = temp.path().join("agent");
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("agent.toml");
     std::fs::write(&config, AGENT_TOML)?;

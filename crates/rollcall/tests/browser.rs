@@ -15,14 +15,15 @@
 //! missing, unless `CI=true`.
 
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use rollcall_net::{BrokerUrl, Qos, Session, SessionConfig};
+use rollcall_testsupport::{Running, free_tcp_port, free_udp_port, skip};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -46,16 +47,6 @@ const CHROMIUM_FLAGS: [&str; 9] = [
     "--window-size=1400,1100",
 ];
 
-/// Kills the child when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `None` when the test can run; the reason when it cannot.
 fn missing_browser() -> Option<String> {
     let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
@@ -68,17 +59,6 @@ fn missing_browser() -> Option<String> {
             missing.join(" and ")
         )
     })
-}
-
-/// A TCP port free now. chromedriver cannot report a port it chose, so it
-/// is given one (a race another process could win; the start would then fail
-/// visibly, not silently).
-fn free_tcp_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A `rollcall` process and the URLs it printed.
@@ -351,14 +331,12 @@ impl Browser {
     /// chromedriver is missing, unless `CI=true`.
     async fn start(test: &str) -> Option<Browser> {
         if let Some(why) = missing_browser() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{test}: CI=true but the browser test cannot run: {why}"
-            );
-            eprintln!("{test}: skipped: {why}");
-            return None;
+            return skip(test, &why);
         }
         let profile = tempfile::tempdir().unwrap();
+        // chromedriver cannot report a port it chose, so it is given one (a
+        // race another process could win; the start would then fail
+        // visibly, not silently).
         let port = free_tcp_port();
         let chromedriver = Running(
             Command::new(CHROMEDRIVER)
@@ -641,14 +619,6 @@ async fn the_dashboard_lists_the_demo_hosts_and_switches_an_output_over_mqtt() {
     shutdown.cancel();
     tracker.close();
     tracker.wait().await;
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The status badge of a host's card, if the card is there.

@@ -9,10 +9,10 @@
 mod common;
 
 use std::net::{Ipv4Addr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use rollcall_testsupport::Mosquitto;
 use serde_json::Value;
 
 /// `rollcall docs --no-rollcall --format md` until `done` holds of the page.
@@ -50,16 +50,7 @@ outputs = ["/pizero2/logger/lines"]
 /// Mosquitto child process.
 enum Broker {
     Embedded,
-    Mosquitto,
-}
-
-/// Where a program is, on PATH or in the sbin folders Debian puts daemons in.
-fn find_program(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+    Mosquitto(Mosquitto),
 }
 
 fn wait_listening(port: u16, what: &str) {
@@ -77,21 +68,19 @@ fn docs_on_the_embedded_broker() {
 
 #[test]
 fn docs_on_mosquitto() {
-    if find_program("mosquitto").is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(!ci, "CI=true but mosquitto is not installed");
-        eprintln!(
-            "docs_on_mosquitto: skipped: mosquitto is not installed (apt-get install mosquitto)"
-        );
+    let Some(mosquitto) = Mosquitto::for_test("docs_on_mosquitto") else {
         return;
-    }
-    two_agents_documented(Broker::Mosquitto);
+    };
+    two_agents_documented(Broker::Mosquitto(mosquitto));
 }
 
 /// Two agents, one announcing a logger of every host's readings, documented
 /// from retained state alone and with a roll-call; then one dies.
 fn two_agents_documented(kind: Broker) {
-    let broker_port = free_tcp_port();
+    let broker_port = match &kind {
+        Broker::Embedded => free_tcp_port(),
+        Broker::Mosquitto(mosquitto) => mosquitto.addr().port(),
+    };
     let udp_port = free_udp_port();
     let dir = tempfile::tempdir().unwrap();
     let (state1, state2) = (dir.path().join("s1"), dir.path().join("s2"));
@@ -99,32 +88,9 @@ fn two_agents_documented(kind: Broker) {
     std::fs::write(&config, LOGGER).unwrap();
     let broker_addr = format!("127.0.0.1:{broker_port}");
     let broker = format!("mqtt://{broker_addr}");
-    let _mosquitto = match kind {
-        Broker::Embedded => None,
-        Broker::Mosquitto => {
-            let conf = dir.path().join("mosquitto.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "listener {broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n"
-                ),
-            )
-            .unwrap();
-            let child = Command::new(find_program("mosquitto").unwrap())
-                .arg("-c")
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let running = Running(child);
-            wait_listening(broker_port, "mosquitto");
-            Some(running)
-        }
-    };
-    let pizero1_broker = match kind {
+    let pizero1_broker = match &kind {
         Broker::Embedded => ["--embedded-broker", broker_addr.as_str()],
-        Broker::Mosquitto => ["--broker", broker.as_str()],
+        Broker::Mosquitto(_) => ["--broker", broker.as_str()],
     };
     let _pizero1 = spawn_agent("pizero1", &pizero1_broker, udp_port, &state1);
     wait_listening(broker_port, "the broker");

@@ -7,18 +7,14 @@
 //! and `ip`; skipped (with the reason) otherwise, except under `CI=true`.
 //! docs/testbed.md describes what each test proves.
 
-#[path = "netns/cluster.rs"]
-mod cluster;
-#[path = "netns/harness.rs"]
-mod harness;
-
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cluster::{AgentBroker, AgentSpec, HostView, MQTT_PORT};
-use harness::{BridgeId, NodeId, ProcId, TestBed};
+use rollcall_testsupport::netns::cluster::{self, AgentBroker, AgentSpec, HostView, MQTT_PORT};
+use rollcall_testsupport::netns::{self as harness, BridgeId, NodeId, ProcId, TestBed};
+use rollcall_testsupport::{find_program, skip};
 
 /// Hosts in each scenario.
 const HOSTS: usize = 10;
@@ -50,7 +46,8 @@ struct Lan {
 
 impl Lan {
     fn new(test: &str, extra_nodes: &[&str]) -> Option<Lan> {
-        let mut bed = harness::bed_or_skip(test)?;
+        let mut bed =
+            harness::bed_or_skip(test, std::path::Path::new(env!("CARGO_BIN_EXE_rollcall")))?;
         let lan = bed.add_bridge().unwrap();
         let hub = bed.add_host("hub", lan).unwrap();
         let hosts = (1..=HOSTS)
@@ -398,7 +395,7 @@ fn broker_on_every_host_relays_answers_to_the_hubs_broker_for_the_same_map() {
     cluster::wait_listening(&lan.bed, lan.hub, hub_broker, Duration::from_secs(10));
     // Every other host runs Mosquitto beside its agent, where installed; the
     // rest run the agent's embedded broker: the notes' 127.0.0.1 both ways.
-    let mosquitto = harness::find_tool("mosquitto");
+    let mosquitto = find_program("mosquitto");
     if mosquitto.is_none() {
         eprintln!(
             "broker_per_host: mosquitto is not installed; every host runs the embedded broker"
@@ -571,7 +568,7 @@ fn broker_restart_agents_reconnect_and_republish_and_keep_their_gpio() {
     lan.broker = lan.bed.addr(broker_node);
     // Mosquitto where installed (the usual production broker), else
     // rollcall's embedded broker in a hub process of its own.
-    let broker = match harness::find_tool("mosquitto") {
+    let broker = match find_program("mosquitto") {
         Some(m) => cluster::start_mosquitto(&mut lan.bed, broker_node, &m),
         None => {
             eprintln!("broker_restart: mosquitto is not installed; restarting the embedded broker");
@@ -581,10 +578,11 @@ fn broker_restart_agents_reconnect_and_republish_and_keep_their_gpio() {
     let at = SocketAddr::from((lan.broker, MQTT_PORT));
     cluster::wait_listening(&lan.bed, broker_node, at, Duration::from_secs(10));
     let broker_url = lan.broker_url();
+    let rollcall = lan.bed.rollcall().to_path_buf();
     lan.bed.spawn(
         lan.hub,
         "hub",
-        &harness::rollcall_bin(),
+        &rollcall,
         &[
             "hub",
             "--broker",
@@ -665,8 +663,8 @@ fn broker_restart_agents_reconnect_and_republish_and_keep_their_gpio() {
 #[test]
 fn ten_percent_loss_on_the_bridge_the_repeated_roll_call_completes_the_map() {
     let _serial = serial();
-    if harness::find_tool("nft").is_none() {
-        harness::skip::<()>("packet_loss", "`nft` (nftables) is not installed");
+    if find_program("nft").is_none() {
+        skip::<()>("packet_loss", "`nft` (nftables) is not installed");
         return;
     }
     let Some(mut lan) = Lan::new("packet_loss", &[]) else {
@@ -718,8 +716,8 @@ fn without_a_cluster_key_a_flooding_host_uses_up_only_its_own_allowance() {
 /// and answer the hub during the flood and after it. Returns
 /// the bed and the bridge's counters, or `None` where it cannot run.
 fn hostile_host(test: &str, key: Option<&str>) -> Option<(Lan, harness::Traffic)> {
-    if harness::find_tool("nft").is_none() {
-        return harness::skip(test, "`nft` (nftables) is not installed");
+    if find_program("nft").is_none() {
+        return skip(test, "`nft` (nftables) is not installed");
     }
     let mut lan = Lan::new(test, &["rogue"])?;
     let rogue = lan.node("rogue");

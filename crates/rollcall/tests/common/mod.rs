@@ -1,44 +1,17 @@
-//! What the tests that run the `rollcall` binary share: the binary, free
-//! ports, an agent process that dies with the test, and reading a command's
-//! outcome.
+//! What the tests that run the `rollcall` binary share: the binary, an
+//! agent process that dies with the test, and reading a command's outcome.
+//! Free ports and the process guard come from `rollcall-testsupport`.
 
 #![allow(dead_code)] // Each test binary uses its own part of this.
 
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
+
+pub use rollcall_testsupport::{Running, free_tcp_port, free_udp_port};
 
 /// The `rollcall` binary under test.
 pub fn rollcall() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rollcall"))
-}
-
-/// A TCP port nobody on loopback is using now.
-pub fn free_tcp_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A UDP port nobody on this machine is using now.
-pub fn free_udp_port() -> u16 {
-    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills the child when the test ends, however it ends.
-pub struct Running(pub Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `rollcall agent --sim` for host `host`, with `args` (its broker, say).

@@ -1,13 +1,16 @@
-//! The roll-call end to end: agents, the embedded broker or a real
-//! Mosquitto, and the scanner, all on loopback.
+//! The cluster end to end, in one process: agents, the embedded broker or a
+//! real Mosquitto, the scanner and the hub, all on loopback. The roll-call
+//! and the agent's queries are here; the services' tests are in `gpio`,
+//! `sensors` and `bme280`, the hub's in `hub` and the repeated roll-call's
+//! in `repeat`. They live in the `rollcall` crate because it is the one that
+//! depends on both the agent and the hub.
 
 mod support;
 
-#[path = "agent/bme280.rs"]
 mod bme280;
-#[path = "agent/gpio.rs"]
 mod gpio;
-#[path = "agent/sensors.rs"]
+mod hub;
+mod repeat;
 mod sensors;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -79,10 +82,11 @@ async fn three_hosts_answer_one_broadcast_on_the_embedded_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_answer_one_broadcast_on_mosquitto() {
-    let Some(mosquitto) = Mosquitto::start("three_hosts_answer_one_broadcast_on_mosquitto") else {
+    let Some(mosquitto) = Mosquitto::for_test("three_hosts_answer_one_broadcast_on_mosquitto")
+    else {
         return;
     };
-    three_hosts_answer_one_broadcast(mosquitto.url.clone()).await;
+    three_hosts_answer_one_broadcast(mosquitto.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +167,7 @@ struct Asker {
 impl Asker {
     async fn new(broker: &BrokerUrl, shutdown: &CancellationToken, tracker: &TaskTracker) -> Asker {
         let session = Session::start(
-            SessionConfig::new(broker.clone(), format!("asker-{}", rand_suffix())),
+            SessionConfig::new(broker.clone(), format!("asker-{}", unique())),
             shutdown.clone(),
             tracker,
         )
@@ -186,7 +190,7 @@ impl Asker {
     async fn listen(&mut self, filter: &str) {
         let handle = &self.session.handle;
         handle.subscribe(filter).await.unwrap();
-        let probe = format!("/probe/asker-{}", rand_suffix());
+        let probe = format!("/probe/asker-{}", unique());
         handle.subscribe(&probe).await.unwrap();
         handle
             .publish(&probe, b"probe".to_vec(), Qos::AtLeastOnce, false)
@@ -525,7 +529,7 @@ async fn with_a_cluster_key_only_signed_roll_calls_are_answered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_service_built_from_mosquitto_clients_joins_the_roll_call() {
     let test = "a_foreign_service_built_from_mosquitto_clients_joins_the_roll_call";
-    let Some(mosquitto) = Mosquitto::start(test) else {
+    let Some(mosquitto) = Mosquitto::for_test(test) else {
         return;
     };
     let (Some(sub), Some(publ)) = (
@@ -534,7 +538,7 @@ async fn a_foreign_service_built_from_mosquitto_clients_joins_the_roll_call() {
     ) else {
         return;
     };
-    let broker = mosquitto.url.clone();
+    let broker = mosquitto.url();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let port = free_udp_port();
@@ -615,7 +619,7 @@ async fn a_foreign_service_built_from_mosquitto_clients_joins_the_roll_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_shell_service_joins_the_roll_call() {
     let test = "the_documented_shell_service_joins_the_roll_call";
-    let Some(mosquitto) = Mosquitto::start(test) else {
+    let Some(mosquitto) = Mosquitto::for_test(test) else {
         return;
     };
     if mosquitto_client(test, "mosquitto_sub").is_none()
@@ -623,7 +627,7 @@ async fn the_documented_shell_service_joins_the_roll_call() {
     {
         return;
     }
-    let broker = mosquitto.url.clone();
+    let broker = mosquitto.url();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let port = free_udp_port();

@@ -98,10 +98,10 @@ async fn bme280_over_mqtt_on_the_embedded_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bme280_over_mqtt_on_mosquitto() {
-    let Some(mosquitto) = Mosquitto::start("bme280_over_mqtt_on_mosquitto") else {
+    let Some(mosquitto) = Mosquitto::for_test("bme280_over_mqtt_on_mosquitto") else {
         return;
     };
-    read_fail_recover(mosquitto.url.clone()).await;
+    read_fail_recover(mosquitto.url()).await;
 }
 
 /// The Linux backend: the agent reads the `bmp280` driver's files (the

@@ -5,16 +5,13 @@
 //! times within the wait; signed, each copy has a signature and nonce of
 //! its own.
 
-#[path = "../../rollcall-agent/tests/support/mod.rs"]
-mod support;
-
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
+use crate::support::*;
 use rollcall_net::{Qos, Session, SessionConfig};
 use rollcall_proto::{RollCall, RollCallLimits};
 use serde_json::json;
-use support::*;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -30,7 +27,7 @@ fn lossy_host(
     tokio::spawn(async move {
         let tracker = TaskTracker::new();
         let session = Session::start(
-            SessionConfig::new(broker, format!("lossy-{}", rand_suffix())),
+            SessionConfig::new(broker, format!("lossy-{}", unique())),
             shutdown.clone(),
             &tracker,
         )

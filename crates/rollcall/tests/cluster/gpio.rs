@@ -159,10 +159,10 @@ async fn gpio_over_mqtt_on_the_embedded_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpio_over_mqtt_on_mosquitto() {
-    let Some(mosquitto) = Mosquitto::start("gpio_over_mqtt_on_mosquitto") else {
+    let Some(mosquitto) = Mosquitto::for_test("gpio_over_mqtt_on_mosquitto") else {
         return;
     };
-    configure_set_read_and_press(mosquitto.url.clone()).await;
+    configure_set_read_and_press(mosquitto.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

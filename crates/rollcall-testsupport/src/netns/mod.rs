@@ -3,11 +3,9 @@
 //! them, faults (links, packet loss), traffic counters, and the clean-up of
 //! all of it. Nothing touches the machine's own interfaces: every address is
 //! in 198.18.0.0/15, and every interface is created inside a namespace this
-//! bed owns.
-//!
-//! Shared by the `netns` test target and the `netns_scale` bench (which
-//! includes this file by path), so not every item is used by both.
-#![allow(dead_code)]
+//! bed owns. [`cluster`] puts a rollcall cluster on it.
+
+pub mod cluster;
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -22,6 +20,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rollcall_net::{BrokerUrl, Qos, Session, SessionConfig};
+
+use crate::{find_program, skip};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,34 +33,6 @@ const NS_PREFIX: &str = "rcnt";
 /// The longest a program run to its end ([`TestBed::exec`]) may take.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The rollcall binary under test.
-pub fn rollcall_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_rollcall"))
-}
-
-/// Finds a program in PATH or the sbin folders (where `ip`, `nft` and
-/// `mosquitto` live, often outside a normal user's PATH).
-pub fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-/// Whether the environment says this is CI, where nothing may be skipped.
-pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Reports a test that cannot run here: skipped with its reason, or, under
-/// `CI=true`, failed.
-pub fn skip<T>(test: &str, reason: &str) -> Option<T> {
-    assert!(!ci(), "{test}: CI=true, and it cannot run: {reason}");
-    eprintln!("skipped {test}: {reason}");
-    None
-}
-
 /// Why network namespaces cannot be made here, if they cannot: `ip` missing,
 /// or no permission (not root, no CAP_SYS_ADMIN). Asked once per process by
 /// creating and deleting a namespace.
@@ -69,7 +41,7 @@ pub fn unavailable() -> Option<String> {
     let mut answer = ANSWER.lock().unwrap_or_else(|e| e.into_inner());
     answer
         .get_or_insert_with(|| {
-            let Some(ip) = find_tool("ip") else {
+            let Some(ip) = find_program("ip") else {
                 return Some("`ip` (iproute2) is not installed".into());
             };
             let probe = format!("{NS_PREFIX}{}-probe", std::process::id());
@@ -86,13 +58,17 @@ pub fn unavailable() -> Option<String> {
         .clone()
 }
 
-/// A test bed for `test`, or `None` (with the reason printed) where network
-/// namespaces cannot be made and `CI` is not `true`.
-pub fn bed_or_skip(test: &str) -> Option<TestBed> {
+/// A test bed for `test`, running `rollcall` (the binary under test), or
+/// `None` (with the reason printed) where network namespaces cannot be made
+/// and `CI` is not `true`.
+pub fn bed_or_skip(test: &str, rollcall: &Path) -> Option<TestBed> {
     if let Some(reason) = unavailable() {
         return skip(test, &reason);
     }
-    Some(TestBed::new(test).unwrap_or_else(|e| panic!("{test}: building the test bed: {e}")))
+    Some(
+        TestBed::new(test, rollcall)
+            .unwrap_or_else(|e| panic!("{test}: building the test bed: {e}")),
+    )
 }
 
 /// Runs a command to its end; its stderr becomes the error when it fails.
@@ -161,6 +137,7 @@ pub struct NodeId(usize);
 pub struct ProcId(usize);
 
 impl ProcId {
+    /// The first process started in a bed.
     pub fn first() -> ProcId {
         ProcId(0)
     }
@@ -261,7 +238,7 @@ pub struct TrafficReader {
 impl TrafficReader {
     /// The counters, now.
     pub fn read(&self) -> Result<Traffic, String> {
-        let nft = find_tool("nft").ok_or("`nft` (nftables) is not installed")?;
+        let nft = find_program("nft").ok_or("`nft` (nftables) is not installed")?;
         let out = run(Command::new(&self.ip)
             .args(["netns", "exec", &self.ns])
             .arg(nft)
@@ -292,6 +269,7 @@ pub struct TestBed {
     test: String,
     prefix: String,
     ip: PathBuf,
+    rollcall: PathBuf,
     dir: Option<tempfile::TempDir>,
     bridges: Vec<Bridge>,
     nodes: Vec<Node>,
@@ -299,10 +277,11 @@ pub struct TestBed {
 }
 
 impl TestBed {
-    /// An empty bed; `test` names its logs.
-    pub fn new(test: &str) -> Result<Self, String> {
+    /// An empty bed; `test` names its logs, `rollcall` is the binary under
+    /// test (a test's `env!("CARGO_BIN_EXE_rollcall")`).
+    pub fn new(test: &str, rollcall: &Path) -> Result<Self, String> {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let ip = find_tool("ip").ok_or("`ip` (iproute2) is not installed")?;
+        let ip = find_program("ip").ok_or("`ip` (iproute2) is not installed")?;
         sweep_dead_runs(&ip);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = tempfile::Builder::new()
@@ -313,11 +292,17 @@ impl TestBed {
             test: test.to_owned(),
             prefix: format!("{NS_PREFIX}{}-{n}", std::process::id()),
             ip,
+            rollcall: rollcall.to_owned(),
             dir: Some(dir),
             bridges: Vec::new(),
             nodes: Vec::new(),
             procs: Vec::new(),
         })
+    }
+
+    /// The `rollcall` binary under test.
+    pub fn rollcall(&self) -> &Path {
+        &self.rollcall
     }
 
     /// The bed's folder: configuration files, state folders, logs.
@@ -523,7 +508,7 @@ impl TestBed {
     }
 
     fn nft(&self, bridge: BridgeId, script: &str) -> Result<(), String> {
-        let nft = find_tool("nft").ok_or("`nft` (nftables) is not installed")?;
+        let nft = find_program("nft").ok_or("`nft` (nftables) is not installed")?;
         let mut child = Command::new(&self.ip)
             .args(["netns", "exec", &self.bridges[bridge.0].ns])
             .arg(nft)

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{NodeId, ProcId, TestBed, find_tool, rollcall_bin, skip};
+use super::{NodeId, ProcId, TestBed};
+use crate::{MosquittoConfig, Tcp, require_program};
 
 /// The MQTT port every broker of the bed listens on. Each node is a network
 /// namespace of its own, so a fixed port cannot collide with anything else
@@ -77,31 +78,26 @@ pub fn start_agent(bed: &mut TestBed, node: NodeId, spec: &AgentSpec) -> ProcId 
     let name = bed.name(node).to_owned();
     let path = bed.write_file(&format!("{name}.toml"), &agent_toml(bed, &name, spec));
     let args = ["agent".into(), "--config".into(), path.into_os_string()];
-    bed.spawn(node, &format!("agent-{name}"), &rollcall_bin(), &args)
+    let rollcall = bed.rollcall().to_path_buf();
+    bed.spawn(node, &format!("agent-{name}"), &rollcall, &args)
 }
 
 /// Mosquitto, where installed; otherwise the reason, or a failure under CI.
 pub fn mosquitto_or_skip(test: &str) -> Option<PathBuf> {
-    match find_tool("mosquitto") {
-        Some(p) => Some(p),
-        None => skip(
-            test,
-            "mosquitto is not installed (apt-get install mosquitto)",
-        ),
-    }
+    require_program(test, "mosquitto", "mosquitto")
 }
 
-/// Starts Mosquitto on `node`, on every address, port 1883, without
-/// persistence (a restart starts with an empty retained store).
+/// Starts Mosquitto on `node`, on every address, port 1883, tuned as the
+/// bed has always run it, queueing up to 100,000 messages per client.
 pub fn start_mosquitto(bed: &mut TestBed, node: NodeId, mosquitto: &std::path::Path) -> ProcId {
     let name = bed.name(node).to_owned();
+    let config = MosquittoConfig {
+        tcp: Tcp::NoDelay,
+        extra: "max_queued_messages 100000".into(),
+    };
     let conf = bed.write_file(
         &format!("mosquitto-{name}.conf"),
-        &format!(
-            "listener {MQTT_PORT} 0.0.0.0\nallow_anonymous true\npersistence false\n\
-             set_tcp_nodelay true\nmax_queued_messages 100000\n\
-             log_dest stderr\nlog_type error\nlog_type warning\n"
-        ),
+        &config.text("0.0.0.0", MQTT_PORT),
     );
     let args = ["-c".into(), conf.into_os_string()];
     bed.spawn(node, &format!("mosquitto-{name}"), mosquitto, &args)
@@ -130,7 +126,8 @@ pub fn start_hub(
     .map(|s| (*s).to_owned())
     .collect();
     args.extend(extra.iter().map(|s| (*s).to_owned()));
-    bed.spawn(node, "hub", &rollcall_bin(), &args)
+    let rollcall = bed.rollcall().to_path_buf();
+    bed.spawn(node, "hub", &rollcall, &args)
 }
 
 /// Waits until something in `node` accepts TCP on `addr`.
@@ -230,7 +227,7 @@ pub fn scan(
         expect.to_string(),
     ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let out = bed.exec(node, &rollcall_bin(), &args);
+    let out = bed.exec(node, bed.rollcall(), &args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     Scan {
         ok: out.status.success(),

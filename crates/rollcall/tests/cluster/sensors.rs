@@ -260,10 +260,10 @@ async fn sensors_over_mqtt_on_the_embedded_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sensors_over_mqtt_on_mosquitto() {
-    let Some(mosquitto) = Mosquitto::start("sensors_over_mqtt_on_mosquitto") else {
+    let Some(mosquitto) = Mosquitto::for_test("sensors_over_mqtt_on_mosquitto") else {
         return;
     };
-    configure_read_fail_recover(mosquitto.url.clone()).await;
+    configure_read_fail_recover(mosquitto.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,19 +3,16 @@
 //! values follow, a stopped agent goes offline, `request` configures and
 //! sets GPIO, and roll-calls feed the map and the metrics.
 
-#[path = "../../rollcall-agent/tests/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use rollcall_hub::{
     HostStatus, HubConfig, HubError, HubShared, MapEvent, MapSnapshot, ScanOptions, run_hub,
 };
 use rollcall_net::{BrokerUrl, Qos, Session, SessionConfig};
 use rollcall_proto::Topics;
 use serde_json::json;
-use support::*;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -194,7 +191,7 @@ async fn retained_state_values_offline_and_requests(broker: BrokerUrl) {
     let tracker = TaskTracker::new();
     let me_stop = CancellationToken::new();
     let me = Session::start(
-        SessionConfig::new(broker.clone(), format!("me-{}", rand_suffix())),
+        SessionConfig::new(broker.clone(), format!("me-{}", unique())),
         me_stop.clone(),
         &tracker,
     )
@@ -278,11 +275,11 @@ async fn retained_state_values_offline_and_requests_on_the_embedded_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_state_values_offline_and_requests_on_mosquitto() {
     let Some(mosquitto) =
-        Mosquitto::start("retained_state_values_offline_and_requests_on_mosquitto")
+        Mosquitto::for_test("retained_state_values_offline_and_requests_on_mosquitto")
     else {
         return;
     };
-    retained_state_values_offline_and_requests(mosquitto.url.clone()).await;
+    retained_state_values_offline_and_requests(mosquitto.url()).await;
 }
 
 /// Roll-calls every 100 ms reach both agents: answers fill in what retained
@@ -349,11 +346,12 @@ async fn rollcalls_feed_the_map_and_the_metrics_on_the_embedded_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollcalls_feed_the_map_and_the_metrics_on_mosquitto() {
-    let Some(mosquitto) = Mosquitto::start("rollcalls_feed_the_map_and_the_metrics_on_mosquitto")
+    let Some(mosquitto) =
+        Mosquitto::for_test("rollcalls_feed_the_map_and_the_metrics_on_mosquitto")
     else {
         return;
     };
-    rollcalls_feed_the_map_and_the_metrics(mosquitto.url.clone()).await;
+    rollcalls_feed_the_map_and_the_metrics(mosquitto.url()).await;
 }
 
 #[tokio::test]
