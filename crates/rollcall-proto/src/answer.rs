@@ -1,5 +1,5 @@
 //! Answers to a roll-call: building the host's and each service's answer, and
-//! reading any answer back, from rollcall or from a foreign program (PROTOCOL.md section 3).
+//! reading any answer back, from rollcall or from a foreign program (docs/protocol.md section 3).
 
 use serde_json::Value;
 

@@ -1,5 +1,5 @@
 //! Self-descriptions: what a service is and which topics it reads, writes,
-//! answers on and is configured on (PROTOCOL.md section 4).
+//! answers on and is configured on (docs/protocol.md section 4).
 
 use std::str::FromStr;
 

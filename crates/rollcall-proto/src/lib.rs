@@ -25,7 +25,7 @@ pub use topic::{Query, Topics};
 
 /// The UDP port roll-calls are sent to unless configured otherwise.
 pub const DEFAULT_UDP_PORT: u16 = 46464;
-/// The largest roll-call datagram, in bytes (PROTOCOL.md section 1).
+/// The largest roll-call datagram, in bytes (docs/protocol.md section 1).
 pub const MAX_DATAGRAM: usize = 1200;
 /// The largest MQTT payload any rollcall parser accepts, in bytes.
 pub const MAX_PAYLOAD: usize = 64 * 1024;

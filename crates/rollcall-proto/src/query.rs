@@ -1,4 +1,4 @@
-//! Requests on query topics and their answers (PROTOCOL.md section 5).
+//! Requests on query topics and their answers (docs/protocol.md section 6).
 //!
 //! A request payload may be empty, plain text (`on`, the notes' text form), any
 //! JSON value, or a JSON object which may carry `id` and a reply `topic` beside

@@ -1,5 +1,5 @@
 //! The host report: a roll-call plus what the agent knows of its host,
-//! published on `/udp/report` for the host's services (PROTOCOL.md section 2).
+//! published on `/udp/report` for the host's services (docs/protocol.md section 2).
 
 use std::net::IpAddr;
 

@@ -1,4 +1,4 @@
-//! The roll-call: the "who are you" object a scanner broadcasts (PROTOCOL.md section 1).
+//! The roll-call: the "who are you" object a scanner broadcasts (docs/protocol.md section 1).
 
 use serde_json::Value;
 

@@ -1,4 +1,4 @@
-//! Roll-call signatures (PROTOCOL.md section 7): HMAC-SHA256 over the object
+//! Roll-call signatures (docs/protocol.md section 8): HMAC-SHA256 over the object
 //! without `sig`, keys sorted, serialised compactly, as lowercase hex.
 //!
 //! Freshness (`ts` within 30 s) and replay (`nonce` seen before) need the
