@@ -7,8 +7,8 @@ use rollcall_hw::display::sim::SimDisplayHandle;
 use rollcall_hw::gpio::sim::SimHandle;
 use rollcall_hw::iio::sim::SimHandle as IioSimHandle;
 use rollcall_proto::Body;
-use rollcall_services::ServiceError;
 use rollcall_services::gpio::service::parse_level;
+use rollcall_services::{ServiceError, SimError};
 use serde_json::Value;
 
 /// The controls of one service's simulated device.
@@ -37,7 +37,7 @@ impl SimControl for SimGpio {
             return Err(ServiceError::UnknownItem(levels.join("/")));
         };
         let Ok(line) = pin.parse() else {
-            return Err(ServiceError::Invalid(format!("`{pin}`: not a pin")));
+            return Err(SimError::NotAPin((*pin).to_owned()).into());
         };
         Ok(self.0.drive(line, parse_level(body)?)?)
     }
@@ -89,5 +89,5 @@ fn fail_count(body: &Body) -> Result<u32, ServiceError> {
     };
     n.filter(|n| (1..=1000).contains(n))
         .map(|n| n as u32)
-        .ok_or_else(|| ServiceError::Invalid("a count of reads to fail, 1 to 1000".into()))
+        .ok_or(SimError::FailCount.into())
 }

@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 use rollcall_hw::iio::Dac;
 use rollcall_proto::json::Object;
 use rollcall_proto::topic::{check_name, check_topic};
-use rollcall_proto::{Body, Description, Health, Interface, Interfaces, ValueType};
+use rollcall_proto::{Body, Description, Health, Interface, Interfaces, ProtoError, ValueType};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Ctx, Outcome, Publish, Service, ServiceError};
+use crate::sensor::MAX_CHANNELS;
+use crate::{Ctx, Outcome, Publish, Service, ServiceError, ShapeError};
 
 /// Names that would land on a topic the service already uses.
 const RESERVED: [&str; 7] = ["get", "set", "control", "setup", "error", "reply", "config"];
@@ -26,6 +27,123 @@ pub struct DacChannel {
     pub name: String,
     /// The converter's channel (`out_voltage{channel}_raw`).
     pub channel: u32,
+}
+
+/// What is wrong with a `dac` configuration; each message starts with the
+/// key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum DacConfigError {
+    /// An unknown key, or a value of the wrong type.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    /// An empty list of channels.
+    #[error("channels: at least one channel")]
+    EmptyChannels,
+    /// More channels than [`MAX_CHANNELS`].
+    #[error("channels: at most {MAX_CHANNELS}")]
+    TooManyChannels,
+    /// A channel name that cannot be a topic level.
+    #[error("channels[{index}].name: {source}")]
+    ChannelName {
+        /// The channel's place in `channels`.
+        index: usize,
+        /// What the topic grammar says of it.
+        #[source]
+        source: ProtoError,
+    },
+    /// A channel name the service's own topics use.
+    #[error("channels[{index}].name: `{name}` is reserved")]
+    ReservedName {
+        /// The channel's place in `channels`.
+        index: usize,
+        /// The name.
+        name: String,
+    },
+    /// A name of digits, which `set/{channel number}` would mistake.
+    #[error("channels[{index}].name: `{name}` reads as a channel number; names need a letter")]
+    NumericName {
+        /// The channel's place in `channels`.
+        index: usize,
+        /// The name.
+        name: String,
+    },
+    /// A converter channel number above 255.
+    #[error("channels[{index}].channel: {channel} is not a channel")]
+    NotAChannel {
+        /// The channel's place in `channels`.
+        index: usize,
+        /// The number.
+        channel: u32,
+    },
+    /// Two channels of one name.
+    #[error("channels[{index}].name: `{name}` is used twice")]
+    NameUsedTwice {
+        /// The later channel's place in `channels`.
+        index: usize,
+        /// The name.
+        name: String,
+    },
+    /// Two names for one converter channel.
+    #[error("channels[{index}].channel: {channel} is used twice")]
+    ChannelUsedTwice {
+        /// The later channel's place in `channels`.
+        index: usize,
+        /// The converter channel.
+        channel: u32,
+    },
+    /// A topic for something that is not a channel.
+    #[error("topics.{key}: not a channel name (or error)")]
+    NotAChannelName {
+        /// The key.
+        key: String,
+    },
+    /// A topic that cannot be published to.
+    #[error("topics.{key}: {source}")]
+    Topic {
+        /// The key.
+        key: String,
+        /// What the topic grammar says of it.
+        #[source]
+        source: ProtoError,
+    },
+}
+
+/// Why the `dac` service refused a value, a configuration or a saved state.
+#[derive(Debug, thiserror::Error)]
+pub enum DacError {
+    /// The configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] DacConfigError),
+    /// A voltage the channel cannot give.
+    #[error("{volts} V is out of range for `{channel}`: 0 to {max:.4} V")]
+    OutOfRange {
+        /// The voltage asked for.
+        volts: f64,
+        /// The channel's name.
+        channel: String,
+        /// The most it gives, in volts.
+        max: f64,
+    },
+    /// A body that is not a number of volts.
+    #[error("a voltage is a number of volts, such as 1.25")]
+    NotVolts,
+    /// A `control` body that is not a JSON object.
+    #[error(
+        "expected a configuration: a JSON object such as {{\"channels\":[{{\"name\":\"pump_speed\",\"channel\":0}}]}}"
+    )]
+    NotAConfiguration,
+    /// A saved state that is not a JSON object.
+    #[error("saved state: not an object")]
+    SavedNotAnObject,
+    /// A saved configuration that is wrong.
+    #[error("saved state: {0}")]
+    SavedConfig(#[source] DacConfigError),
+    /// Saved volts that do not read as a map of channel to volts.
+    #[error("saved state: volts: {0}")]
+    SavedVolts(#[source] serde_json::Error),
+    /// A saved state with a key it does not have.
+    #[error("saved state: unknown key `{0}`")]
+    SavedUnknownKey(String),
 }
 
 /// The `dac` service's configuration; every key optional.
@@ -52,50 +170,60 @@ impl DacConfig {
     }
 
     /// Reads and checks a whole configuration; errors name the field.
-    pub fn from_json(value: Value) -> Result<Self, String> {
-        let config: DacConfig = crate::config_from_json(value)
-            .map_err(|(path, message)| format!("{path}: {message}"))?;
+    pub fn from_json(value: Value) -> Result<Self, DacConfigError> {
+        let config: DacConfig = crate::config_from_json(value)?;
         let channels = config.channels();
         if channels.is_empty() {
-            return Err("channels: at least one channel".into());
+            return Err(DacConfigError::EmptyChannels);
         }
         // As for `ain`: more than any DAC has, and a description that fits.
-        if channels.len() > crate::sensor::MAX_CHANNELS {
-            return Err(format!("channels: at most {}", crate::sensor::MAX_CHANNELS));
+        if channels.len() > MAX_CHANNELS {
+            return Err(DacConfigError::TooManyChannels);
         }
         for (i, c) in channels.iter().enumerate() {
-            check_name(&c.name).map_err(|e| format!("channels[{i}].name: {e}"))?;
+            check_name(&c.name)
+                .map_err(|source| DacConfigError::ChannelName { index: i, source })?;
+            let name = || c.name.clone();
             if RESERVED.contains(&c.name.as_str()) {
-                return Err(format!("channels[{i}].name: `{}` is reserved", c.name));
+                return Err(DacConfigError::ReservedName {
+                    index: i,
+                    name: name(),
+                });
             }
             // `set/0` means channel 0: a name of digits would be ambiguous.
             if c.name.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!(
-                    "channels[{i}].name: `{}` reads as a channel number; names need a letter",
-                    c.name
-                ));
+                return Err(DacConfigError::NumericName {
+                    index: i,
+                    name: name(),
+                });
             }
             if c.channel > 255 {
-                return Err(format!(
-                    "channels[{i}].channel: {} is not a channel",
-                    c.channel
-                ));
+                return Err(DacConfigError::NotAChannel {
+                    index: i,
+                    channel: c.channel,
+                });
             }
             if channels[..i].iter().any(|o| o.name == c.name) {
-                return Err(format!("channels[{i}].name: `{}` is used twice", c.name));
+                return Err(DacConfigError::NameUsedTwice {
+                    index: i,
+                    name: name(),
+                });
             }
             if channels[..i].iter().any(|o| o.channel == c.channel) {
-                return Err(format!(
-                    "channels[{i}].channel: {} is used twice",
-                    c.channel
-                ));
+                return Err(DacConfigError::ChannelUsedTwice {
+                    index: i,
+                    channel: c.channel,
+                });
             }
         }
         for (key, topic) in &config.topics {
             if key != "error" && !channels.iter().any(|c| &c.name == key) {
-                return Err(format!("topics.{key}: not a channel name (or error)"));
+                return Err(DacConfigError::NotAChannelName { key: key.clone() });
             }
-            check_topic(topic, "topic").map_err(|e| format!("topics.{key}: {e}"))?;
+            check_topic(topic, "topic").map_err(|source| DacConfigError::Topic {
+                key: key.clone(),
+                source,
+            })?;
         }
         Ok(config)
     }
@@ -188,10 +316,12 @@ impl DacService {
         let per_code = self.hw(result)?;
         let max = f64::from(self.dac.max_code()) * per_code;
         if !(volts.is_finite() && (0.0..=max + 1e-9).contains(&volts)) {
-            return Err(ServiceError::Invalid(format!(
-                "{volts} V is out of range for `{}`: 0 to {:.4} V",
-                ch.name, max
-            )));
+            return Err(DacError::OutOfRange {
+                volts,
+                channel: ch.name.clone(),
+                max,
+            }
+            .into());
         }
         let code = ((volts / per_code).round() as u32).min(self.dac.max_code());
         let result = self.dac.write_code(ch.channel, code);
@@ -205,17 +335,14 @@ impl DacService {
 
 /// Volts from a request body: `1.5`, `"1.5"`, `1.5V` as people type them.
 fn parse_volts(body: &Body) -> Result<f64, ServiceError> {
-    let bad = || ServiceError::Invalid("a voltage is a number of volts, such as 1.25".into());
-    match body {
-        Body::Json(Value::Number(n)) => n.as_f64().ok_or_else(bad),
-        Body::Json(Value::String(s)) | Body::Text(s) => s
-            .trim()
-            .trim_end_matches(['V', 'v'])
-            .trim()
-            .parse()
-            .map_err(|_| bad()),
-        _ => Err(bad()),
-    }
+    let volts = match body {
+        Body::Json(Value::Number(n)) => n.as_f64(),
+        Body::Json(Value::String(s)) | Body::Text(s) => {
+            s.trim().trim_end_matches(['V', 'v']).trim().parse().ok()
+        }
+        _ => None,
+    };
+    Ok(volts.ok_or(DacError::NotVolts)?)
 }
 
 impl Service for DacService {
@@ -336,13 +463,9 @@ impl Service for DacService {
         let value = match body {
             Body::Json(v @ Value::Object(_)) => v.clone(),
             Body::Empty => Value::Object(Object::new()),
-            _ => {
-                return Err(ServiceError::Invalid(
-                    "expected a configuration: a JSON object such as {\"channels\":[{\"name\":\"pump_speed\",\"channel\":0}]}".into(),
-                ));
-            }
+            _ => return Err(DacError::NotAConfiguration.into()),
         };
-        let config = DacConfig::from_json(value).map_err(ServiceError::Invalid)?;
+        let config = DacConfig::from_json(value).map_err(DacError::from)?;
         let names: Vec<String> = config.channels().into_iter().map(|c| c.name).collect();
         self.saved.volts.retain(|name, _| names.contains(name));
         self.saved.config = config;
@@ -366,18 +489,16 @@ impl Service for DacService {
     /// Takes the configuration back and sets each channel to its last volts.
     fn restore(&mut self, saved: Value, ctx: &Ctx<'_>) -> Result<Vec<Publish>, ServiceError> {
         let Value::Object(mut map) = saved else {
-            return Err(ServiceError::Invalid("saved state: not an object".into()));
+            return Err(DacError::SavedNotAnObject.into());
         };
         let config =
             DacConfig::from_json(map.remove("config").unwrap_or(Value::Object(Object::new())))
-                .map_err(|e| ServiceError::Invalid(format!("saved state: {e}")))?;
+                .map_err(DacError::SavedConfig)?;
         let volts: BTreeMap<String, f64> =
             serde_json::from_value(map.remove("volts").unwrap_or(Value::Object(Object::new())))
-                .map_err(|e| ServiceError::Invalid(format!("saved state: volts: {e}")))?;
+                .map_err(DacError::SavedVolts)?;
         if let Some(key) = map.keys().next() {
-            return Err(ServiceError::Invalid(format!(
-                "saved state: unknown key `{key}`"
-            )));
+            return Err(DacError::SavedUnknownKey(key.clone()).into());
         }
         self.saved = DacSaved {
             config,
@@ -509,5 +630,39 @@ mod tests {
         let out = again.restore(saved, &ctx).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(again.get("pump_speed", &ctx).unwrap()["raw"], 1862);
+    }
+
+    /// Refusals are variants that say what was wrong; a failed write is a
+    /// hardware error whose source is the converter's `HwError`.
+    #[test]
+    fn refusals_are_typed_and_a_failed_write_keeps_its_hw_error() {
+        let topics = Topics::default();
+        let ctx = at(&topics);
+        let dac = SimDac::new();
+        let sim = dac.handle();
+        let mut svc = DacService::new(Box::new(dac));
+        assert!(matches!(
+            svc.set("out0", &Body::Json(json!(9.0)), &ctx),
+            Err(ServiceError::Dac(DacError::OutOfRange { ref channel, .. })) if channel == "out0"
+        ));
+        assert!(matches!(
+            svc.set("out0", &Body::Text("lots".into()), &ctx),
+            Err(ServiceError::Dac(DacError::NotVolts))
+        ));
+        assert!(matches!(
+            DacConfig::from_json(json!({"channels": [{"name": "7", "channel": 0}]})),
+            Err(DacConfigError::NumericName { index: 0, .. })
+        ));
+        assert!(matches!(
+            svc.restore(json!({"volts": 5}), &ctx),
+            Err(ServiceError::Dac(DacError::SavedVolts(_)))
+        ));
+        sim.fail_next(1);
+        let err = svc.set("out0", &Body::Json(json!(1.0)), &ctx).unwrap_err();
+        let source = std::error::Error::source(&err);
+        assert!(
+            source.is_some_and(|s| s.is::<rollcall_hw::HwError>()),
+            "{err:?}"
+        );
     }
 }

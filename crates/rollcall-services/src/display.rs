@@ -43,9 +43,91 @@ pub struct DisplayConfig {
 /// The keys of a control body that configure; the rest are commands.
 const CONFIG_KEYS: [&str; 4] = ["input", "output", "control", "contents"];
 
+/// What is wrong with the display's topics; each message starts with the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DisplayConfigError {
+    /// A topic that cannot be used.
+    #[error("{key}: {source}")]
+    Topic {
+        /// The key: `input`, `output`, `control` or `contents`.
+        key: &'static str,
+        /// What the topic grammar says of it.
+        #[source]
+        source: ProtoError,
+    },
+    /// One topic for two keys.
+    #[error("{key}: `{topic}` is used for two things")]
+    UsedTwice {
+        /// The later key.
+        key: &'static str,
+        /// The topic.
+        topic: String,
+    },
+}
+
+/// Why the display refused what it was sent: a message on its input topic,
+/// a control body, a saved state.
+#[derive(Debug, thiserror::Error)]
+pub enum DisplayError {
+    /// The payload is not text, or not JSON of a usable shape.
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    /// A `row` or `col` that is not a byte.
+    #[error("{field}: a number from 0 to 255")]
+    Place {
+        /// `row` or `col`.
+        field: &'static str,
+    },
+    /// A `clear` that is not a boolean.
+    #[error("clear: true or false")]
+    Clear,
+    /// A field the input does not have.
+    #[error("no field `{0}` in display input (text, row, col, clear)")]
+    UnknownField(String),
+    /// JSON input that is neither text nor an object.
+    #[error("display input: text, or {{\"text\":..,\"row\":..,\"col\":..}}")]
+    NotText,
+    /// A place outside the screen; nothing was written.
+    #[error("row {row}, column {col} is outside the {cols}x{rows} display")]
+    Outside {
+        /// The row asked for.
+        row: u8,
+        /// The column asked for.
+        col: u8,
+        /// The display's columns.
+        cols: u8,
+        /// The display's rows.
+        rows: u8,
+    },
+    /// A control body that is not a JSON object.
+    #[error("expected a JSON object: {{\"clear\":true}}, {{\"brightness\":50}}, or topics")]
+    NotAnObject,
+    /// A brightness that is not 0 to 100.
+    #[error("brightness: a whole number from 0 to 100")]
+    Brightness,
+    /// A control key that is neither a command nor a topic.
+    #[error("unknown key `{0}` (clear, brightness, input, output, control, contents)")]
+    UnknownKey(String),
+    /// Topics of the wrong type.
+    #[error("{0}")]
+    TopicsShape(#[source] serde_json::Error),
+    /// Topics that cannot be used.
+    #[error(transparent)]
+    Topics(#[from] DisplayConfigError),
+    /// A saved state that does not read as one.
+    #[error("saved state: {0}")]
+    SavedState(#[source] serde_json::Error),
+    /// Saved topics that cannot be used.
+    #[error("saved state: {0}")]
+    SavedTopics(#[source] DisplayConfigError),
+    /// A saved brightness above 100.
+    #[error("saved state: brightness above 100")]
+    SavedBrightness,
+}
+
 impl DisplayConfig {
     /// Checks the topics: no wildcards, none used twice.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), DisplayConfigError> {
         let topics = [
             ("input", &self.input),
             ("output", &self.output),
@@ -54,14 +136,18 @@ impl DisplayConfig {
         ];
         for (key, topic) in topics {
             if let Some(t) = topic {
-                check_topic(t, "topic").map_err(|e| format!("{key}: {e}"))?;
+                check_topic(t, "topic")
+                    .map_err(|source| DisplayConfigError::Topic { key, source })?;
             }
         }
         for (i, (key, topic)) in topics.iter().enumerate() {
             if let Some(t) = topic
                 && topics[..i].iter().any(|(_, o)| o.as_ref() == Some(t))
             {
-                return Err(format!("{key}: `{t}` is used for two things"));
+                return Err(DisplayConfigError::UsedTwice {
+                    key,
+                    topic: t.clone(),
+                });
             }
         }
         Ok(())
@@ -91,29 +177,27 @@ pub enum ShowText {
 /// Reads a message from the input topic: plain text, a JSON string, or a
 /// JSON object with `text` and optional `row`, `col`, `clear`. Control
 /// characters other than newlines are dropped.
-pub fn parse_input(payload: &[u8]) -> Result<ShowText, String> {
+pub fn parse_input(payload: &[u8]) -> Result<ShowText, DisplayError> {
     let value = match json::parse_value(payload, rollcall_proto::MAX_PAYLOAD) {
         Ok(v) => v,
         Err(ProtoError::Json(_)) => {
             // Not JSON: the text itself (already checked to be UTF-8).
-            let text = std::str::from_utf8(payload).map_err(|_| ProtoError::NotUtf8.to_string())?;
+            let text = std::str::from_utf8(payload).map_err(|_| ProtoError::NotUtf8)?;
             return Ok(ShowText::Replace(printable(
                 text.trim_end_matches(['\n', '\r']),
             )));
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     match value {
         Value::String(s) => Ok(ShowText::Replace(printable(&s))),
         Value::Number(n) => Ok(ShowText::Replace(n.to_string())),
         Value::Object(mut map) => {
-            let text = json::take_str(&mut map, "text").map_err(|e| e.to_string())?;
-            let place = |map: &mut Object, field: &'static str| -> Result<u8, String> {
-                match json::take_opt_u64(map, field).map_err(|e| e.to_string())? {
+            let text = json::take_str(&mut map, "text")?;
+            let place = |map: &mut Object, field: &'static str| -> Result<u8, DisplayError> {
+                match json::take_opt_u64(map, field)? {
                     None => Ok(0),
-                    Some(v) => {
-                        u8::try_from(v).map_err(|_| format!("{field}: a number from 0 to 255"))
-                    }
+                    Some(v) => u8::try_from(v).map_err(|_| DisplayError::Place { field }),
                 }
             };
             let row = place(&mut map, "row")?;
@@ -121,12 +205,10 @@ pub fn parse_input(payload: &[u8]) -> Result<ShowText, String> {
             let clear = match map.remove("clear") {
                 None => false,
                 Some(Value::Bool(b)) => b,
-                Some(_) => return Err("clear: true or false".into()),
+                Some(_) => return Err(DisplayError::Clear),
             };
             if let Some(key) = map.keys().next() {
-                return Err(format!(
-                    "no field `{key}` in display input (text, row, col, clear)"
-                ));
+                return Err(DisplayError::UnknownField(key.clone()));
             }
             Ok(ShowText::At {
                 text: printable(&text),
@@ -135,7 +217,7 @@ pub fn parse_input(payload: &[u8]) -> Result<ShowText, String> {
                 clear,
             })
         }
-        _ => Err("display input: text, or {\"text\":..,\"row\":..,\"col\":..}".into()),
+        _ => Err(DisplayError::NotText),
     }
 }
 
@@ -158,17 +240,15 @@ pub struct ControlRequest {
 
 /// Reads a control body: any of the configuration keys (`input`, `output`,
 /// `control`, `contents`) and the commands `clear` and `brightness`.
-pub fn parse_control(body: &Body) -> Result<ControlRequest, String> {
+pub fn parse_control(body: &Body) -> Result<ControlRequest, DisplayError> {
     let Body::Json(Value::Object(map)) = body else {
-        return Err(
-            "expected a JSON object: {\"clear\":true}, {\"brightness\":50}, or topics".into(),
-        );
+        return Err(DisplayError::NotAnObject);
     };
     let mut map = map.clone();
     let clear = match map.remove("clear") {
         None => false,
         Some(Value::Bool(b)) => b,
-        Some(_) => return Err("clear: true or false".into()),
+        Some(_) => return Err(DisplayError::Clear),
     };
     let brightness = match map.remove("brightness") {
         None => None,
@@ -176,19 +256,17 @@ pub fn parse_control(body: &Body) -> Result<ControlRequest, String> {
             v.as_u64()
                 .filter(|p| *p <= 100)
                 .map(|p| p as u8)
-                .ok_or("brightness: a whole number from 0 to 100")?,
+                .ok_or(DisplayError::Brightness)?,
         ),
     };
     let config = if map.is_empty() {
         None
     } else {
         if let Some(key) = map.keys().find(|k| !CONFIG_KEYS.contains(&k.as_str())) {
-            return Err(format!(
-                "unknown key `{key}` (clear, brightness, input, output, control, contents)"
-            ));
+            return Err(DisplayError::UnknownKey(key.clone()));
         }
         let config: DisplayConfig =
-            serde_json::from_value(Value::Object(map)).map_err(|e| e.to_string())?;
+            serde_json::from_value(Value::Object(map)).map_err(DisplayError::TopicsShape)?;
         config.check()?;
         Some(config)
     };
@@ -286,9 +364,13 @@ impl DisplayService {
             } => (text, row, col, clear),
         };
         if row >= rows || col >= cols {
-            return Err(ServiceError::Invalid(format!(
-                "row {row}, column {col} is outside the {cols}x{rows} display"
-            )));
+            return Err(DisplayError::Outside {
+                row,
+                col,
+                cols,
+                rows,
+            }
+            .into());
         }
         let health_before = self.alert.clone();
         let result = {
@@ -416,7 +498,7 @@ impl Service for DisplayService {
             config,
             clear,
             brightness,
-        } = parse_control(body).map_err(ServiceError::Invalid)?;
+        } = parse_control(body)?;
         let mut outcome = Outcome::default();
         let health_before = self.alert.clone();
         if clear {
@@ -457,7 +539,7 @@ impl Service for DisplayService {
             let request = Request::parse(payload)?;
             return self.control(&request.body, ctx);
         }
-        let what = parse_input(payload).map_err(ServiceError::Invalid)?;
+        let what = parse_input(payload)?;
         self.show(what, ctx)
     }
 
@@ -503,16 +585,10 @@ impl Service for DisplayService {
     }
 
     fn restore(&mut self, saved: Value, ctx: &Ctx<'_>) -> Result<Vec<Publish>, ServiceError> {
-        let saved: Saved = serde_json::from_value(saved)
-            .map_err(|e| ServiceError::Invalid(format!("saved state: {e}")))?;
-        saved
-            .config
-            .check()
-            .map_err(|e| ServiceError::Invalid(format!("saved state: {e}")))?;
+        let saved: Saved = serde_json::from_value(saved).map_err(DisplayError::SavedState)?;
+        saved.config.check().map_err(DisplayError::SavedTopics)?;
         if saved.brightness > 100 {
-            return Err(ServiceError::Invalid(
-                "saved state: brightness above 100".into(),
-            ));
+            return Err(DisplayError::SavedBrightness.into());
         }
         self.config = saved.config;
         // A display that fails now keeps the saved topics (refusing the
@@ -739,5 +815,47 @@ mod tests {
             svc.describe(&ctx).health,
             Some(Health::Alert { .. })
         ));
+    }
+
+    /// What used to be a string is a variant: a caller tells a bad place
+    /// from a bad topic by matching, and a display that fails answers with
+    /// its `HwError` as the source.
+    #[test]
+    fn refusals_are_typed_and_a_failing_display_keeps_its_hw_error() {
+        assert!(matches!(
+            parse_input(br#"{"text":"x","row":300}"#),
+            Err(DisplayError::Place { field: "row" })
+        ));
+        assert!(matches!(
+            parse_input(b"\xff"),
+            Err(DisplayError::Proto(ProtoError::NotUtf8))
+        ));
+        assert!(matches!(
+            parse_control(&Body::Json(json!({"input": "/x", "output": "/x"}))),
+            Err(DisplayError::Topics(DisplayConfigError::UsedTwice {
+                key: "output",
+                ..
+            }))
+        ));
+        let topics = Topics::default();
+        let ctx = at(&topics);
+        let mut svc = DisplayService::new(Box::new(Unplugged));
+        assert!(matches!(
+            svc.on_message("/pibot01/display/text", br#"{"text":"x","row":2}"#, &ctx),
+            Err(ServiceError::Display(DisplayError::Outside {
+                row: 2,
+                rows: 2,
+                ..
+            }))
+        ));
+        let err = svc
+            .on_message("/pibot01/display/text", b"hello", &ctx)
+            .unwrap_err();
+        let source =
+            std::error::Error::source(&err).and_then(|s| s.downcast_ref::<rollcall_hw::HwError>());
+        assert!(
+            matches!(source, Some(rollcall_hw::HwError::Io { .. })),
+            "{err:?}"
+        );
     }
 }

@@ -75,7 +75,11 @@ pub struct Outcome {
     pub persist: bool,
 }
 
-/// Why a request was refused. The message goes to the requester verbatim.
+/// Why a request was refused. The message goes to the requester verbatim
+/// (`err.to_string()` is the MQTT error answer), so each variant renders the
+/// same text the service has always sent; the variants, and the errors they
+/// wrap, are for callers that need to tell one refusal from another, and a
+/// hardware failure keeps its [`rollcall_hw::HwError`] as its source.
 #[derive(Debug, Error)]
 pub enum ServiceError {
     /// The payload itself was malformed.
@@ -84,23 +88,69 @@ pub enum ServiceError {
     /// The item named in the topic does not exist.
     #[error("unknown item `{0}`")]
     UnknownItem(String),
-    /// The request is well-formed but not acceptable.
-    #[error("{0}")]
-    Invalid(String),
+    /// A `set` whose topic names no item: the topic it should have used.
+    #[error("name the item to set: {topic}")]
+    NoItem {
+        /// The topic with its `{item}` placeholder, `/{host}/{app}/set/{item}`.
+        topic: String,
+    },
     /// The service has nothing that can be set this way.
     #[error("`{0}` is not supported by this service")]
     Unsupported(&'static str),
     /// The hardware failed.
     #[error("hardware: {0}")]
     Hardware(#[from] rollcall_hw::HwError),
+    /// The GPIO service refused a request or a configuration.
+    #[error(transparent)]
+    Gpio(#[from] gpio::GpioError),
+    /// A reading service refused a configuration, or a read failed.
+    #[error(transparent)]
+    Sensor(#[from] sensor::SensorError),
+    /// The DAC service refused a value or a configuration.
+    #[error(transparent)]
+    Dac(#[from] dac::DacError),
+    /// The display service refused what it was sent.
+    #[error(transparent)]
+    Display(#[from] display::DisplayError),
+    /// The system service refused a configuration.
+    #[error(transparent)]
+    System(#[from] system::SystemError),
+    /// A request to the agent's simulated hardware that it cannot act on.
+    #[error(transparent)]
+    Sim(#[from] SimError),
+}
+
+/// A request on the agent's simulated hardware (`/{host}/sim/...`, under
+/// `--sim`) that it cannot act on. The simulator answers on the service's
+/// error topic, so its refusals are [`ServiceError`]s too.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SimError {
+    /// A pin in the topic that is not a pin number.
+    #[error("`{0}`: not a pin")]
+    NotAPin(String),
+    /// A count of reads to fail that is not 1 to 1000.
+    #[error("a count of reads to fail, 1 to 1000")]
+    FailCount,
+}
+
+/// A configuration that does not fit its type (an unknown key, a value of
+/// the wrong type), with where: the path in it, `configuration` for the
+/// whole of it.
+#[derive(Debug, Error)]
+#[error("{path}: {source}")]
+pub struct ShapeError {
+    /// Where, as `channels[1].channel`.
+    pub path: String,
+    /// What `serde` found there.
+    #[source]
+    pub source: serde_json::Error,
 }
 
 /// Reads a configuration from JSON with `serde_path_to_error`, so that an
-/// error says where: `(path, message)`, the path `configuration` for the
-/// whole of it.
+/// error says where.
 pub(crate) fn config_from_json<T: serde::de::DeserializeOwned>(
     value: Value,
-) -> Result<T, (String, String)> {
+) -> Result<T, ShapeError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." {
@@ -108,7 +158,10 @@ pub(crate) fn config_from_json<T: serde::de::DeserializeOwned>(
         } else {
             path
         };
-        (path, e.into_inner().to_string())
+        ShapeError {
+            path,
+            source: e.into_inner(),
+        }
     })
 }
 

@@ -9,15 +9,16 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use rollcall_hw::HwError;
 use rollcall_hw::gpio::EventWaker;
 use rollcall_hw::iio::{Channel, Quantity, Sample, Sensor};
 use rollcall_proto::json::Object;
 use rollcall_proto::topic::{check_name, check_topic};
-use rollcall_proto::{Body, Description, Health, Interface, Interfaces, ValueType};
+use rollcall_proto::{Body, Description, Health, Interface, Interfaces, ProtoError, ValueType};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Ctx, Outcome, Publish, Service, ServiceError};
+use crate::{Ctx, Outcome, Publish, Service, ServiceError, ShapeError};
 
 /// The longest interval any reading service takes: a day.
 const MAX_INTERVAL_MS: u64 = 86_400_000;
@@ -100,54 +101,181 @@ pub struct SensorConfig {
     pub topics: BTreeMap<String, String>,
 }
 
+/// What is wrong with a reading service's configuration; each message
+/// starts with the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum SensorConfigError {
+    /// An unknown key, or a value of the wrong type.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    /// An interval the sensor cannot be read at.
+    #[error("interval_ms: {interval} is out of range: from {min} to {max}", max = MAX_INTERVAL_MS)]
+    Interval {
+        /// The interval, in ms.
+        interval: u64,
+        /// The sensor's shortest.
+        min: u64,
+    },
+    /// A retry delay shorter than the sensor allows or longer than the interval.
+    #[error("retry_ms: {retry} is out of range: from {min} to the interval, {interval}")]
+    Retry {
+        /// The delay, in ms.
+        retry: u64,
+        /// The shortest allowed.
+        min: u64,
+        /// The interval, the longest.
+        interval: u64,
+    },
+    /// Channels for a sensor whose items are fixed.
+    #[error("channels: {service} has no channels to choose")]
+    NoChannels {
+        /// The service.
+        service: &'static str,
+    },
+    /// An empty list of channels.
+    #[error("channels: at least one channel")]
+    EmptyChannels,
+    /// More channels than [`MAX_CHANNELS`].
+    #[error("channels: at most {MAX_CHANNELS}")]
+    TooManyChannels,
+    /// A channel name that cannot be a topic level.
+    #[error("channels[{index}].name: {source}")]
+    ChannelName {
+        /// The channel's place in `channels`.
+        index: usize,
+        /// What the topic grammar says of it.
+        #[source]
+        source: ProtoError,
+    },
+    /// A channel name the service's own topics use.
+    #[error("channels[{index}].name: `{name}` is reserved")]
+    ReservedName {
+        /// The channel's place in `channels`.
+        index: usize,
+        /// The name.
+        name: String,
+    },
+    /// Two channels of one name.
+    #[error("channels[{index}].name: `{name}` is used twice")]
+    NameUsedTwice {
+        /// The later channel's place in `channels`.
+        index: usize,
+        /// The name.
+        name: String,
+    },
+    /// A converter channel number above 255.
+    #[error("channels[{index}].channel: {channel} is not a channel")]
+    NotAChannel {
+        /// The channel's place in `channels`.
+        index: usize,
+        /// The number.
+        channel: u32,
+    },
+    /// A voltage range that is empty or not numbers.
+    #[error("channels[{index}]: min_v must be below max_v, both numbers")]
+    VoltRange {
+        /// The channel's place in `channels`.
+        index: usize,
+    },
+    /// A topic for something that is not an item.
+    #[error(
+        "topics.{key}: not an item of {service} (items: {}, and error)",
+        .items.join(", ")
+    )]
+    NotAnItem {
+        /// The key.
+        key: String,
+        /// The service.
+        service: &'static str,
+        /// Its items.
+        items: Vec<String>,
+    },
+    /// A topic that cannot be published to.
+    #[error("topics.{key}: {source}")]
+    Topic {
+        /// The key.
+        key: String,
+        /// What the topic grammar says of it.
+        #[source]
+        source: ProtoError,
+    },
+}
+
+/// Why a reading service refused a request, or what a read that failed hit.
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    /// The configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] SensorConfigError),
+    /// A `control` body that is not a JSON object.
+    #[error("expected a configuration: a JSON object such as {{\"interval_ms\": 5000}}")]
+    NotAConfiguration,
+    /// Reading an item failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// A read that failed: the item, and the sensor's error.
+#[derive(Debug, thiserror::Error)]
+#[error("{item}: {source}")]
+pub struct ReadError {
+    /// The item.
+    pub item: String,
+    /// What the sensor said.
+    #[source]
+    pub source: HwError,
+}
+
 impl SensorConfig {
     /// Reads a configuration from JSON; errors name the path (`channels[1].channel`).
-    pub fn from_json(value: Value) -> Result<Self, String> {
-        crate::config_from_json(value).map_err(|(path, message)| format!("{path}: {message}"))
+    pub fn from_json(value: Value) -> Result<Self, SensorConfigError> {
+        Ok(crate::config_from_json(value)?)
     }
 
     /// Checks the whole configuration against what `spec`'s sensor allows.
-    pub fn validate(&self, spec: &Spec) -> Result<(), String> {
+    pub fn validate(&self, spec: &Spec) -> Result<(), SensorConfigError> {
         let interval = self.interval_ms.unwrap_or(spec.default_interval_ms);
         if !(spec.min_interval_ms..=MAX_INTERVAL_MS).contains(&interval) {
-            return Err(format!(
-                "interval_ms: {interval} is out of range: from {} to {MAX_INTERVAL_MS}",
-                spec.min_interval_ms
-            ));
+            return Err(SensorConfigError::Interval {
+                interval,
+                min: spec.min_interval_ms,
+            });
         }
         let retry = self.retry_ms.unwrap_or(spec.default_retry_ms.min(interval));
         if !(spec.min_interval_ms.min(100)..=interval).contains(&retry) {
-            return Err(format!(
-                "retry_ms: {retry} is out of range: from {} to the interval, {interval}",
-                spec.min_interval_ms.min(100)
-            ));
+            return Err(SensorConfigError::Retry {
+                retry,
+                min: spec.min_interval_ms.min(100),
+                interval,
+            });
         }
         match (&self.channels, spec.channels) {
             (Some(_), false) => {
-                return Err(format!("channels: {} has no channels to choose", spec.name));
+                return Err(SensorConfigError::NoChannels { service: spec.name });
             }
             (Some(channels), true) => {
                 if channels.is_empty() {
-                    return Err("channels: at least one channel".into());
+                    return Err(SensorConfigError::EmptyChannels);
                 }
                 if channels.len() > MAX_CHANNELS {
-                    return Err(format!("channels: at most {MAX_CHANNELS}"));
+                    return Err(SensorConfigError::TooManyChannels);
                 }
                 for (i, c) in channels.iter().enumerate() {
-                    check_item_name(&c.name).map_err(|e| format!("channels[{i}].name: {e}"))?;
+                    check_item_name(i, &c.name)?;
                     if channels[..i].iter().any(|o| o.name == c.name) {
-                        return Err(format!("channels[{i}].name: `{}` is used twice", c.name));
+                        return Err(SensorConfigError::NameUsedTwice {
+                            index: i,
+                            name: c.name.clone(),
+                        });
                     }
                     if c.channel > 255 {
-                        return Err(format!(
-                            "channels[{i}].channel: {} is not a channel",
-                            c.channel
-                        ));
+                        return Err(SensorConfigError::NotAChannel {
+                            index: i,
+                            channel: c.channel,
+                        });
                     }
                     if !(c.min_v.is_finite() && c.max_v.is_finite() && c.min_v < c.max_v) {
-                        return Err(format!(
-                            "channels[{i}]: min_v must be below max_v, both numbers"
-                        ));
+                        return Err(SensorConfigError::VoltRange { index: i });
                     }
                 }
             }
@@ -156,22 +284,29 @@ impl SensorConfig {
         let items: Vec<String> = items(spec, self).into_iter().map(|i| i.name).collect();
         for (key, topic) in &self.topics {
             if key != "error" && !items.contains(key) {
-                return Err(format!(
-                    "topics.{key}: not an item of {} (items: {}, and error)",
-                    spec.name,
-                    items.join(", ")
-                ));
+                return Err(SensorConfigError::NotAnItem {
+                    key: key.clone(),
+                    service: spec.name,
+                    items,
+                });
             }
-            check_topic(topic, "topic").map_err(|e| format!("topics.{key}: {e}"))?;
+            check_topic(topic, "topic").map_err(|source| SensorConfigError::Topic {
+                key: key.clone(),
+                source,
+            })?;
         }
         Ok(())
     }
 }
 
-fn check_item_name(name: &str) -> Result<(), String> {
-    check_name(name).map_err(|e| e.to_string())?;
+/// Checks the name of channel `index`: a topic level, and none the service uses.
+fn check_item_name(index: usize, name: &str) -> Result<(), SensorConfigError> {
+    check_name(name).map_err(|source| SensorConfigError::ChannelName { index, source })?;
     if RESERVED_ITEMS.contains(&name) {
-        return Err(format!("`{name}` is reserved"));
+        return Err(SensorConfigError::ReservedName {
+            index,
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
@@ -228,9 +363,8 @@ pub fn default_channels() -> Vec<ChannelConfig> {
         .collect()
 }
 
-/// What one round of reads gave: the good readings, and the first failure
-/// as (item, reason).
-type Readings = (Vec<(Item, Sample)>, Option<(String, String)>);
+/// What one round of reads gave: the good readings, and the first failure.
+type Readings = (Vec<(Item, Sample)>, Option<ReadError>);
 
 /// A reading service on any [`Sensor`].
 pub struct SensorService {
@@ -239,8 +373,9 @@ pub struct SensorService {
     config: SensorConfig,
     /// Reads failed in a row; 0 after a good one.
     failures: u32,
-    /// Why the last read failed, until one succeeds.
-    alert: Option<String>,
+    /// Why the last read failed, until one succeeds: the failure itself,
+    /// rendered where the health is.
+    alert: Option<ReadError>,
     /// Readings taken on `get`, published when the agent asks through `wake`.
     pending: Vec<Publish>,
     waker: Option<EventWaker>,
@@ -325,7 +460,13 @@ impl SensorService {
             }
             match self.sensor.read(item.channel) {
                 Ok(sample) => good.push((item, sample)),
-                Err(e) => return (good, Some((item.name, e.to_string()))),
+                Err(source) => {
+                    let failed = ReadError {
+                        item: item.name,
+                        source,
+                    };
+                    return (good, Some(failed));
+                }
             }
         }
         (good, None)
@@ -352,12 +493,11 @@ impl SensorService {
                 self.failures = 0;
                 self.alert = None;
             }
-            Some((item, reason)) => {
+            Some(failure) => {
                 self.failures = self.failures.saturating_add(1);
-                let reason = format!("{item}: {reason}");
                 let mut map = Object::new();
-                map.insert("error".into(), reason.clone().into());
-                map.insert("item".into(), item.into());
+                map.insert("error".into(), failure.to_string().into());
+                map.insert("item".into(), failure.item.clone().into());
                 map.insert("failures".into(), self.failures.into());
                 map.insert(
                     "retry_ms".into(),
@@ -369,15 +509,15 @@ impl SensorService {
                     payload: serde_json::to_vec(&map).unwrap_or_default(),
                     retain: false,
                 });
-                self.alert = Some(reason);
+                self.alert = Some(failure);
             }
         }
         out
     }
 
     fn apply(&mut self, value: Value) -> Result<(), ServiceError> {
-        let config = SensorConfig::from_json(value).map_err(ServiceError::Invalid)?;
-        config.validate(&self.spec).map_err(ServiceError::Invalid)?;
+        let config = SensorConfig::from_json(value).map_err(SensorError::from)?;
+        config.validate(&self.spec).map_err(SensorError::from)?;
         self.config = config;
         Ok(())
     }
@@ -385,7 +525,8 @@ impl SensorService {
 
 impl Service for SensorService {
     fn health(&self) -> Option<Health> {
-        Some(Health::from_alert(self.alert.as_deref()))
+        let alert = self.alert.as_ref().map(ToString::to_string);
+        Some(Health::from_alert(alert.as_deref()))
     }
 
     fn name(&self) -> &str {
@@ -449,8 +590,8 @@ impl Service for SensorService {
             return Err(ServiceError::UnknownItem(w.to_owned()));
         }
         let (good, failed) = self.read(wanted);
-        if let Some((item, reason)) = failed {
-            return Err(ServiceError::Invalid(format!("{item}: {reason}")));
+        if let Some(failure) = failed {
+            return Err(SensorError::from(failure).into());
         }
         // What a `get` read is published too; the agent collects it through `wake`.
         self.pending.extend(self.publishes(&good, ctx));
@@ -474,12 +615,7 @@ impl Service for SensorService {
         let value = match body {
             Body::Json(v @ Value::Object(_)) => v.clone(),
             Body::Empty => Value::Object(Object::new()),
-            _ => {
-                return Err(ServiceError::Invalid(
-                    "expected a configuration: a JSON object such as {\"interval_ms\": 5000}"
-                        .into(),
-                ));
-            }
+            _ => return Err(SensorError::NotAConfiguration.into()),
         };
         self.apply(value)?;
         // Read at once, so the new items and topics carry values now.
@@ -772,5 +908,61 @@ mod tests {
         assert_eq!(a.config(), b.config());
         assert!(b.restore(json!({"channels": 5}), &ctx).is_err());
         assert_eq!(a.config(), b.config());
+    }
+
+    /// A failed read is answered with the item and the sensor's own error,
+    /// kept as the source (not flattened to text), and the same failure is
+    /// what the health shows.
+    #[test]
+    fn a_failed_read_keeps_the_hw_error_as_its_source() {
+        let topics = Topics::default();
+        let ctx = at(&topics, 0);
+        let (mut svc, sim) = rig(dht22::SPEC);
+        sim.fail_next(1);
+        let err = svc.get("temperature", &ctx).unwrap_err();
+        assert!(matches!(
+            &err,
+            ServiceError::Sensor(SensorError::Read(ReadError { item, .. })) if item == "temperature"
+        ));
+        let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<HwError>());
+        assert!(source.is_some(), "{err:?}");
+        assert_eq!(err.to_string(), format!("temperature: {}", source.unwrap()));
+
+        sim.fail_next(1);
+        svc.tick(&ctx);
+        let failure = svc.alert.as_ref().unwrap();
+        assert_eq!(
+            svc.health(),
+            Some(Health::Alert {
+                reason: failure.to_string()
+            })
+        );
+    }
+
+    /// Configuration errors are variants that say what was wrong, and a
+    /// JSON shape error keeps serde's error as its source.
+    #[test]
+    fn configuration_errors_are_typed() {
+        let config = SensorConfig::from_json(
+            json!({"channels": [{"name": "a", "channel": 0}, {"name": "a", "channel": 1}]}),
+        )
+        .unwrap();
+        assert!(matches!(
+            config.validate(&ain::SPEC),
+            Err(SensorConfigError::NameUsedTwice { index: 1, ref name }) if name == "a"
+        ));
+        assert!(matches!(
+            config.validate(&dht22::SPEC),
+            Err(SensorConfigError::NoChannels { service: "dht22" })
+        ));
+        let err = SensorConfig::from_json(json!({"interval_ms": "fast"})).unwrap_err();
+        assert!(
+            matches!(&err, SensorConfigError::Shape(ShapeError { path, .. }) if path == "interval_ms")
+        );
+        let source = std::error::Error::source(&err);
+        assert!(
+            source.is_some_and(|s| s.is::<serde_json::Error>()),
+            "{err:?}"
+        );
     }
 }

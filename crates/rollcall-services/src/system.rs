@@ -13,6 +13,27 @@ use crate::{Ctx, Outcome, Publish, Service, ServiceError};
 /// The shortest and longest publishing interval `control` accepts, in seconds.
 const INTERVAL_RANGE_S: (u64, u64) = (1, 86_400);
 
+/// Why the system service refused a `control`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SystemError {
+    /// A body that is not a JSON object.
+    #[error("expected a JSON object such as {{\"interval_s\": 10}}")]
+    NotAnObject,
+    /// A key other than `interval_s`.
+    #[error("unknown key `{0}`")]
+    UnknownKey(String),
+    /// No `interval_s`.
+    #[error("missing `interval_s`")]
+    MissingInterval,
+    /// An `interval_s` that is not a whole number of seconds in range.
+    #[error(
+        "`interval_s` must be an integer from {} to {}",
+        INTERVAL_RANGE_S.0,
+        INTERVAL_RANGE_S.1
+    )]
+    BadInterval,
+}
+
 /// The host's vital signs as a service.
 pub struct SystemService {
     source: Box<dyn SystemSource>,
@@ -148,24 +169,17 @@ impl Service for SystemService {
 
     fn control(&mut self, body: &Body, _ctx: &Ctx<'_>) -> Result<Outcome, ServiceError> {
         let Body::Json(Value::Object(map)) = body else {
-            return Err(ServiceError::Invalid(
-                "expected a JSON object such as {\"interval_s\": 10}".into(),
-            ));
+            return Err(SystemError::NotAnObject.into());
         };
         if let Some(key) = map.keys().find(|k| *k != "interval_s") {
-            return Err(ServiceError::Invalid(format!("unknown key `{key}`")));
+            return Err(SystemError::UnknownKey(key.clone()).into());
         }
         let secs = map
             .get("interval_s")
-            .ok_or_else(|| ServiceError::Invalid("missing `interval_s`".into()))?
+            .ok_or(SystemError::MissingInterval)?
             .as_u64()
             .filter(|s| (INTERVAL_RANGE_S.0..=INTERVAL_RANGE_S.1).contains(s))
-            .ok_or_else(|| {
-                ServiceError::Invalid(format!(
-                    "`interval_s` must be an integer from {} to {}",
-                    INTERVAL_RANGE_S.0, INTERVAL_RANGE_S.1
-                ))
-            })?;
+            .ok_or(SystemError::BadInterval)?;
         self.interval = Duration::from_secs(secs);
         let mut reply = Object::new();
         reply.insert("interval_s".into(), secs.into());
@@ -292,5 +306,23 @@ mod tests {
             Some(Health::Alert { .. })
         ));
         assert!(svc.get("uptime", &ctx(&topics)).is_err());
+    }
+
+    /// Each refusal of `control` is its own variant, its text unchanged.
+    #[test]
+    fn control_refusals_are_typed() {
+        let topics = Topics::default();
+        let mut svc = SystemService::new(Box::new(SimSystem::new(0)), Duration::from_secs(10));
+        let body = Body::Json(serde_json::json!({"interval_s": 5, "extra": 1}));
+        let err = svc.control(&body, &ctx(&topics)).unwrap_err();
+        assert!(matches!(
+            &err,
+            ServiceError::System(SystemError::UnknownKey(key)) if key == "extra"
+        ));
+        assert_eq!(err.to_string(), "unknown key `extra`");
+        assert!(matches!(
+            svc.control(&Body::Json(serde_json::json!({})), &ctx(&topics)),
+            Err(ServiceError::System(SystemError::MissingInterval))
+        ));
     }
 }

@@ -92,9 +92,7 @@ impl AgentCore {
             Query::Set { item, .. } => {
                 if item.is_empty() {
                     let topic = self.topics.service(self.host(), &app, "set/{item}");
-                    return Err(ServiceError::Invalid(format!(
-                        "name the item to set: {topic}"
-                    )));
+                    return Err(ServiceError::NoItem { topic });
                 }
                 let body = &request.body;
                 let outcome = self.call(index, now, |svc, ctx| svc.set(&item, body, ctx))?;

@@ -160,7 +160,7 @@ impl GpioConfig {
     /// Reads a configuration from a JSON value; unknown keys and wrong types
     /// are errors that name the field.
     pub fn from_json(value: serde_json::Value) -> Result<Self, ConfigError> {
-        crate::config_from_json(value).map_err(|(path, message)| err(path, message))
+        crate::config_from_json(value).map_err(|e| err(e.path, e.source.to_string()))
     }
 
     /// Checks the whole configuration against a chip of `lines` lines.

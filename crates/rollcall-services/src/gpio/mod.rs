@@ -9,4 +9,4 @@ pub mod service;
 pub mod text;
 
 pub use config::{ConfigError, GpioConfig};
-pub use service::{GpioService, PwmLine, PwmOpener, SavedState};
+pub use service::{GpioError, GpioService, NotALevel, PwmLine, PwmOpener, SavedState};

@@ -14,7 +14,7 @@ use rollcall_proto::{Body, Description, Health, Interface, Interfaces, ValueType
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::config::{GpioConfig, Polarity, Pull, Report};
+use super::config::{ConfigError, GpioConfig, Polarity, Pull, Report};
 use super::text;
 use crate::{Ctx, Outcome, Publish, Service, ServiceError};
 
@@ -73,18 +73,96 @@ pub struct GpioService {
     inputs: HashMap<String, InputState>,
     waker: Option<EventWaker>,
     /// What is failing now, by what fails (`input button`, `pwm fan`): one
-    /// success clears only its own entry.
-    errors: BTreeMap<String, String>,
+    /// success clears only its own entry. The errors themselves are kept;
+    /// the health and the `alerts` of an answer render them.
+    errors: BTreeMap<String, HwError>,
     channel_of: Option<PwmChannelOf>,
 }
 
-fn invalid(reason: impl Into<String>) -> ServiceError {
-    ServiceError::Invalid(reason.into())
+/// Why the GPIO service refused a request, a configuration or a saved state.
+#[derive(Debug, thiserror::Error)]
+pub enum GpioError {
+    /// The configuration is wrong: the field, and why.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Two PWM pins of the configuration on one hardware channel.
+    #[error(
+        "pwm[{index}].pin: pin {pin} shares PWM channel {channel} of pwmchip{chip} with pin {other}"
+    )]
+    SharedPwmChannel {
+        /// The later of the two in `pwm`.
+        index: usize,
+        /// Its pin.
+        pin: Pin,
+        /// The PWM chip.
+        chip: u32,
+        /// The channel on that chip.
+        channel: u32,
+        /// The earlier pin on the channel.
+        other: Pin,
+    },
+    /// A new PWM output's channel could not be opened; nothing was changed.
+    #[error("pwm `{name}` on pin {pin}: {source}")]
+    PwmOpen {
+        /// The PWM output's name.
+        name: String,
+        /// Its pin.
+        pin: Pin,
+        /// Why the channel would not open.
+        #[source]
+        source: HwError,
+    },
+    /// The chip refused the new line configuration; nothing was changed.
+    #[error("the chip refused the configuration: {0}")]
+    ChipRefused(#[source] HwError),
+    /// A level that is not one.
+    #[error(transparent)]
+    Level(#[from] NotALevel),
+    /// One entry of `set/outputs` is not a level; none was set.
+    #[error("`{key}`: {source}")]
+    OutputLevel {
+        /// The entry's key: an output's name or pin.
+        key: String,
+        /// What was wrong with its value.
+        #[source]
+        source: NotALevel,
+    },
+    /// A duty cycle that is not a number.
+    #[error("a duty cycle is a number of percent, 0 to 100")]
+    NotADuty,
+    /// A duty cycle outside 0 to 100 %.
+    #[error("duty {0} is out of range: 0 to 100")]
+    DutyOutOfRange(f64),
+    /// `set/outputs` with something other than an object.
+    #[error("set/outputs takes an object: {{\"name or pin\": level, ...}}")]
+    OutputsNotAnObject,
+    /// `set/inputs` with something other than a list.
+    #[error("set/inputs takes a list of pins: [17, 22]")]
+    InputsNotAList,
+    /// `set/inputs` with a list of something other than pin numbers.
+    #[error("set/inputs takes a list of pin numbers")]
+    InputsNotPins,
+    /// A `control` body that is neither JSON nor the text form.
+    #[error("expected a configuration: a JSON object, or the text form's output/pwm/input blocks")]
+    NotAConfiguration,
+    /// The saved state does not read as one.
+    #[error("saved state: {0}")]
+    SavedState(#[source] serde_json::Error),
 }
+
+/// A word that is not a level: the words that are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a level is 1, 0, true, false, on or off")]
+pub struct NotALevel;
 
 /// A level as people type it: `1`, `0`, `true`, `false`, `on`, `off`, any
 /// case, with or without JSON quotes.
 pub fn parse_level(body: &Body) -> Result<bool, ServiceError> {
+    level(body).map_err(|e| GpioError::from(e).into())
+}
+
+/// [`parse_level`], with its own error, for callers that wrap it.
+fn level(body: &Body) -> Result<bool, NotALevel> {
     let word = match body {
         Body::Text(t) => t.clone(),
         Body::Json(Value::String(s)) => s.clone(),
@@ -95,7 +173,7 @@ pub fn parse_level(body: &Body) -> Result<bool, ServiceError> {
     match word.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "on" | "high" => Ok(true),
         "0" | "false" | "off" | "low" => Ok(false),
-        _ => Err(invalid("a level is 1, 0, true, false, on or off")),
+        _ => Err(NotALevel),
     }
 }
 
@@ -108,9 +186,9 @@ fn parse_duty(body: &Body) -> Result<f64, ServiceError> {
         }
         _ => None,
     }
-    .ok_or_else(|| invalid("a duty cycle is a number of percent, 0 to 100"))?;
+    .ok_or(GpioError::NotADuty)?;
     if !(0.0..=100.0).contains(&duty) {
-        return Err(invalid(format!("duty {duty} is out of range: 0 to 100")));
+        return Err(GpioError::DutyOutOfRange(duty).into());
     }
     Ok(duty)
 }
@@ -180,10 +258,14 @@ impl GpioService {
                 continue;
             };
             if let Some(other) = seen.insert(channel, p.pin) {
-                return Err(invalid(format!(
-                    "pwm[{i}].pin: pin {} shares PWM channel {} of pwmchip{} with pin {other}",
-                    p.pin, channel.1, channel.0
-                )));
+                return Err(GpioError::SharedPwmChannel {
+                    index: i,
+                    pin: p.pin,
+                    chip: channel.0,
+                    channel: channel.1,
+                    other,
+                }
+                .into());
             }
         }
         Ok(())
@@ -206,7 +288,7 @@ impl GpioService {
     ) -> Result<Vec<Publish>, ServiceError> {
         config
             .validate(self.chip.line_count())
-            .map_err(|e| invalid(e.to_string()))?;
+            .map_err(GpioError::from)?;
         self.check_pwm_channels(&config)?;
         let level_of = |name: &str, pin: u32, init: u8| {
             let unchanged = self
@@ -251,8 +333,11 @@ impl GpioService {
         for p in &config.pwm {
             let open = self.pwm.keys().any(|&k| self.same_channel(k, p.pin));
             if !open && !opened.contains_key(&p.pin) {
-                let channel = (self.open_pwm)(p.pin)
-                    .map_err(|e| invalid(format!("pwm `{}` on pin {}: {e}", p.name, p.pin)))?;
+                let channel = (self.open_pwm)(p.pin).map_err(|source| GpioError::PwmOpen {
+                    name: p.name.clone(),
+                    pin: p.pin,
+                    source,
+                })?;
                 opened.insert(p.pin, channel);
             }
         }
@@ -274,7 +359,7 @@ impl GpioService {
         }
         self.chip
             .configure(&lines)
-            .map_err(|e| invalid(format!("the chip refused the configuration: {e}")))?;
+            .map_err(GpioError::ChipRefused)?;
         if let Some(waker) = &self.waker {
             self.chip.set_waker(waker.clone());
         }
@@ -295,8 +380,7 @@ impl GpioService {
                 .channel
                 .apply(&pwm_settings(p.period_us, duty, p.polarity))
             {
-                self.errors
-                    .insert(format!("pwm `{}`", p.name), e.to_string());
+                self.errors.insert(format!("pwm `{}`", p.name), e);
             }
             new_duties.insert(p.name.clone(), duty);
             self.pwm.insert(p.pin, line);
@@ -309,8 +393,7 @@ impl GpioService {
             if was_pwm.contains(&o.pin) {
                 let level = new_levels.get(&o.name).copied().unwrap_or(false);
                 if let Err(e) = self.chip.set(o.pin, level) {
-                    self.errors
-                        .insert(format!("output `{}`", o.name), e.to_string());
+                    self.errors.insert(format!("output `{}`", o.name), e);
                 }
             }
         }
@@ -394,7 +477,7 @@ impl GpioService {
                     out.push(self.input_reading(name, value, ctx));
                 }
                 Err(e) => {
-                    self.errors.insert(format!("input `{name}`"), e.to_string());
+                    self.errors.insert(format!("input `{name}`"), e);
                 }
             }
         }
@@ -451,17 +534,18 @@ impl GpioService {
     /// `set/outputs`: `{"pump_drive":1,"23":0}`, all checked before any is set.
     fn set_outputs(&mut self, body: &Body, ctx: &Ctx<'_>) -> Result<Outcome, ServiceError> {
         let Body::Json(Value::Object(map)) = body else {
-            return Err(invalid(
-                "set/outputs takes an object: {\"name or pin\": level, ...}",
-            ));
+            return Err(GpioError::OutputsNotAnObject.into());
         };
         let mut planned = Vec::new();
         for (key, value) in map {
             let name = self
                 .output_named(key)
                 .ok_or_else(|| ServiceError::UnknownItem(key.clone()))?;
-            let level = parse_level(&Body::Json(value.clone()))
-                .map_err(|e| invalid(format!("`{key}`: {e}")))?;
+            let level =
+                level(&Body::Json(value.clone())).map_err(|source| GpioError::OutputLevel {
+                    key: key.clone(),
+                    source,
+                })?;
             planned.push((name, level));
         }
         let mut publish = Vec::new();
@@ -479,13 +563,13 @@ impl GpioService {
     /// reporting on change), as a whole new configuration.
     fn set_inputs(&mut self, body: &Body, ctx: &Ctx<'_>) -> Result<Outcome, ServiceError> {
         let Body::Json(Value::Array(items)) = body else {
-            return Err(invalid("set/inputs takes a list of pins: [17, 22]"));
+            return Err(GpioError::InputsNotAList.into());
         };
         let pins: Vec<u32> = items
             .iter()
             .map(|v| v.as_u64().and_then(|p| u32::try_from(p).ok()))
             .collect::<Option<_>>()
-            .ok_or_else(|| invalid("set/inputs takes a list of pin numbers"))?;
+            .ok_or(GpioError::InputsNotPins)?;
         let mut config = self.state.config.clone();
         config.outputs.retain(|o| !pins.contains(&o.pin));
         config.pwm.retain(|p| !pins.contains(&p.pin));
@@ -732,14 +816,10 @@ impl Service for GpioService {
     fn control(&mut self, body: &Body, ctx: &Ctx<'_>) -> Result<Outcome, ServiceError> {
         let config = match body {
             Body::Json(value @ Value::Object(_)) => {
-                GpioConfig::from_json(value.clone()).map_err(|e| invalid(e.to_string()))?
+                GpioConfig::from_json(value.clone()).map_err(GpioError::from)?
             }
-            Body::Text(t) => text::parse(t).map_err(|e| invalid(e.to_string()))?,
-            Body::Json(_) | Body::Empty => {
-                return Err(invalid(
-                    "expected a configuration: a JSON object, or the text form's output/pwm/input blocks",
-                ));
-            }
+            Body::Text(t) => text::parse(t).map_err(GpioError::from)?,
+            Body::Json(_) | Body::Empty => return Err(GpioError::NotAConfiguration.into()),
         };
         self.replace(config, ctx)
     }
@@ -869,8 +949,7 @@ impl Service for GpioService {
     }
 
     fn restore(&mut self, saved: Value, ctx: &Ctx<'_>) -> Result<Vec<Publish>, ServiceError> {
-        let saved: SavedState =
-            serde_json::from_value(saved).map_err(|e| invalid(format!("saved state: {e}")))?;
+        let saved: SavedState = serde_json::from_value(saved).map_err(GpioError::SavedState)?;
         self.apply(saved.config, &saved.levels, &saved.duties, ctx)
     }
 }
@@ -1336,5 +1415,48 @@ mod tests {
         }
         assert!(parse_level(&Body::Json(json!(2))).is_err());
         assert!(parse_level(&Body::Empty).is_err());
+    }
+
+    /// The error answers are typed: a caller tells a bad value from a bad
+    /// configuration by its variant, not by its text, and a PWM channel that
+    /// would not open keeps the hardware's error as its source.
+    #[test]
+    fn refusals_are_typed_and_a_pwm_that_will_not_open_keeps_its_hw_error() {
+        let mut rig = Rig::new();
+        rig.control(notes_config()).unwrap();
+        let topics = rig.topics.clone();
+        let ctx = at(&topics, 0);
+        assert!(matches!(
+            rig.svc.set("sonar_angle", &Body::Json(json!(150)), &ctx),
+            Err(ServiceError::Gpio(GpioError::DutyOutOfRange(d))) if d == 150.0
+        ));
+        assert!(matches!(
+            rig.svc.set("outputs", &Body::Json(json!({"lamp": "maybe"})), &ctx),
+            Err(ServiceError::Gpio(GpioError::OutputLevel { ref key, .. })) if key == "lamp"
+        ));
+        assert!(matches!(
+            rig.control(json!({"outputs":[{"name":"a","pin":99}]})),
+            Err(ServiceError::Gpio(GpioError::Config(ConfigError { ref field, .. })))
+                if field == "outputs[0].pin"
+        ));
+
+        let opener: PwmOpener = Box::new(|pin| Err(HwError::NoPwmChannel { pin }));
+        let mut svc = GpioService::new(Box::new(SimChip::pi()), opener);
+        let err = svc
+            .control(&Body::Json(json!({"pwm":[{"name":"fan","pin":13}]})), &ctx)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pwm `fan` on pin 13: pin 13 has no hardware PWM channel"
+        );
+        assert!(matches!(
+            err,
+            ServiceError::Gpio(GpioError::PwmOpen { pin: 13, .. })
+        ));
+        let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<HwError>());
+        assert!(
+            matches!(source, Some(HwError::NoPwmChannel { pin: 13 })),
+            "{source:?}"
+        );
     }
 }
