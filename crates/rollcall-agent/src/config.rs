@@ -51,6 +51,13 @@ pub struct RawConfig {
     pub max_rollcalls_per_s: Option<u32>,
     /// How long after a roll-call's window relayed answers are still forwarded.
     pub relay_grace_ms: Option<u64>,
+    /// Brokers other than our own that unsigned roll-calls may have answers
+    /// relayed to (docs/protocol.md section 5).
+    pub relay_brokers: Option<Vec<String>>,
+    /// Sessions to requesters' brokers open at once, at most.
+    pub max_relay_sessions: Option<usize>,
+    /// Answers are published only on topics that start with this.
+    pub answer_prefix: Option<String>,
     /// MQTT keepalive, seconds.
     pub keepalive_s: Option<u64>,
     /// Shared secret: roll-calls must be signed with it (docs/protocol.md section 8).
@@ -123,6 +130,12 @@ pub struct Config {
     pub max_rollcalls_per_s: u32,
     /// Relay grace after a roll-call's window.
     pub relay_grace: Duration,
+    /// The brokers unsigned roll-calls may have answers relayed to.
+    pub relay_brokers: Vec<BrokerUrl>,
+    /// Sessions to requesters' brokers open at once, at most.
+    pub max_relay_sessions: usize,
+    /// The prefix every answer topic starts with.
+    pub answer_prefix: String,
     /// MQTT keepalive.
     pub keepalive: Duration,
     /// The cluster key, if roll-calls must be signed.
@@ -179,10 +192,27 @@ max_rollcalls_per_s = 20
 # How long after a roll-call's window relayed answers are still forwarded.
 relay_grace_ms = 2000
 
+# Answers go to the agent's own broker. A roll-call may name another broker
+# (the broker-per-host topology); answers are relayed there only when the
+# roll-call is signed with the cluster key, or the broker is listed here.
+# An unsigned roll-call can make the agent connect nowhere else. Relay
+# sessions never carry the username, password or key.
+relay_brokers = []
+# relay_brokers = ["mqtt://192.168.1.10:1883"]
+
+# Sessions to requesters' brokers open at once; roll-calls naming another
+# broker while this many are open are dropped and counted.
+max_relay_sessions = 4
+
+# Answers are published only on topics that start with this (under the
+# topic root), never on a `$` topic or a host's topics.
+answer_prefix = "/stat/"
+
 # MQTT keepalive; a crashed agent shows offline about 1.5 times this later.
 keepalive_s = 5
 
-# A shared secret: when set, only roll-calls signed with it are answered.
+# A shared secret of at least 16 bytes: when set, only roll-calls signed
+# with it are answered.
 # cluster_key = "a long random string"
 
 # Built-in services: one [services.NAME] table each. Sensors are read
@@ -306,6 +336,27 @@ impl RawConfig {
         if relay_grace_ms > 60_000 {
             return Err(invalid("relay_grace_ms", "at most 60000".into()));
         }
+        let relay_brokers = self
+            .relay_brokers
+            .unwrap_or_default()
+            .iter()
+            .map(|url| url.parse::<BrokerUrl>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("relay_brokers", e.to_string()))?;
+        let max_relay_sessions = self.max_relay_sessions.unwrap_or(4);
+        if !(1..=64).contains(&max_relay_sessions) {
+            return Err(invalid("max_relay_sessions", "must be from 1 to 64".into()));
+        }
+        let answer_prefix = match self.answer_prefix {
+            Some(prefix) => prefix,
+            None => topics.topic("stat/"),
+        };
+        check_answer_prefix(&answer_prefix).map_err(|e| invalid("answer_prefix", e))?;
+        let cluster_key = self.cluster_key.map(String::into_bytes);
+        if let Some(key) = &cluster_key {
+            rollcall_proto::sign::check_key(key)
+                .map_err(|e| invalid("cluster_key", e.to_string()))?;
+        }
         let common = Common {
             sim: self.sim == Some(true),
         };
@@ -353,13 +404,30 @@ impl RawConfig {
             stun_server: self.stun_server,
             max_rollcalls_per_s,
             relay_grace: Duration::from_millis(relay_grace_ms),
+            relay_brokers,
+            max_relay_sessions,
+            answer_prefix,
             keepalive: Duration::from_secs(keepalive_s),
-            cluster_key: self.cluster_key.map(String::into_bytes),
+            cluster_key,
             services,
             sysfs_root: self.hw.sysfs_root.unwrap_or_else(|| PathBuf::from("/sys")),
             announce: self.announce,
         })
     }
+}
+
+/// An answer prefix names a plain topic branch: no wildcard, no `$` level.
+fn check_answer_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if prefix.contains(['+', '#']) {
+        return Err("must not contain MQTT wildcards".into());
+    }
+    if prefix.split('/').any(|level| level.starts_with('$')) {
+        return Err("must not contain a `$` level".into());
+    }
+    Ok(())
 }
 
 fn invalid(field: &str, reason: String) -> AgentError {
@@ -482,6 +550,22 @@ mod tests {
     }
 
     #[test]
+    fn relays_are_off_and_answers_under_stat_by_default() {
+        let config = RawConfig::from_toml("hostname = \"a\"\nroot = \"site1\"")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(config.relay_brokers.is_empty());
+        assert_eq!(config.max_relay_sessions, 4);
+        assert_eq!(config.answer_prefix, "site1/stat/");
+        let key = RawConfig::from_toml("hostname = \"a\"\ncluster_key = \"sixteen bytes...\"")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(key.cluster_key.as_deref(), Some(&b"sixteen bytes..."[..]));
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let err = RawConfig::from_toml("hostnme = \"x\"").unwrap_err();
         assert!(err.contains("hostnme"), "{err}");
@@ -504,6 +588,29 @@ mod tests {
                 "announce.function",
             ),
             ("hostname = \"a\"\npassword = \"p\"", "password"),
+            ("hostname = \"a\"\ncluster_key = \"\"", "cluster_key"),
+            ("hostname = \"a\"\ncluster_key = \"s3cret\"", "cluster_key"),
+            (
+                "hostname = \"a\"\ncluster_key = \"sixteen bytes...\\u0000\"",
+                "cluster_key",
+            ),
+            (
+                "hostname = \"a\"\nrelay_brokers = [\"http://x\"]",
+                "relay_brokers",
+            ),
+            (
+                "hostname = \"a\"\nmax_relay_sessions = 0",
+                "max_relay_sessions",
+            ),
+            (
+                "hostname = \"a\"\nanswer_prefix = \"/stat/#\"",
+                "answer_prefix",
+            ),
+            (
+                "hostname = \"a\"\nanswer_prefix = \"/$SYS/\"",
+                "answer_prefix",
+            ),
+            ("hostname = \"a\"\nanswer_prefix = \"\"", "answer_prefix"),
         ] {
             let err = RawConfig::from_toml(toml).unwrap().validate().unwrap_err();
             assert!(err.to_string().contains(key), "{toml}: {err}");

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use rollcall_net::BrokerUrl;
+use rollcall_net::{BrokerUrl, SessionConfig};
 use rollcall_proto::RollCall;
 
 /// The port a requester's broker is assumed to listen on when the roll-call names none.
@@ -39,6 +39,21 @@ pub fn is_own_broker(
         && (requester.ip() == own.ip() || (is_local(requester.ip()) && is_local(own.ip())))
 }
 
+/// The session to a requester's broker, from our own session's `template`:
+/// its keep-alive and CA file, and nothing that identifies us. No username
+/// or password (a credential goes to our own broker only, whoever names
+/// another) and no last will (the relay says nothing about our state).
+pub fn relay_session(
+    template: &SessionConfig,
+    broker: BrokerUrl,
+    client_id: String,
+) -> SessionConfig {
+    let mut config = SessionConfig::new(broker, client_id);
+    config.keep_alive = template.keep_alive;
+    config.ca_file = template.ca_file.clone();
+    config
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +66,23 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_relay_session_carries_no_credential_and_no_will() {
+        let mut ours = SessionConfig::new(BrokerUrl::new("127.0.0.1", 1883), "rollcall-agent-h1");
+        ours.credentials = Some(("agent".into(), "secret".into()));
+        ours.last_will = Some(rollcall_net::Will {
+            topic: "/h1/$state".into(),
+            payload: b"offline".to_vec(),
+            retain: true,
+        });
+        ours.keep_alive = std::time::Duration::from_secs(9);
+        let relay = relay_session(&ours, BrokerUrl::new("198.18.0.9", 1883), "r".into());
+        assert_eq!(relay.credentials, None);
+        assert!(relay.last_will.is_none());
+        assert_eq!(relay.keep_alive, ours.keep_alive);
+        assert_eq!(relay.broker, BrokerUrl::new("198.18.0.9", 1883));
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rollcall_net::{Message, RollCallSocket, Session, SessionConfig, SessionHandle};
+
+use crate::delivery::relay_session;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -180,13 +182,11 @@ impl Shell {
             // Sessions to other brokers only publish.
             Effect::Subscribe { .. } | Effect::Unsubscribe { .. } => {}
             Effect::Open { session, broker } => {
-                let mut config = self.template.clone();
                 let SessionId::Remote(n) = session else {
                     return Ok(());
                 };
-                config.client_id = format!("rollcall-relay-{}-{n}", self.config.hostname);
-                config.broker = broker;
-                config.last_will = None;
+                let client_id = format!("rollcall-relay-{}-{n}", self.config.hostname);
+                let config = relay_session(&self.template, broker, client_id);
                 let stop = self.session_token.child_token();
                 match Session::start(config, stop.clone(), &self.tracker) {
                     Ok(remote) => drop(self.remotes.insert(session, (remote, stop))),

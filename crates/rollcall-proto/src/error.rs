@@ -64,6 +64,9 @@ pub enum ProtoError {
     /// A signed roll-call failed verification.
     #[error("signature rejected: {0}")]
     Signature(&'static str),
+    /// A cluster key that would not keep anyone out.
+    #[error("cluster key: {0}")]
+    Key(String),
 }
 
 impl ProtoError {

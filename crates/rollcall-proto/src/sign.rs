@@ -14,6 +14,29 @@ use crate::json::Object;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The shortest cluster key accepted, in bytes.
+pub const MIN_KEY_BYTES: usize = 16;
+
+/// Checks a cluster key before anything is signed or verified with it: at
+/// least [`MIN_KEY_BYTES`] bytes (an empty or short key lets anyone sign),
+/// and no zero byte. HMAC pads a key shorter than its block with zero
+/// bytes, so keys that differ only by trailing zeros would sign alike; with
+/// no zero byte in any accepted key, two accepted keys that differ sign
+/// differently.
+pub fn check_key(key: &[u8]) -> Result<(), ProtoError> {
+    if key.len() < MIN_KEY_BYTES {
+        return Err(ProtoError::Key(format!(
+            "{} bytes is too short: a key that can be guessed lets anyone sign; use at \
+             least {MIN_KEY_BYTES} (for example `openssl rand -hex 16`)",
+            key.len()
+        )));
+    }
+    if key.contains(&0) {
+        return Err(ProtoError::Key("must not contain a zero byte".into()));
+    }
+    Ok(())
+}
+
 /// The canonical bytes a signature covers: compact JSON, keys sorted, no `sig`.
 fn canonical(map: &Object) -> Vec<u8> {
     // serde_json's Map is a BTreeMap here (no `preserve_order`), so keys come out sorted.
@@ -52,6 +75,20 @@ pub fn verify(map: &Object, key: &[u8]) -> Result<(), ProtoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_empty_and_zero_padded_keys_are_refused() {
+        assert!(check_key(b"").is_err());
+        assert!(check_key(b"fifteen bytes..").is_err());
+        assert_eq!(check_key(b"sixteen bytes..."), Ok(()));
+        assert!(check_key(b"sixteen bytes...\0").is_err());
+        // Why: HMAC pads with zeros, so these two would sign alike.
+        let mut a: Object = serde_json::from_str(r#"{"id":1}"#).unwrap();
+        let mut b = a.clone();
+        sign(&mut a, b"sixteen bytes...");
+        sign(&mut b, b"sixteen bytes...\0");
+        assert_eq!(a["sig"], b["sig"]);
+    }
 
     #[test]
     fn signed_objects_verify_and_tampered_ones_do_not() {

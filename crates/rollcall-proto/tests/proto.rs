@@ -105,6 +105,11 @@ fn rollcall() -> impl Strategy<Value = RollCall> {
     rollcall_with(extra_fields(extra_value()))
 }
 
+/// A cluster key `sign::check_key` accepts: 16 to 79 bytes, none zero.
+fn valid_key() -> impl Strategy<Value = Vec<u8>> {
+    vec(1u8..=255, sign::MIN_KEY_BYTES..80)
+}
+
 fn ip() -> impl Strategy<Value = std::net::IpAddr> {
     prop_oneof![
         any::<[u8; 4]>().prop_map(std::net::IpAddr::from),
@@ -414,11 +419,11 @@ proptest! {
     #[test]
     fn signed_rollcalls_verify_and_any_change_is_caught(
         rc in rollcall(),
-        key in vec(any::<u8>(), 0..80),
+        key in valid_key(),
         ts in any::<u64>(),
         nonce in "[0-9a-f]{16}",
         at in any::<prop::sample::Index>(),
-        other_key in vec(any::<u8>(), 0..80),
+        other_key in valid_key(),
     ) {
         let mut map = rc.to_object();
         map.insert("ts".into(), ts.into());
@@ -430,9 +435,15 @@ proptest! {
         let parsed = parse_object(&serde_json::to_vec(&map).unwrap(), MAX_PAYLOAD).unwrap();
         prop_assert_eq!(sign::verify(&parsed, &key), Ok(()));
 
+        // Any other accepted key fails. (Keys that differ only by trailing
+        // zero bytes sign alike under HMAC; check_key refuses zero bytes, so
+        // no two accepted keys are such a pair.)
         if other_key != key {
             prop_assert!(sign::verify(&map, &other_key).is_err());
         }
+        let mut padded = key.clone();
+        padded.push(0);
+        prop_assert!(sign::check_key(&padded).is_err());
 
         let fields: Vec<String> = map.keys().filter(|k| *k != "sig").cloned().collect();
         let field = &fields[at.index(fields.len())];

@@ -31,6 +31,10 @@ pub struct Args {
     /// UDP port roll-calls arrive on.
     #[arg(long)]
     udp_port: Option<u16>,
+    /// A broker unsigned roll-calls may have answers relayed to (the
+    /// scanner's, in the broker-per-host topology); repeat for more.
+    #[arg(long = "relay-broker", value_name = "URL")]
+    relay_brokers: Vec<String>,
     /// Where what must survive a restart is kept.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -52,6 +56,9 @@ pub async fn run(args: Args) -> Result<()> {
     raw.broker = args.broker.or(raw.broker);
     raw.embedded_broker = args.embedded_broker.or(raw.embedded_broker);
     raw.udp_port = args.udp_port.or(raw.udp_port);
+    if !args.relay_brokers.is_empty() {
+        raw.relay_brokers = Some(args.relay_brokers);
+    }
     raw.state_dir = args.state_dir.or(raw.state_dir);
     if args.sim {
         raw.sim = Some(true);

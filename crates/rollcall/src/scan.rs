@@ -64,6 +64,10 @@ impl RollCallArgs {
                 "no interface with a broadcast address: give --broadcast, --target or --via-mqtt"
             );
         }
+        let cluster_key = self.cluster_key.clone().map(String::into_bytes);
+        if let Some(key) = &cluster_key {
+            rollcall_proto::sign::check_key(key).context("--cluster-key")?;
+        }
         Ok(ScanOptions {
             replyto: self.replyto.clone(),
             topic: self.topic.clone(),
@@ -74,7 +78,7 @@ impl RollCallArgs {
             wait,
             window_ms: self.window_ms,
             expect,
-            cluster_key: self.cluster_key.clone().map(String::into_bytes),
+            cluster_key,
             sends: self.repeat,
         })
     }

@@ -403,7 +403,7 @@ fn broker_on_every_host_relays_answers_to_the_hubs_broker_for_the_same_map() {
     }
     let hosts = lan.hosts.clone();
     for (i, &h) in hosts.iter().enumerate() {
-        let spec = match &mosquitto {
+        let mut spec = match &mosquitto {
             Some(m) if i % 2 == 1 => {
                 cluster::start_mosquitto(&mut lan.bed, h, m);
                 let local = SocketAddr::from((Ipv4Addr::LOCALHOST, MQTT_PORT));
@@ -412,6 +412,8 @@ fn broker_on_every_host_relays_answers_to_the_hubs_broker_for_the_same_map() {
             }
             _ => AgentSpec::new(AgentBroker::Embedded),
         };
+        // Unsigned roll-calls are relayed only to a broker the agent lists.
+        spec.top = format!("relay_brokers = [\"mqtt://{hub_broker}\"]\n");
         cluster::start_agent(&mut lan.bed, h, &spec);
     }
     // Each agent tells its own broker it is online; the hub's broker never

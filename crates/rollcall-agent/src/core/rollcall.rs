@@ -79,6 +79,12 @@ impl AgentCore {
             debug!(topic = %rc.topic, "roll-call asks for answers on one of the agent's own topics; dropped");
             return;
         }
+        if !self.is_answer_topic(&rc.topic) {
+            AgentStats::bump(self.stats.dropped_refused());
+            debug!(topic = %rc.topic, prefix = %self.config.answer_prefix,
+                "roll-call asks for answers outside the answer prefix or on a `$` topic; dropped");
+            return;
+        }
         let towards = source.unwrap_or(self.own_broker.ip());
         let Some(ipaddr) = self.routes.local_addr_towards(towards) else {
             warn!(%towards, "no route back to the requester; roll-call dropped");
@@ -93,6 +99,18 @@ impl AgentCore {
             Ok(ip) => {
                 let addr = SocketAddr::new(ip, requester.port);
                 self.answer_towards(rc, ipaddr, requester, addr, now, out);
+            }
+            // Our own broker by the name we know it by.
+            Err(_) if self.is_own_broker_url(&requester) => {
+                self.answer(rc, ipaddr, SessionId::Local, now, out);
+            }
+            // No lookup of a name we would not relay to: a forged roll-call
+            // cannot make us ask DNS about the names it chooses.
+            Err(_) if !self.may_relay(&requester, None) => {
+                self.refuse_relay(&requester);
+            }
+            Err(_) if !self.has_room_for(&requester) => {
+                self.refuse_session(&requester);
             }
             Err(_) if self.pending.len() >= MAX_PENDING => {
                 AgentStats::bump(self.stats.dropped_refused());
@@ -160,7 +178,13 @@ impl AgentCore {
             self.answer(rc, ipaddr, SessionId::Local, now, out);
             return;
         }
-        let session = self.remote(requester, out);
+        if !self.may_relay(&requester, Some(addr)) {
+            self.refuse_relay(&requester);
+            return;
+        }
+        let Some(session) = self.remote(requester, out) else {
+            return;
+        };
         let window = Duration::from_millis(rc.window_ms.unwrap_or(0));
         if !self.relays.iter().any(|r| r.topic == rc.topic) {
             out.subscribe(SessionId::Local, rc.topic.clone());
@@ -175,18 +199,73 @@ impl AgentCore {
         self.answer(rc, ipaddr, session, now, out);
     }
 
-    /// The session to `broker`: the one open already, or a new one.
-    fn remote(&mut self, broker: BrokerUrl, out: &mut Out) -> SessionId {
+    /// Whether answers may be relayed to `requester` (at `addr`, once
+    /// known): with a cluster key every admitted roll-call was signed by a
+    /// key holder; without one, only to a broker in `relay_brokers`, so an
+    /// unsigned roll-call can make us connect nowhere else
+    /// (docs/protocol.md section 8).
+    fn may_relay(&self, requester: &BrokerUrl, addr: Option<SocketAddr>) -> bool {
+        self.config.cluster_key.is_some()
+            || self.config.relay_brokers.iter().any(|allowed| {
+                allowed == requester
+                    || addr.is_some_and(|addr| {
+                        allowed.port == addr.port()
+                            && allowed.host.parse::<IpAddr>() == Ok(addr.ip())
+                    })
+            })
+    }
+
+    /// Whether a relay to `broker` can have a session: its own, open
+    /// already, or a new one while fewer than `max_relay_sessions` are open.
+    fn has_room_for(&self, broker: &BrokerUrl) -> bool {
+        self.remotes.contains_key(&broker.to_string())
+            || self.remotes.len() < self.config.max_relay_sessions
+    }
+
+    fn refuse_session(&self, broker: &BrokerUrl) {
+        AgentStats::bump(self.stats.dropped_refused());
+        warn!(%broker, open = self.remotes.len(),
+            "max_relay_sessions sessions to other brokers are open; roll-call dropped");
+    }
+
+    /// Whether `requester` is the broker we are configured with, by the
+    /// same name.
+    fn is_own_broker_url(&self, requester: &BrokerUrl) -> bool {
+        matches!(&self.config.broker, crate::BrokerChoice::External(own) if own == requester)
+    }
+
+    fn refuse_relay(&self, requester: &BrokerUrl) {
+        AgentStats::bump(self.stats.dropped_refused());
+        debug!(broker = %requester,
+            "roll-call names another broker, unsigned and not in relay_brokers; dropped");
+    }
+
+    /// Whether answers may be published on `topic`: under the answer
+    /// prefix and on no `$` level, so no roll-call can make us publish on
+    /// a host's topics or its `$description`.
+    fn is_answer_topic(&self, topic: &str) -> bool {
+        topic.starts_with(&self.config.answer_prefix)
+            && !topic.split('/').any(|level| level.starts_with('$'))
+    }
+
+    /// The session to `broker`: the one open already, or a new one while
+    /// fewer than `max_relay_sessions` are open (`None`, the roll-call
+    /// dropped and counted, past that).
+    fn remote(&mut self, broker: BrokerUrl, out: &mut Out) -> Option<SessionId> {
         let key = broker.to_string();
         if let Some(&session) = self.remotes.get(&key) {
-            return session;
+            return Some(session);
+        }
+        if !self.has_room_for(&broker) {
+            self.refuse_session(&broker);
+            return None;
         }
         self.next_remote += 1;
         let session = SessionId::Remote(self.next_remote);
         info!(broker = %key, "relaying answers to the requester's broker");
         out.effects.push(Effect::Open { session, broker });
         self.remotes.insert(key, session);
-        session
+        Some(session)
     }
 
     /// Publishes the host report on our broker at once, and schedules the

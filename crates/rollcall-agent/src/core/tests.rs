@@ -90,6 +90,18 @@ fn plain_bed() -> Bed {
     bed("[services.gpio]\nenabled = false\n")
 }
 
+/// The brokers the relay tests may relay to (unsigned roll-calls are
+/// relayed only to a broker in `relay_brokers`).
+const RELAY_BROKERS: &str = r#"relay_brokers = ["mqtt://198.18.0.9:1883", "mqtt://198.18.0.9:1884", "mqtt://hub.invalid:1883"]
+"#;
+
+/// [`plain_bed`] that may relay to the hub's brokers.
+fn relay_bed() -> Bed {
+    bed(&format!(
+        "{RELAY_BROKERS}[services.gpio]\nenabled = false\n"
+    ))
+}
+
 impl Bed {
     fn now(&self) -> Now {
         Now {
@@ -355,7 +367,12 @@ fn the_same_rollcall_by_udp_and_over_mqtt_is_answered_once() {
 // sender; another sender still gets its answers.
 #[test]
 fn the_rate_limit_counts_each_sender_on_its_own() {
-    let mut b = bed("max_rollcalls_per_s = 3\n[services.gpio]\nenabled = false\n");
+    // The flooding host's broker is one we may relay to, so only the rate
+    // limit refuses its roll-calls.
+    let mut b = bed(
+        "relay_brokers = [\"mqtt://198.18.0.66:1883\"]\nmax_rollcalls_per_s = 3\n\
+         [services.gpio]\nenabled = false\n",
+    );
     for id in 0..5 {
         b.datagram(&rollcall(id), "198.18.0.66");
     }
@@ -398,7 +415,7 @@ fn the_host_answer_lists_foreign_services_from_their_descriptions() {
 // through it; the report stays on our broker.
 #[test]
 fn without_a_broker_field_answers_go_to_port_1883_at_the_sender() {
-    let mut b = plain_bed();
+    let mut b = relay_bed();
     let effects = b.datagram(&rollcall(3), HUB);
     let opened: Vec<_> = effects
         .iter()
@@ -442,7 +459,7 @@ fn over_mqtt_without_a_broker_field_answers_stay_on_our_broker() {
 // host's loopback: ignored, and rule 1's fallback applies.
 #[test]
 fn a_loopback_broker_from_another_host_is_ignored() {
-    let mut b = plain_bed();
+    let mut b = relay_bed();
     let mut rc = rollcall(5);
     rc.broker = Some("mqtt://127.0.0.1:2000".into());
     let effects = b.datagram(&rc, HUB);
@@ -480,7 +497,9 @@ fn our_own_broker_by_any_of_our_addresses_is_not_relayed_to() {
 // session.
 #[test]
 fn a_relay_forwards_foreign_answers_once_and_ends_after_the_grace() {
-    let mut b = bed("relay_grace_ms = 2000\n[services.gpio]\nenabled = false\n");
+    let mut b = bed(&format!(
+        "{RELAY_BROKERS}relay_grace_ms = 2000\n[services.gpio]\nenabled = false\n"
+    ));
     let mut rc = rollcall(7);
     rc.window_ms = Some(100);
     rc.broker = Some("mqtt://198.18.0.9:1884".into());
@@ -528,7 +547,7 @@ fn a_relay_forwards_foreign_answers_once_and_ends_after_the_grace() {
 // roll-calls while it is open.
 #[test]
 fn a_second_rollcall_to_the_same_broker_reuses_its_session() {
-    let mut b = plain_bed();
+    let mut b = relay_bed();
     b.datagram(&rollcall(1), HUB);
     let effects = b.datagram(&rollcall(2), HUB);
     assert!(!effects.iter().any(|e| matches!(e, Effect::Open { .. })));
@@ -544,7 +563,7 @@ fn a_second_rollcall_to_the_same_broker_reuses_its_session() {
 // roll-call; a lost session ends its relays.
 #[test]
 fn a_named_broker_is_resolved_first_and_a_lost_session_ends_its_relays() {
-    let mut b = plain_bed();
+    let mut b = relay_bed();
     let mut rc = rollcall(9);
     rc.broker = Some("mqtt://hub.invalid:1883".into());
     let effects = b.datagram(&rc, HUB);
@@ -778,6 +797,159 @@ fn with_a_key_only_fresh_signed_rollcalls_are_answered_once() {
         2
     );
     assert_eq!(b.stats.snapshot().dropped_refused, 13);
+}
+
+/// What `effects` asks of anything but our own broker: sessions opened,
+/// names looked up, and publishes through other sessions.
+fn beyond_our_broker(effects: &[Effect]) -> Vec<&Effect> {
+    effects
+        .iter()
+        .filter(|e| match e {
+            Effect::Open { .. } | Effect::Resolve { .. } => true,
+            Effect::Publish { session, .. } => *session != SessionId::Local,
+            _ => false,
+        })
+        .collect()
+}
+
+// Section 8 (issue 11, finding 1): an unsigned roll-call naming another
+// broker, or naming none from another host (port 1883 at the sender), makes
+// the agent connect nowhere and send nothing beyond its own broker: no
+// session, no lookup, no answer. It is dropped and counted.
+#[test]
+fn unsigned_rollcalls_cannot_make_the_agent_connect_elsewhere() {
+    let mut b = plain_bed();
+    let mut named = rollcall(1);
+    named.broker = Some("mqtt://198.18.0.66:1883".into());
+    let mut by_name = rollcall(2);
+    by_name.broker = Some("mqtt://attacker.invalid:1883".into());
+    for rc in [&named, &by_name, &rollcall(3)] {
+        let effects = b.datagram(rc, "198.18.0.66");
+        assert!(beyond_our_broker(&effects).is_empty(), "{effects:?}");
+        assert!(publishes(&effects).is_empty(), "{effects:?}");
+    }
+    assert_eq!(b.stats.snapshot().dropped_refused, 3);
+    // Our own broker, by the URL we are configured with or by any of our
+    // addresses, is not a relay: answered.
+    let mut ours = rollcall(4);
+    ours.broker = Some("mqtt://127.0.0.1:1883".into());
+    assert_eq!(answered(&b.datagram(&ours, "127.0.0.1")).len(), 2);
+    ours.id = 5;
+    ours.broker = Some(format!("mqtt://{LAN}:1883"));
+    assert_eq!(answered(&b.datagram(&ours, HUB)).len(), 2);
+}
+
+// Section 8: a broker in `relay_brokers` is relayed to, by URL or by its
+// address; one outside it is not, though another is listed.
+#[test]
+fn relay_brokers_lists_the_brokers_unsigned_rollcalls_may_name() {
+    let mut b = relay_bed();
+    let mut listed = rollcall(1);
+    listed.broker = Some("mqtt://198.18.0.9:1884".into());
+    assert!(
+        b.datagram(&listed, HUB)
+            .iter()
+            .any(|e| matches!(e, Effect::Open { .. }))
+    );
+    let mut other_port = rollcall(2);
+    other_port.broker = Some("mqtt://198.18.0.9:1885".into());
+    assert!(beyond_our_broker(&b.datagram(&other_port, HUB)).is_empty());
+    let mut other_name = rollcall(3);
+    other_name.broker = Some("mqtt://elsewhere.invalid:1883".into());
+    assert!(beyond_our_broker(&b.datagram(&other_name, HUB)).is_empty());
+}
+
+// Section 8: with a cluster key every admitted roll-call was signed by a
+// key holder, so it may name any broker.
+#[test]
+fn a_signed_rollcall_may_name_any_broker() {
+    let key = "a cluster key of some length";
+    let mut b = bed(&format!(
+        "cluster_key = \"{key}\"\n[services.gpio]\nenabled = false\n"
+    ));
+    let mut rc = rollcall(1);
+    rc.broker = Some("mqtt://198.18.0.77:1883".into());
+    rc.extra.insert("ts".into(), T0_MS.into());
+    rc.extra.insert("nonce".into(), "n1".into());
+    let mut map = rc.to_object();
+    rollcall_proto::sign::sign(&mut map, key.as_bytes());
+    let signed = RollCall::from_object(map).unwrap();
+    let effects = b.datagram(&signed, HUB);
+    assert!(effects.contains(&Effect::Open {
+        session: SessionId::Remote(1),
+        broker: rollcall_net::BrokerUrl::new("198.18.0.77", 1883),
+    }));
+    assert_eq!(answered(&effects).len(), 2);
+}
+
+// Section 8 (finding 5): at most `max_relay_sessions` sessions to other
+// brokers at once; past that a roll-call naming a new broker is dropped and
+// counted, one naming an open session's broker still reuses it, and a
+// session that ends makes room.
+#[test]
+fn relay_sessions_are_bounded() {
+    let mut b = bed(&format!(
+        "{RELAY_BROKERS}max_relay_sessions = 2\nrelay_grace_ms = 0\n[services.gpio]\nenabled = false\n"
+    ));
+    let naming = |id: u64, broker: &str| {
+        let mut rc = rollcall(id);
+        rc.broker = Some(broker.into());
+        rc
+    };
+    b.datagram(&naming(1, "mqtt://198.18.0.9:1883"), HUB);
+    b.datagram(&naming(2, "mqtt://198.18.0.9:1884"), HUB);
+    let third = b.datagram(&naming(3, "mqtt://hub.invalid:1883"), HUB);
+    assert!(beyond_our_broker(&third).is_empty(), "{third:?}");
+    assert_eq!(b.stats.snapshot().dropped_refused, 1);
+    let reused = b.datagram(&naming(4, "mqtt://198.18.0.9:1884"), HUB);
+    assert_eq!(answered(&reused).len(), 2);
+    assert!(!reused.iter().any(|e| matches!(e, Effect::Open { .. })));
+    // The relays end with their grace; the sessions close; a new broker
+    // gets one.
+    let ended = b.at(1);
+    assert_eq!(
+        ended
+            .iter()
+            .filter(|e| matches!(e, Effect::Close { .. }))
+            .count(),
+        2
+    );
+    let later = b.datagram(&naming(5, "mqtt://hub.invalid:1883"), HUB);
+    assert!(later.iter().any(|e| matches!(e, Effect::Resolve { .. })));
+}
+
+// Section 1 and 8 (finding 6): answers go only to topics under the answer
+// prefix, never to a `$` topic or another host's topics: a roll-call asking
+// for anything else is dropped, with nothing published.
+#[test]
+fn answer_topics_stay_under_the_answer_prefix() {
+    let mut b = plain_bed();
+    for (id, topic) in [
+        (1, "/h9/gpio/$description"),
+        (2, "/h9/gpio/set/lamp"),
+        (3, "/stat/$SYS/x"),
+        (4, "$SYS/broker"),
+        (5, "/statistics"),
+    ] {
+        let mut rc = rollcall(id);
+        rc.topic = topic.into();
+        let effects = b.datagram(&rc, "127.0.0.1");
+        assert!(publishes(&effects).is_empty(), "{topic}: {effects:?}");
+    }
+    assert_eq!(b.stats.snapshot().dropped_refused, 5);
+    let mut rc = rollcall(6);
+    rc.topic = "/stat/other".into();
+    assert_eq!(on(&b.datagram(&rc, "127.0.0.1"), "/stat/other").len(), 2);
+    // Over MQTT the same.
+    let mut rc = rollcall(7);
+    rc.topic = "/h9/gpio/$description".into();
+    assert!(publishes(&b.message("/udp/request", &rc.to_bytes())).is_empty());
+    // The prefix is the user's to choose.
+    let mut b = bed("answer_prefix = \"/answers/\"\n[services.gpio]\nenabled = false\n");
+    let mut rc = rollcall(8);
+    rc.topic = "/answers/scan".into();
+    assert_eq!(on(&b.datagram(&rc, "127.0.0.1"), "/answers/scan").len(), 2);
+    assert!(publishes(&b.datagram(&rollcall(9), "127.0.0.1")).is_empty());
 }
 
 // The simulated devices (section 7's `/{host}/sim/gpio/{pin}`, section

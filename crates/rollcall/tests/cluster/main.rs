@@ -11,6 +11,7 @@ mod bme280;
 mod gpio;
 mod hub;
 mod repeat;
+mod security;
 mod sensors;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -395,6 +396,8 @@ async fn answers_are_relayed_from_the_hosts_broker_to_the_requesters() {
     let mut config = host_config("pizero1", &hub_broker, port);
     config.broker = None;
     config.embedded_broker = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    // Unsigned roll-calls are relayed only to a broker the agent lists.
+    config.relay_brokers = Some(vec![hub_broker.to_string()]);
     let a = agent(config, &shutdown).await;
     let host_broker = a.broker_url().clone();
     assert_ne!(host_broker, hub_broker);
@@ -486,16 +489,16 @@ async fn with_a_cluster_key_only_signed_roll_calls_are_answered() {
     let tracker = TaskTracker::new();
     let port = free_udp_port();
     let mut config = host_config("locked", &broker, port);
-    config.cluster_key = Some("s3cret".into());
+    config.cluster_key = Some("s3cret-of-16-bytes".into());
     let a = agent(config, &shutdown).await;
     let mut asker = Asker::new(&broker, &shutdown, &tracker).await;
-    asker.listen("/signed/answers").await;
+    asker.listen("/stat/signed").await;
     let sender = RollCallSocket::bind_sender(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).unwrap();
     let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
 
     // Answers go to our broker, which is not on the default port 1883.
     let roll_call = |id| {
-        let mut rc = RollCall::new(id, "hub", "/signed/answers");
+        let mut rc = RollCall::new(id, "hub", "/stat/signed");
         rc.broker = Some(broker.to_string());
         rc
     };
@@ -507,7 +510,7 @@ async fn with_a_cluster_key_only_signed_roll_calls_are_answered() {
         .as_millis() as u64;
     map.insert("ts".into(), now.into());
     map.insert("nonce".into(), "n-1".into());
-    rollcall_proto::sign::sign(&mut map, b"s3cret");
+    rollcall_proto::sign::sign(&mut map, b"s3cret-of-16-bytes");
     sender
         .send_to(&serde_json::to_vec(&map).unwrap(), to)
         .await
@@ -519,7 +522,7 @@ async fn with_a_cluster_key_only_signed_roll_calls_are_answered() {
     // The scanner signs when given the key.
     let mut scanner = scanner(&broker, &shutdown, &tracker);
     let mut opts = broadcast(port, 1);
-    opts.cluster_key = Some(b"s3cret".to_vec());
+    opts.cluster_key = Some(b"s3cret-of-16-bytes".to_vec());
     let report = scanner.scan(3, &opts, |_| {}).await.unwrap();
     assert_eq!(functions(&report, "locked"), ["gpio", "system"]);
     shutdown.cancel();
