@@ -8,16 +8,13 @@ use std::collections::BTreeMap;
 
 use rollcall_hw::iio::Dac;
 use rollcall_proto::json::Object;
-use rollcall_proto::topic::{check_name, check_topic};
+use rollcall_proto::topic::check_topic;
 use rollcall_proto::{Body, Description, Health, Interface, Interfaces, ProtoError, ValueType};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::sensor::MAX_CHANNELS;
+use crate::channels::{ChannelListError, check_channels};
 use crate::{Ctx, Outcome, Publish, Service, ServiceError, ShapeError};
-
-/// Names that would land on a topic the service already uses.
-const RESERVED: [&str; 7] = ["get", "set", "control", "setup", "error", "reply", "config"];
 
 /// One output channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,49 +33,13 @@ pub enum DacConfigError {
     /// An unknown key, or a value of the wrong type.
     #[error(transparent)]
     Shape(#[from] ShapeError),
-    /// An empty list of channels.
-    #[error("channels: at least one channel")]
-    EmptyChannels,
-    /// More channels than [`MAX_CHANNELS`].
-    #[error("channels: at most {MAX_CHANNELS}")]
-    TooManyChannels,
-    /// A channel name that cannot be a topic level.
-    #[error("channels[{index}].name: {source}")]
-    ChannelName {
-        /// The channel's place in `channels`.
-        index: usize,
-        /// What the topic grammar says of it.
-        #[source]
-        source: ProtoError,
-    },
-    /// A channel name the service's own topics use.
-    #[error("channels[{index}].name: `{name}` is reserved")]
-    ReservedName {
-        /// The channel's place in `channels`.
-        index: usize,
-        /// The name.
-        name: String,
-    },
+    /// A channel list that is not acceptable.
+    #[error(transparent)]
+    Channels(#[from] ChannelListError),
     /// A name of digits, which `set/{channel number}` would mistake.
     #[error("channels[{index}].name: `{name}` reads as a channel number; names need a letter")]
     NumericName {
         /// The channel's place in `channels`.
-        index: usize,
-        /// The name.
-        name: String,
-    },
-    /// A converter channel number above 255.
-    #[error("channels[{index}].channel: {channel} is not a channel")]
-    NotAChannel {
-        /// The channel's place in `channels`.
-        index: usize,
-        /// The number.
-        channel: u32,
-    },
-    /// Two channels of one name.
-    #[error("channels[{index}].name: `{name}` is used twice")]
-    NameUsedTwice {
-        /// The later channel's place in `channels`.
         index: usize,
         /// The name.
         name: String,
@@ -173,40 +134,18 @@ impl DacConfig {
     pub fn from_json(value: Value) -> Result<Self, DacConfigError> {
         let config: DacConfig = crate::config_from_json(value)?;
         let channels = config.channels();
-        if channels.is_empty() {
-            return Err(DacConfigError::EmptyChannels);
-        }
         // As for `ain`: more than any DAC has, and a description that fits.
-        if channels.len() > MAX_CHANNELS {
-            return Err(DacConfigError::TooManyChannels);
-        }
+        let pairs: Vec<(&str, u32)> = channels
+            .iter()
+            .map(|c| (c.name.as_str(), c.channel))
+            .collect();
+        check_channels(&pairs)?;
         for (i, c) in channels.iter().enumerate() {
-            check_name(&c.name)
-                .map_err(|source| DacConfigError::ChannelName { index: i, source })?;
-            let name = || c.name.clone();
-            if RESERVED.contains(&c.name.as_str()) {
-                return Err(DacConfigError::ReservedName {
-                    index: i,
-                    name: name(),
-                });
-            }
             // `set/0` means channel 0: a name of digits would be ambiguous.
             if c.name.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(DacConfigError::NumericName {
                     index: i,
-                    name: name(),
-                });
-            }
-            if c.channel > 255 {
-                return Err(DacConfigError::NotAChannel {
-                    index: i,
-                    channel: c.channel,
-                });
-            }
-            if channels[..i].iter().any(|o| o.name == c.name) {
-                return Err(DacConfigError::NameUsedTwice {
-                    index: i,
-                    name: name(),
+                    name: c.name.clone(),
                 });
             }
             if channels[..i].iter().any(|o| o.channel == c.channel) {

@@ -15,6 +15,7 @@ use thiserror::Error;
 pub mod ain;
 pub mod announce;
 pub mod bme280;
+pub mod channels;
 pub mod dac;
 pub mod dht22;
 pub mod display;

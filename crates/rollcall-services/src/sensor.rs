@@ -13,7 +13,7 @@ use rollcall_hw::HwError;
 use rollcall_hw::gpio::EventWaker;
 use rollcall_hw::iio::{Channel, Quantity, Sample, Sensor};
 use rollcall_proto::json::Object;
-use rollcall_proto::topic::{check_name, check_topic};
+use rollcall_proto::topic::check_topic;
 use rollcall_proto::{Body, Description, Health, Interface, Interfaces, ProtoError, ValueType};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -22,12 +22,7 @@ use crate::{Ctx, Outcome, Publish, Service, ServiceError, ShapeError};
 
 /// The longest interval any reading service takes: a day.
 const MAX_INTERVAL_MS: u64 = 86_400_000;
-/// The most channels `ain` takes: more than any ADC has, and few enough
-/// that the description stays well inside a message (`MAX_PAYLOAD`).
-pub const MAX_CHANNELS: usize = 64;
-/// Item names that would land on a topic the service already uses, or (as
-/// `get/config`) be read as something else.
-const RESERVED_ITEMS: [&str; 7] = ["get", "set", "control", "setup", "error", "reply", "config"];
+pub use crate::channels::MAX_CHANNELS;
 
 /// A fixed item of a sensor: DHT22's temperature, the sonar's distance.
 #[derive(Debug, Clone, Copy)]
@@ -132,45 +127,9 @@ pub enum SensorConfigError {
         /// The service.
         service: &'static str,
     },
-    /// An empty list of channels.
-    #[error("channels: at least one channel")]
-    EmptyChannels,
-    /// More channels than [`MAX_CHANNELS`].
-    #[error("channels: at most {MAX_CHANNELS}")]
-    TooManyChannels,
-    /// A channel name that cannot be a topic level.
-    #[error("channels[{index}].name: {source}")]
-    ChannelName {
-        /// The channel's place in `channels`.
-        index: usize,
-        /// What the topic grammar says of it.
-        #[source]
-        source: ProtoError,
-    },
-    /// A channel name the service's own topics use.
-    #[error("channels[{index}].name: `{name}` is reserved")]
-    ReservedName {
-        /// The channel's place in `channels`.
-        index: usize,
-        /// The name.
-        name: String,
-    },
-    /// Two channels of one name.
-    #[error("channels[{index}].name: `{name}` is used twice")]
-    NameUsedTwice {
-        /// The later channel's place in `channels`.
-        index: usize,
-        /// The name.
-        name: String,
-    },
-    /// A converter channel number above 255.
-    #[error("channels[{index}].channel: {channel} is not a channel")]
-    NotAChannel {
-        /// The channel's place in `channels`.
-        index: usize,
-        /// The number.
-        channel: u32,
-    },
+    /// A channel list that is not acceptable.
+    #[error(transparent)]
+    Channels(#[from] crate::channels::ChannelListError),
     /// A voltage range that is empty or not numbers.
     #[error("channels[{index}]: min_v must be below max_v, both numbers")]
     VoltRange {
@@ -254,26 +213,12 @@ impl SensorConfig {
                 return Err(SensorConfigError::NoChannels { service: spec.name });
             }
             (Some(channels), true) => {
-                if channels.is_empty() {
-                    return Err(SensorConfigError::EmptyChannels);
-                }
-                if channels.len() > MAX_CHANNELS {
-                    return Err(SensorConfigError::TooManyChannels);
-                }
+                let pairs: Vec<(&str, u32)> = channels
+                    .iter()
+                    .map(|c| (c.name.as_str(), c.channel))
+                    .collect();
+                crate::channels::check_channels(&pairs)?;
                 for (i, c) in channels.iter().enumerate() {
-                    check_item_name(i, &c.name)?;
-                    if channels[..i].iter().any(|o| o.name == c.name) {
-                        return Err(SensorConfigError::NameUsedTwice {
-                            index: i,
-                            name: c.name.clone(),
-                        });
-                    }
-                    if c.channel > 255 {
-                        return Err(SensorConfigError::NotAChannel {
-                            index: i,
-                            channel: c.channel,
-                        });
-                    }
                     if !(c.min_v.is_finite() && c.max_v.is_finite() && c.min_v < c.max_v) {
                         return Err(SensorConfigError::VoltRange { index: i });
                     }
@@ -297,18 +242,6 @@ impl SensorConfig {
         }
         Ok(())
     }
-}
-
-/// Checks the name of channel `index`: a topic level, and none the service uses.
-fn check_item_name(index: usize, name: &str) -> Result<(), SensorConfigError> {
-    check_name(name).map_err(|source| SensorConfigError::ChannelName { index, source })?;
-    if RESERVED_ITEMS.contains(&name) {
-        return Err(SensorConfigError::ReservedName {
-            index,
-            name: name.to_owned(),
-        });
-    }
-    Ok(())
 }
 
 /// One item read by the service.
@@ -943,13 +876,15 @@ mod tests {
     /// JSON shape error keeps serde's error as its source.
     #[test]
     fn configuration_errors_are_typed() {
+        use crate::channels::ChannelListError;
         let config = SensorConfig::from_json(
             json!({"channels": [{"name": "a", "channel": 0}, {"name": "a", "channel": 1}]}),
         )
         .unwrap();
         assert!(matches!(
             config.validate(&ain::SPEC),
-            Err(SensorConfigError::NameUsedTwice { index: 1, ref name }) if name == "a"
+            Err(SensorConfigError::Channels(ChannelListError::NameUsedTwice { index: 1, ref name }))
+                if name == "a"
         ));
         assert!(matches!(
             config.validate(&dht22::SPEC),
