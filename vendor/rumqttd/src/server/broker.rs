@@ -489,6 +489,22 @@ impl Callback for WSCallback {
     }
 }
 
+type WillHandlers = Mutex<HashMap<String, Sender<AwaitingWill>>>;
+
+/// rollcall patch: the will handlers, also after a thread panicked holding
+/// them (the map stays consistent: every change to it is one call).
+fn lock_wills(handlers: &WillHandlers) -> std::sync::MutexGuard<'_, HashMap<String, Sender<AwaitingWill>>> {
+    handlers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// rollcall patch: removes `client_id`'s handler if it is still `ours`.
+fn forget_will(handlers: &WillHandlers, client_id: &str, ours: &Sender<AwaitingWill>) {
+    let mut map = lock_wills(handlers);
+    if map.get(client_id).is_some_and(|s| s.same_channel(ours)) {
+        map.remove(client_id);
+    }
+}
+
 /// A new network connection should wait for a mqtt connect packet. This should be handled
 /// asynchronously to avoid blocking other new connections while this connection is
 /// waiting for mqtt connect packet. Also this honours connection wait time as per config to prevent
@@ -540,20 +556,24 @@ async fn remote<P: Protocol>(
         client_id = format!("{tenant_id}.{client_id}");
     }
 
-    if let Some(sender) = will_handlers.lock().unwrap().remove(&client_id) {
+    // rollcall patch: the lock is released before the send, a poisoned lock
+    // is still used, and a handler whose connection is gone (its link never
+    // started: a client id the router refused, such as `a/b`) is skipped.
+    // Upstream unwrapped the send while holding the lock: the second
+    // CONNECT with such an id panicked, poisoned the lock, and every later
+    // connection panicked on it.
+    let previous = lock_wills(&will_handlers).remove(&client_id);
+    if let Some(sender) = previous {
         let awaiting_will = if clean_session {
             AwaitingWill::Fire
         } else {
             AwaitingWill::Cancel
         };
-        sender.try_send(awaiting_will).unwrap();
+        let _ = sender.try_send(awaiting_will);
     }
 
     let (will_tx, will_rx) = flume::bounded::<AwaitingWill>(1);
-    will_handlers
-        .lock()
-        .unwrap()
-        .insert(client_id.clone(), will_tx);
+    lock_wills(&will_handlers).insert(client_id.clone(), will_tx.clone());
 
     // Start the link
     let mut link = match RemoteLink::new(
@@ -569,6 +589,9 @@ async fn remote<P: Protocol>(
         Ok(l) => l,
         Err(e) => {
             error!(error=?e, "Remote link error");
+            // rollcall patch: no handler is left behind for a connection
+            // that never started, so refused clients cannot fill the map.
+            forget_will(&will_handlers, &client_id, &will_tx);
             return;
         }
     };
@@ -616,7 +639,9 @@ async fn remote<P: Protocol>(
         Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
         Err(_) => {
             // no need to keep the sender after timeout
-            will_handlers.lock().unwrap().remove(&client_id);
+            // rollcall patch: only our own; a newer connection with the same
+            // client id keeps its handler.
+            forget_will(&will_handlers, &client_id, &will_tx);
             // as will delay interval has passed, publish the will message
             true
         }
