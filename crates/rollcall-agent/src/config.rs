@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rollcall_net::BrokerUrl;
+use rollcall_net::{BrokerUrl, Secret};
 use rollcall_proto::Topics;
 use rollcall_proto::topic::check_name;
 use std::collections::BTreeMap;
@@ -111,7 +111,7 @@ pub struct Config {
     /// The broker.
     pub broker: BrokerChoice,
     /// MQTT username and password.
-    pub credentials: Option<(String, String)>,
+    pub credentials: Option<(String, Secret<String>)>,
     /// CA file for TLS.
     pub ca_file: Option<PathBuf>,
     /// The topics of this deployment.
@@ -139,7 +139,7 @@ pub struct Config {
     /// MQTT keepalive.
     pub keepalive: Duration,
     /// The cluster key, if roll-calls must be signed.
-    pub cluster_key: Option<Vec<u8>>,
+    pub cluster_key: Option<Secret<Vec<u8>>>,
     /// The built-in services that run, in the registry's order, with
     /// their checked settings.
     pub services: Vec<ServiceSettings>,
@@ -319,8 +319,8 @@ impl RawConfig {
         let topics = Topics::new(self.root.as_deref().unwrap_or(""))
             .map_err(|e| invalid("root", e.to_string()))?;
         let credentials = match (self.username, self.password) {
-            (Some(u), Some(p)) => Some((u, p)),
-            (Some(u), None) => Some((u, String::new())),
+            (Some(u), Some(p)) => Some((u, Secret::new(p))),
+            (Some(u), None) => Some((u, Secret::new(String::new()))),
             (None, Some(_)) => return Err(invalid("password", "given without a username".into())),
             (None, None) => None,
         };
@@ -352,9 +352,9 @@ impl RawConfig {
             None => topics.topic("stat/"),
         };
         check_answer_prefix(&answer_prefix).map_err(|e| invalid("answer_prefix", e))?;
-        let cluster_key = self.cluster_key.map(String::into_bytes);
+        let cluster_key = self.cluster_key.map(|key| Secret::new(key.into_bytes()));
         if let Some(key) = &cluster_key {
-            rollcall_proto::sign::check_key(key)
+            rollcall_proto::sign::check_key(key.expose())
                 .map_err(|e| invalid("cluster_key", e.to_string()))?;
         }
         let common = Common {
@@ -562,7 +562,10 @@ mod tests {
             .unwrap()
             .validate()
             .unwrap();
-        assert_eq!(key.cluster_key.as_deref(), Some(&b"sixteen bytes..."[..]));
+        assert_eq!(
+            key.cluster_key.as_ref().map(|k| k.expose().as_slice()),
+            Some(&b"sixteen bytes..."[..])
+        );
     }
 
     #[test]

@@ -71,7 +71,7 @@ mod tests {
     #[test]
     fn a_relay_session_carries_no_credential_and_no_will() {
         let mut ours = SessionConfig::new(BrokerUrl::new("127.0.0.1", 1883), "rollcall-agent-h1");
-        ours.credentials = Some(("agent".into(), "secret".into()));
+        ours.credentials = Some(("agent".into(), rollcall_net::Secret::new("secret".into())));
         ours.last_will = Some(rollcall_net::Will {
             topic: "/h1/$state".into(),
             payload: b"offline".to_vec(),

@@ -37,7 +37,7 @@ pub struct SessionConfig {
     /// Published by the broker when the connection dies without DISCONNECT.
     pub last_will: Option<Will>,
     /// User name and password.
-    pub credentials: Option<(String, String)>,
+    pub credentials: Option<(String, crate::Secret<String>)>,
     /// CA certificate for `mqtts://` brokers.
     pub ca_file: Option<PathBuf>,
     /// Largest packet accepted or sent, in bytes (default 256 KiB).
@@ -458,7 +458,7 @@ fn build_client(config: &SessionConfig) -> Result<(EventLoop, AsyncClient), NetE
         .set_clean_session(true)
         .set_max_packet_size(config.max_packet_size, config.max_packet_size);
     if let Some((user, password)) = &config.credentials {
-        options.set_credentials(user, password);
+        options.set_credentials(user, password.expose());
     }
     if let Some(will) = &config.last_will {
         options.set_last_will(LastWill::new(

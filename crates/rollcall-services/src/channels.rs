@@ -101,9 +101,18 @@ mod tests {
             (vec![], "channels: at least one channel"),
             (too_many, "channels: at most 64"),
             (vec![("a", 0), ("a/b", 1)], "channels[1].name: "),
-            (vec![("control", 0)], "channels[0].name: `control` is reserved"),
-            (vec![("a", 256)], "channels[0].channel: 256 is not a channel"),
-            (vec![("a", 0), ("a", 1)], "channels[1].name: `a` is used twice"),
+            (
+                vec![("control", 0)],
+                "channels[0].name: `control` is reserved",
+            ),
+            (
+                vec![("a", 256)],
+                "channels[0].channel: 256 is not a channel",
+            ),
+            (
+                vec![("a", 0), ("a", 1)],
+                "channels[1].name: `a` is used twice",
+            ),
         ] {
             let err = check_channels(&channels).unwrap_err().to_string();
             assert!(err.starts_with(message), "{channels:?}: {err}");

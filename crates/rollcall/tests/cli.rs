@@ -61,6 +61,21 @@ fn print_config_is_valid_toml_the_agent_accepts() {
         .output()
         .unwrap());
     assert!(checked.contains("hostname: \"x\""), "{checked}");
+    // The password and the cluster key are never printed (issue 11).
+    let secret = dir.path().join("secret.toml");
+    std::fs::write(
+        &secret,
+        "hostname = \"x\"\nusername = \"agent\"\npassword = \"pw-never-shown\"\n\
+         cluster_key = \"key-never-shown-16\"\n",
+    )
+    .unwrap();
+    let checked = ok(rollcall()
+        .args(["agent", "--check", "--config"])
+        .arg(&secret)
+        .output()
+        .unwrap());
+    assert!(checked.contains("\"agent\""), "{checked}");
+    assert!(!checked.contains("never-shown"), "{checked}");
     // A bad key in the same file is refused with its name, before anything starts.
     std::fs::write(dir.path().join("bad.toml"), "hostnam = \"x\"\n").unwrap();
     let out = rollcall()

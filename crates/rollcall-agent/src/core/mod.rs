@@ -285,7 +285,10 @@ impl AgentCore {
             .collect();
         AgentCore {
             topics: config.topics.clone(),
-            gate: crate::gate::Gate::new(config.max_rollcalls_per_s, config.cluster_key.clone()),
+            gate: crate::gate::Gate::new(
+                config.max_rollcalls_per_s,
+                config.cluster_key.as_ref().map(|k| k.expose().clone()),
+            ),
             extaddr: config.extaddr,
             config,
             slots,
