@@ -16,7 +16,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::core::{AgentCore, Input};
 use crate::host::{KernelRoutes, Shell};
@@ -120,7 +120,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         .service_names()
         .into_iter()
         .filter_map(|name| match state::load(&config.state_dir, &name) {
-            Ok(saved) => saved.map(|s| (name, s)),
+            Ok(state::Loaded::State(saved)) => Some((name, saved)),
+            Ok(state::Loaded::Nothing) => None,
+            Ok(state::Loaded::Corrupt { kept, error }) => {
+                error!(%error, service = %name, kept = %kept.display(),
+                    "saved state is not JSON; kept aside, starting from the configured state");
+                None
+            }
             Err(error) => {
                 warn!(%error, service = %name, "saved state unreadable; starting without it");
                 None
