@@ -42,6 +42,12 @@ impl Agent {
         &self.stats
     }
 
+    /// The counters of the agent's session to its broker: connections,
+    /// messages, and what it dropped.
+    pub fn session_stats(&self) -> rollcall_net::SessionStats {
+        self.session.stats()
+    }
+
     /// The address roll-calls are heard on.
     pub fn udp_addr(&self) -> SocketAddr {
         self.udp_addr

@@ -94,7 +94,7 @@ const DURATION_BUCKETS: [f64; 11] = [
 ];
 
 /// Kinds of error the hub counts, the labels of `rollcall_hub_errors_total`.
-pub const ERROR_KINDS: [&str; 11] = [
+pub const ERROR_KINDS: [&str; 12] = [
     "rollcall",
     "bad_name",
     "bad_state",
@@ -104,6 +104,7 @@ pub const ERROR_KINDS: [&str; 11] = [
     "too_many_services",
     "subscribe",
     "session_dropped",
+    "session_oversized",
     "request_timeout",
     "bad_reply",
 ];
@@ -790,16 +791,24 @@ async fn watch_loop(
                 shared.metrics.record_error("subscribe");
             }
         }
-        let dropped = session.stats().dropped;
+        let stats = session.stats();
         let counted = shared.metrics.errors("session_dropped");
-        if dropped > counted {
+        if stats.dropped > counted {
             warn!(
-                lost = dropped - counted,
+                lost = stats.dropped - counted,
                 "the hub's session buffer overflowed"
             );
             shared
                 .metrics
-                .add_errors("session_dropped", dropped - counted);
+                .add_errors("session_dropped", stats.dropped - counted);
+        }
+        // Messages too large to take (the session logged each): counted,
+        // and the connection stays up.
+        let counted = shared.metrics.errors("session_oversized");
+        if stats.oversized > counted {
+            shared
+                .metrics
+                .add_errors("session_oversized", stats.oversized - counted);
         }
     }
 }

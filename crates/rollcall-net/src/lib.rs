@@ -16,7 +16,9 @@ mod url;
 pub use broker::EmbeddedBroker;
 pub use error::NetError;
 pub use http::http_listener;
-pub use mqtt::{Message, Qos, Session, SessionConfig, SessionHandle, SessionStats, Will};
+pub use mqtt::{
+    MAX_INCOMING_PACKET, Message, Qos, Session, SessionConfig, SessionHandle, SessionStats, Will,
+};
 pub use secret::Secret;
 pub use shutdown::{ctrl_c_token, wait_for_signal};
 pub use stun::{StunResponder, decode_binding_response, discover_external_addr};

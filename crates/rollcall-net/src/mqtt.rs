@@ -40,12 +40,23 @@ pub struct SessionConfig {
     pub credentials: Option<(String, crate::Secret<String>)>,
     /// CA certificate for `mqtts://` brokers.
     pub ca_file: Option<PathBuf>,
-    /// Largest packet accepted or sent, in bytes (default 256 KiB).
+    /// Largest packet sent, and largest message delivered, in bytes
+    /// (default 256 KiB). A larger message from the broker, up to
+    /// [`MAX_INCOMING_PACKET`], is read, dropped and counted
+    /// ([`SessionStats::oversized`]): refusing it at the protocol level would
+    /// end the connection, and a retained one would end every reconnect too.
     pub max_packet_size: usize,
     /// Capacity of both the request queue and the incoming-message channel
     /// (default 1024).
     pub channel_capacity: usize,
 }
+
+/// The largest packet a session reads from its broker. Anything up to this
+/// size is read whole (one buffer, freed after) and, past
+/// [`SessionConfig::max_packet_size`], dropped; beyond it the connection is
+/// a protocol error, so a broker should refuse such messages (Mosquitto's
+/// `message_size_limit`; the embedded broker takes at most 1 MiB).
+pub const MAX_INCOMING_PACKET: usize = 16 * 1024 * 1024;
 
 impl SessionConfig {
     /// A configuration with the defaults: 5 s keep-alive, no will, no
@@ -115,6 +126,9 @@ pub struct SessionStats {
     pub sent: u64,
     /// Received publishes dropped because the incoming channel was full.
     pub dropped: u64,
+    /// Received publishes dropped because they were larger than
+    /// `max_packet_size`.
+    pub oversized: u64,
 }
 
 #[derive(Debug, Default)]
@@ -123,6 +137,7 @@ struct Counters {
     received: AtomicU64,
     sent: AtomicU64,
     dropped: AtomicU64,
+    oversized: AtomicU64,
 }
 
 impl Counters {
@@ -343,6 +358,7 @@ impl SessionHandle {
             received: counters.received.load(Ordering::Relaxed),
             sent: counters.sent.load(Ordering::Relaxed),
             dropped: counters.dropped.load(Ordering::Relaxed),
+            oversized: counters.oversized.load(Ordering::Relaxed),
         }
     }
 
@@ -426,6 +442,7 @@ impl Session {
             eventloop,
             shared: Arc::clone(&shared),
             incoming: incoming_tx,
+            max_message: config.max_packet_size,
             broker: config.broker,
         };
         tracker.spawn(event_loop.run(shutdown));
@@ -456,7 +473,10 @@ fn build_client(config: &SessionConfig) -> Result<(EventLoop, AsyncClient), NetE
     options
         .set_keep_alive(config.keep_alive)
         .set_clean_session(true)
-        .set_max_packet_size(config.max_packet_size, config.max_packet_size);
+        .set_max_packet_size(
+            MAX_INCOMING_PACKET.max(config.max_packet_size),
+            config.max_packet_size,
+        );
     if let Some((user, password)) = &config.credentials {
         options.set_credentials(user, password.expose());
     }
@@ -481,6 +501,8 @@ struct SessionLoop {
     eventloop: EventLoop,
     shared: Arc<Shared>,
     incoming: mpsc::Sender<Message>,
+    /// The largest message delivered (topic and payload bytes).
+    max_message: usize,
     broker: BrokerUrl,
 }
 
@@ -551,6 +573,12 @@ impl SessionLoop {
     }
 
     fn deliver(&self, publish: Publish) {
+        if publish.payload.len() + publish.topic.len() > self.max_message {
+            Counters::bump(&self.shared.counters.oversized);
+            warn!(topic = %publish.topic, bytes = publish.payload.len(),
+                limit = self.max_message, "message larger than the session takes, dropped");
+            return;
+        }
         let message = Message {
             topic: publish.topic,
             payload: publish.payload,

@@ -21,7 +21,11 @@ use tokio_util::task::TaskTracker;
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Waits until `ok` holds for the hub's snapshot, or fails with the last one.
-async fn until(shared: &HubShared, what: &str, ok: impl Fn(&MapSnapshot) -> bool) -> MapSnapshot {
+pub(crate) async fn until(
+    shared: &HubShared,
+    what: &str,
+    ok: impl Fn(&MapSnapshot) -> bool,
+) -> MapSnapshot {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut changes = shared.changes.subscribe();
     loop {
@@ -53,11 +57,11 @@ async fn event(rx: &mut broadcast::Receiver<MapEvent>, what: &str, ok: impl Fn(&
     }
 }
 
-fn online(s: &MapSnapshot, host: &str) -> bool {
+pub(crate) fn online(s: &MapSnapshot, host: &str) -> bool {
     s.host(host).is_some_and(|h| h.status == HostStatus::Online)
 }
 
-fn scan_options(udp_port: u16, wait: Duration, expect: Option<usize>) -> ScanOptions {
+pub(crate) fn scan_options(udp_port: u16, wait: Duration, expect: Option<usize>) -> ScanOptions {
     ScanOptions {
         expect,
         wait,
@@ -65,7 +69,7 @@ fn scan_options(udp_port: u16, wait: Duration, expect: Option<usize>) -> ScanOpt
     }
 }
 
-fn start_hub(
+pub(crate) fn start_hub(
     broker: &BrokerUrl,
     scan: ScanOptions,
     every: Duration,

@@ -1,12 +1,13 @@
 //! Attacks from the network, each reproduced against a running agent and
 //! its defence asserted (issue 11's findings; docs/protocol.md section 8).
 //! Finding 1: a forged roll-call naming the attacker's broker took the
-//! agent's MQTT username and password there.
+//! agent's MQTT username and password there. Finding 4: one big retained
+//! message took the agent and the hub off the broker.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use rollcall_net::RollCallSocket;
+use rollcall_net::{Qos, RollCallSocket, Session, SessionConfig};
 use rollcall_proto::RollCall;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
@@ -16,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::support::*;
 
+const WAIT: Duration = Duration::from_secs(10);
 const PASSWORD: &str = "agent-password-never-to-leave";
 
 /// A TCP listener posing as a broker: it keeps the first bytes of every
@@ -147,6 +149,83 @@ async fn a_listed_relay_broker_gets_a_connect_without_credentials() {
     let text = String::from_utf8_lossy(&connect);
     assert!(!text.contains(PASSWORD), "{text}");
     assert!(!text.contains("agent\0"), "{text}");
+    shutdown.cancel();
+    a.join().await.unwrap();
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Finding 4: one retained message over 256 KiB on a topic the agent or the
+/// hub subscribes to put them in a reconnect loop (99 `offline` in 10 s),
+/// on rumqttd and on a stock Mosquitto. Now a message of 1 MiB or 10 MiB is
+/// read, dropped and counted, and the connection stays up: the agent
+/// connects once and answers, the hub maps hosts that come later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_retained_messages_are_dropped_and_nobody_disconnects() {
+    let test = "big_retained_messages_are_dropped_and_nobody_disconnects";
+    let Some(mosquitto) = Mosquitto::for_test(test) else {
+        return;
+    };
+    // Without the defence the agent and the hub never settle: bounded.
+    tokio::time::timeout(Duration::from_secs(60), big_retained_messages(mosquitto))
+        .await
+        .expect("the test ends within 60 s");
+}
+
+async fn big_retained_messages(mosquitto: Mosquitto) {
+    let broker = mosquitto.url();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut config = SessionConfig::new(broker.clone(), format!("big-{}", unique()));
+    config.max_packet_size = 11 * 1024 * 1024;
+    let attacker = Session::start(config, shutdown.clone(), &tracker).unwrap();
+    attacker.handle.wait_connected(WAIT).await.unwrap();
+    for (topic, mib) in [
+        ("/big/getapps", 1),
+        ("/big/gpio/control", 10),
+        ("/ghost/$state", 1),
+        ("/ghost/pump/$description", 10),
+    ] {
+        attacker
+            .handle
+            .publish(topic, vec![b'x'; mib * 1024 * 1024], Qos::AtLeastOnce, true)
+            .await
+            .unwrap();
+    }
+    let nobody = free_udp_port();
+    let (shared, stop, hub) = crate::hub::start_hub(
+        &broker,
+        crate::hub::scan_options(nobody, Duration::from_secs(60), None),
+        Duration::from_secs(3600),
+    );
+    let a = agent(host_config("big", &broker, free_udp_port()), &shutdown).await;
+
+    // The agent answers a query on the very topic that holds 1 MiB.
+    let mut asker = crate::Asker::new(&broker, &shutdown, &tracker).await;
+    asker.listen("/me/apps").await;
+    asker.send("/big/getapps", r#"{"topic":"/me/apps"}"#).await;
+    let (_, apps) = asker.next().await;
+    assert_eq!(apps["apps"], serde_json::json!(["gpio", "system"]));
+    let stats = a.session_stats();
+    assert_eq!(stats.connects, 1, "the agent reconnected: {stats:?}");
+    assert_eq!(stats.oversized, 2, "{stats:?}");
+
+    // The hub maps the agent, and a host that comes after the big messages.
+    crate::hub::until(&shared, "big online", |s| crate::hub::online(s, "big")).await;
+    attacker
+        .handle
+        .publish_state("/late/$state", "online")
+        .await
+        .unwrap();
+    crate::hub::until(&shared, "late online", |s| crate::hub::online(s, "late")).await;
+    assert!(
+        shared.metrics.errors("session_oversized") >= 2,
+        "{}",
+        shared.metrics.errors("session_oversized")
+    );
+
+    stop.cancel();
+    hub.await.unwrap().unwrap();
     shutdown.cancel();
     a.join().await.unwrap();
     tracker.close();
