@@ -19,7 +19,7 @@ pub use answer::{Answer, host_answer, service_answer};
 pub use describe::{Category, Description, Health, Interface, Interfaces, ValueType};
 pub use error::ProtoError;
 pub use query::{Body, Request, error_reply, ok_reply};
-pub use report::HostReport;
+pub use report::{HostReport, NOT_ECHOED};
 pub use rollcall::{RollCall, RollCallLimits};
 pub use topic::{Query, Topics};
 

@@ -9,6 +9,27 @@ use crate::json::{self, Object, take_opt_str, take_str};
 use crate::topic::check_name;
 use crate::{ProtoError, RollCall};
 
+/// The fields reports, answers and query replies define. A roll-call's
+/// unknown fields are echoed, but never these: a roll-call must not be able
+/// to set an answer's `health`, its topics, its `apps` or an `ok`
+/// (docs/protocol.md section 1).
+pub const NOT_ECHOED: [&str; 14] = [
+    "hostname",
+    "ipaddr",
+    "extaddr",
+    "function",
+    "apps",
+    "version",
+    "uptime_s",
+    "inputs",
+    "outputs",
+    "control",
+    "interfaces",
+    "health",
+    "ok",
+    "error",
+];
+
 /// A roll-call enhanced with the host's name and addresses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostReport {
@@ -40,9 +61,13 @@ impl HostReport {
         })
     }
 
-    /// The report as a JSON object: the roll-call's fields plus the host's.
+    /// The report as a JSON object: the roll-call's fields, less any of
+    /// [`NOT_ECHOED`], plus the host's.
     pub fn to_object(&self) -> Object {
         let mut map = self.rollcall.to_object();
+        for field in NOT_ECHOED {
+            map.remove(field);
+        }
         map.insert("hostname".into(), self.hostname.clone().into());
         map.insert("ipaddr".into(), self.ipaddr.to_string().into());
         json::put_opt(&mut map, "extaddr", self.extaddr.map(|a| a.to_string()));
@@ -73,6 +98,31 @@ mod tests {
         assert_eq!(report.extaddr, Some("173.95.174.120".parse().unwrap()));
         let back: Value = serde_json::from_slice(&report.to_bytes()).unwrap();
         assert_eq!(back, serde_json::from_slice::<Value>(raw).unwrap());
+    }
+
+    // Issue 11: extra roll-call fields were echoed into answers and could
+    // inject `health`, `control` or `ok`.
+    #[test]
+    fn a_rollcall_cannot_set_the_fields_answers_define() {
+        let raw = br#"{"cmd":"status","id":1,"replyto":"x","topic":"/stat/data","colour":"red",
+            "health":{"status":"alert","reason":"pwned"},"control":"/h9/gpio/set/lamp",
+            "ok":true,"apps":["evil"],"function":"gpio"}"#;
+        let rc = RollCall::parse(raw, crate::RollCallLimits::default()).unwrap();
+        let report = HostReport {
+            rollcall: rc,
+            hostname: "h1".into(),
+            ipaddr: "198.18.0.5".parse().unwrap(),
+            extaddr: None,
+        };
+        let map = report.to_object();
+        assert_eq!(map["colour"], "red", "unknown fields are still echoed");
+        for field in NOT_ECHOED {
+            let ours = ["hostname", "ipaddr"].contains(&field);
+            assert_eq!(map.contains_key(field), ours, "{field}: {map:?}");
+        }
+        let answer = crate::host_answer(&report, &["system".into()], "0", 1);
+        assert_eq!(answer["apps"], serde_json::json!(["system"]));
+        assert!(!answer.contains_key("health") && !answer.contains_key("ok"));
     }
 
     #[test]

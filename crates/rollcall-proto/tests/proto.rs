@@ -40,6 +40,8 @@ const KNOWN_FIELDS: &[&str] = &[
     "apps",
     "version",
     "uptime_s",
+    "ok",
+    "error",
     "sig",
 ];
 
