@@ -448,11 +448,16 @@ async fn serve_answers_over_tcp_and_ends_open_event_streams_on_shutdown() {
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(web::serve(listener, shared(), shutdown.clone()));
+    let server = tokio::spawn(web::serve(
+        listener,
+        shared(),
+        web::Access::default(),
+        shutdown.clone(),
+    ));
 
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
-        .write_all(b"GET /api/events HTTP/1.1\r\nHost: test\r\n\r\n")
+        .write_all(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let mut head = vec![0; 1024];

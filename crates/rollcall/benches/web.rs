@@ -170,7 +170,12 @@ async fn serve(
 ) -> Result<SocketAddr> {
     let listener = rollcall_net::http_listener(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
     let addr = listener.local_addr()?;
-    tracker.spawn(rollcall_hub::web::serve(listener, shared, shutdown.clone()));
+    tracker.spawn(rollcall_hub::web::serve(
+        listener,
+        shared,
+        rollcall_hub::web::Access::default(),
+        shutdown.clone(),
+    ));
     Ok(addr)
 }
 

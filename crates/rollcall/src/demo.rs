@@ -44,6 +44,8 @@ pub struct Args {
     /// Serve no dashboard.
     #[arg(long)]
     no_http: bool,
+    #[command(flatten)]
+    access: crate::hub::HttpAccessArgs,
 }
 
 /// Where the demo's dashboard goes when no --http is given.
@@ -285,6 +287,7 @@ pub async fn run(args: Args) -> Result<()> {
                 "rollcall demo",
                 listener,
                 Arc::clone(&shared),
+                args.access.access()?,
                 shutdown.clone(),
             )?;
             Some((shared, hub, web))

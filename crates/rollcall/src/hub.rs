@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use rollcall_hub::web::Access;
 use rollcall_hub::{ClusterMap, HubConfig, HubError, HubShared, MapConfig};
-use rollcall_net::BrokerUrl;
+use rollcall_net::{BrokerUrl, Secret};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -30,9 +31,54 @@ pub struct Args {
     #[arg(long, default_value_t = 2000)]
     wait_ms: u64,
     /// Serve the dashboard and its JSON API on this address (port 0: any
-    /// free port; the URL is printed). See docs/dashboard.md.
+    /// free port; the URL is printed). On any address but loopback it needs
+    /// a token. See docs/dashboard.md.
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    #[command(flatten)]
+    access: HttpAccessArgs,
+}
+
+/// Who may use the dashboard (`rollcall hub`, `rollcall demo`).
+#[derive(Debug, clap::Args)]
+pub struct HttpAccessArgs {
+    /// The dashboard's token (at least 16 bytes): every request that changes
+    /// something must carry it, and reads too unless --http-read-only-public.
+    /// Required when --http is not a loopback address.
+    #[arg(long, env = "ROLLCALL_HTTP_TOKEN", hide_env_values = true)]
+    http_token: Option<String>,
+    /// Read the dashboard's token from this file (its first line).
+    #[arg(long, value_name = "FILE", conflicts_with = "http_token")]
+    http_token_file: Option<std::path::PathBuf>,
+    /// Let anyone read the dashboard (the page, the map, events, documents,
+    /// metrics); changes still need the token.
+    #[arg(long)]
+    http_read_only_public: bool,
+    /// A host name the dashboard answers to, beside IP addresses and
+    /// localhost (requests naming any other Host are refused, against DNS
+    /// rebinding); repeat for more.
+    #[arg(long = "http-host", value_name = "NAME")]
+    http_hosts: Vec<String>,
+}
+
+impl HttpAccessArgs {
+    /// The dashboard's access rules.
+    pub fn access(&self) -> Result<Access> {
+        let token = match (&self.http_token, &self.http_token_file) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --http-token-file {}", path.display()))?;
+                Some(text.lines().next().unwrap_or_default().trim().to_owned())
+            }
+            (None, None) => None,
+        };
+        Ok(Access {
+            token: token.map(Secret::new),
+            public_read: self.http_read_only_public,
+            hosts: self.http_hosts.clone(),
+        })
+    }
 }
 
 /// Starts serving the dashboard on `listener`, printing its URL as
@@ -41,12 +87,14 @@ pub(crate) fn start_dashboard(
     who: &str,
     listener: tokio::net::TcpListener,
     shared: Arc<HubShared>,
+    access: Access,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<Result<(), HubError>>> {
     let addr = listener.local_addr()?;
+    access.check_for(addr)?;
     eprintln!("{who}: dashboard http://{addr}/");
     Ok(tokio::spawn(rollcall_hub::web::serve(
-        listener, shared, shutdown,
+        listener, shared, access, shutdown,
     )))
 }
 
@@ -85,6 +133,7 @@ pub async fn run(args: Args) -> Result<()> {
                 "rollcall hub",
                 listener,
                 Arc::clone(&shared),
+                args.access.access()?,
                 shutdown.clone(),
             )?;
             Some(task)

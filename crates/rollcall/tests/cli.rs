@@ -227,3 +227,25 @@ fn the_hub_logs_hosts_appearing_and_going_missing() {
         "the output ended before pizero9 went missing or offline"
     );
 }
+
+/// Issue 11: the dashboard had no login. Off loopback it now needs a token
+/// of 16 bytes or more; the hub says so and stops before serving anything.
+#[test]
+fn a_dashboard_others_can_reach_needs_a_token() {
+    let broker = format!("mqtt://127.0.0.1:{}", free_tcp_port());
+    let refused = failed(
+        rollcall()
+            .args(["hub", "--broker", &broker, "--http", "0.0.0.0:0"])
+            .output()
+            .unwrap(),
+    );
+    assert!(refused.contains("--http-token"), "{refused}");
+    let short = failed(
+        rollcall()
+            .args(["hub", "--broker", &broker, "--http", "127.0.0.1:0"])
+            .args(["--http-token", "short"])
+            .output()
+            .unwrap(),
+    );
+    assert!(short.contains("at least 16 bytes"), "{short}");
+}

@@ -5,6 +5,7 @@
 //! documentation; `/metrics` is for Prometheus. [`app`] is tested without a
 //! server; [`serve`] runs it on a listener from `rollcall-net`.
 
+mod access;
 mod set;
 
 use std::convert::Infallible;
@@ -26,6 +27,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use access::{Access, AccessError, MIN_TOKEN_BYTES};
 pub use set::{check_value, parse_body};
 
 use crate::docs::Format;
@@ -52,14 +54,30 @@ struct Web {
     /// Ends the server-sent event streams, which would otherwise hold a
     /// graceful shutdown open forever.
     shutdown: CancellationToken,
+    /// Room for event streams, one permit each while it is open.
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
-/// The dashboard and its API over `shared`.
+/// How many event streams may be open at once; more get a 503.
+pub const MAX_EVENT_STREAMS: usize = 64;
+/// How many requests may be answered at once; more wait their turn (an
+/// event stream counts until its response starts; [`MAX_EVENT_STREAMS`]
+/// bounds the streams themselves).
+pub const MAX_REQUESTS: usize = 256;
+
+/// The dashboard and its API over `shared`, open to every request from
+/// loopback ([`app_with`] sets who may use it).
 pub fn app(shared: Arc<HubShared>) -> Router {
-    router(shared, CancellationToken::new())
+    router(shared, Access::default(), CancellationToken::new())
 }
 
-fn router(shared: Arc<HubShared>, shutdown: CancellationToken) -> Router {
+/// The dashboard and its API over `shared`, used as `access` allows.
+pub fn app_with(shared: Arc<HubShared>, access: Access) -> Router {
+    router(shared, access, CancellationToken::new())
+}
+
+fn router(shared: Arc<HubShared>, access: Access, shutdown: CancellationToken) -> Router {
+    let streams = Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS));
     Router::new()
         .route("/", get(index))
         .route("/assets/app.js", get(app_js))
@@ -74,7 +92,13 @@ fn router(shared: Arc<HubShared>, shutdown: CancellationToken) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(Web { shared, shutdown })
+        .layer(axum::middleware::from_fn_with_state(access, access::guard))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_REQUESTS))
+        .with_state(Web {
+            shared,
+            shutdown,
+            streams,
+        })
 }
 
 /// Serves [`app`] on `listener` until `shutdown`; open event streams end
@@ -82,9 +106,10 @@ fn router(shared: Arc<HubShared>, shutdown: CancellationToken) -> Router {
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<HubShared>,
+    access: Access,
     shutdown: CancellationToken,
 ) -> Result<(), HubError> {
-    let app = router(shared, shutdown.clone());
+    let app = router(shared, access, shutdown.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -162,9 +187,25 @@ async fn api_map(State(web): State<Web>) -> Response {
 
 /// Every map event as `event: map` with the event as JSON; `event: resync`
 /// when this client fell behind and lost some (re-read `/api/map`).
-async fn api_events(State(web): State<Web>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn api_events(State(web): State<Web>) -> Response {
+    let Ok(permit) = Arc::clone(&web.streams).try_acquire_owned() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_EVENT_STREAMS} event streams are open already; try again later"),
+        )
+        .into_response();
+    };
+    events(web, permit).into_response()
+}
+
+/// The stream of [`api_events`], holding its `permit` while it is open.
+fn events(
+    web: Web,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = web.shared.changes.subscribe();
-    let stream = futures_util::stream::unfold((rx, web.shutdown), |(mut rx, shutdown)| async {
+    let state = (rx, web.shutdown, permit);
+    let stream = futures_util::stream::unfold(state, |(mut rx, shutdown, permit)| async {
         let next = tokio::select! {
             _ = shutdown.cancelled() => return None,
             next = rx.recv() => next,
@@ -179,7 +220,7 @@ async fn api_events(State(web): State<Web>) -> Sse<impl Stream<Item = Result<Eve
                 .data(json!({ "lagged": n }).to_string()),
             Err(RecvError::Closed) => return None,
         };
-        Some((Ok(event), (rx, shutdown)))
+        Some((Ok(event), (rx, shutdown, permit)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
