@@ -51,6 +51,10 @@ pub struct Gate {
     recent: Remembered<(String, u64)>,
     nonces: Remembered<String>,
     key: Option<Vec<u8>>,
+    /// Signed roll-calls with an earlier `ts` are refused: they were signed
+    /// before this agent started, so its memory of nonces cannot say
+    /// whether it answered them before a restart.
+    not_before_ms: u64,
 }
 
 impl Gate {
@@ -63,7 +67,15 @@ impl Gate {
             recent: Remembered::default(),
             nonces: Remembered::default(),
             key,
+            not_before_ms: 0,
         }
+    }
+
+    /// The agent starts at `now_ms` (unix ms): from now on a signed
+    /// roll-call must have been signed since, so one captured before a
+    /// restart cannot be replayed after it (docs/protocol.md section 8).
+    pub fn start_at(&mut self, now_ms: u64) {
+        self.not_before_ms = now_ms;
     }
 
     /// Whether `rc`, from `source` (`None` over MQTT), is answered at
@@ -80,8 +92,8 @@ impl Gate {
         }
         let nonce = match &self.key {
             Some(secret) => {
-                let nonce = check_signed(&rc.to_object(), secret, now_ms)?;
-                if self.nonces.contains(&nonce) {
+                let (ts, nonce) = check_signed(&rc.to_object(), secret, now_ms)?;
+                if self.nonces.contains(&nonce) || ts < self.not_before_ms {
                     return Err(Refusal::Replayed);
                 }
                 Some(nonce)
@@ -155,8 +167,8 @@ impl<T: Eq + Hash + Clone> Remembered<T> {
     }
 }
 
-/// Verifies signature and freshness; returns the nonce.
-fn check_signed(map: &Object, key: &[u8], now_ms: u64) -> Result<String, Refusal> {
+/// Verifies signature and freshness; returns `ts` and the nonce.
+fn check_signed(map: &Object, key: &[u8], now_ms: u64) -> Result<(u64, String), Refusal> {
     rollcall_proto::sign::verify(map, key).map_err(|_| Refusal::BadSignature)?;
     let ts = map
         .get("ts")
@@ -168,7 +180,7 @@ fn check_signed(map: &Object, key: &[u8], now_ms: u64) -> Result<String, Refusal
     map.get("nonce")
         .and_then(|v| v.as_str())
         .filter(|n| !n.is_empty())
-        .map(str::to_owned)
+        .map(|n| (ts, n.to_owned()))
         .ok_or(Refusal::Replayed)
 }
 
@@ -193,6 +205,26 @@ mod tests {
         map.insert("nonce".into(), nonce.into());
         rollcall_proto::sign::sign(&mut map, key);
         RollCall::from_object(map).unwrap()
+    }
+
+    // Issue 11: a captured signed roll-call was accepted again after the
+    // agent restarted (its nonces were forgotten).
+    #[test]
+    fn a_rollcall_signed_before_the_start_is_not_answered_after_it() {
+        let key = b"a cluster key of some length";
+        let captured = signed(1, 1_000_000, "n1", key);
+        let mut before = Gate::new(10, Some(key.to_vec()));
+        before.start_at(990_000);
+        assert_eq!(before.admit_at(&captured, 1_000_100), Ok(()));
+        // The agent restarts 5 s later: within the 30 s freshness, the
+        // nonce forgotten.
+        let mut after = Gate::new(10, Some(key.to_vec()));
+        after.start_at(1_005_000);
+        assert_eq!(after.admit_at(&captured, 1_005_100), Err(Refusal::Replayed));
+        assert_eq!(
+            after.admit_at(&signed(2, 1_005_050, "n2", key), 1_005_100),
+            Ok(())
+        );
     }
 
     #[test]

@@ -383,6 +383,7 @@ impl AgentCore {
     /// description retained. The session queues all of it until it connects.
     fn start(&mut self, saved: BTreeMap<String, Value>, now: Now, out: &mut Out) {
         self.started = Some(now.at);
+        self.gate.start_at(now.unix_ms);
         let host = self.host().to_owned();
         let mut filters = vec![
             self.topics.udp_request(),
