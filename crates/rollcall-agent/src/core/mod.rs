@@ -28,7 +28,7 @@ use rollcall_proto::topic::matches;
 use rollcall_proto::{Query, Topics, error_reply};
 use rollcall_services::{Ctx, Outcome, Publish, Service, ServiceError};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::registry::Built;
 use crate::sim::SimControl;
@@ -41,6 +41,11 @@ use self::rollcall::{Pending, Relay, Scheduled};
 pub const SAVE_DELAY: Duration = Duration::from_millis(50);
 /// How long after a failed save (a full disk) it is tried again.
 pub const SAVE_RETRY: Duration = Duration::from_secs(5);
+/// How many foreign services (a `$description` on the host's broker) the
+/// host answer lists, at most: anyone on the broker can publish
+/// descriptions, and the host answer must stay well inside a message
+/// (256 names of up to 64 bytes are 17 KiB).
+pub const MAX_FOREIGN_APPS: usize = 256;
 
 /// Which MQTT session an effect or a message concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -527,6 +532,14 @@ impl AgentCore {
             Route::Description(app) => {
                 if payload.is_empty() {
                     self.known_apps.remove(&app);
+                } else if rollcall_proto::topic::check_name(&app).is_err() {
+                    AgentStats::bump(self.stats.dropped_malformed());
+                    debug!(%app, "a description under a name that is not a service's; ignored");
+                } else if self.known_apps.len() >= MAX_FOREIGN_APPS
+                    && !self.known_apps.contains(&app)
+                {
+                    AgentStats::bump(self.stats.dropped_refused());
+                    warn!(%app, "{MAX_FOREIGN_APPS} foreign services are known already; not listed");
                 } else {
                     self.known_apps.insert(app);
                 }

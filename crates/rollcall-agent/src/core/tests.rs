@@ -952,6 +952,38 @@ fn answer_topics_stay_under_the_answer_prefix() {
     assert!(publishes(&b.datagram(&rollcall(9), "127.0.0.1")).is_empty());
 }
 
+// Section 3 and 8 (issue 11): 1,200 retained descriptions pushed the host
+// answer past 64 KiB and scans dropped it. The host answer lists at most
+// MAX_FOREIGN_APPS foreign services, each under a name that is one.
+#[test]
+fn the_host_answers_app_list_is_bounded() {
+    let mut b = plain_bed();
+    for n in 0..MAX_FOREIGN_APPS + 100 {
+        b.message(
+            &format!("/h1/app{n:04}/$description"),
+            br#"{"function":"x"}"#,
+        );
+    }
+    b.message(&format!("/h1/{}/$description", "a".repeat(100)), b"{}");
+    let answers = on(&b.datagram(&rollcall(1), "127.0.0.1"), "/stat/data");
+    let apps = answers[0]["apps"].as_array().unwrap();
+    assert_eq!(apps.len(), MAX_FOREIGN_APPS + 1, "and system");
+    let bytes = serde_json::to_vec(&answers[0]).unwrap().len();
+    assert!(bytes < rollcall_proto::MAX_PAYLOAD, "{bytes} bytes");
+    assert_eq!(b.stats.snapshot().dropped_refused, 100);
+    assert_eq!(b.stats.snapshot().dropped_malformed, 1);
+    // A service that goes away makes room.
+    b.message("/h1/app0000/$description", b"");
+    b.message("/h1/late/$description", b"{}");
+    let answers = on(&b.datagram(&rollcall(2), "127.0.0.1"), "/stat/data");
+    assert!(
+        answers[0]["apps"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("late"))
+    );
+}
+
 // The simulated devices (section 7's `/{host}/sim/gpio/{pin}`, section
 // 10's fail and missing): driven through the core, refusals on the
 // service's error topic.
