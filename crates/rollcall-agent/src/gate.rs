@@ -24,6 +24,23 @@ const MAX_SKEW_MS: u64 = 30_000;
 /// second, the rest share one budget: memory stays bounded whatever a
 /// flood of spoofed source addresses does.
 const SENDERS: usize = 256;
+/// All roll-calls by UDP together get this many senders' budgets a second.
+/// A source address is easily spoofed: without a total, a flood from 257
+/// made-up addresses got 257 budgets, and every roll-call admitted makes
+/// the agent publish its answers. Roll-calls over MQTT have a budget of
+/// their own beside it, so a UDP flood does not silence the hub there.
+const UDP_BUDGETS: u32 = 4;
+
+/// Whose budget a roll-call uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Sender {
+    /// Over MQTT, where the sender is not known.
+    Mqtt,
+    /// By UDP from this address.
+    Udp(IpAddr),
+    /// By UDP from an address past the first [`SENDERS`] of this second.
+    OtherUdp,
+}
 
 /// Why a roll-call was not answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,9 +62,10 @@ pub enum Refusal {
 pub struct Gate {
     per_second: u32,
     window_start_ms: u64,
-    /// Roll-calls admitted in the current second, per sender; `None` is
-    /// roll-calls over MQTT and senders past [`SENDERS`].
-    in_window: HashMap<Option<IpAddr>, u32>,
+    /// Roll-calls admitted in the current second, per sender.
+    in_window: HashMap<Sender, u32>,
+    /// Roll-calls by UDP admitted in the current second, all senders.
+    udp_in_window: u32,
     recent: Remembered<(String, u64)>,
     nonces: Remembered<String>,
     key: Option<Vec<u8>>,
@@ -64,6 +82,7 @@ impl Gate {
             per_second,
             window_start_ms: 0,
             in_window: HashMap::new(),
+            udp_in_window: 0,
             recent: Remembered::default(),
             nonces: Remembered::default(),
             key,
@@ -108,17 +127,26 @@ impl Gate {
         {
             self.window_start_ms = now_ms;
             self.in_window.clear();
+            self.udp_in_window = 0;
         }
-        let sender = if self.in_window.len() < SENDERS || self.in_window.contains_key(&source) {
-            source
-        } else {
-            None
+        let sender = match source {
+            None => Sender::Mqtt,
+            Some(ip) if self.in_window.len() < SENDERS => Sender::Udp(ip),
+            Some(ip) if self.in_window.contains_key(&Sender::Udp(ip)) => Sender::Udp(ip),
+            Some(_) => Sender::OtherUdp,
         };
+        let udp = sender != Sender::Mqtt;
+        if udp && self.udp_in_window >= self.per_second.saturating_mul(UDP_BUDGETS) {
+            return Err(Refusal::RateLimited);
+        }
         let count = self.in_window.entry(sender).or_insert(0);
         if *count >= self.per_second {
             return Err(Refusal::RateLimited);
         }
         *count += 1;
+        if udp {
+            self.udp_in_window += 1;
+        }
         self.recent.insert(key);
         // Remembered only once admitted: a copy of a roll-call refused for
         // the rate limit, sent again (`rollcall scan --repeat`, the same
@@ -256,21 +284,43 @@ mod tests {
         assert_eq!(gate.admit(&rc(5), None, 1004), Ok(()));
     }
 
+    // Issue 11: spoofed source addresses got 257 x 20 roll-calls a second.
+    #[test]
+    fn spoofed_senders_together_get_a_few_budgets_and_mqtt_keeps_its_own() {
+        let mut gate = Gate::new(20, None);
+        let mut admitted = 0;
+        for i in 0..300u64 {
+            let source = Some(IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]));
+            for n in 0..20 {
+                if gate.admit(&rc(i * 100 + n), source, 1000).is_ok() {
+                    admitted += 1;
+                }
+            }
+        }
+        assert_eq!(admitted, 20 * UDP_BUDGETS);
+        assert!(gate.in_window.len() <= SENDERS + 2, "memory stays bounded");
+        for n in 0..20 {
+            assert_eq!(gate.admit(&rc(1_000_000 + n), None, 1000), Ok(()));
+        }
+        assert_eq!(
+            gate.admit(&rc(2_000_000), None, 1000),
+            Err(Refusal::RateLimited)
+        );
+        // The next second, UDP is admitted again.
+        let hub = Some(IpAddr::from([198, 18, 0, 1]));
+        assert_eq!(gate.admit(&rc(3_000_000), hub, 2000), Ok(()));
+    }
+
     #[test]
     fn past_the_sender_limit_the_rest_share_one_budget() {
-        let mut gate = Gate::new(1, None);
-        for i in 0..SENDERS as u64 {
+        // A budget large enough that the UDP total is not what stops them.
+        let mut gate = Gate::new(1000, None);
+        for i in 0..SENDERS as u64 + 10 {
             let source = Some(IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]));
             assert_eq!(gate.admit(&rc(i), source, 1000), Ok(()));
         }
-        let late = |n: u8| Some(IpAddr::from([10, 9, 9, n]));
-        // The shared budget is the one MQTT roll-calls use; it has one left.
-        assert_eq!(gate.admit(&rc(9001), late(1), 1000), Ok(()));
-        assert_eq!(
-            gate.admit(&rc(9002), late(2), 1000),
-            Err(Refusal::RateLimited)
-        );
-        assert_eq!(gate.in_window.len(), SENDERS + 1);
+        assert_eq!(gate.in_window.len(), SENDERS + 1, "the last 10 share one");
+        assert_eq!(gate.in_window[&Sender::OtherUdp], 10);
     }
 
     #[test]
