@@ -16,7 +16,7 @@ pub mod config;
 pub mod core;
 mod delivery;
 mod error;
-mod gate;
+pub mod gate;
 mod host;
 pub mod registry;
 pub mod sim;
