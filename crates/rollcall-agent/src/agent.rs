@@ -97,8 +97,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     let session_token = CancellationToken::new();
     let mut template = SessionConfig::new(broker_url.clone(), format!("rollcall-agent-{host}"));
     template.keep_alive = config.keepalive;
-    template.credentials = config.credentials.clone();
-    template.ca_file = config.ca_file.clone();
+    template.login = config.login.clone();
     template.last_will = Some(Will {
         topic: config.topics.state(&host),
         payload: b"offline".to_vec(),

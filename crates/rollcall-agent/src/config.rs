@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rollcall_net::{BrokerUrl, Secret};
+use rollcall_net::{BrokerUrl, Credentials, Login, Secret, TlsFiles};
 use rollcall_proto::Topics;
 use rollcall_proto::topic::check_name;
 use std::collections::BTreeMap;
@@ -31,8 +31,14 @@ pub struct RawConfig {
     pub username: Option<String>,
     /// MQTT password.
     pub password: Option<String>,
+    /// A file whose first line is the MQTT password.
+    pub password_file: Option<PathBuf>,
     /// CA file for `mqtts://` brokers.
     pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for `mqtts://` brokers that require one.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub client_key: Option<PathBuf>,
     /// Topic root (`""` gives `/udp/report`).
     pub root: Option<String>,
     /// UDP port roll-calls arrive on.
@@ -110,10 +116,9 @@ pub struct Config {
     pub hostname: String,
     /// The broker.
     pub broker: BrokerChoice,
-    /// MQTT username and password.
-    pub credentials: Option<(String, Secret<String>)>,
-    /// CA file for TLS.
-    pub ca_file: Option<PathBuf>,
+    /// How the agent logs in to its own broker: username and password,
+    /// and TLS files. Relays get only the CA (`Login::for_another_broker`).
+    pub login: Login,
     /// The topics of this deployment.
     pub topics: Topics,
     /// Where roll-calls are heard.
@@ -164,9 +169,19 @@ broker = "mqtt://127.0.0.1:1883"
 # broker on every host. Answers are then relayed to the scanner's broker.
 # embedded_broker = "0.0.0.0:1883"
 
+# Logging in to the broker. The password can also come from a file (its
+# first line), or the ROLLCALL_PASSWORD environment variable; it is never
+# printed. These go to this broker only, never to a relay.
 # username = "rollcall"
 # password = "secret"
-# ca_file = "/etc/rollcall/ca.pem"     # for mqtts:// brokers (not supported yet: refused)
+# password_file = "/etc/rollcall/password"
+
+# TLS, for a broker given as mqtts://host (port 8883). The broker's
+# certificate must name the host in the URL. Without ca_file the system's
+# trusted CAs are used.
+# ca_file = "/etc/rollcall/ca.pem"
+# client_cert = "/etc/rollcall/client.pem"   # if the broker wants one
+# client_key = "/etc/rollcall/client.key"
 
 # Topic root: "" gives /udp/report, "site1" gives site1/udp/report.
 root = ""
@@ -318,19 +333,47 @@ impl RawConfig {
         };
         let topics = Topics::new(self.root.as_deref().unwrap_or(""))
             .map_err(|e| invalid("root", e.to_string()))?;
-        let credentials = match (self.username, self.password) {
-            (Some(u), Some(p)) => Some((u, Secret::new(p))),
-            (Some(u), None) => Some((u, Secret::new(String::new()))),
+        let password = match (self.password, &self.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "password_file",
+                    "give password or password_file, not both".into(),
+                ));
+            }
+            (Some(p), None) => Some(Secret::new(p)),
+            (None, Some(path)) => {
+                Some(Secret::from_file(path).map_err(|e| invalid("password_file", e.to_string()))?)
+            }
+            (None, None) => None,
+        };
+        let credentials = match (self.username, password) {
+            (Some(username), password) => Some(Credentials {
+                username,
+                password: password.unwrap_or_else(|| Secret::new(String::new())),
+            }),
             (None, Some(_)) => return Err(invalid("password", "given without a username".into())),
             (None, None) => None,
         };
-        // Refused rather than ignored: a user who sets it expects TLS, and
-        // rollcall's sessions do not speak it yet.
-        if self.ca_file.is_some() {
+        let login = Login {
+            credentials,
+            tls: TlsFiles {
+                ca_file: self.ca_file,
+                client_cert: self.client_cert,
+                client_key: self.client_key,
+            },
+        };
+        let tls_broker = matches!(&broker, BrokerChoice::External(url) if url.tls);
+        if tls_broker {
+            login
+                .tls
+                .check()
+                .map_err(|e| invalid("ca_file", e.to_string()))?;
+        } else if login.tls.client_cert.is_some() || login.tls.client_key.is_some() {
+            // A client certificate is a credential for our own broker only,
+            // so without mqtts:// there it would never be used.
             return Err(invalid(
-                "ca_file",
-                "TLS (mqtts://) is not supported yet, so a CA file would not be used; remove it"
-                    .into(),
+                "client_cert",
+                "a client certificate is for an mqtts:// broker; the broker is not one".into(),
             ));
         }
         let max_rollcalls_per_s = self.max_rollcalls_per_s.unwrap_or(20);
@@ -398,8 +441,7 @@ impl RawConfig {
         Ok(Config {
             hostname,
             broker,
-            credentials,
-            ca_file: self.ca_file,
+            login,
             topics,
             udp_listen: SocketAddr::new(
                 self.udp_bind.unwrap_or(IpAddr::from([0, 0, 0, 0])),
@@ -623,7 +665,22 @@ mod tests {
                 "answer_prefix",
             ),
             ("hostname = \"a\"\nanswer_prefix = \"\"", "answer_prefix"),
-            ("hostname = \"a\"\nca_file = \"/etc/ca.pem\"", "ca_file"),
+            (
+                "hostname = \"a\"\nbroker = \"mqtts://b\"\nca_file = \"/nonexistent/ca.pem\"",
+                "/nonexistent/ca.pem",
+            ),
+            (
+                "hostname = \"a\"\nclient_cert = \"/c.pem\"\nclient_key = \"/c.key\"",
+                "client_cert",
+            ),
+            (
+                "hostname = \"a\"\nusername = \"u\"\npassword = \"p\"\npassword_file = \"/p\"",
+                "not both",
+            ),
+            (
+                "hostname = \"a\"\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"",
+                "/nonexistent/pw",
+            ),
         ] {
             let err = RawConfig::from_toml(toml).unwrap().validate().unwrap_err();
             assert!(err.to_string().contains(key), "{toml}: {err}");

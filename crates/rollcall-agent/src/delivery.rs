@@ -41,7 +41,7 @@ pub fn is_own_broker(
 
 /// The session to a requester's broker, from our own session's `template`:
 /// its keep-alive and CA file, and nothing that identifies us. No username
-/// or password (a credential goes to our own broker only, whoever names
+/// or password and no client certificate (a credential goes to our own broker only, whoever names
 /// another) and no last will (the relay says nothing about our state).
 pub fn relay_session(
     template: &SessionConfig,
@@ -50,7 +50,7 @@ pub fn relay_session(
 ) -> SessionConfig {
     let mut config = SessionConfig::new(broker, client_id);
     config.keep_alive = template.keep_alive;
-    config.ca_file = template.ca_file.clone();
+    config.login = template.login.for_another_broker();
     config
 }
 
@@ -71,7 +71,9 @@ mod tests {
     #[test]
     fn a_relay_session_carries_no_credential_and_no_will() {
         let mut ours = SessionConfig::new(BrokerUrl::new("127.0.0.1", 1883), "rollcall-agent-h1");
-        ours.credentials = Some(("agent".into(), rollcall_net::Secret::new("secret".into())));
+        ours.login.credentials = Some(rollcall_net::Credentials::new("agent", "secret"));
+        ours.login.tls.client_cert = Some("/etc/rollcall/client.pem".into());
+        ours.login.tls.client_key = Some("/etc/rollcall/client.key".into());
         ours.last_will = Some(rollcall_net::Will {
             topic: "/h1/$state".into(),
             payload: b"offline".to_vec(),
@@ -79,7 +81,8 @@ mod tests {
         });
         ours.keep_alive = std::time::Duration::from_secs(9);
         let relay = relay_session(&ours, BrokerUrl::new("198.18.0.9", 1883), "r".into());
-        assert_eq!(relay.credentials, None);
+        assert_eq!(relay.login.credentials, None);
+        assert_eq!(relay.login.tls.client_cert, None);
         assert!(relay.last_will.is_none());
         assert_eq!(relay.keep_alive, ours.keep_alive);
         assert_eq!(relay.broker, BrokerUrl::new("198.18.0.9", 1883));

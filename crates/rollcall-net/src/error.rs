@@ -24,9 +24,35 @@ pub enum NetError {
         #[source]
         source: io::Error,
     },
-    /// `mqtts://` was asked for but this build has no TLS support.
-    #[error("TLS (mqtts://) is not supported by this build")]
-    TlsUnsupported,
+    /// A TLS file (CA, client certificate or key) that cannot be used.
+    #[error("TLS file {}: {reason}", path.display())]
+    TlsFile {
+        /// The file as configured.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file meant to hold a password or token that cannot be used.
+    #[error("secret file {}: {reason}", path.display())]
+    SecretFile {
+        /// The file as configured.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A TLS setting rustls refuses.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The broker was not reached in time; the last connection error says why.
+    #[error("cannot connect to {broker} within {waited:?}{}", last_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    NotConnected {
+        /// The broker.
+        broker: String,
+        /// How long we waited.
+        waited: std::time::Duration,
+        /// The latest connection error, if there was one.
+        last_error: Option<String>,
+    },
     /// A topic or filter that MQTT does not allow.
     #[error("invalid MQTT {kind} `{topic}`")]
     InvalidTopic {

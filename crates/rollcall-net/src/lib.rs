@@ -6,6 +6,7 @@
 mod broker;
 mod error;
 mod http;
+mod login;
 mod mqtt;
 mod secret;
 mod shutdown;
@@ -16,6 +17,7 @@ mod url;
 pub use broker::EmbeddedBroker;
 pub use error::NetError;
 pub use http::http_listener;
+pub use login::{Credentials, Login, TlsFiles};
 pub use mqtt::{
     MAX_INCOMING_PACKET, Message, Qos, Session, SessionConfig, SessionHandle, SessionStats, Will,
 };

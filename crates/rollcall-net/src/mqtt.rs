@@ -4,7 +4,6 @@
 //! clean-session broker forgets both.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -12,14 +11,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
-    Outgoing, Packet, Publish, QoS, Request, Subscribe,
+    Outgoing, Packet, Publish, QoS, Request, Subscribe, TlsConfiguration, Transport,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::{BrokerUrl, NetError};
+use crate::{BrokerUrl, Login, NetError};
 
 /// How long a clean shutdown waits for queued requests and the DISCONNECT
 /// to reach the broker before it drops the connection anyway.
@@ -36,10 +35,8 @@ pub struct SessionConfig {
     pub keep_alive: Duration,
     /// Published by the broker when the connection dies without DISCONNECT.
     pub last_will: Option<Will>,
-    /// User name and password.
-    pub credentials: Option<(String, crate::Secret<String>)>,
-    /// CA certificate for `mqtts://` brokers.
-    pub ca_file: Option<PathBuf>,
+    /// User name and password, and the TLS files for `mqtts://`.
+    pub login: Login,
     /// Largest packet sent, and largest message delivered, in bytes
     /// (default 256 KiB). A larger message from the broker, up to
     /// [`MAX_INCOMING_PACKET`], is read, dropped and counted
@@ -67,8 +64,7 @@ impl SessionConfig {
             client_id: client_id.into(),
             keep_alive: Duration::from_secs(5),
             last_will: None,
-            credentials: None,
-            ca_file: None,
+            login: Login::default(),
             max_packet_size: 256 * 1024,
             channel_capacity: 1024,
         }
@@ -229,6 +225,7 @@ impl Backoff {
 #[derive(Debug)]
 struct Shared {
     client: AsyncClient,
+    broker: BrokerUrl,
     remembered: Mutex<Remembered>,
     connected: watch::Sender<bool>,
     counters: Counters,
@@ -236,6 +233,10 @@ struct Shared {
     kill: CancellationToken,
     /// Cancelled once the event-loop task has finished.
     ended: CancellationToken,
+    /// Why the latest connection attempt failed, for a caller waiting to
+    /// connect (a refused password or an untrusted certificate should be
+    /// reported as such, not as a timeout).
+    last_error: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -339,9 +340,16 @@ impl SessionHandle {
                 result.map(drop).map_err(|_| NetError::SessionClosed)
             }
             () = self.shared.ended.cancelled() => Err(NetError::SessionClosed),
-            () = tokio::time::sleep(timeout) => {
-                Err(NetError::Timeout(timeout, "the MQTT connection"))
-            }
+            () = tokio::time::sleep(timeout) => Err(NetError::NotConnected {
+                broker: self.shared.broker.to_string(),
+                waited: timeout,
+                last_error: self
+                    .shared
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .clone(),
+            }),
         }
     }
 
@@ -432,11 +440,13 @@ impl Session {
         let (incoming_tx, incoming) = mpsc::channel(config.channel_capacity.max(1));
         let shared = Arc::new(Shared {
             client,
+            broker: config.broker.clone(),
             remembered: Mutex::default(),
             connected: watch::Sender::new(false),
             counters: Counters::default(),
             kill: CancellationToken::new(),
             ended: CancellationToken::new(),
+            last_error: Mutex::default(),
         });
         let event_loop = SessionLoop {
             eventloop,
@@ -454,9 +464,6 @@ impl Session {
 }
 
 fn build_client(config: &SessionConfig) -> Result<(EventLoop, AsyncClient), NetError> {
-    if config.broker.tls {
-        return Err(NetError::TlsUnsupported);
-    }
     // rumqttd refuses these, and one such client reconnecting can poison
     // rumqttd's will bookkeeping for every later connection.
     if config.client_id.contains(['+', '#', '$', '/']) {
@@ -477,8 +484,13 @@ fn build_client(config: &SessionConfig) -> Result<(EventLoop, AsyncClient), NetE
             MAX_INCOMING_PACKET.max(config.max_packet_size),
             config.max_packet_size,
         );
-    if let Some((user, password)) = &config.credentials {
-        options.set_credentials(user, password.expose());
+    if let Some(credentials) = &config.login.credentials {
+        options.set_credentials(&credentials.username, credentials.password.expose());
+    }
+    if config.broker.tls {
+        // rumqttc gives rustls the host as the server name to check.
+        let tls = config.login.tls.client_config()?;
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     }
     if let Some(will) = &config.last_will {
         options.set_last_will(LastWill::new(
@@ -532,6 +544,11 @@ impl SessionLoop {
                 }
                 Err(error) => {
                     self.set_disconnected();
+                    *self
+                        .shared
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(describe(&error));
                     log_connection_error(&self.broker, &error, in_outage);
                     in_outage = true;
                     tokio::select! {
@@ -625,6 +642,28 @@ impl SessionLoop {
             warn!(broker = %self.broker, "MQTT disconnect timed out");
         }
     }
+}
+
+/// A connection error in words a user can act on: rumqttc's `Display` of a
+/// refused CONNECT or a TLS failure leaves out the cause.
+fn describe(error: &ConnectionError) -> String {
+    match error {
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection: {code:?}")
+        }
+        ConnectionError::Tls(tls) => format!("TLS: {tls}{}", source_chain(tls)),
+        other => format!("{other}{}", source_chain(other)),
+    }
+}
+
+fn source_chain(error: &dyn std::error::Error) -> String {
+    let mut text = String::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 fn log_connection_error(broker: &BrokerUrl, error: &ConnectionError, in_outage: bool) {
@@ -733,9 +772,10 @@ mod tests {
     #[test]
     fn unworkable_configurations_are_refused() {
         let mut config = SessionConfig::new("mqtts://broker".parse().unwrap(), "c");
+        config.login.tls.ca_file = Some("/nonexistent/ca.pem".into());
         assert!(matches!(
             build_client(&config),
-            Err(NetError::TlsUnsupported)
+            Err(NetError::TlsFile { .. })
         ));
         config.broker.tls = false;
         config.keep_alive = Duration::from_millis(500);

@@ -4,6 +4,9 @@
 //! where it is used, through [`Secret::expose`].
 
 use std::fmt;
+use std::path::Path;
+
+use crate::NetError;
 
 /// A secret value; its `Debug` is `Secret(hidden)`.
 #[derive(Clone, PartialEq, Eq)]
@@ -18,6 +21,24 @@ impl<T> Secret<T> {
     /// The value, for the one place that sends or checks it.
     pub fn expose(&self) -> &T {
         &self.0
+    }
+}
+
+impl Secret<String> {
+    /// The first line of a file, without its line ending: how a password
+    /// or token is kept out of the command line and the configuration.
+    /// An empty first line is refused, as a mistake rather than a secret.
+    pub fn from_file(path: &Path) -> Result<Self, NetError> {
+        let error = |reason: String| NetError::SecretFile {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let line = text.lines().next().unwrap_or_default();
+        if line.is_empty() {
+            return Err(error("the first line is empty".into()));
+        }
+        Ok(Secret(line.to_owned()))
     }
 }
 
@@ -37,5 +58,25 @@ mod tests {
         let shown = format!("{secret:?} {:#?}", Some(("user", secret.clone())));
         assert!(!shown.contains("hunter2"), "{shown}");
         assert_eq!(secret.expose(), "hunter2-is-my-password");
+    }
+
+    #[test]
+    fn from_file_takes_the_first_line_and_refuses_an_empty_one() {
+        let dir = std::env::temp_dir().join(format!("rollcall-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("password");
+        std::fs::write(&path, "s3cret pass\r\nignored\n").unwrap();
+        assert_eq!(Secret::from_file(&path).unwrap().expose(), "s3cret pass");
+        std::fs::write(&path, "\nsecond").unwrap();
+        let error = Secret::from_file(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("empty") && error.contains("password"),
+            "{error}"
+        );
+        let error = Secret::from_file(&dir.join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("missing"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
