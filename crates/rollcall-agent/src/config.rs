@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rollcall_net::{BrokerUrl, Credentials, Login, Secret, TlsFiles};
+use rollcall_net::{BrokerUrl, Login, LoginSettings, Secret, TlsFiles};
 use rollcall_proto::Topics;
 use rollcall_proto::topic::check_name;
 use std::collections::BTreeMap;
@@ -333,49 +333,26 @@ impl RawConfig {
         };
         let topics = Topics::new(self.root.as_deref().unwrap_or(""))
             .map_err(|e| invalid("root", e.to_string()))?;
-        let password = match (self.password, &self.password_file) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "password_file",
-                    "give password or password_file, not both".into(),
-                ));
-            }
-            (Some(p), None) => Some(Secret::new(p)),
-            (None, Some(path)) => {
-                Some(Secret::from_file(path).map_err(|e| invalid("password_file", e.to_string()))?)
-            }
-            (None, None) => None,
+        let own_broker = match &broker {
+            BrokerChoice::External(url) => url.clone(),
+            BrokerChoice::Embedded(addr) => BrokerUrl::new(addr.ip().to_string(), addr.port()),
         };
-        let credentials = match (self.username, password) {
-            (Some(username), password) => Some(Credentials {
-                username,
-                password: password.unwrap_or_else(|| Secret::new(String::new())),
-            }),
-            (None, Some(_)) => return Err(invalid("password", "given without a username".into())),
-            (None, None) => None,
-        };
-        let login = Login {
-            credentials,
+        let login = LoginSettings {
+            username: self.username,
+            password: self.password.map(Secret::new),
+            password_file: self.password_file,
             tls: TlsFiles {
                 ca_file: self.ca_file,
                 client_cert: self.client_cert,
                 client_key: self.client_key,
             },
-        };
-        let tls_broker = matches!(&broker, BrokerChoice::External(url) if url.tls);
-        if tls_broker {
-            login
-                .tls
-                .check()
-                .map_err(|e| invalid("ca_file", e.to_string()))?;
-        } else if login.tls.client_cert.is_some() || login.tls.client_key.is_some() {
-            // A client certificate is a credential for our own broker only,
-            // so without mqtts:// there it would never be used.
-            return Err(invalid(
-                "client_cert",
-                "a client certificate is for an mqtts:// broker; the broker is not one".into(),
-            ));
         }
+        .resolve(&own_broker)
+        .map_err(|e| match e {
+            rollcall_net::NetError::Login { key, reason } => invalid(key, reason),
+            rollcall_net::NetError::SecretFile { .. } => invalid("password_file", e.to_string()),
+            other => invalid("ca_file", other.to_string()),
+        })?;
         let max_rollcalls_per_s = self.max_rollcalls_per_s.unwrap_or(20);
         if max_rollcalls_per_s == 0 {
             return Err(invalid("max_rollcalls_per_s", "must be at least 1".into()));

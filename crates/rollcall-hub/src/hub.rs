@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rollcall_net::{
-    BrokerUrl, EmbeddedBroker, Message, Qos, Session, SessionConfig, SessionHandle,
+    BrokerUrl, EmbeddedBroker, Login, Message, Qos, Session, SessionConfig, SessionHandle,
 };
 use rollcall_proto::Topics;
 use serde_json::Value;
@@ -49,6 +49,8 @@ pub struct HubConfig {
     pub broker: Option<BrokerUrl>,
     /// ...or run an embedded one here.
     pub embedded_broker: Option<SocketAddr>,
+    /// How the hub's sessions log in to the broker.
+    pub login: Login,
     /// The roll-calls it sends.
     pub scan: ScanOptions,
     /// Time between roll-calls; `None`: the hub only watches, and whoever
@@ -65,6 +67,7 @@ impl HubConfig {
         HubConfig {
             broker: Some(broker),
             embedded_broker: None,
+            login: Login::default(),
             scan,
             every: Some(every),
             expire_every: Duration::from_secs(1),
@@ -581,19 +584,24 @@ pub async fn run_hub(
     let suffix = format!("{:08x}", rand::random::<u32>());
     // `$` cannot start a host name, so no host's topic is the reply topic.
     let reply_topic = shared.topics.topic(&format!("$hub/{suffix}/reply"));
+    let session = |client_id: String| SessionConfig {
+        login: config.login.clone(),
+        ..SessionConfig::new(broker.clone(), client_id)
+    };
     let started = async {
         let scanner = match config.every {
             Some(_) => Some(Scanner::connect(
-                broker.clone(),
-                format!("rollcall-hub-scan-{suffix}"),
+                session(format!("rollcall-hub-scan-{suffix}")),
                 shared.topics.clone(),
                 stop.clone(),
                 &tracker,
             )?),
             None => None,
         };
-        let mut watch_config = SessionConfig::new(broker.clone(), format!("rollcall-hub-{suffix}"));
-        watch_config.channel_capacity = WATCH_BUFFER;
+        let watch_config = SessionConfig {
+            channel_capacity: WATCH_BUFFER,
+            ..session(format!("rollcall-hub-{suffix}"))
+        };
         let watch = Session::start(watch_config, stop.clone(), &tracker)?;
         let filters = {
             let mut map = shared.lock_map();

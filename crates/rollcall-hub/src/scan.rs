@@ -77,16 +77,19 @@ pub struct Scanner {
 }
 
 impl Scanner {
-    /// A scanner on `broker`, its session running on `tracker` until `shutdown`.
+    /// A scanner on the broker of `session` (which also says how to log in),
+    /// its session running on `tracker` until `shutdown`.
     pub fn connect(
-        broker: BrokerUrl,
-        client_id: impl Into<String>,
+        session: SessionConfig,
         topics: Topics,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Self, HubError> {
-        let mut config = SessionConfig::new(broker.clone(), client_id);
-        config.channel_capacity = ANSWER_BUFFER;
+        let broker = session.broker.clone();
+        let config = SessionConfig {
+            channel_capacity: ANSWER_BUFFER,
+            ..session
+        };
         let session = Session::start(config, shutdown, tracker)?;
         let udp = RollCallSocket::bind_sender(SocketAddr::from(([0, 0, 0, 0], 0)))?;
         Ok(Scanner {

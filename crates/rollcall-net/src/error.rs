@@ -40,6 +40,15 @@ pub enum NetError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Login settings that could never be used (`key` as the agent's
+    /// configuration spells it).
+    #[error("{key}: {reason}")]
+    Login {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// A TLS setting rustls refuses.
     #[error("TLS: {0}")]
     Tls(String),

@@ -17,7 +17,7 @@ mod url;
 pub use broker::EmbeddedBroker;
 pub use error::NetError;
 pub use http::http_listener;
-pub use login::{Credentials, Login, TlsFiles};
+pub use login::{Credentials, Login, LoginSettings, TlsFiles};
 pub use mqtt::{
     MAX_INCOMING_PACKET, Message, Qos, Session, SessionConfig, SessionHandle, SessionStats, Will,
 };

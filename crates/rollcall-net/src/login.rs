@@ -11,7 +11,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
-use crate::{NetError, Secret};
+use crate::{BrokerUrl, NetError, Secret};
 
 /// A user name and its password.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +113,65 @@ impl Login {
     }
 }
 
+/// A login as a user writes it, in a configuration file or on the command
+/// line, before it is checked against the broker it is for.
+#[derive(Debug, Clone, Default)]
+pub struct LoginSettings {
+    /// The user name.
+    pub username: Option<String>,
+    /// The password itself...
+    pub password: Option<Secret<String>>,
+    /// ...or a file whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// TLS files, for an `mqtts://` broker.
+    pub tls: TlsFiles,
+}
+
+impl LoginSettings {
+    /// The login for `broker`: the password read from its file, and the TLS
+    /// files read and checked if the broker is `mqtts://`. Settings that
+    /// could never be used are refused rather than ignored: a password with
+    /// no user name, two passwords, a client certificate for a broker
+    /// without TLS.
+    pub fn resolve(self, broker: &BrokerUrl) -> Result<Login, NetError> {
+        let refuse = |key: &'static str, reason: &str| NetError::Login {
+            key,
+            reason: reason.to_owned(),
+        };
+        let password = match (self.password, &self.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(refuse(
+                    "password_file",
+                    "give a password or a password file, not both",
+                ));
+            }
+            (Some(password), None) => Some(password),
+            (None, Some(path)) => Some(Secret::from_file(path)?),
+            (None, None) => None,
+        };
+        let credentials = match (self.username, password) {
+            (Some(username), password) => Some(Credentials {
+                username,
+                password: password.unwrap_or_else(|| Secret::new(String::new())),
+            }),
+            (None, Some(_)) => return Err(refuse("password", "given without a user name")),
+            (None, None) => None,
+        };
+        if broker.tls {
+            self.tls.check()?;
+        } else if self.tls.client_cert.is_some() || self.tls.client_key.is_some() {
+            return Err(refuse(
+                "client_cert",
+                "a client certificate is for an mqtts:// broker, and this broker is not one",
+            ));
+        }
+        Ok(Login {
+            credentials,
+            tls: self.tls,
+        })
+    }
+}
+
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetError> {
     let bad = |reason: String| NetError::TlsFile {
         path: path.to_owned(),
@@ -176,6 +235,43 @@ mod tests {
         assert_eq!(relay.credentials, None);
         assert_eq!(relay.tls.ca_file, ours.tls.ca_file);
         assert_eq!((relay.tls.client_cert, relay.tls.client_key), (None, None));
+    }
+
+    #[test]
+    fn settings_that_could_never_be_used_are_refused() {
+        let plain = BrokerUrl::new("127.0.0.1", 1883);
+        let both = LoginSettings {
+            username: Some("u".into()),
+            password: Some(Secret::new("p".into())),
+            password_file: Some("/p".into()),
+            ..LoginSettings::default()
+        };
+        let no_user = LoginSettings {
+            password: Some(Secret::new("p".into())),
+            ..LoginSettings::default()
+        };
+        let cert_without_tls = LoginSettings {
+            tls: TlsFiles {
+                client_cert: Some("/c.pem".into()),
+                client_key: Some("/c.key".into()),
+                ..TlsFiles::default()
+            },
+            ..LoginSettings::default()
+        };
+        for (settings, needle) in [
+            (both, "not both"),
+            (no_user, "without a user name"),
+            (cert_without_tls, "mqtts://"),
+        ] {
+            let error = settings.resolve(&plain).unwrap_err().to_string();
+            assert!(error.contains(needle), "{error}");
+        }
+        let user_only = LoginSettings {
+            username: Some("u".into()),
+            ..LoginSettings::default()
+        };
+        let login = user_only.resolve(&plain).unwrap();
+        assert_eq!(login.credentials, Some(Credentials::new("u", "")));
     }
 
     #[test]

@@ -274,8 +274,10 @@ fn run_scans(
             let shutdown = CancellationToken::new();
             let tracker = TaskTracker::new();
             let mut scanner = Scanner::connect(
-                BrokerUrl::new(broker.to_string(), MQTT_PORT),
-                format!("netns-bench-{}", std::process::id()),
+                rollcall_net::SessionConfig::new(
+                    BrokerUrl::new(broker.to_string(), MQTT_PORT),
+                    format!("netns-bench-{}", std::process::id()),
+                ),
                 Topics::new("").unwrap(),
                 shutdown.clone(),
                 &tracker,

@@ -283,8 +283,10 @@ async fn run_phase(
 
         let tracker = TaskTracker::new();
         let mut scanner = Scanner::connect(
-            broker.clone(),
-            format!("rollcall-bench-{}", std::process::id()),
+            rollcall_net::SessionConfig::new(
+                broker.clone(),
+                format!("rollcall-bench-{}", std::process::id()),
+            ),
             Topics::default(),
             shutdown.clone(),
             &tracker,

@@ -35,6 +35,8 @@ pub struct Args {
     /// scanner's, in the broker-per-host topology); repeat for more.
     #[arg(long = "relay-broker", value_name = "URL")]
     relay_brokers: Vec<String>,
+    #[command(flatten)]
+    login: crate::login::LoginArgs,
     /// Where what must survive a restart is kept.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -56,6 +58,7 @@ pub async fn run(args: Args) -> Result<()> {
     raw.broker = args.broker.or(raw.broker);
     raw.embedded_broker = args.embedded_broker.or(raw.embedded_broker);
     raw.udp_port = args.udp_port.or(raw.udp_port);
+    args.login.apply_to(&mut raw);
     if !args.relay_brokers.is_empty() {
         raw.relay_brokers = Some(args.relay_brokers);
     }

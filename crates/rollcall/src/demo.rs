@@ -2,7 +2,8 @@
 //! (agents in this process on simulated hardware), and a roll-call over the
 //! loopback broadcast address every few seconds, printed as a table.
 //! Nothing leaves this machine: the broker, the agents and the roll-call all
-//! live on 127.0.0.0/8.
+//! live on 127.0.0.0/8. With `--broker`, the demo uses that broker instead
+//! (logging in as the login flags say); roll-calls stay on loopback.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -11,11 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use rollcall_agent::{Agent, RawConfig};
 use rollcall_hub::{ClusterMap, HubConfig, HubShared, MapConfig, ScanOptions, Scanner};
-use rollcall_net::{EmbeddedBroker, NetError, Qos};
+use rollcall_net::{BrokerUrl, EmbeddedBroker, NetError, Qos, SessionConfig};
 use rollcall_proto::Topics;
 use rollcall_services::announce::AnnounceConfig;
 use tokio_util::task::TaskTracker;
 
+use crate::login::LoginArgs;
 use crate::report;
 
 /// The loopback broadcast address: every socket on this machine bound to the
@@ -46,6 +48,13 @@ pub struct Args {
     no_http: bool,
     #[command(flatten)]
     access: crate::hub::HttpAccessArgs,
+    /// Use this broker (mqtt:// or mqtts://) instead of an embedded one on
+    /// loopback; the simulated hosts, the hub and the demo's programs all
+    /// log in with the flags below. Roll-calls stay on the loopback broadcast.
+    #[arg(long)]
+    broker: Option<BrokerUrl>,
+    #[command(flatten)]
+    login: LoginArgs,
 }
 
 /// Where the demo's dashboard goes when no --http is given.
@@ -96,7 +105,13 @@ const NOTES_GPIO: &str = r#"{
 /// notes' display driver and an irrigation program ([`irrigation`]) that
 /// reads pizero1's humidity and runs pizero2's pump, so the cluster has a
 /// data flow to draw.
-fn host_config(name: &str, broker: &str, udp_port: u16, state: &std::path::Path) -> RawConfig {
+fn host_config(
+    name: &str,
+    broker: &BrokerUrl,
+    login: &LoginArgs,
+    udp_port: u16,
+    state: &std::path::Path,
+) -> RawConfig {
     let announce = if name == "pibot01" {
         vec![
             AnnounceConfig {
@@ -133,16 +148,18 @@ fn host_config(name: &str, broker: &str, udp_port: u16, state: &std::path::Path)
         }
         _ => config.enable("sonar", true),
     }
-    RawConfig {
+    let mut config = RawConfig {
         hostname: Some(name.into()),
         services: config.services,
-        broker: Some(broker.into()),
+        broker: Some(broker.to_string()),
         udp_port: Some(udp_port),
         state_dir: Some(state.join(name)),
         sim: Some(true),
         announce,
         ..RawConfig::default()
-    }
+    };
+    login.apply_to(&mut config);
+    config
 }
 
 /// What the demo's irrigation program reads, what it switches, and the
@@ -161,15 +178,11 @@ const DRY_BELOW: f64 = 50.0;
 /// (in any language, announced because it cannot answer a roll-call); in the
 /// demo it is a task with its own MQTT session.
 async fn irrigation(
-    broker: rollcall_net::BrokerUrl,
+    session: SessionConfig,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), NetError> {
     let tracker = TaskTracker::new();
-    let mut session = rollcall_net::Session::start(
-        rollcall_net::SessionConfig::new(broker, "rollcall-demo-irrigation"),
-        shutdown.clone(),
-        &tracker,
-    )?;
+    let mut session = rollcall_net::Session::start(session, shutdown.clone(), &tracker)?;
     session.handle.subscribe(PUMP_STATE).await?;
     session.handle.subscribe(HUMIDITY).await?;
     let mut pumping: Option<bool> = None;
@@ -227,13 +240,23 @@ async fn write_display_and_dac(
 
 pub async fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.every > 0, "--every must be at least 1");
-    let broker = EmbeddedBroker::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .context("starting the embedded broker")?;
+    let broker = match &args.broker {
+        Some(url) => url.clone(),
+        None => EmbeddedBroker::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .context("starting the embedded broker")?
+            .url(),
+    };
+    // Checked now, so that a mistake in them is one error and not four.
+    let login = args.login.login(&broker)?;
+    let session = |client_id: &str| SessionConfig {
+        login: login.clone(),
+        ..SessionConfig::new(broker.clone(), client_id)
+    };
     let udp_port = free_udp_port()?;
     let state = std::env::temp_dir().join(format!("rollcall-demo-{}", std::process::id()));
     eprintln!(
         "rollcall demo: broker {}, roll-calls on udp {LOOPBACK_BROADCAST}:{udp_port}, hosts {}",
-        broker.url(),
+        broker,
         HOSTS.join(", ")
     );
 
@@ -241,7 +264,7 @@ pub async fn run(args: Args) -> Result<()> {
     let shutdown = rollcall_net::ctrl_c_token(&signals);
     let mut agents: Vec<Agent> = Vec::new();
     for name in HOSTS {
-        let config = host_config(name, &broker.url().to_string(), udp_port, &state).validate()?;
+        let config = host_config(name, &broker, &args.login, udp_port, &state).validate()?;
         agents.push(rollcall_agent::start(config, shutdown.clone()).await?);
     }
     for agent in &agents {
@@ -249,10 +272,12 @@ pub async fn run(args: Args) -> Result<()> {
     }
 
     let tracker = TaskTracker::new();
-    let irrigating = tracker.spawn(irrigation(broker.url(), shutdown.clone()));
+    let irrigating = tracker.spawn(irrigation(
+        session("rollcall-demo-irrigation"),
+        shutdown.clone(),
+    ));
     let mut scanner = Scanner::connect(
-        broker.url(),
-        "rollcall-demo-hub",
+        session("rollcall-demo-hub"),
         Topics::default(),
         shutdown.clone(),
         &tracker,
@@ -277,7 +302,10 @@ pub async fn run(args: Args) -> Result<()> {
             let every = Duration::from_secs(args.every);
             let map = ClusterMap::with_config(MapConfig::for_rollcalls(every, opts.wait));
             let shared = Arc::new(HubShared::with_map(Topics::default(), map));
-            let config = HubConfig::watching(broker.url(), opts.clone());
+            let config = HubConfig {
+                login: login.clone(),
+                ..HubConfig::watching(broker.clone(), opts.clone())
+            };
             let hub = tracker.spawn(rollcall_hub::run_hub(
                 config,
                 Arc::clone(&shared),

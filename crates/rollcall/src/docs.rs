@@ -16,6 +16,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::login::LoginArgs;
+
 use crate::scan::{RollCallArgs, rand_id};
 
 /// How long the broker may take to accept the connection.
@@ -33,6 +35,8 @@ pub struct Args {
     /// The broker to read the cluster from.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     broker: BrokerUrl,
+    #[command(flatten)]
+    login: LoginArgs,
     #[command(flatten)]
     rollcall: RollCallArgs,
     /// Write the files (cluster.md, asyncapi.json, cluster.svg, cluster.dot)
@@ -184,8 +188,12 @@ async fn gather(
     spinner.enable_steady_tick(Duration::from_millis(100));
     spinner.set_message(format!("connecting to {}", args.broker));
     let pid = std::process::id();
-    let mut config = SessionConfig::new(args.broker.clone(), format!("rollcall-docs-{pid}"));
-    config.channel_capacity = RETAINED_BUFFER;
+    let config = SessionConfig {
+        channel_capacity: RETAINED_BUFFER,
+        ..args
+            .login
+            .session(&args.broker, format!("rollcall-docs-{pid}"))?
+    };
     let mut watch = Session::start(config, shutdown.clone(), tracker)?;
     watch
         .handle
@@ -224,8 +232,8 @@ async fn gather(
 
     if let Some(opts) = opts {
         let mut scanner = Scanner::connect(
-            args.broker.clone(),
-            format!("rollcall-docs-scan-{pid}"),
+            args.login
+                .session(&args.broker, format!("rollcall-docs-scan-{pid}"))?,
             topics.clone(),
             shutdown.clone(),
             tracker,

@@ -11,6 +11,7 @@ use rollcall_net::{BrokerUrl, Secret};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::login::LoginArgs;
 use crate::scan::RollCallArgs;
 
 /// `rollcall hub` arguments.
@@ -22,6 +23,8 @@ pub struct Args {
     /// Run an embedded MQTT broker on this address and use it.
     #[arg(long, value_name = "ADDR")]
     embedded_broker: Option<SocketAddr>,
+    #[command(flatten)]
+    login: LoginArgs,
     #[command(flatten)]
     rollcall: RollCallArgs,
     /// Seconds between roll-calls.
@@ -108,13 +111,19 @@ pub(crate) async fn join_dashboard(task: Option<JoinHandle<Result<(), HubError>>
 
 pub async fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.scan_every > 0, "--scan-every must be at least 1");
-    let broker = match (&args.broker, &args.embedded_broker) {
-        (None, None) => Some(BrokerUrl::new("127.0.0.1", 1883)),
-        (b, _) => b.clone(),
+    // The broker the hub's sessions log in to: the one given, or the
+    // embedded one on its own address.
+    let broker = match args.embedded_broker {
+        Some(addr) => BrokerUrl::new(addr.ip().to_string(), addr.port()),
+        None => args
+            .broker
+            .clone()
+            .unwrap_or_else(|| BrokerUrl::new("127.0.0.1", 1883)),
     };
     let every = Duration::from_secs(args.scan_every);
     let config = HubConfig {
-        broker,
+        login: args.login.login(&broker)?,
+        broker: args.embedded_broker.is_none().then_some(broker),
         embedded_broker: args.embedded_broker,
         scan: args
             .rollcall

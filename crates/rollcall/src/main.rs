@@ -6,6 +6,7 @@ mod agent;
 mod demo;
 mod docs;
 mod hub;
+mod login;
 mod query;
 mod report;
 mod scan;

@@ -4,11 +4,13 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use rollcall_net::{BrokerUrl, Qos, Session, SessionConfig};
+use rollcall_net::{BrokerUrl, Qos, Session};
 use rollcall_proto::Topics;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::login::LoginArgs;
 
 /// `rollcall get` arguments.
 #[derive(Debug, clap::Args)]
@@ -44,6 +46,8 @@ struct Common {
     /// The broker.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     broker: BrokerUrl,
+    #[command(flatten)]
+    login: LoginArgs,
     /// Topic root.
     #[arg(long, default_value = "")]
     root: String,
@@ -76,7 +80,7 @@ async fn request(common: &Common, topic: &str, value: Option<String>) -> Result<
     let id = crate::scan::rand_id();
     let client = format!("rollcall-cli-{id}");
     let mut session = Session::start(
-        SessionConfig::new(common.broker.clone(), client.clone()),
+        common.login.session(&common.broker, client.clone())?,
         shutdown.clone(),
         &tracker,
     )?;

@@ -11,6 +11,7 @@ use rollcall_proto::Topics;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::login::LoginArgs;
 use crate::report;
 
 /// Where and how a roll-call is sent: shared by `scan` and `hub`.
@@ -96,6 +97,8 @@ pub struct Args {
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     broker: BrokerUrl,
     #[command(flatten)]
+    login: LoginArgs,
+    #[command(flatten)]
     rollcall: RollCallArgs,
     /// How long to wait for answers.
     #[arg(long, default_value_t = 2000)]
@@ -114,13 +117,12 @@ pub async fn run(args: Args) -> Result<()> {
         .options(Duration::from_millis(args.wait_ms), args.expect)?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let mut scanner = Scanner::connect(
-        args.broker.clone(),
+    let session = args.login.session(
+        &args.broker,
         format!("rollcall-scan-{}", std::process::id()),
-        args.rollcall.topics()?,
-        shutdown.clone(),
-        &tracker,
     )?;
+    let mut scanner =
+        Scanner::connect(session, args.rollcall.topics()?, shutdown.clone(), &tracker)?;
     let spinner = ProgressBar::new_spinner();
     spinner.set_style(
         ProgressStyle::with_template("{spinner} {msg} ({elapsed})")

@@ -70,8 +70,7 @@ pub async fn agent(config: RawConfig, shutdown: &CancellationToken) -> Agent {
 pub fn scanner(broker: &BrokerUrl, shutdown: &CancellationToken, tracker: &TaskTracker) -> Scanner {
     let id = format!("test-scanner-{}", unique());
     Scanner::connect(
-        broker.clone(),
-        id,
+        rollcall_net::SessionConfig::new(broker.clone(), id),
         Topics::default(),
         shutdown.clone(),
         tracker,

@@ -1,0 +1,80 @@
+//! How every command logs in to its broker: the user name and password
+//! (flag, environment or file) and, for `mqtts://`, the TLS files. One set
+//! of flags, flattened into each subcommand, so `hub`, `scan`, `docs`,
+//! `get`, `set`, `demo` and `agent` all spell them alike.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use rollcall_agent::RawConfig;
+use rollcall_net::{BrokerUrl, Login, LoginSettings, Secret, SessionConfig, TlsFiles};
+
+/// The login flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LoginArgs {
+    /// MQTT user name.
+    #[arg(long, env = "ROLLCALL_USERNAME")]
+    pub username: Option<String>,
+    /// MQTT password. Prefer the environment variable or --password-file:
+    /// other users of the machine can read a command line.
+    #[arg(long, env = "ROLLCALL_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Read the MQTT password from this file (its first line).
+    #[arg(long, value_name = "FILE", conflicts_with = "password")]
+    pub password_file: Option<PathBuf>,
+    /// For an mqtts:// broker: the CA certificates (PEM) to trust instead
+    /// of the system's. The broker's certificate must name the host in the URL.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// For an mqtts:// broker that asks for one: the client certificate (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+}
+
+impl LoginArgs {
+    /// The login for `broker`, its files read and checked now so that a
+    /// mistake is reported before anything connects.
+    pub fn login(&self, broker: &BrokerUrl) -> Result<Login> {
+        LoginSettings {
+            username: self.username.clone(),
+            password: self.password.clone().map(Secret::new),
+            password_file: self.password_file.clone(),
+            tls: self.tls_files(),
+        }
+        .resolve(broker)
+        .with_context(|| format!("logging in to {broker}"))
+    }
+
+    /// A session to `broker` as `client_id`, logged in as these flags say.
+    pub fn session(&self, broker: &BrokerUrl, client_id: String) -> Result<SessionConfig> {
+        Ok(SessionConfig {
+            login: self.login(broker)?,
+            ..SessionConfig::new(broker.clone(), client_id)
+        })
+    }
+
+    /// Puts each flag given over the same key of an agent's configuration.
+    pub fn apply_to(&self, raw: &mut RawConfig) {
+        let given = self.clone();
+        raw.username = given.username.or(raw.username.take());
+        // One password source: a flag's replaces the file's, either kind.
+        if given.password.is_some() || given.password_file.is_some() {
+            raw.password = given.password;
+            raw.password_file = given.password_file;
+        }
+        raw.ca_file = given.ca_file.or(raw.ca_file.take());
+        raw.client_cert = given.client_cert.or(raw.client_cert.take());
+        raw.client_key = given.client_key.or(raw.client_key.take());
+    }
+
+    fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
+}
