@@ -582,8 +582,9 @@ pub async fn run_hub(
     let stop = shutdown.child_token();
     let tracker = TaskTracker::new();
     let suffix = format!("{:08x}", rand::random::<u32>());
-    // `$` cannot start a host name, so no host's topic is the reply topic.
-    let reply_topic = shared.topics.topic(&format!("$hub/{suffix}/reply"));
+    // Under the answer prefix, where a broker's ACL lets every agent write
+    // (examples/mosquitto/acl), and on no host's topics.
+    let reply_topic = shared.topics.topic(&format!("stat/hub-{suffix}/reply"));
     let session = |client_id: String| SessionConfig {
         login: config.login.clone(),
         ..SessionConfig::new(broker.clone(), client_id)

@@ -25,12 +25,18 @@ pub enum Tcp {
     NoDelay,
 }
 
-/// What a test asks of its Mosquitto, beyond a loopback listener, anonymous
-/// clients and no persistence.
+/// What a test asks of its Mosquitto, beyond a loopback listener and no
+/// persistence.
 #[derive(Debug, Clone, Default)]
 pub struct MosquittoConfig {
     /// Stock or tuned TCP.
     pub tcp: Tcp,
+    /// Lines that configure the listener (`certfile`, `keyfile`, ... for
+    /// TLS), written right after it.
+    pub listener: String,
+    /// Refuse clients that give no user name (`allow_anonymous false`);
+    /// `extra` then names a `password_file`.
+    pub no_anonymous: bool,
     /// More configuration lines, appended.
     pub extra: String,
 }
@@ -41,7 +47,7 @@ impl MosquittoConfig {
     pub fn tuned() -> Self {
         MosquittoConfig {
             tcp: Tcp::NoDelay,
-            extra: String::new(),
+            ..MosquittoConfig::default()
         }
     }
 
@@ -53,9 +59,15 @@ impl MosquittoConfig {
             Tcp::Stock => "",
             Tcp::NoDelay => "set_tcp_nodelay true\n",
         };
+        let listener = match self.listener.trim_end() {
+            "" => String::new(),
+            lines => format!("{lines}\n"),
+        };
+        let anonymous = !self.no_anonymous;
         format!(
             "listener {port} {address}\n\
-             allow_anonymous true\n\
+             {listener}\
+             allow_anonymous {anonymous}\n\
              persistence false\n\
              {nodelay}\
              log_dest stderr\n\
@@ -139,6 +151,14 @@ impl Mosquitto {
     /// Its URL, for rollcall's sessions.
     pub fn url(&self) -> BrokerUrl {
         BrokerUrl::new("127.0.0.1", self.port)
+    }
+
+    /// Its URL as `mqtts://`, for a listener configured with TLS.
+    pub fn tls_url(&self) -> BrokerUrl {
+        BrokerUrl {
+            tls: true,
+            ..self.url()
+        }
     }
 
     /// Its process id (for CPU and memory readings).

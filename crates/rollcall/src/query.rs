@@ -64,17 +64,22 @@ pub async fn get(args: GetArgs) -> Result<()> {
         format!("get/{}", args.item)
     };
     let topic = topics.service(&args.host, &args.app, &rest);
-    request(&args.common, &topic, None).await
+    request(&args.common, &topics, &topic, None).await
 }
 
 pub async fn set(args: SetArgs) -> Result<()> {
     let topics = Topics::new(&args.common.root)?;
     let topic = topics.service(&args.host, &args.app, &format!("set/{}", args.item));
-    request(&args.common, &topic, Some(args.value)).await
+    request(&args.common, &topics, &topic, Some(args.value)).await
 }
 
 /// Publishes a request that names a private reply topic, and prints the answer.
-async fn request(common: &Common, topic: &str, value: Option<String>) -> Result<()> {
+async fn request(
+    common: &Common,
+    topics: &Topics,
+    topic: &str,
+    value: Option<String>,
+) -> Result<()> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let id = crate::scan::rand_id();
@@ -84,7 +89,9 @@ async fn request(common: &Common, topic: &str, value: Option<String>) -> Result<
         shutdown.clone(),
         &tracker,
     )?;
-    let reply_topic = format!("/{client}/reply");
+    // Under the answer prefix, where a broker's ACL lets every agent write
+    // (examples/mosquitto/acl).
+    let reply_topic = topics.topic(&format!("stat/{client}/reply"));
     session.handle.subscribe(&reply_topic).await?;
     // A JSON object carries the id and reply topic beside its own fields;
     // any other value travels as {"value": ..} so that it can carry them too.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{NodeId, ProcId, TestBed};
-use crate::{MosquittoConfig, Tcp, require_program};
+use crate::{MosquittoConfig, require_program};
 
 /// The MQTT port every broker of the bed listens on. Each node is a network
 /// namespace of its own, so a fixed port cannot collide with anything else
@@ -92,8 +92,8 @@ pub fn mosquitto_or_skip(test: &str) -> Option<PathBuf> {
 pub fn start_mosquitto(bed: &mut TestBed, node: NodeId, mosquitto: &std::path::Path) -> ProcId {
     let name = bed.name(node).to_owned();
     let config = MosquittoConfig {
-        tcp: Tcp::NoDelay,
         extra: "max_queued_messages 100000".into(),
+        ..MosquittoConfig::tuned()
     };
     let conf = bed.write_file(
         &format!("mosquitto-{name}.conf"),

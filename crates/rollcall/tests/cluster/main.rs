@@ -11,6 +11,7 @@ mod bme280;
 mod gpio;
 mod hub;
 mod repeat;
+mod secure_broker;
 mod security;
 mod sensors;
 
