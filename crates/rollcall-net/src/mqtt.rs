@@ -645,22 +645,22 @@ impl SessionLoop {
 }
 
 /// A connection error in words a user can act on: rumqttc's `Display` of a
-/// refused CONNECT or a TLS failure leaves out the cause.
+/// refused CONNECT or a TLS failure leaves out the cause, so the causes are
+/// added, each one only if the text does not already say it.
 fn describe(error: &ConnectionError) -> String {
-    match error {
+    let mut text = match error {
         ConnectionError::ConnectionRefused(code) => {
             format!("the broker refused the connection: {code:?}")
         }
-        ConnectionError::Tls(tls) => format!("TLS: {tls}{}", source_chain(tls)),
-        other => format!("{other}{}", source_chain(other)),
-    }
-}
-
-fn source_chain(error: &dyn std::error::Error) -> String {
-    let mut text = String::new();
-    let mut source = error.source();
+        other => other.to_string(),
+    };
+    let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         source = cause.source();
     }
     text

@@ -19,8 +19,9 @@ pub struct LoginArgs {
     /// other users of the machine can read a command line.
     #[arg(long, env = "ROLLCALL_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// Read the MQTT password from this file (its first line).
-    #[arg(long, value_name = "FILE", conflicts_with = "password")]
+    /// Read the MQTT password from this file (its first line). It takes the
+    /// place of --password and ROLLCALL_PASSWORD.
+    #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// For an mqtts:// broker: the CA certificates (PEM) to trust instead
     /// of the system's. The broker's certificate must name the host in the URL.
@@ -40,7 +41,7 @@ impl LoginArgs {
     pub fn login(&self, broker: &BrokerUrl) -> Result<Login> {
         LoginSettings {
             username: self.username.clone(),
-            password: self.password.clone().map(Secret::new),
+            password: self.password().map(Secret::new),
             password_file: self.password_file.clone(),
             tls: self.tls_files(),
         }
@@ -62,12 +63,21 @@ impl LoginArgs {
         raw.username = given.username.or(raw.username.take());
         // One password source: a flag's replaces the file's, either kind.
         if given.password.is_some() || given.password_file.is_some() {
-            raw.password = given.password;
+            raw.password = self.password();
             raw.password_file = given.password_file;
         }
         raw.ca_file = given.ca_file.or(raw.ca_file.take());
         raw.client_cert = given.client_cert.or(raw.client_cert.take());
         raw.client_key = given.client_key.or(raw.client_key.take());
+    }
+
+    /// The password given as such, unless a file is given: a file named
+    /// on the command line wins over a password in the environment.
+    fn password(&self) -> Option<String> {
+        match self.password_file {
+            Some(_) => None,
+            None => self.password.clone(),
+        }
     }
 
     fn tls_files(&self) -> TlsFiles {

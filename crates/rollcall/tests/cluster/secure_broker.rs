@@ -42,6 +42,11 @@ impl SecureBroker {
     /// Started, or `None` (skipped, failing under `CI=true`) without
     /// Mosquitto.
     fn start(test: &str) -> Option<SecureBroker> {
+        SecureBroker::start_with(test, "")
+    }
+
+    /// Started with `listener` lines beyond the TLS files.
+    fn start_with(test: &str, listener: &str) -> Option<SecureBroker> {
         let passwd = mosquitto_client(test, "mosquitto_passwd")?;
         rollcall_testsupport::find_program("mosquitto").or_else(|| {
             rollcall_testsupport::skip(
@@ -62,7 +67,7 @@ impl SecureBroker {
         }
         let config = MosquittoConfig {
             listener: format!(
-                "cafile {}\ncertfile {}\nkeyfile {}\n",
+                "cafile {}\ncertfile {}\nkeyfile {}\n{listener}",
                 pki.ca.display(),
                 pki.server_cert.display(),
                 pki.server_key.display()
@@ -441,4 +446,34 @@ async fn scan_get_set_and_docs_log_in_over_tls() {
     assert!(docs.contains("h1"), "{docs}");
     shutdown.cancel();
     a.join().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_requires_a_client_certificate_gets_ours_and_refuses_none() {
+    let test = "a_broker_that_requires_a_client_certificate_gets_ours_and_refuses_none";
+    let Some(broker) = SecureBroker::start_with(test, "require_certificate true\n") else {
+        return;
+    };
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let without = Session::start(broker.session("h1"), stop.clone(), &tracker).unwrap();
+    let error = without
+        .handle
+        .wait_connected(Duration::from_secs(3))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, NetError::NotConnected { .. }), "{error}");
+
+    let mut with = broker.session("h1");
+    with.login.tls.client_cert = Some(broker.pki.client_cert.clone());
+    with.login.tls.client_key = Some(broker.pki.client_key.clone());
+    let session = Session::start(with, stop.clone(), &tracker).unwrap();
+    session
+        .handle
+        .wait_connected(Duration::from_secs(5))
+        .await
+        .unwrap();
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
 }
