@@ -249,3 +249,74 @@ fn a_dashboard_others_can_reach_needs_a_token() {
     );
     assert!(short.contains("at least 16 bytes"), "{short}");
 }
+
+#[test]
+fn login_flags_are_checked_before_anything_connects_and_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let empty = dir.path().join("empty-password");
+    std::fs::write(&empty, "\n").unwrap();
+    let password = dir.path().join("password");
+    std::fs::write(&password, "pw-never-shown\n").unwrap();
+    // Nothing listens on this port: each error below comes before connecting.
+    let port = free_tcp_port();
+    let tls = format!("mqtts://127.0.0.1:{port}");
+    let plain = format!("mqtt://127.0.0.1:{port}");
+    let cases: [(Vec<&str>, &str); 5] = [
+        (
+            vec![
+                "scan",
+                "--broker",
+                &tls,
+                "--ca-file",
+                not_pem.to_str().unwrap(),
+            ],
+            "no PEM certificate",
+        ),
+        (
+            vec!["get", "h", "gpio", "--broker", &plain, "--username", "u"]
+                .into_iter()
+                .chain(["--password-file", empty.to_str().unwrap()])
+                .collect(),
+            "first line is empty",
+        ),
+        (
+            vec!["set", "h", "gpio", "lamp", "1", "--broker", &plain],
+            "password: given without a user name",
+        ),
+        (
+            vec!["docs", "--broker", &plain, "--client-cert", "/c.pem"],
+            "--client-key",
+        ),
+        (
+            vec!["hub", "--broker", &plain, "--client-cert", "/c.pem"]
+                .into_iter()
+                .chain(["--client-key", "/c.key"])
+                .collect(),
+            "mqtts://",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut command = rollcall();
+        command.args(&args).env_remove("ROLLCALL_USERNAME");
+        if args[0] == "set" {
+            command.env("ROLLCALL_PASSWORD", "pw-never-shown");
+        } else {
+            command.env_remove("ROLLCALL_PASSWORD");
+        }
+        let error = failed(command.output().unwrap());
+        assert!(error.contains(needle), "{args:?}: {error}");
+        assert!(!error.contains("never-shown"), "{args:?}: {error}");
+    }
+    // The agent reads the password from its file, and --check hides it.
+    let checked = ok(rollcall()
+        .args(["agent", "--check", "--hostname", "x", "--username", "x"])
+        .arg("--password-file")
+        .arg(&password)
+        .env_remove("ROLLCALL_PASSWORD")
+        .output()
+        .unwrap());
+    assert!(checked.contains("Secret(hidden)"), "{checked}");
+    assert!(!checked.contains("never-shown"), "{checked}");
+}

@@ -1,8 +1,8 @@
 //! A real Mosquitto set up as an untrusted network needs it: a TLS listener
 //! only, a password for every client (`password_file`), and the ACL that
 //! ships as `examples/mosquitto/acl`, run as written. The agent, the
-//! scanner and the `scan`, `get`, `set` and `docs` commands all log in over
-//! TLS; what the ACL allows an agent is allowed, and what it denies is
+//! scanner and the `scan`, `get`, `set`, `docs` and `demo` commands all log
+//! in over TLS; what the ACL allows an agent is allowed, and what it denies is
 //! denied.
 
 use std::path::{Path, PathBuf};
@@ -405,8 +405,8 @@ async fn rollcall(args: &[String]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scan_get_set_and_docs_log_in_over_tls() {
-    let test = "scan_get_set_and_docs_log_in_over_tls";
+async fn scan_get_set_docs_and_the_demo_log_in_over_tls() {
+    let test = "scan_get_set_docs_and_the_demo_log_in_over_tls";
     let Some(broker) = SecureBroker::start(test) else {
         return;
     };
@@ -446,6 +446,18 @@ async fn scan_get_set_and_docs_log_in_over_tls() {
     assert!(docs.contains("h1"), "{docs}");
     shutdown.cancel();
     a.join().await.unwrap();
+
+    // The demo's three hosts, its hub and its programs on the same broker.
+    let demo = rollcall(&with(&["demo", "--once", "--json"])).await;
+    let report: serde_json::Value = serde_json::from_str(&demo).unwrap();
+    let mut hosts: Vec<&str> = report["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["hostname"].as_str())
+        .collect();
+    hosts.sort_unstable();
+    assert_eq!(hosts, ["pibot01", "pizero1", "pizero2"], "{demo}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
