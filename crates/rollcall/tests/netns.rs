@@ -705,11 +705,19 @@ fn without_a_cluster_key_a_flooding_host_uses_up_only_its_own_allowance() {
     let Some((_lan, traffic)) = hostile_host("hostile_host_no_key", None) else {
         return;
     };
-    // Without a key, the rogue's roll-calls that its own allowance lets
-    // through are answered, at the broker they name: the rogue's.
-    eprintln!(
-        "hostile_host_no_key: TCP connection attempts to the rogue: {}",
-        traffic.get("syn_to_rogue").packets
+    // Without a key, the rogue's roll-calls that its allowance lets through
+    // are answered, but only on the agents' own broker: the broker they
+    // name (the rogue's) is not in relay_brokers, so no agent connects
+    // there and not one byte goes to it (issue 11, finding 1).
+    assert_eq!(
+        traffic.get("syn_to_rogue").packets,
+        0,
+        "an agent connected to the rogue"
+    );
+    assert_eq!(
+        traffic.get("tcp_to_rogue").bytes,
+        0,
+        "TCP bytes reached the rogue"
     );
 }
 
