@@ -589,27 +589,26 @@ impl AgentCore {
         }
     }
 
-    /// The host's own `$state` as the broker has it. While the agent runs it
-    /// must say `online`: an `offline` of another session (an earlier run's
-    /// last will, published by a broker that noticed the old connection's
-    /// death only after this run said `online`), or a plain one, replaced
-    /// the retained `online`, and every reader that connects later would
-    /// take the host for offline. The agent says `online` again. Its own
-    /// session's `offline` (its own clean stop) is left alone.
+    /// The host's own `$state` as the broker has it. While the agent runs
+    /// (it hears this only while connected) an `offline` there is never
+    /// true, and as the retained state it would tell every reader that
+    /// connects later that the host is down: the agent says `online` again.
+    /// Mostly it is an earlier run's last will, published by a broker that
+    /// noticed the old connection's death only after this run said
+    /// `online`; it can also be a plain one (an agent from before session
+    /// numbers), or this run's own will from a connection that died and came
+    /// back, delivered late. Once the agent stops, its own `offline` stands.
     fn on_own_state(&mut self, payload: &[u8], out: &mut Out) {
         let Ok(Some(state)) = HostState::parse(payload) else {
             return;
         };
-        if self.stopping
-            || state.liveness != Liveness::Offline
-            || state.session == Some(self.session)
-        {
+        if self.stopping || state.liveness != Liveness::Offline {
             return;
         }
         info!(
             said = %state,
             session = self.session,
-            "the host's $state says offline for another session (a stale last will); online again"
+            "the host's $state says offline while the agent runs (a stale last will); online again"
         );
         let topic = self.topics.state(self.host());
         out.state(topic, HostState::online(self.session).to_payload());

@@ -253,8 +253,9 @@ fn the_last_will_carries_the_session_of_the_online() {
 }
 
 // Section 4: an earlier run's last will, delivered after this run said
-// `online`, replaced the retained state: the agent says `online` again. Its
-// own `offline`, an `online` and what is not a state change nothing.
+// `online`, replaced the retained state: the agent says `online` again, and
+// so for any `offline` while it runs. An `online` and what is not a state
+// change nothing, and once it stops its own `offline` stands.
 #[test]
 fn a_stale_will_on_its_own_state_is_answered_with_online() {
     let mut b = plain_bed();
@@ -268,13 +269,15 @@ fn a_stale_will_on_its_own_state_is_answered_with_online() {
     assert_eq!(states(&b.message("/h1/$state", stale.as_bytes())), online());
     // An agent from before session numbers left a plain will.
     assert_eq!(states(&b.message("/h1/$state", b"offline")), online());
+    // This run's own will, from a connection that died and came back.
+    let own = format!("offline {SESSION}");
+    assert_eq!(states(&b.message("/h1/$state", own.as_bytes())), online());
     for quiet in [
         format!("online {SESSION}"),
         format!("online {}", SESSION - 1),
         "online".to_owned(),
         "maybe".to_owned(),
         String::new(),
-        format!("offline {SESSION}"),
     ] {
         assert!(
             states(&b.message("/h1/$state", quiet.as_bytes())).is_empty(),
@@ -285,6 +288,7 @@ fn a_stale_will_on_its_own_state_is_answered_with_online() {
     assert!(states(&b.message("/h2/$state", stale.as_bytes())).is_empty());
     // Once stopping, its `offline` stands.
     b.input(Input::Shutdown);
+    assert!(states(&b.message("/h1/$state", own.as_bytes())).is_empty());
     assert!(states(&b.message("/h1/$state", stale.as_bytes())).is_empty());
 }
 
