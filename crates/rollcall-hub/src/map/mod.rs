@@ -196,7 +196,9 @@ pub enum MapError {
     },
     /// A `$state` that is neither `online` nor `offline` (with or without a
     /// session number).
-    #[error("`{topic}`: a $state is `online` or `offline` and a session number, not {payload:?}")]
+    #[error(
+        "`{topic}`: a $state is `online` or `offline`, perhaps with a session number, not {payload:?}"
+    )]
     BadState {
         /// The topic.
         topic: String,

@@ -24,8 +24,9 @@ pub fn host_config(name: &str, broker: &BrokerUrl, udp_port: u16) -> RawConfig {
         broker: Some(broker.to_string()),
         udp_port: Some(udp_port),
         // Unique, so that concurrent tests with the same host names share
-        // no saved state; nothing is written there unless a test configures
-        // a service, and such tests give a folder of their own.
+        // no saved state; only the agent's session number is written there
+        // unless a test configures a service, and such tests give a folder
+        // of their own.
         state_dir: Some(std::env::temp_dir().join(format!("rollcall-test-{name}-{}", unique()))),
         sim: Some(true),
         ..RawConfig::default()
