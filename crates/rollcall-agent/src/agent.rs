@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rollcall_net::{
-    BrokerUrl, EmbeddedBroker, RollCallSocket, Session, SessionConfig, SessionHandle, Will,
+    BrokerUrl, EmbeddedBroker, RollCallSocket, Session, SessionConfig, SessionHandle,
 };
 use rollcall_services::announce::Announced;
 use std::collections::HashMap;
@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::core::{AgentCore, Input};
-use crate::host::{KernelRoutes, Shell};
+use crate::host::{KernelRoutes, Shell, unix_ms};
 use crate::registry::{BuildEnv, Built};
 use crate::{AgentError, AgentStats, BrokerChoice, Config, state};
 
@@ -29,6 +29,7 @@ const STUN_TIMEOUT: Duration = Duration::from_secs(2);
 /// A running agent.
 pub struct Agent {
     stats: Arc<AgentStats>,
+    session_number: u64,
     session: SessionHandle,
     udp_addr: SocketAddr,
     broker_url: BrokerUrl,
@@ -46,6 +47,12 @@ impl Agent {
     /// messages, and what it dropped.
     pub fn session_stats(&self) -> rollcall_net::SessionStats {
         self.session.stats()
+    }
+
+    /// This run's session number, in its `$state` (`online N`) and its
+    /// last will (`offline N`).
+    pub fn session_number(&self) -> u64 {
+        self.session_number
     }
 
     /// The address roll-calls are heard on.
@@ -92,22 +99,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         }
     };
     let host = config.hostname.clone();
-    // The session outlives the agent's loop by a little: it must carry the
-    // final `offline` before it disconnects, so it has a token of its own.
-    let session_token = CancellationToken::new();
-    let mut template = SessionConfig::new(broker_url.clone(), format!("rollcall-agent-{host}"));
-    template.keep_alive = config.keepalive;
-    template.login = config.login.clone();
-    template.last_will = Some(Will {
-        topic: config.topics.state(&host),
-        payload: b"offline".to_vec(),
-        retain: true,
-    });
-    let Session { handle, incoming } =
-        Session::start(template.clone(), session_token.clone(), &tracker)?;
-    let udp = RollCallSocket::bind_listener(config.udp_listen)?;
-    let udp_addr = udp.local_addr()?;
-
+    let (session, problem) = state::next_session(&config.state_dir, unix_ms());
+    if let Some(error) = problem {
+        warn!(%error, session, "session number not kept in the state folder; \
+            the next start counts from the clock alone");
+    }
     // Hardware events wake the loop, which hands them to the core.
     let hw_events = Arc::new(Notify::new());
     let services = build_services(&config, &hw_events);
@@ -119,8 +115,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         own_broker,
         Box::new(KernelRoutes),
         stats.clone(),
+        session,
         rand::random(),
     );
+    // The session outlives the agent's loop by a little: it must carry the
+    // final `offline` before it disconnects, so it has a token of its own.
+    let session_token = CancellationToken::new();
+    let mut template = SessionConfig::new(broker_url.clone(), format!("rollcall-agent-{host}"));
+    template.keep_alive = config.keepalive;
+    template.login = config.login.clone();
+    template.last_will = Some(core.last_will());
+    let Session { handle, incoming } =
+        Session::start(template.clone(), session_token.clone(), &tracker)?;
+    let udp = RollCallSocket::bind_listener(config.udp_listen)?;
+    let udp_addr = udp.local_addr()?;
     let saved: BTreeMap<_, _> = core
         .service_names()
         .into_iter()
@@ -167,6 +175,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     });
     Ok(Agent {
         stats,
+        session_number: session,
         session: handle,
         udp_addr,
         broker_url,

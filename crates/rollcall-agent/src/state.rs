@@ -7,6 +7,9 @@
 //! symlink planted in the folder is never followed. A file that cannot be
 //! read as JSON is moved aside to `{service}.json.corrupt`, kept for the
 //! user, rather than overwritten by the next save.
+//!
+//! The agent's session number (the one in its `$state`) is kept there too,
+//! in `$session.json`: no service's name starts with `$`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -92,6 +95,41 @@ pub fn load(dir: &Path, service: &str) -> io::Result<Loaded> {
     }
 }
 
+/// The name the session number is saved under, as if a service's.
+const SESSION: &str = "$session";
+
+/// This start's session number, saved for the next start: one more than the
+/// last start's, and at least `now_ms` (the wall clock in Unix
+/// milliseconds).
+///
+/// Either alone fails somewhere: the wall clock of a Raspberry Pi (no
+/// real-time clock) can start behind its last run until NTP syncs, and a
+/// state folder can be new or wiped (a fresh card, a `/tmp` folder). Taking
+/// the larger of the two increases across restarts unless both fail at
+/// once. The number is returned even when reading or saving failed; the
+/// error comes with it, for a warning.
+pub fn next_session(dir: &Path, now_ms: u64) -> (u64, Option<io::Error>) {
+    let mut problem = None;
+    let last = match load(dir, SESSION) {
+        Ok(Loaded::State(value)) => value.get("session").and_then(Value::as_u64),
+        Ok(Loaded::Nothing) => None,
+        Ok(Loaded::Corrupt { kept, error }) => {
+            let kept = kept.display();
+            problem = Some(io::Error::other(format!("{error}; kept aside at {kept}")));
+            None
+        }
+        Err(error) => {
+            problem = Some(error);
+            None
+        }
+    };
+    let session = last.map_or(now_ms, |last| last.saturating_add(1).max(now_ms));
+    if let Err(error) = save(dir, SESSION, &serde_json::json!({ "session": session })) {
+        problem.get_or_insert(error);
+    }
+    (session, problem)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +209,28 @@ mod tests {
             fs::read_to_string(corrupt_file_of(dir.path(), "gpio")).unwrap(),
             "{half"
         );
+    }
+
+    #[test]
+    fn session_numbers_increase_even_when_the_clock_goes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, error) = next_session(dir.path(), 1_000);
+        assert!(error.is_none());
+        assert_eq!(first, 1_000);
+        // The clock went back (a Pi booting without its time yet).
+        assert_eq!(next_session(dir.path(), 10).0, 1_001);
+        // The clock moved on: it wins.
+        assert_eq!(next_session(dir.path(), 5_000).0, 5_000);
+        assert_eq!(next_session(dir.path(), 5_000).0, 5_001);
+    }
+
+    #[test]
+    fn a_session_number_comes_even_without_a_usable_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-folder");
+        fs::write(&file, b"x").unwrap();
+        let (session, error) = next_session(&file, 42);
+        assert_eq!(session, 42);
+        assert!(error.is_some());
     }
 }

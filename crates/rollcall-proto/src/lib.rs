@@ -1,5 +1,5 @@
 //! The rollcall wire vocabulary: roll-calls, host reports, answers,
-//! self-descriptions, queries and the topic grammar.
+//! self-descriptions, queries, hosts' `$state` and the topic grammar.
 //!
 //! This crate knows bytes and JSON, never sockets or the clock: every parser
 //! takes the bytes that arrived and every time is passed in as an argument, so
@@ -13,6 +13,7 @@ pub mod query;
 pub mod report;
 pub mod rollcall;
 pub mod sign;
+pub mod state;
 pub mod topic;
 
 pub use answer::{Answer, host_answer, service_answer};
@@ -21,6 +22,7 @@ pub use error::ProtoError;
 pub use query::{Body, Request, error_reply, ok_reply};
 pub use report::{HostReport, NOT_ECHOED};
 pub use rollcall::{RollCall, RollCallLimits};
+pub use state::{HostState, Liveness};
 pub use topic::{Query, Topics};
 
 /// The UDP port roll-calls are sent to unless configured otherwise.

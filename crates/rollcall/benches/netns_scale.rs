@@ -118,7 +118,12 @@ fn main() {
             probe.wait("every agent online", Duration::from_secs(60), |s| {
                 names
                     .iter()
-                    .all(|n| s.text(&format!("/{n}/$state")).as_deref() == Some("online"))
+                    .all(|n| {
+                        s.text(&format!("/{n}/$state"))
+                            .as_deref()
+                            .and_then(first_word)
+                            == Some("online")
+                    })
                     .then_some(())
             });
         }
@@ -412,4 +417,10 @@ fn summarize(kind: &str, window_ms: u64, samples: &[Sample]) -> (String, String,
         busy * 100.0,
     );
     (row, traffic_row, cpu_row)
+}
+
+/// A `$state`'s first word, `online` or `offline`: the agent's session
+/// number follows it (docs/protocol.md section 4).
+fn first_word(text: &str) -> Option<&str> {
+    text.split_ascii_whitespace().next()
 }

@@ -118,7 +118,12 @@ impl Lan {
         probe.wait(&format!("every host {state}"), timeout, |seen| {
             names
                 .iter()
-                .all(|n| seen.text(&format!("/{n}/$state")).as_deref() == Some(state))
+                .all(|n| {
+                    seen.text(&format!("/{n}/$state"))
+                        .as_deref()
+                        .and_then(first_word)
+                        == Some(state)
+                })
                 .then_some(())
         });
     }
@@ -425,7 +430,13 @@ fn broker_on_every_host_relays_answers_to_the_hubs_broker_for_the_same_map() {
         probe.wait(
             &format!("{name} online on its own broker"),
             Duration::from_secs(20),
-            |s| (s.text(&format!("/{name}/$state")).as_deref() == Some("online")).then_some(()),
+            |s| {
+                (s.text(&format!("/{name}/$state"))
+                    .as_deref()
+                    .and_then(first_word)
+                    == Some("online"))
+                .then_some(())
+            },
         );
     }
     let scan = lan.scan(&[]);
@@ -627,7 +638,10 @@ fn broker_restart_agents_reconnect_and_republish_and_keep_their_gpio() {
             names
                 .iter()
                 .all(|n| {
-                    s.text(&format!("/{n}/$state")).as_deref() == Some("online")
+                    s.text(&format!("/{n}/$state"))
+                        .as_deref()
+                        .and_then(first_word)
+                        == Some("online")
                         && s.text(&format!("/{n}/system/$description")).is_some()
                         && s.text(&format!("/{n}/gpio/$description"))
                             .is_some_and(|d| d.contains(&format!("lamp_{n}")))
@@ -872,7 +886,10 @@ fn a_host_behind_a_router_answers_a_unicast_roll_call_from_its_own_subnet() {
     probe.wait(
         "far01 online through the router",
         Duration::from_secs(20),
-        |s| (s.text("/far01/$state").as_deref() == Some("online")).then_some(()),
+        |s| {
+            (s.text("/far01/$state").as_deref().and_then(first_word) == Some("online"))
+                .then_some(())
+        },
     );
     let scan = cluster::scan(
         &lan.bed,
@@ -893,4 +910,10 @@ fn a_host_behind_a_router_answers_a_unicast_roll_call_from_its_own_subnet() {
         ),
     );
     assert_eq!(summary(&cluster::map_of(&scan.report)), expected);
+}
+
+/// A `$state`'s first word, `online` or `offline`: the agent's session
+/// number follows it (docs/protocol.md section 4).
+fn first_word(text: &str) -> Option<&str> {
+    text.split_ascii_whitespace().next()
 }

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rollcall_net::{BrokerUrl, Qos};
+use rollcall_net::{BrokerUrl, Qos, Will};
 use rollcall_proto::topic::matches;
-use rollcall_proto::{Query, Topics, error_reply};
+use rollcall_proto::{HostState, Liveness, Query, Topics, error_reply};
 use rollcall_services::{Ctx, Outcome, Publish, Service, ServiceError};
 use serde_json::Value;
 use tracing::{debug, info, warn};
@@ -222,6 +222,8 @@ struct Slot {
 enum Route {
     /// `/udp/request`: a roll-call over MQTT.
     RollCall,
+    /// `/{host}/$state`: the host's own liveness, watched for a stale will.
+    OwnState,
     /// `/{host}/{app}/$description`: the host's services, foreign ones too.
     Description(String),
     /// One of a service's [`Service::topics_in`].
@@ -238,6 +240,11 @@ enum Route {
 pub struct AgentCore {
     config: Arc<Config>,
     topics: Topics,
+    /// This run's session number, in `$state` and the last will: higher
+    /// than any earlier run's (the shell takes it from the state folder).
+    session: u64,
+    /// Shut down: its own `offline` said, no `online` again.
+    stopping: bool,
     gate: crate::gate::Gate,
     slots: Vec<Slot>,
     routes: Box<dyn Routes>,
@@ -268,13 +275,16 @@ pub struct AgentCore {
 
 impl AgentCore {
     /// A core for `config`'s host with its built services. `own_broker` is
-    /// the address of the agent's broker; `seed` seeds the answer jitter.
+    /// the address of the agent's broker; `session` is this run's session
+    /// number ([`crate::state::next_session`]); `seed` seeds the answer
+    /// jitter.
     pub fn new(
         config: Arc<Config>,
         services: Vec<Built>,
         own_broker: SocketAddr,
         routes: Box<dyn Routes>,
         stats: Arc<AgentStats>,
+        session: u64,
         seed: u64,
     ) -> Self {
         let slots = services
@@ -290,6 +300,8 @@ impl AgentCore {
             .collect();
         AgentCore {
             topics: config.topics.clone(),
+            session,
+            stopping: false,
             gate: crate::gate::Gate::new(
                 config.max_rollcalls_per_s,
                 config.cluster_key.as_ref().map(|k| k.expose().clone()),
@@ -312,6 +324,23 @@ impl AgentCore {
             save_at: None,
             health_changed: BTreeSet::new(),
         }
+    }
+
+    /// The last will the agent's own session connects with: `offline` and
+    /// this run's session number, retained on the host's `$state`, so that a
+    /// reader can tell it from a later run's `online` (docs/protocol.md
+    /// section 4).
+    pub fn last_will(&self) -> Will {
+        Will {
+            topic: self.topics.state(self.host()),
+            payload: HostState::offline(self.session).to_payload(),
+            retain: true,
+        }
+    }
+
+    /// This run's session number.
+    pub fn session(&self) -> u64 {
+        self.session
     }
 
     /// The names of the services, in the order they run.
@@ -351,8 +380,9 @@ impl AgentCore {
                 self.flush_health(now, &mut out);
                 self.save_changed(&mut out);
                 self.scheduled.clear();
+                self.stopping = true;
                 let state = self.topics.state(self.host());
-                out.state(state, "offline");
+                out.state(state, HostState::offline(self.session).to_payload());
             }
         }
         self.flush_health(now, &mut out);
@@ -391,6 +421,7 @@ impl AgentCore {
         self.gate.start_at(now.unix_ms);
         let host = self.host().to_owned();
         let mut filters = vec![
+            self.topics.state(&host),
             self.topics.udp_request(),
             self.topics.getapps(&host),
             self.topics.description(&host, "+"),
@@ -417,7 +448,10 @@ impl AgentCore {
                 out.state(self.topics.description(&host, name), "");
             }
         }
-        out.state(self.topics.state(&host), "online");
+        out.state(
+            self.topics.state(&host),
+            HostState::online(self.session).to_payload(),
+        );
         for index in 0..self.slots.len() {
             self.publish_description(index, now, out);
         }
@@ -496,6 +530,9 @@ impl AgentCore {
         if topic == self.topics.udp_request() {
             return Route::RollCall;
         }
+        if topic == self.topics.state(host) {
+            return Route::OwnState;
+        }
         if matches(&self.topics.description(host, "+"), topic) {
             let app = topic.rsplit('/').nth(1).unwrap_or_default();
             return Route::Description(app.to_owned());
@@ -529,6 +566,7 @@ impl AgentCore {
     fn on_message(&mut self, topic: &str, payload: &[u8], now: Now, out: &mut Out) {
         match self.route(topic) {
             Route::RollCall => self.on_rollcall_message(payload, now, out),
+            Route::OwnState => self.on_own_state(payload, out),
             Route::Description(app) => {
                 if payload.is_empty() {
                     self.known_apps.remove(&app);
@@ -549,6 +587,31 @@ impl AgentCore {
             Route::Query(query) => self.on_query(query, payload, now, out),
             Route::Other => self.relay(topic, payload, now, out),
         }
+    }
+
+    /// The host's own `$state` as the broker has it. While the agent runs
+    /// (it hears this only while connected) an `offline` there is never
+    /// true, and as the retained state it would tell every reader that
+    /// connects later that the host is down: the agent says `online` again.
+    /// Mostly it is an earlier run's last will, published by a broker that
+    /// noticed the old connection's death only after this run said
+    /// `online`; it can also be a plain one (an agent from before session
+    /// numbers), or this run's own will from a connection that died and came
+    /// back, delivered late. Once the agent stops, its own `offline` stands.
+    fn on_own_state(&mut self, payload: &[u8], out: &mut Out) {
+        let Ok(Some(state)) = HostState::parse(payload) else {
+            return;
+        };
+        if self.stopping || state.liveness != Liveness::Offline {
+            return;
+        }
+        info!(
+            said = %state,
+            session = self.session,
+            "the host's $state says offline while the agent runs (a stale last will); online again"
+        );
+        let topic = self.topics.state(self.host());
+        out.state(topic, HostState::online(self.session).to_payload());
     }
 
     /// Whether answers on `topic` would land on a topic the agent serves:

@@ -20,6 +20,8 @@ const LAN: &str = "198.18.0.5";
 /// Another host on the LAN: the requester.
 const HUB: &str = "198.18.0.9";
 const T0_MS: u64 = 1_800_000_000_000;
+/// The test agent's session number (its `$state`'s).
+const SESSION: u64 = 1_799_999_999_000;
 
 struct TestRoutes;
 
@@ -71,6 +73,7 @@ fn bed(toml: &str) -> Bed {
         own,
         Box::new(TestRoutes),
         stats.clone(),
+        SESSION,
         7,
     );
     let mut bed = Bed {
@@ -213,8 +216,13 @@ fn start_subscribes_then_says_online_and_publishes_descriptions() {
     assert!(subs.contains(&"/h1/getapps"));
     assert!(subs.contains(&"/h1/+/$description"));
     assert!(subs.contains(&"/h1/system/get/#"));
+    assert!(
+        subs.contains(&"/h1/$state"),
+        "its own state, for a stale will"
+    );
     let states = states(&effects);
-    assert!(states.contains(&("/h1/$state".into(), b"online".to_vec())));
+    let online = format!("online {SESSION}").into_bytes();
+    assert!(states.contains(&("/h1/$state".into(), online)));
     assert!(states.contains(&("/h1/gpio/$description".into(), Vec::new())));
     let system = states
         .iter()
@@ -230,6 +238,58 @@ fn start_subscribes_then_says_online_and_publishes_descriptions() {
         .position(|(t, p)| t.ends_with("$description") && !p.is_empty())
         .unwrap();
     assert!(online < first_desc);
+}
+
+// Section 4: the last will is `offline` with the same session number as the
+// `online` the run publishes, retained on the host's `$state`.
+#[test]
+fn the_last_will_carries_the_session_of_the_online() {
+    let b = plain_bed();
+    assert_eq!(b.core.session(), SESSION);
+    let will = b.core.last_will();
+    assert_eq!(will.topic, "/h1/$state");
+    assert_eq!(will.payload, format!("offline {SESSION}").into_bytes());
+    assert!(will.retain);
+}
+
+// Section 4: an earlier run's last will, delivered after this run said
+// `online`, replaced the retained state: the agent says `online` again, and
+// so for any `offline` while it runs. An `online` and what is not a state
+// change nothing, and once it stops its own `offline` stands.
+#[test]
+fn a_stale_will_on_its_own_state_is_answered_with_online() {
+    let mut b = plain_bed();
+    let online = || {
+        vec![(
+            "/h1/$state".to_owned(),
+            format!("online {SESSION}").into_bytes(),
+        )]
+    };
+    let stale = format!("offline {}", SESSION - 1);
+    assert_eq!(states(&b.message("/h1/$state", stale.as_bytes())), online());
+    // An agent from before session numbers left a plain will.
+    assert_eq!(states(&b.message("/h1/$state", b"offline")), online());
+    // This run's own will, from a connection that died and came back.
+    let own = format!("offline {SESSION}");
+    assert_eq!(states(&b.message("/h1/$state", own.as_bytes())), online());
+    for quiet in [
+        format!("online {SESSION}"),
+        format!("online {}", SESSION - 1),
+        "online".to_owned(),
+        "maybe".to_owned(),
+        String::new(),
+    ] {
+        assert!(
+            states(&b.message("/h1/$state", quiet.as_bytes())).is_empty(),
+            "{quiet:?}"
+        );
+    }
+    // Another host's state is none of its business.
+    assert!(states(&b.message("/h2/$state", stale.as_bytes())).is_empty());
+    // Once stopping, its `offline` stands.
+    b.input(Input::Shutdown);
+    assert!(states(&b.message("/h1/$state", own.as_bytes())).is_empty());
+    assert!(states(&b.message("/h1/$state", stale.as_bytes())).is_empty());
 }
 
 // Sections 1 to 3: a roll-call by UDP from this host's loopback is
@@ -1020,7 +1080,10 @@ fn shutdown_saves_at_once_and_says_offline() {
     assert!(matches!(&effects[0], Effect::Save { service, .. } if service == "gpio"));
     assert_eq!(
         states(&effects),
-        [("/h1/$state".into(), b"offline".to_vec())]
+        [(
+            "/h1/$state".into(),
+            format!("offline {SESSION}").into_bytes()
+        )]
     );
     assert!(
         answered(&b.at(60_000)).is_empty(),

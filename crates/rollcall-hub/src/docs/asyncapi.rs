@@ -419,7 +419,7 @@ impl Doc {
             obj(json!({
                 "address": topics.state("{host}"),
                 "parameters": {"host": host_param},
-                "description": "The host's liveness, retained: `online` when its agent connects, `offline` when it stops or (as its last will) dies.",
+                "description": "The host's liveness, retained: `online` when its agent connects, `offline` when it stops or (as its last will) dies; then the agent's session number (`online 1733587200123`), so that an older session's late last will can be told apart. Read the first word; agents before session numbers send the word alone.",
                 "messages": {},
             })),
         );
@@ -429,7 +429,7 @@ impl Doc {
             json!({
                 "name": "state",
                 "contentType": "text/plain",
-                "payload": {"type": "string", "enum": ["online", "offline"]},
+                "payload": {"type": "string", "pattern": "^(online|offline)( [0-9]{1,20}( .*)?)?$"},
             }),
         );
         let description = self.ids.unique("channel.service.description".into());

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rollcall_proto::topic::{MAX_TOPIC, check_name, matches};
 use rollcall_proto::{
-    Answer, Description, Health, Interface, Interfaces, ProtoError, Topics, json,
+    Answer, Description, Health, HostState, Interface, Interfaces, Liveness, ProtoError, Topics,
+    json,
 };
 use serde::Serialize;
 use thiserror::Error;
@@ -193,8 +194,11 @@ pub enum MapError {
         /// Why the name is refused.
         reason: String,
     },
-    /// A `$state` that is neither `online` nor `offline`.
-    #[error("`{topic}`: a $state is `online` or `offline`, not {payload:?}")]
+    /// A `$state` that is neither `online` nor `offline` (with or without a
+    /// session number).
+    #[error(
+        "`{topic}`: a $state is `online` or `offline`, perhaps with a session number, not {payload:?}"
+    )]
     BadState {
         /// The topic.
         topic: String,
@@ -380,6 +384,9 @@ pub struct HostRecord {
     pub status_since_ms: u64,
     /// When it was last heard from: an answer, or `$state` `online`.
     pub last_seen_ms: u64,
+    /// The session number of its latest `$state` `online` (`None` when that
+    /// had none): an `offline` of an older session is a stale last will.
+    pub session: Option<u64>,
     /// Its services, by name.
     pub services: BTreeMap<String, ServiceRecord>,
 }
@@ -628,8 +635,10 @@ impl ClusterMap {
     }
 
     /// Takes in one MQTT message received at `now_ms`:
-    /// - `{root}/{host}/$state`: `online` or `offline` (an empty payload, a
-    ///   cleared retained state, changes nothing);
+    /// - `{root}/{host}/$state`: `online` or `offline`, each perhaps with the
+    ///   agent's session number ([`HostState`]); an `offline` of an older
+    ///   session than the latest `online`'s is a stale last will and changes
+    ///   nothing, and so does an empty payload (a cleared retained state);
     /// - `{root}/{host}/{service}/$description`: a [`Description`] whose
     ///   `function` is `{service}`; an empty payload removes the service;
     /// - any service's output topic: a value, `{"value":..,"unit":..,"ts":..}`,
@@ -912,6 +921,7 @@ impl ClusterMap {
                     status,
                     status_since_ms: now_ms,
                     last_seen_ms: now_ms,
+                    session: None,
                     services: BTreeMap::new(),
                 },
             );
@@ -996,11 +1006,23 @@ impl ClusterMap {
     ) -> Result<Vec<MapEvent>, MapError> {
         check_name(host).map_err(|e| bad_name(topic, e))?;
         let mut events = Vec::new();
-        match payload.trim_ascii() {
-            b"online" => {
-                self.alive(host, now_ms, &mut events)?;
+        let state = HostState::parse(payload).map_err(|_| MapError::BadState {
+            topic: topic.to_owned(),
+            payload: String::from_utf8_lossy(&payload[..payload.len().min(32)]).into_owned(),
+        })?;
+        // An empty payload, a cleared retained state, says nothing about the host.
+        let Some(state) = state else {
+            return Ok(events);
+        };
+        match state.liveness {
+            Liveness::Online => {
+                self.alive(host, now_ms, &mut events)?.session = state.session;
             }
-            b"offline" => {
+            // An older session's last will, published after the host's
+            // agent restarted and said `online` (docs/protocol.md section 4).
+            Liveness::Offline
+                if state.is_stale_after(self.hosts.get(host).and_then(|h| h.session)) => {}
+            Liveness::Offline => {
                 let record = self.host_or_new(host, HostStatus::Offline, now_ms, &mut events)?;
                 if record.status != HostStatus::Offline {
                     record.status = HostStatus::Offline;
@@ -1009,14 +1031,6 @@ impl ClusterMap {
                         host: host.to_owned(),
                     });
                 }
-            }
-            // A cleared retained state says nothing about the host.
-            b"" => {}
-            other => {
-                return Err(MapError::BadState {
-                    topic: topic.to_owned(),
-                    payload: String::from_utf8_lossy(&other[..other.len().min(32)]).into_owned(),
-                });
             }
         }
         Ok(events)

@@ -254,6 +254,56 @@ fn bad_state_and_bad_names_are_refused_and_change_nothing() {
 }
 
 #[test]
+fn an_older_sessions_offline_is_a_stale_will_and_ignored() {
+    let mut map = ClusterMap::new();
+    map.apply_message(&t(), "/a/$state", b"online 16", 0);
+    // The agent restarted: session 17 says online (no change: it never
+    // went offline here), then the broker publishes session 16's will.
+    assert!(
+        map.apply_message(&t(), "/a/$state", b"online 17", 10)
+            .is_empty()
+    );
+    let stale = map.ingest(&t(), "/a/$state", b"offline 16", 20).unwrap();
+    assert!(stale.is_empty(), "{stale:?}");
+    assert_eq!(status(&map, "a"), HostStatus::Online);
+    assert_eq!(map.host("a").unwrap().status_since_ms, 0);
+    // Its own session's `offline` (a clean stop, or its will) counts.
+    assert_eq!(
+        map.apply_message(&t(), "/a/$state", b"offline 17", 30),
+        vec![host_event("offline", "a")]
+    );
+    // So does a newer session's (its `online` was missed), a plain
+    // `offline` (an agent from before session numbers), and any `offline`
+    // after a plain `online`.
+    for (online, offline) in [
+        ("online 17", "offline 18"),
+        ("online 18", "offline"),
+        ("online", "offline 3"),
+    ] {
+        assert_eq!(
+            map.apply_message(&t(), "/a/$state", online.as_bytes(), 40),
+            vec![host_event("online", "a")]
+        );
+        assert_eq!(
+            map.apply_message(&t(), "/a/$state", offline.as_bytes(), 50),
+            vec![host_event("offline", "a")],
+            "{offline} after {online}"
+        );
+    }
+    // A restart whose number went down (a lost state folder and a clock
+    // behind) is the latest session all the same.
+    map.apply_message(&t(), "/a/$state", b"online 99", 60);
+    map.apply_message(&t(), "/a/$state", b"online 5", 70);
+    assert_eq!(
+        map.apply_message(&t(), "/a/$state", b"offline 5", 80),
+        vec![host_event("offline", "a")]
+    );
+    // A never-seen host's retained `offline N` is taken as it is.
+    map.apply_message(&t(), "/b/$state", b"offline 4", 90);
+    assert_eq!(status(&map, "b"), HostStatus::Offline);
+}
+
+#[test]
 fn descriptions_add_change_and_remove_services() {
     let mut map = ClusterMap::new();
     map.apply_message(&t(), "/h/$state", b"online", 0);

@@ -225,7 +225,11 @@ pub async fn start_agent_process(
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match tokio::time::timeout_at(deadline, incoming.recv()).await {
-            Ok(Some(msg)) if msg.topic == state_topic && &msg.payload[..] == b"online" => {
+            // `online` and the agent's session number (docs/protocol.md section 4).
+            Ok(Some(msg))
+                if msg.topic == state_topic
+                    && msg.payload.split(|b| *b == b' ').next() == Some(&b"online"[..]) =>
+            {
                 return Ok(process);
             }
             Ok(Some(_)) => {}

@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use rollcall_net::{BrokerUrl, Qos, RollCallSocket, Session, SessionConfig, StunResponder};
-use rollcall_proto::RollCall;
+use rollcall_proto::{HostState, RollCall};
 use serde_json::{Value, json};
 use support::*;
 use tokio::io::AsyncBufReadExt;
@@ -379,10 +379,18 @@ async fn description_and_state_are_retained_for_late_subscribers() {
     assert_eq!(d["hostname"], "pizero1");
     assert!(d["interfaces"]["outputs"].is_array());
     late.listen("/pizero1/$state").await;
-    assert_eq!(late.next_on("/pizero1/$state").await, b"online");
+    let session = a.session_number();
+    let said = |state: HostState| state.to_payload();
+    assert_eq!(
+        late.next_on("/pizero1/$state").await,
+        said(HostState::online(session))
+    );
     agent_shutdown.cancel();
     a.join().await.unwrap();
-    assert_eq!(late.next_on("/pizero1/$state").await, b"offline");
+    assert_eq!(
+        late.next_on("/pizero1/$state").await,
+        said(HostState::offline(session))
+    );
     shutdown.cancel();
 }
 

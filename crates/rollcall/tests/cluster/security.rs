@@ -231,3 +231,123 @@ async fn big_retained_messages(mosquitto: Mosquitto) {
     tracker.close();
     tracker.wait().await;
 }
+
+/// Issue 11 item 7: a stale last will. An agent restarted (session N) and
+/// said `online N`; then the broker notices that the previous run's
+/// connection died and publishes its will, `offline N-1`, retained, over the
+/// new `online`. (Published here by hand: that is all a stale will is, and
+/// all an attacker who can publish on the broker can forge.) The hub must
+/// not take the host for offline, not even for a moment, and the agent must
+/// put `online N` back for whoever reads the retained state later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_last_will_does_not_take_a_restarted_agent_offline() {
+    tokio::time::timeout(Duration::from_secs(60), stale_last_will())
+        .await
+        .expect("the test ends within 60 s");
+}
+
+async fn stale_last_will() {
+    use rollcall_hub::MapEvent;
+    use rollcall_proto::HostState;
+
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let a = agent(
+        host_config("restarted", &broker, free_udp_port()),
+        &shutdown,
+    )
+    .await;
+    let session = a.session_number();
+    let nobody = free_udp_port();
+    let (shared, stop, hub) = crate::hub::start_hub(
+        &broker,
+        crate::hub::scan_options(nobody, Duration::from_secs(60), None),
+        Duration::from_secs(3600),
+    );
+    crate::hub::until(&shared, "restarted online", |s| {
+        crate::hub::online(s, "restarted")
+    })
+    .await;
+    let mut events = shared.changes.subscribe();
+    let mut watcher = Session::start(
+        SessionConfig::new(broker.clone(), format!("watcher-{}", unique())),
+        shutdown.clone(),
+        &tracker,
+    )
+    .unwrap();
+    watcher.handle.subscribe("/restarted/$state").await.unwrap();
+    let online = HostState::online(session).to_payload();
+    let next_state = async |watcher: &mut Session| {
+        let msg = tokio::time::timeout(WAIT, watcher.incoming.recv())
+            .await
+            .expect("a $state within the wait")
+            .unwrap();
+        msg.payload.to_vec()
+    };
+    assert_eq!(next_state(&mut watcher).await, online, "retained");
+
+    let will = Session::start(
+        SessionConfig::new(broker.clone(), format!("stale-{}", unique())),
+        shutdown.clone(),
+        &tracker,
+    )
+    .unwrap();
+    will.handle.wait_connected(WAIT).await.unwrap();
+    let stale = HostState::offline(session - 1).to_payload();
+    will.handle
+        .publish("/restarted/$state", stale.clone(), Qos::AtLeastOnce, true)
+        .await
+        .unwrap();
+    // Then another host, from the same connection: once the hub has it, it
+    // has taken the stale will too (one subscription, one connection, in
+    // order).
+    will.handle
+        .publish("/marker/$state", "online", Qos::AtLeastOnce, true)
+        .await
+        .unwrap();
+
+    // The agent saw the will on its own state and said `online N` again.
+    assert_eq!(next_state(&mut watcher).await, stale);
+    assert_eq!(next_state(&mut watcher).await, online, "online again");
+
+    // The hub: not one `offline` for the host up to the marker, and online.
+    loop {
+        let event = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("the marker host within the wait")
+            .unwrap();
+        assert_ne!(
+            event,
+            MapEvent::HostOffline {
+                host: "restarted".into()
+            },
+            "the hub took a stale will for the host going offline"
+        );
+        if matches!(&event, MapEvent::HostAppeared { host, .. } if host == "marker") {
+            break;
+        }
+    }
+    assert!(crate::hub::online(&shared.snapshot(), "restarted"));
+
+    // Whoever connects now reads `online N` retained.
+    let mut late = Session::start(
+        SessionConfig::new(broker.clone(), format!("late-{}", unique())),
+        shutdown.clone(),
+        &tracker,
+    )
+    .unwrap();
+    late.handle.subscribe("/restarted/$state").await.unwrap();
+    assert_eq!(
+        next_state(&mut late).await,
+        online,
+        "retained for a late reader"
+    );
+
+    stop.cancel();
+    hub.await.unwrap().unwrap();
+    shutdown.cancel();
+    a.join().await.unwrap();
+    tracker.close();
+    tracker.wait().await;
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rollcall_agent::{Agent, RawConfig};
 use rollcall_hub::{ScanOptions, ScanReport, Scanner};
 use rollcall_net::{BrokerUrl, Session, SessionConfig};
-use rollcall_proto::Topics;
+use rollcall_proto::{HostState, Topics};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,8 +24,9 @@ pub fn host_config(name: &str, broker: &BrokerUrl, udp_port: u16) -> RawConfig {
         broker: Some(broker.to_string()),
         udp_port: Some(udp_port),
         // Unique, so that concurrent tests with the same host names share
-        // no saved state; nothing is written there unless a test configures
-        // a service, and such tests give a folder of their own.
+        // no saved state; only the agent's session number is written there
+        // unless a test configures a service, and such tests give a folder
+        // of their own.
         state_dir: Some(std::env::temp_dir().join(format!("rollcall-test-{name}-{}", unique()))),
         sim: Some(true),
         ..RawConfig::default()
@@ -33,7 +34,7 @@ pub fn host_config(name: &str, broker: &BrokerUrl, udp_port: u16) -> RawConfig {
 }
 
 /// Starts an agent and waits until it serves: its retained `$state` says
-/// `online`, which it publishes after subscribing to everything it serves,
+/// `online` with its session number, which it publishes after subscribing to everything it serves,
 /// on the same connection, so the broker has every subscription by then.
 pub async fn agent(config: RawConfig, shutdown: &CancellationToken) -> Agent {
     let config = config.validate().unwrap();
@@ -56,7 +57,7 @@ pub async fn agent(config: RawConfig, shutdown: &CancellationToken) -> Agent {
             .await
             .expect("the agent says it is online within 5 s")
             .unwrap();
-        if &msg.payload[..] == b"online" {
+        if msg.payload[..] == HostState::online(agent.session_number()).to_payload() {
             break;
         }
     }
