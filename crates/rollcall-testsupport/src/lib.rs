@@ -1,7 +1,8 @@
 //! What rollcall's tests and benchmarks share, in one place: finding a
 //! program and skipping a test that cannot run (never under `CI=true`), free
 //! loopback ports, a real Mosquitto as a child process, a child process that
-//! dies with the test, and the network-namespace test bed.
+//! dies with the test, test certificates (a CA, a server and a client
+//! certificate made at test time), and the network-namespace test bed.
 //!
 //! A dev-dependency only, and it depends on no rollcall crate but
 //! `rollcall-net` (for the broker address and the bed's MQTT probe), so every
@@ -14,6 +15,7 @@ pub mod mosquitto;
 pub mod netns;
 pub mod ports;
 pub mod process;
+pub mod tls;
 
 pub use env::{ci, find_program, require_program, skip};
 pub use mosquitto::{Mosquitto, MosquittoConfig, Tcp};
@@ -21,6 +23,7 @@ pub use ports::{LOOPBACK_BROADCAST, embedded_broker, free_tcp_port, free_udp_por
 pub use process::Running;
 /// Temporary folders: `tempfile::tempdir()`, removed when dropped.
 pub use tempfile;
+pub use tls::TestPki;
 
 /// Why a piece of test support could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,9 @@ pub enum SupportError {
     /// Mosquitto started but did not come up.
     #[error("mosquitto: {0}")]
     Mosquitto(String),
+    /// A test certificate could not be made.
+    #[error("test certificate: {0}")]
+    Certificate(String),
 }
 
 impl SupportError {
