@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rollcall_net::{BrokerUrl, Credentials, Login, Secret, TlsFiles};
+use rollcall_net::{BrokerOptions, BrokerUrl, Credentials, Login, Secret, ServerTls, TlsFiles};
 use rollcall_proto::Topics;
 use rollcall_proto::topic::check_name;
 use std::collections::BTreeMap;
@@ -27,6 +27,13 @@ pub struct RawConfig {
     pub broker: Option<String>,
     /// Run an embedded broker on this address and use it.
     pub embedded_broker: Option<SocketAddr>,
+    /// Who may log in to the embedded broker (`user:password` lines);
+    /// required when it listens off loopback.
+    pub embedded_broker_password_file: Option<PathBuf>,
+    /// The embedded broker speaks TLS with this certificate (PEM)...
+    pub embedded_broker_tls_cert: Option<PathBuf>,
+    /// ...and this private key (PEM).
+    pub embedded_broker_tls_key: Option<PathBuf>,
     /// MQTT username.
     pub username: Option<String>,
     /// MQTT password.
@@ -96,8 +103,9 @@ pub struct RawHw {
 pub enum BrokerChoice {
     /// An existing broker.
     External(BrokerUrl),
-    /// A broker the agent runs itself on this address (the notes' broker on every host).
-    Embedded(SocketAddr),
+    /// A broker the agent runs itself (the notes' broker on every host):
+    /// where, who may log in, TLS.
+    Embedded(BrokerOptions),
 }
 
 /// One built-in service that runs, and its settings.
@@ -154,6 +162,35 @@ pub struct Config {
     pub announce: Vec<AnnounceConfig>,
 }
 
+/// The embedded broker's options, checked now (a missing or bad file, an
+/// address off loopback without a password file) so `--check` reports them.
+fn embedded_options(
+    addr: SocketAddr,
+    password_file: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<BrokerOptions, AgentError> {
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(ServerTls { cert, key }),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "embedded_broker_tls_cert",
+                "give embedded_broker_tls_cert and embedded_broker_tls_key together".into(),
+            ));
+        }
+    };
+    let options = BrokerOptions {
+        addr,
+        password_file,
+        tls,
+    };
+    options
+        .check()
+        .map_err(|e| invalid("embedded_broker", e.to_string()))?;
+    Ok(options)
+}
+
 /// The general part of the default configuration, before the services.
 const GENERAL_TOML: &str = r#"# rollcall agent configuration. Every key is optional; the values shown are
 # the defaults. Command-line flags override what is written here.
@@ -167,7 +204,16 @@ broker = "mqtt://127.0.0.1:1883"
 
 # Or: run an embedded broker on this address and use it, the original notes'
 # broker on every host. Answers are then relayed to the scanner's broker.
-# embedded_broker = "0.0.0.0:1883"
+# On loopback only, unless it has a password file: on any other address
+# (another host's services, 0.0.0.0) it is refused without one. The agent
+# logs in to its own embedded broker by itself.
+# embedded_broker = "127.0.0.1:1883"
+# Who may log in to it: one `user:password` a line, `#` comments; readable
+# by its owner only (chmod 600). See docs/embedded-broker.md.
+# embedded_broker_password_file = "/etc/rollcall/broker-passwords"
+# TLS (mqtts://) on that address instead of plain MQTT: PEM files.
+# embedded_broker_tls_cert = "/etc/rollcall/broker.pem"
+# embedded_broker_tls_key = "/etc/rollcall/broker.key"
 
 # Logging in to the broker. The password can also come from a file (its
 # first line), or the ROLLCALL_PASSWORD environment variable; it is never
@@ -323,8 +369,22 @@ impl RawConfig {
             })?,
         };
         check_name(&hostname).map_err(|e| invalid("hostname", e.to_string()))?;
+        let embedded_only = self.embedded_broker_password_file.is_some()
+            || self.embedded_broker_tls_cert.is_some()
+            || self.embedded_broker_tls_key.is_some();
+        if embedded_only && self.embedded_broker.is_none() {
+            return Err(invalid(
+                "embedded_broker_password_file",
+                "the embedded_broker_* keys are for an embedded broker; set embedded_broker".into(),
+            ));
+        }
         let broker = match (self.embedded_broker, self.broker) {
-            (Some(addr), _) => BrokerChoice::Embedded(addr),
+            (Some(addr), _) => BrokerChoice::Embedded(embedded_options(
+                addr,
+                self.embedded_broker_password_file,
+                self.embedded_broker_tls_cert,
+                self.embedded_broker_tls_key,
+            )?),
             (None, Some(url)) => BrokerChoice::External(
                 url.parse()
                     .map_err(|e: rollcall_net::NetError| invalid("broker", e.to_string()))?,
@@ -620,6 +680,32 @@ mod tests {
     }
 
     #[test]
+    fn the_embedded_broker_takes_its_password_file_and_tls_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let passwords = dir.path().join("passwords");
+        std::fs::write(&passwords, "agent:secret\n").unwrap();
+        std::fs::set_permissions(&passwords, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let toml = format!(
+            "hostname = \"a\"\nembedded_broker = \"0.0.0.0:1883\"\n\
+             embedded_broker_password_file = \"{}\"\n",
+            passwords.display()
+        );
+        let config = RawConfig::from_toml(&toml).unwrap().validate().unwrap();
+        let BrokerChoice::Embedded(options) = config.broker else {
+            panic!("{:?}", config.broker);
+        };
+        assert_eq!(options.password_file.as_deref(), Some(passwords.as_path()));
+        assert_eq!(options.tls, None);
+        // Loopback needs no password file.
+        let config = RawConfig::from_toml("hostname = \"a\"\nembedded_broker = \"127.0.0.1:1883\"")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(matches!(config.broker, BrokerChoice::Embedded(_)));
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let err = RawConfig::from_toml("hostnme = \"x\"").unwrap_err();
         assert!(err.contains("hostnme"), "{err}");
@@ -680,6 +766,24 @@ mod tests {
             (
                 "hostname = \"a\"\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"",
                 "/nonexistent/pw",
+            ),
+            // The embedded broker off loopback needs a password file, and
+            // its keys need it set.
+            (
+                "hostname = \"a\"\nembedded_broker = \"0.0.0.0:1883\"",
+                "password file",
+            ),
+            (
+                "hostname = \"a\"\nembedded_broker_password_file = \"/p\"",
+                "set embedded_broker",
+            ),
+            (
+                "hostname = \"a\"\nembedded_broker = \"127.0.0.1:0\"\nembedded_broker_tls_cert = \"/c\"",
+                "together",
+            ),
+            (
+                "hostname = \"a\"\nembedded_broker = \"0.0.0.0:1883\"\nembedded_broker_password_file = \"/nonexistent/bp\"",
+                "/nonexistent/bp",
             ),
         ] {
             let err = RawConfig::from_toml(toml).unwrap().validate().unwrap_err();

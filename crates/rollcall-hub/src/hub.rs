@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rollcall_net::{
-    BrokerUrl, EmbeddedBroker, Message, Qos, Session, SessionConfig, SessionHandle,
+    BrokerOptions, BrokerUrl, EmbeddedBroker, Login, Message, Qos, Session, SessionConfig,
+    SessionHandle,
 };
 use rollcall_proto::Topics;
 use serde_json::Value;
@@ -47,8 +48,8 @@ const BATCH: usize = 1024;
 pub struct HubConfig {
     /// Use this broker...
     pub broker: Option<BrokerUrl>,
-    /// ...or run an embedded one here.
-    pub embedded_broker: Option<SocketAddr>,
+    /// ...or run an embedded one: where, who may log in, TLS.
+    pub embedded_broker: Option<BrokerOptions>,
     /// The roll-calls it sends.
     pub scan: ScanOptions,
     /// Time between roll-calls; `None`: the hub only watches, and whoever
@@ -561,13 +562,14 @@ pub async fn run_hub(
             "the roll-call and expiry intervals must be more than zero".into(),
         ));
     }
-    let broker = match (&config.embedded_broker, &config.broker) {
-        (Some(addr), _) => {
-            let b = EmbeddedBroker::start(*addr)?;
-            info!(addr = %b.addr, "embedded broker listening");
-            b.url()
+    // The hub's own embedded broker is logged in to as its in-process user.
+    let (broker, login) = match (&config.embedded_broker, &config.broker) {
+        (Some(options), _) => {
+            let b = EmbeddedBroker::start(options.clone())?;
+            info!(addr = %b.addr, tls = b.tls, "embedded broker listening");
+            (b.url(), b.login())
         }
-        (None, Some(url)) => url.clone(),
+        (None, Some(url)) => (url.clone(), Login::default()),
         (None, None) => {
             return Err(HubError::Invalid(
                 "give a broker or an embedded broker".into(),
@@ -583,8 +585,9 @@ pub async fn run_hub(
     let reply_topic = shared.topics.topic(&format!("$hub/{suffix}/reply"));
     let started = async {
         let scanner = match config.every {
-            Some(_) => Some(Scanner::connect(
+            Some(_) => Some(Scanner::connect_with_login(
                 broker.clone(),
+                login.clone(),
                 format!("rollcall-hub-scan-{suffix}"),
                 shared.topics.clone(),
                 stop.clone(),
@@ -594,6 +597,7 @@ pub async fn run_hub(
         };
         let mut watch_config = SessionConfig::new(broker.clone(), format!("rollcall-hub-{suffix}"));
         watch_config.channel_capacity = WATCH_BUFFER;
+        watch_config.login = login;
         let watch = Session::start(watch_config, stop.clone(), &tracker)?;
         let filters = {
             let mut map = shared.lock_map();

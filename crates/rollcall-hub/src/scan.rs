@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use rollcall_net::{
-    BrokerUrl, Message, Qos, RollCallSocket, Session, SessionConfig, SessionHandle,
+    BrokerUrl, Login, Message, Qos, RollCallSocket, Session, SessionConfig, SessionHandle,
 };
 use rollcall_proto::{RollCall, Topics};
 use tokio::sync::mpsc;
@@ -85,8 +85,29 @@ impl Scanner {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Self, HubError> {
+        Scanner::connect_with_login(
+            broker,
+            Login::default(),
+            client_id,
+            topics,
+            shutdown,
+            tracker,
+        )
+    }
+
+    /// [`Scanner::connect`], logging in with `login` (the hub's own
+    /// embedded broker's in-process user, say).
+    pub fn connect_with_login(
+        broker: BrokerUrl,
+        login: Login,
+        client_id: impl Into<String>,
+        topics: Topics,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Self, HubError> {
         let mut config = SessionConfig::new(broker.clone(), client_id);
         config.channel_capacity = ANSWER_BUFFER;
+        config.login = login;
         let session = Session::start(config, shutdown, tracker)?;
         let udp = RollCallSocket::bind_sender(SocketAddr::from(([0, 0, 0, 0], 0)))?;
         Ok(Scanner {

@@ -90,8 +90,12 @@ impl BrokerOptions {
             return Err(NetError::BrokerRefused {
                 addr: self.addr,
                 reason: format!(
-                    "an embedded broker off loopback would let anyone who reaches {}                      read and switch every host; give it a password file                      (`user:password` lines; agent: embedded_broker_password_file, hub:                      --embedded-broker-password-file) and preferably a TLS certificate                      and key, or listen on 127.0.0.1",
-                    self.addr.ip()
+                    "off loopback it needs a password file, or anyone who can reach \
+                     port {} of this host could read and switch every host on it. \
+                     Give it one (lines `user:password`; agent: \
+                     embedded_broker_password_file, hub: --embedded-broker-password-file), \
+                     preferably with a TLS certificate and key too; or listen on 127.0.0.1",
+                    self.addr.port()
                 ),
             });
         }

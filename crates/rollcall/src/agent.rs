@@ -25,7 +25,8 @@ pub struct Args {
     /// The MQTT broker, mqtt://host:port.
     #[arg(long)]
     broker: Option<String>,
-    /// Run an embedded broker on ADDR (e.g. 0.0.0.0:1883) and use it.
+    /// Run an embedded broker on ADDR (e.g. 127.0.0.1:1883) and use it;
+    /// any other address needs embedded_broker_password_file in --config.
     #[arg(long, value_name = "ADDR")]
     embedded_broker: Option<SocketAddr>,
     /// UDP port roll-calls arrive on.

@@ -19,9 +19,13 @@ pub struct Args {
     /// Use this broker.
     #[arg(long, conflicts_with = "embedded_broker")]
     broker: Option<BrokerUrl>,
-    /// Run an embedded MQTT broker on this address and use it.
+    /// Run an embedded MQTT broker on this address and use it (e.g.
+    /// 127.0.0.1:1883). Any address but a loopback one needs
+    /// --embedded-broker-password-file. See docs/embedded-broker.md.
     #[arg(long, value_name = "ADDR")]
     embedded_broker: Option<SocketAddr>,
+    #[command(flatten)]
+    embedded: EmbeddedBrokerArgs,
     #[command(flatten)]
     rollcall: RollCallArgs,
     /// Seconds between roll-calls.
@@ -37,6 +41,47 @@ pub struct Args {
     http: Option<SocketAddr>,
     #[command(flatten)]
     access: HttpAccessArgs,
+}
+
+/// Who may log in to the embedded broker, and its TLS files.
+#[derive(Debug, clap::Args)]
+pub struct EmbeddedBrokerArgs {
+    /// Who may log in to the embedded broker: a file of `user:password`
+    /// lines, readable by its owner only.
+    #[arg(long, value_name = "FILE", requires = "embedded_broker")]
+    embedded_broker_password_file: Option<std::path::PathBuf>,
+    /// The embedded broker speaks TLS (mqtts://) with this certificate
+    /// (PEM, the chain) ...
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires_all = ["embedded_broker", "embedded_broker_tls_key"]
+    )]
+    embedded_broker_tls_cert: Option<std::path::PathBuf>,
+    /// ... and this private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "embedded_broker_tls_cert")]
+    embedded_broker_tls_key: Option<std::path::PathBuf>,
+}
+
+impl EmbeddedBrokerArgs {
+    /// The embedded broker's options on `addr`.
+    pub fn options(&self, addr: SocketAddr) -> rollcall_net::BrokerOptions {
+        let tls = match (
+            &self.embedded_broker_tls_cert,
+            &self.embedded_broker_tls_key,
+        ) {
+            (Some(cert), Some(key)) => Some(rollcall_net::ServerTls {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        rollcall_net::BrokerOptions {
+            addr,
+            password_file: self.embedded_broker_password_file.clone(),
+            tls,
+        }
+    }
 }
 
 /// Who may use the dashboard (`rollcall hub`, `rollcall demo`).
@@ -115,7 +160,7 @@ pub async fn run(args: Args) -> Result<()> {
     let every = Duration::from_secs(args.scan_every);
     let config = HubConfig {
         broker,
-        embedded_broker: args.embedded_broker,
+        embedded_broker: args.embedded_broker.map(|addr| args.embedded.options(addr)),
         scan: args
             .rollcall
             .options(Duration::from_millis(args.wait_ms), None)?,

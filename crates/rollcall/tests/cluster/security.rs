@@ -231,3 +231,115 @@ async fn big_retained_messages(mosquitto: Mosquitto) {
     tracker.close();
     tracker.wait().await;
 }
+
+/// A password file for an embedded broker, readable by its owner only.
+fn broker_passwords(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("broker-passwords");
+    std::fs::write(&path, format!("agent:{PASSWORD}\nhub:hub-password\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Finding 3, the agent's side: an agent whose embedded broker has a
+/// password file logs in to it by itself, and answers a scanner that logs
+/// in; a scanner that does not is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_runs_its_embedded_broker_with_a_password_file() {
+    let dir = rollcall_testsupport::tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let port = free_udp_port();
+    let mut config = host_config("guarded", &rollcall_net::BrokerUrl::new("unused", 1), port);
+    config.broker = None;
+    config.embedded_broker = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    config.embedded_broker_password_file = Some(broker_passwords(dir.path()));
+    let config = config.validate().unwrap();
+    let a = rollcall_agent::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    a.wait_connected(WAIT).await.unwrap();
+    let broker = a.broker_url().clone();
+
+    let refused = Session::start(
+        SessionConfig::new(broker.clone(), "no-login"),
+        shutdown.clone(),
+        &tracker,
+    )
+    .unwrap();
+    let error = refused
+        .handle
+        .wait_connected(Duration::from_secs(2))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("BadUserNamePassword"), "{error}");
+
+    let login = rollcall_net::Login {
+        credentials: Some(rollcall_net::Credentials::new("hub", "hub-password")),
+        ..rollcall_net::Login::default()
+    };
+    let mut scanner = rollcall_hub::Scanner::connect_with_login(
+        broker,
+        login,
+        format!("scanner-{}", unique()),
+        rollcall_proto::Topics::default(),
+        shutdown.clone(),
+        &tracker,
+    )
+    .unwrap();
+    scanner.session().wait_connected(WAIT).await.unwrap();
+    let report = scanner.scan(1, &broadcast(port, 1), |_| {}).await.unwrap();
+    assert_eq!(functions(&report, "guarded"), ["gpio", "system"]);
+    shutdown.cancel();
+    a.join().await.unwrap();
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// The hub's side: a hub whose embedded broker has a password file maps an
+/// agent that logs in to it (the hub's own sessions log in by themselves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_runs_its_embedded_broker_with_a_password_file() {
+    let dir = rollcall_testsupport::tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, rollcall_testsupport::free_tcp_port()));
+    let port = free_udp_port();
+    let shared = std::sync::Arc::new(rollcall_hub::HubShared::new(
+        rollcall_proto::Topics::default(),
+    ));
+    let mut hub_config = rollcall_hub::HubConfig::new(
+        rollcall_net::BrokerUrl::new("unused", 1),
+        crate::hub::scan_options(port, Duration::from_millis(500), Some(1)),
+        Duration::from_secs(1),
+    );
+    hub_config.broker = None;
+    hub_config.embedded_broker = Some(rollcall_net::BrokerOptions {
+        password_file: Some(broker_passwords(dir.path())),
+        ..rollcall_net::BrokerOptions::new(addr)
+    });
+    let stop = CancellationToken::new();
+    let hub = tokio::spawn(rollcall_hub::run_hub(
+        hub_config,
+        std::sync::Arc::clone(&shared),
+        stop.clone(),
+    ));
+    let broker = rollcall_net::BrokerUrl::new("127.0.0.1", addr.port());
+    let mut config = host_config("mapped", &broker, port);
+    config.username = Some("agent".into());
+    config.password = Some(PASSWORD.into());
+    let config = config.validate().unwrap();
+    // The hub's broker may not listen yet: the agent reconnects until it does.
+    let a = rollcall_agent::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    a.wait_connected(WAIT).await.unwrap();
+    crate::hub::until(&shared, "mapped online", |s| {
+        crate::hub::online(s, "mapped")
+    })
+    .await;
+    stop.cancel();
+    hub.await.unwrap().unwrap();
+    shutdown.cancel();
+    a.join().await.unwrap();
+}
