@@ -8,7 +8,7 @@ use std::time::Duration;
 use rollcall_net::{BrokerOptions, BrokerUrl, Credentials, Login, Secret, ServerTls, TlsFiles};
 use rollcall_proto::Topics;
 use rollcall_proto::topic::check_name;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use rollcall_services::announce::AnnounceConfig;
@@ -65,8 +65,9 @@ pub struct RawConfig {
     /// How long after a roll-call's window relayed answers are still forwarded.
     pub relay_grace_ms: Option<u64>,
     /// Brokers other than our own that unsigned roll-calls may have answers
-    /// relayed to (docs/protocol.md section 5).
-    pub relay_brokers: Option<Vec<String>>,
+    /// relayed to (docs/protocol.md section 5): URLs, or tables with a login
+    /// of their own.
+    pub relay_brokers: Option<Vec<RawRelayBroker>>,
     /// Sessions to requesters' brokers open at once, at most.
     pub max_relay_sessions: Option<usize>,
     /// Answers are published only on topics that start with this.
@@ -85,6 +86,38 @@ pub struct RawConfig {
     /// Programs the agent answers for.
     #[serde(default)]
     pub announce: Vec<AnnounceConfig>,
+}
+
+/// One `relay_brokers` entry: a URL, or a table that gives the broker its
+/// own login (`{ url = "...", username = "...", password_file = "..." }`).
+/// That login goes to that URL only, never to another broker.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RawRelayBroker {
+    /// `"mqtt://host:port"`: relayed to without any credential.
+    Url(String),
+    /// A broker and the login it wants.
+    WithLogin(RawRelayLogin),
+}
+
+impl From<String> for RawRelayBroker {
+    fn from(url: String) -> Self {
+        RawRelayBroker::Url(url)
+    }
+}
+
+/// A `relay_brokers` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelayLogin {
+    /// The broker.
+    pub url: String,
+    /// The user name it knows the relay by.
+    pub username: String,
+    /// The password...
+    pub password: Option<String>,
+    /// ...or a file whose first line is the password.
+    pub password_file: Option<PathBuf>,
 }
 
 /// `[services.*]` tables by service name, as written.
@@ -145,6 +178,9 @@ pub struct Config {
     pub relay_grace: Duration,
     /// The brokers unsigned roll-calls may have answers relayed to.
     pub relay_brokers: Vec<BrokerUrl>,
+    /// The logins of those `relay_brokers` that have one, by the URL as
+    /// configured: a relay session carries one only to that very URL.
+    pub relay_logins: HashMap<BrokerUrl, Credentials>,
     /// Sessions to requesters' brokers open at once, at most.
     pub max_relay_sessions: usize,
     /// The prefix every answer topic starts with.
@@ -160,6 +196,48 @@ pub struct Config {
     pub sysfs_root: PathBuf,
     /// Announced services.
     pub announce: Vec<AnnounceConfig>,
+}
+
+/// The `relay_brokers` URLs, and the logins of those that have one.
+fn relay_brokers(
+    raw: Vec<RawRelayBroker>,
+) -> Result<(Vec<BrokerUrl>, HashMap<BrokerUrl, Credentials>), AgentError> {
+    let parse = |url: &str| {
+        url.parse::<BrokerUrl>()
+            .map_err(|e| invalid("relay_brokers", e.to_string()))
+    };
+    let mut urls = Vec::new();
+    let mut logins = HashMap::new();
+    for entry in raw {
+        match entry {
+            RawRelayBroker::Url(url) => urls.push(parse(&url)?),
+            RawRelayBroker::WithLogin(relay) => {
+                let url = parse(&relay.url)?;
+                let field = format!("relay_brokers ({})", relay.url);
+                let password = match (relay.password, &relay.password_file) {
+                    (Some(p), None) => Secret::new(p),
+                    (None, Some(path)) => {
+                        Secret::from_file(path).map_err(|e| invalid(&field, e.to_string()))?
+                    }
+                    _ => {
+                        return Err(invalid(
+                            &field,
+                            "give password or password_file (one of them) with a username".into(),
+                        ));
+                    }
+                };
+                let credentials = Credentials {
+                    username: relay.username,
+                    password,
+                };
+                if logins.insert(url.clone(), credentials).is_some() {
+                    return Err(invalid(&field, "listed twice with a login".into()));
+                }
+                urls.push(url);
+            }
+        }
+    }
+    Ok((urls, logins))
 }
 
 /// The embedded broker's options, checked now (a missing or bad file, an
@@ -257,9 +335,16 @@ relay_grace_ms = 2000
 # (the broker-per-host topology); answers are relayed there only when the
 # roll-call is signed with the cluster key, or the broker is listed here.
 # An unsigned roll-call can make the agent connect nowhere else. Relay
-# sessions never carry the username, password or key.
+# sessions never carry the agent's own username, password or key.
 relay_brokers = []
 # relay_brokers = ["mqtt://192.168.1.10:1883"]
+# A relay broker that wants a login (a scanner's password-protected
+# embedded broker) is given as a table with its own; that login goes to
+# that URL only (a roll-call naming the broker by its address is relayed
+# to this URL).
+# relay_brokers = ["mqtt://192.168.1.10:1883",
+#   { url = "mqtt://192.168.1.11:1883", username = "relay",
+#     password_file = "/etc/rollcall/relay-password" }]
 
 # Sessions to requesters' brokers open at once; roll-calls naming another
 # broker while this many are open are dropped and counted.
@@ -448,13 +533,7 @@ impl RawConfig {
         if relay_grace_ms > 60_000 {
             return Err(invalid("relay_grace_ms", "at most 60000".into()));
         }
-        let relay_brokers = self
-            .relay_brokers
-            .unwrap_or_default()
-            .iter()
-            .map(|url| url.parse::<BrokerUrl>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid("relay_brokers", e.to_string()))?;
+        let (relay_brokers, relay_logins) = relay_brokers(self.relay_brokers.unwrap_or_default())?;
         let max_relay_sessions = self.max_relay_sessions.unwrap_or(4);
         if !(1..=64).contains(&max_relay_sessions) {
             return Err(invalid("max_relay_sessions", "must be from 1 to 64".into()));
@@ -516,6 +595,7 @@ impl RawConfig {
             max_rollcalls_per_s,
             relay_grace: Duration::from_millis(relay_grace_ms),
             relay_brokers,
+            relay_logins,
             max_relay_sessions,
             answer_prefix,
             keepalive: Duration::from_secs(keepalive_s),
@@ -703,6 +783,48 @@ mod tests {
             .validate()
             .unwrap();
         assert!(matches!(config.broker, BrokerChoice::Embedded(_)));
+    }
+
+    #[test]
+    fn a_relay_broker_may_carry_a_login_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("relay-password");
+        std::fs::write(&password, "relay-secret\n").unwrap();
+        let toml = format!(
+            "hostname = \"a\"\nrelay_brokers = [\"mqtt://198.18.0.5:1883\", \
+             {{ url = \"mqtt://198.18.0.6:1883\", username = \"relay\", password_file = \"{}\" }}]\n",
+            password.display()
+        );
+        let config = RawConfig::from_toml(&toml).unwrap().validate().unwrap();
+        let (five, six) = (
+            BrokerUrl::new("198.18.0.5", 1883),
+            BrokerUrl::new("198.18.0.6", 1883),
+        );
+        assert_eq!(config.relay_brokers, [five.clone(), six.clone()]);
+        assert_eq!(
+            config.relay_logins.get(&six),
+            Some(&Credentials::new("relay", "relay-secret"))
+        );
+        assert_eq!(config.relay_logins.get(&five), None);
+        assert!(!format!("{config:?}").contains("relay-secret"));
+        for (toml, needle) in [
+            (
+                "relay_brokers = [{ url = \"mqtt://h:1\", username = \"u\" }]",
+                "password or password_file",
+            ),
+            (
+                "relay_brokers = [{ url = \"mqtt://h:1\", username = \"u\", password = \"p\" }, \
+                 { url = \"mqtt://h:1\", username = \"v\", password = \"q\" }]",
+                "twice",
+            ),
+        ] {
+            let error = RawConfig::from_toml(&format!("hostname = \"a\"\n{toml}"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(needle), "{toml}: {error}");
+        }
     }
 
     #[test]

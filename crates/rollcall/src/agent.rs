@@ -58,7 +58,7 @@ pub async fn run(args: Args) -> Result<()> {
     raw.embedded_broker = args.embedded_broker.or(raw.embedded_broker);
     raw.udp_port = args.udp_port.or(raw.udp_port);
     if !args.relay_brokers.is_empty() {
-        raw.relay_brokers = Some(args.relay_brokers);
+        raw.relay_brokers = Some(args.relay_brokers.into_iter().map(Into::into).collect());
     }
     raw.state_dir = args.state_dir.or(raw.state_dir);
     if args.sim {

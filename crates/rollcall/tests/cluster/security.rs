@@ -126,7 +126,7 @@ async fn a_listed_relay_broker_gets_a_connect_without_credentials() {
     let mut config = host_config("relayer", &broker, port);
     config.username = Some("agent".into());
     config.password = Some(PASSWORD.into());
-    config.relay_brokers = Some(vec![fake.url.clone()]);
+    config.relay_brokers = Some(vec![fake.url.clone().into()]);
     let a = agent(config, &shutdown).await;
 
     let sender = RollCallSocket::bind_sender(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).unwrap();
@@ -342,4 +342,61 @@ async fn a_hub_runs_its_embedded_broker_with_a_password_file() {
     hub.await.unwrap().unwrap();
     shutdown.cancel();
     a.join().await.unwrap();
+}
+
+/// Issue 11 item 2's knot: a scanner whose embedded broker wants a
+/// password is reached by relays configured with a login of their own. The
+/// relay broker listed with a login gets that login and nothing else of
+/// ours; the one listed without a login gets a CONNECT without credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_login_goes_to_its_broker_and_no_other() {
+    const RELAY_PASSWORD: &str = "relay-password-for-one-broker";
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut with_login = FakeBroker::start(&shutdown, &tracker).await;
+    let mut without = FakeBroker::start(&shutdown, &tracker).await;
+    let port = free_udp_port();
+    let mut config = host_config("relayer", &broker, port);
+    config.username = Some("agent".into());
+    config.password = Some(PASSWORD.into());
+    let table = format!(
+        "relay_brokers = [\"{}\", {{ url = \"{}\", username = \"relay\", password = \"{RELAY_PASSWORD}\" }}]",
+        without.url, with_login.url
+    );
+    config.relay_brokers = rollcall_agent::RawConfig::from_toml(&table)
+        .unwrap()
+        .relay_brokers;
+    let a = agent(config, &shutdown).await;
+
+    let sender = RollCallSocket::bind_sender(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).unwrap();
+    let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    for (id, fake) in [(5, &with_login), (6, &without)] {
+        let mut rc = RollCall::new(id, "hub", "/stat/data");
+        rc.broker = Some(fake.url.clone());
+        sender.send_to(&rc.to_bytes(), to).await.unwrap();
+    }
+
+    let connect = with_login.first_connect().await;
+    let flags = connect_flags(&connect);
+    assert_eq!(flags & 0b1100_0000, 0b1100_0000, "{flags:#010b}");
+    let text = String::from_utf8_lossy(&connect);
+    assert!(
+        text.contains("relay") && text.contains(RELAY_PASSWORD),
+        "{text}"
+    );
+    assert!(!text.contains(PASSWORD), "{text}");
+
+    let connect = without.first_connect().await;
+    let flags = connect_flags(&connect);
+    assert_eq!(flags & 0b1100_0000, 0, "{flags:#010b}");
+    let text = String::from_utf8_lossy(&connect);
+    assert!(
+        !text.contains(RELAY_PASSWORD) && !text.contains(PASSWORD),
+        "{text}"
+    );
+    shutdown.cancel();
+    a.join().await.unwrap();
+    tracker.close();
+    tracker.wait().await;
 }
