@@ -400,3 +400,51 @@ async fn a_relay_login_goes_to_its_broker_and_no_other() {
     tracker.close();
     tracker.wait().await;
 }
+
+/// The knot end to end: an agent with a broker of its own relays its
+/// answers to a scanner whose embedded broker wants a password, logging in
+/// there with the login listed for that broker. (With a wrong password in
+/// the list, the scanner hears nothing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_relayed_to_a_scanners_broker_that_wants_a_password() {
+    let dir = rollcall_testsupport::tempfile::tempdir().unwrap();
+    let scanners = rollcall_net::EmbeddedBroker::start(rollcall_net::BrokerOptions {
+        password_file: Some(broker_passwords(dir.path())),
+        ..rollcall_net::BrokerOptions::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+    })
+    .unwrap();
+    let hub_url = scanners.url();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let port = free_udp_port();
+    let mut config = host_config("far", &rollcall_net::BrokerUrl::new("unused", 1), port);
+    config.broker = None;
+    config.embedded_broker = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let table = format!(
+        "relay_brokers = [{{ url = \"{hub_url}\", username = \"hub\", password = \"hub-password\" }}]"
+    );
+    config.relay_brokers = rollcall_agent::RawConfig::from_toml(&table)
+        .unwrap()
+        .relay_brokers;
+    let a = rollcall_agent::start(config.validate().unwrap(), shutdown.clone())
+        .await
+        .unwrap();
+    a.wait_connected(WAIT).await.unwrap();
+
+    let mut scanner = rollcall_hub::Scanner::connect_with_login(
+        hub_url,
+        scanners.login(),
+        format!("scanner-{}", unique()),
+        rollcall_proto::Topics::default(),
+        shutdown.clone(),
+        &tracker,
+    )
+    .unwrap();
+    scanner.session().wait_connected(WAIT).await.unwrap();
+    let report = scanner.scan(1, &broadcast(port, 1), |_| {}).await.unwrap();
+    assert_eq!(functions(&report, "far"), ["gpio", "system"]);
+    shutdown.cancel();
+    a.join().await.unwrap();
+    tracker.close();
+    tracker.wait().await;
+}
