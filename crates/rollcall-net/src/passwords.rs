@@ -54,7 +54,7 @@ impl PasswordFile {
 
     /// Parses the text of a password file; an error names its line (from 1),
     /// or none when the whole file is at fault.
-    pub fn parse(text: &str) -> Result<PasswordFile, (Option<usize>, String)> {
+    pub(crate) fn parse(text: &str) -> Result<PasswordFile, (Option<usize>, String)> {
         let mut users = HashMap::new();
         for (index, line) in text.lines().enumerate() {
             let number = Some(index + 1);
