@@ -90,12 +90,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
 /// connects (and reconnects) by itself.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, AgentError> {
     let tracker = TaskTracker::new();
-    let (broker_url, own_broker) = match &config.broker {
-        BrokerChoice::External(url) => (url.clone(), url.resolve()?),
-        BrokerChoice::Embedded(addr) => {
-            let broker = EmbeddedBroker::start(*addr)?;
-            info!(addr = %broker.addr, "embedded broker listening");
-            (broker.url(), broker.addr)
+    let (broker_url, own_broker, login) = match &config.broker {
+        BrokerChoice::External(url) => (url.clone(), url.resolve()?, config.login.clone()),
+        BrokerChoice::Embedded(options) => {
+            let broker = EmbeddedBroker::start(options.clone())?;
+            info!(addr = %broker.addr, tls = broker.tls, "embedded broker listening");
+            // Our own broker is logged in to as its in-process user; the
+            // configured TLS files stay, for relays (which get the CA only).
+            let login = rollcall_net::Login {
+                credentials: broker.login().credentials,
+                tls: config.login.tls.clone(),
+            };
+            (broker.url(), broker.addr, login)
         }
     };
     let host = config.hostname.clone();
@@ -123,7 +129,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     let session_token = CancellationToken::new();
     let mut template = SessionConfig::new(broker_url.clone(), format!("rollcall-agent-{host}"));
     template.keep_alive = config.keepalive;
-    template.login = config.login.clone();
+    template.login = login;
     template.last_will = Some(core.last_will());
     let Session { handle, incoming } =
         Session::start(template.clone(), session_token.clone(), &tracker)?;

@@ -5,10 +5,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rollcall_net::{BrokerUrl, Login, LoginSettings, Secret, TlsFiles};
+use rollcall_net::{
+    BrokerOptions, BrokerUrl, Credentials, Login, LoginSettings, Secret, ServerTls, TlsFiles,
+};
 use rollcall_proto::Topics;
 use rollcall_proto::topic::check_name;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use rollcall_services::announce::AnnounceConfig;
@@ -27,6 +29,13 @@ pub struct RawConfig {
     pub broker: Option<String>,
     /// Run an embedded broker on this address and use it.
     pub embedded_broker: Option<SocketAddr>,
+    /// Who may log in to the embedded broker (`user:password` lines);
+    /// required when it listens off loopback.
+    pub embedded_broker_password_file: Option<PathBuf>,
+    /// The embedded broker speaks TLS with this certificate (PEM)...
+    pub embedded_broker_tls_cert: Option<PathBuf>,
+    /// ...and this private key (PEM).
+    pub embedded_broker_tls_key: Option<PathBuf>,
     /// MQTT username.
     pub username: Option<String>,
     /// MQTT password.
@@ -58,8 +67,9 @@ pub struct RawConfig {
     /// How long after a roll-call's window relayed answers are still forwarded.
     pub relay_grace_ms: Option<u64>,
     /// Brokers other than our own that unsigned roll-calls may have answers
-    /// relayed to (docs/protocol.md section 5).
-    pub relay_brokers: Option<Vec<String>>,
+    /// relayed to (docs/protocol.md section 5): URLs, or tables with a login
+    /// of their own.
+    pub relay_brokers: Option<Vec<RawRelayBroker>>,
     /// Sessions to requesters' brokers open at once, at most.
     pub max_relay_sessions: Option<usize>,
     /// Answers are published only on topics that start with this.
@@ -80,6 +90,38 @@ pub struct RawConfig {
     pub announce: Vec<AnnounceConfig>,
 }
 
+/// One `relay_brokers` entry: a URL, or a table that gives the broker its
+/// own login (`{ url = "...", username = "...", password_file = "..." }`).
+/// That login goes to that URL only, never to another broker.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RawRelayBroker {
+    /// `"mqtt://host:port"`: relayed to without any credential.
+    Url(String),
+    /// A broker and the login it wants.
+    WithLogin(RawRelayLogin),
+}
+
+impl From<String> for RawRelayBroker {
+    fn from(url: String) -> Self {
+        RawRelayBroker::Url(url)
+    }
+}
+
+/// A `relay_brokers` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelayLogin {
+    /// The broker.
+    pub url: String,
+    /// The user name it knows the relay by.
+    pub username: String,
+    /// The password...
+    pub password: Option<String>,
+    /// ...or a file whose first line is the password.
+    pub password_file: Option<PathBuf>,
+}
+
 /// `[services.*]` tables by service name, as written.
 pub type RawServices = BTreeMap<String, toml::Value>;
 
@@ -96,8 +138,9 @@ pub struct RawHw {
 pub enum BrokerChoice {
     /// An existing broker.
     External(BrokerUrl),
-    /// A broker the agent runs itself on this address (the notes' broker on every host).
-    Embedded(SocketAddr),
+    /// A broker the agent runs itself (the notes' broker on every host):
+    /// where, who may log in, TLS.
+    Embedded(BrokerOptions),
 }
 
 /// One built-in service that runs, and its settings.
@@ -137,6 +180,9 @@ pub struct Config {
     pub relay_grace: Duration,
     /// The brokers unsigned roll-calls may have answers relayed to.
     pub relay_brokers: Vec<BrokerUrl>,
+    /// The logins of those `relay_brokers` that have one, by the URL as
+    /// configured: a relay session carries one only to that very URL.
+    pub relay_logins: HashMap<BrokerUrl, Credentials>,
     /// Sessions to requesters' brokers open at once, at most.
     pub max_relay_sessions: usize,
     /// The prefix every answer topic starts with.
@@ -154,6 +200,73 @@ pub struct Config {
     pub announce: Vec<AnnounceConfig>,
 }
 
+/// The `relay_brokers` URLs, and the logins of those that have one.
+fn relay_brokers(
+    raw: Vec<RawRelayBroker>,
+) -> Result<(Vec<BrokerUrl>, HashMap<BrokerUrl, Credentials>), AgentError> {
+    let parse = |url: &str| {
+        url.parse::<BrokerUrl>()
+            .map_err(|e| invalid("relay_brokers", e.to_string()))
+    };
+    let mut urls = Vec::new();
+    let mut logins = HashMap::new();
+    for entry in raw {
+        match entry {
+            RawRelayBroker::Url(url) => urls.push(parse(&url)?),
+            RawRelayBroker::WithLogin(relay) => {
+                let url = parse(&relay.url)?;
+                let field = format!("relay_brokers ({})", relay.url);
+                // The same rules as the agent's own login; no TLS files of
+                // its own, so a relay trusts the agent's CA file.
+                let credentials = LoginSettings {
+                    username: Some(relay.username),
+                    password: relay.password.map(Secret::new),
+                    password_file: relay.password_file,
+                    tls: TlsFiles::default(),
+                }
+                .resolve(&url)
+                .map_err(|e| invalid(&field, e.to_string()))?
+                .credentials
+                .unwrap_or_else(|| Credentials::new("", ""));
+                if logins.insert(url.clone(), credentials).is_some() {
+                    return Err(invalid(&field, "listed twice with a login".into()));
+                }
+                urls.push(url);
+            }
+        }
+    }
+    Ok((urls, logins))
+}
+
+/// The embedded broker's options, checked now (a missing or bad file, an
+/// address off loopback without a password file) so `--check` reports them.
+fn embedded_options(
+    addr: SocketAddr,
+    password_file: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<BrokerOptions, AgentError> {
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(ServerTls { cert, key }),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "embedded_broker_tls_cert",
+                "give embedded_broker_tls_cert and embedded_broker_tls_key together".into(),
+            ));
+        }
+    };
+    let options = BrokerOptions {
+        addr,
+        password_file,
+        tls,
+    };
+    options
+        .check()
+        .map_err(|e| invalid("embedded_broker", e.to_string()))?;
+    Ok(options)
+}
+
 /// The general part of the default configuration, before the services.
 const GENERAL_TOML: &str = r#"# rollcall agent configuration. Every key is optional; the values shown are
 # the defaults. Command-line flags override what is written here.
@@ -167,7 +280,16 @@ broker = "mqtt://127.0.0.1:1883"
 
 # Or: run an embedded broker on this address and use it, the original notes'
 # broker on every host. Answers are then relayed to the scanner's broker.
-# embedded_broker = "0.0.0.0:1883"
+# On loopback only, unless it has a password file: on any other address
+# (another host's services, 0.0.0.0) it is refused without one. The agent
+# logs in to its own embedded broker by itself.
+# embedded_broker = "127.0.0.1:1883"
+# Who may log in to it: one `user:password` a line, `#` comments; readable
+# by its owner only (chmod 600). See docs/embedded-broker.md.
+# embedded_broker_password_file = "/etc/rollcall/broker-passwords"
+# TLS (mqtts://) on that address instead of plain MQTT: PEM files.
+# embedded_broker_tls_cert = "/etc/rollcall/broker.pem"
+# embedded_broker_tls_key = "/etc/rollcall/broker.key"
 
 # Logging in to the broker. The password can also come from a file (its
 # first line), or the ROLLCALL_PASSWORD environment variable; it is never
@@ -211,9 +333,16 @@ relay_grace_ms = 2000
 # (the broker-per-host topology); answers are relayed there only when the
 # roll-call is signed with the cluster key, or the broker is listed here.
 # An unsigned roll-call can make the agent connect nowhere else. Relay
-# sessions never carry the username, password or key.
+# sessions never carry the agent's own username, password or key.
 relay_brokers = []
 # relay_brokers = ["mqtt://192.168.1.10:1883"]
+# A relay broker that wants a login (a scanner's password-protected
+# embedded broker) is given as a table with its own; that login goes to
+# that URL only (a roll-call naming the broker by its address is relayed
+# to this URL).
+# relay_brokers = ["mqtt://192.168.1.10:1883",
+#   { url = "mqtt://192.168.1.11:1883", username = "relay",
+#     password_file = "/etc/rollcall/relay-password" }]
 
 # Sessions to requesters' brokers open at once; roll-calls naming another
 # broker while this many are open are dropped and counted.
@@ -323,8 +452,22 @@ impl RawConfig {
             })?,
         };
         check_name(&hostname).map_err(|e| invalid("hostname", e.to_string()))?;
+        let embedded_only = self.embedded_broker_password_file.is_some()
+            || self.embedded_broker_tls_cert.is_some()
+            || self.embedded_broker_tls_key.is_some();
+        if embedded_only && self.embedded_broker.is_none() {
+            return Err(invalid(
+                "embedded_broker_password_file",
+                "the embedded_broker_* keys are for an embedded broker; set embedded_broker".into(),
+            ));
+        }
         let broker = match (self.embedded_broker, self.broker) {
-            (Some(addr), _) => BrokerChoice::Embedded(addr),
+            (Some(addr), _) => BrokerChoice::Embedded(embedded_options(
+                addr,
+                self.embedded_broker_password_file,
+                self.embedded_broker_tls_cert,
+                self.embedded_broker_tls_key,
+            )?),
             (None, Some(url)) => BrokerChoice::External(
                 url.parse()
                     .map_err(|e: rollcall_net::NetError| invalid("broker", e.to_string()))?,
@@ -335,7 +478,9 @@ impl RawConfig {
             .map_err(|e| invalid("root", e.to_string()))?;
         let own_broker = match &broker {
             BrokerChoice::External(url) => url.clone(),
-            BrokerChoice::Embedded(addr) => BrokerUrl::new(addr.ip().to_string(), addr.port()),
+            BrokerChoice::Embedded(options) => {
+                BrokerUrl::new(options.addr.ip().to_string(), options.addr.port())
+            }
         };
         let login = LoginSettings {
             username: self.username,
@@ -365,13 +510,7 @@ impl RawConfig {
         if relay_grace_ms > 60_000 {
             return Err(invalid("relay_grace_ms", "at most 60000".into()));
         }
-        let relay_brokers = self
-            .relay_brokers
-            .unwrap_or_default()
-            .iter()
-            .map(|url| url.parse::<BrokerUrl>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid("relay_brokers", e.to_string()))?;
+        let (relay_brokers, relay_logins) = relay_brokers(self.relay_brokers.unwrap_or_default())?;
         let max_relay_sessions = self.max_relay_sessions.unwrap_or(4);
         if !(1..=64).contains(&max_relay_sessions) {
             return Err(invalid("max_relay_sessions", "must be from 1 to 64".into()));
@@ -433,6 +572,7 @@ impl RawConfig {
             max_rollcalls_per_s,
             relay_grace: Duration::from_millis(relay_grace_ms),
             relay_brokers,
+            relay_logins,
             max_relay_sessions,
             answer_prefix,
             keepalive: Duration::from_secs(keepalive_s),
@@ -597,6 +737,74 @@ mod tests {
     }
 
     #[test]
+    fn the_embedded_broker_takes_its_password_file_and_tls_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let passwords = dir.path().join("passwords");
+        std::fs::write(&passwords, "agent:secret\n").unwrap();
+        std::fs::set_permissions(&passwords, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let toml = format!(
+            "hostname = \"a\"\nembedded_broker = \"0.0.0.0:1883\"\n\
+             embedded_broker_password_file = \"{}\"\n",
+            passwords.display()
+        );
+        let config = RawConfig::from_toml(&toml).unwrap().validate().unwrap();
+        let BrokerChoice::Embedded(options) = config.broker else {
+            panic!("{:?}", config.broker);
+        };
+        assert_eq!(options.password_file.as_deref(), Some(passwords.as_path()));
+        assert_eq!(options.tls, None);
+        // Loopback needs no password file.
+        let config = RawConfig::from_toml("hostname = \"a\"\nembedded_broker = \"127.0.0.1:1883\"")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(matches!(config.broker, BrokerChoice::Embedded(_)));
+    }
+
+    #[test]
+    fn a_relay_broker_may_carry_a_login_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("relay-password");
+        std::fs::write(&password, "relay-secret\n").unwrap();
+        let toml = format!(
+            "hostname = \"a\"\nrelay_brokers = [\"mqtt://198.18.0.5:1883\", \
+             {{ url = \"mqtt://198.18.0.6:1883\", username = \"relay\", password_file = \"{}\" }}]\n",
+            password.display()
+        );
+        let config = RawConfig::from_toml(&toml).unwrap().validate().unwrap();
+        let (five, six) = (
+            BrokerUrl::new("198.18.0.5", 1883),
+            BrokerUrl::new("198.18.0.6", 1883),
+        );
+        assert_eq!(config.relay_brokers, [five.clone(), six.clone()]);
+        assert_eq!(
+            config.relay_logins.get(&six),
+            Some(&Credentials::new("relay", "relay-secret"))
+        );
+        assert_eq!(config.relay_logins.get(&five), None);
+        assert!(!format!("{config:?}").contains("relay-secret"));
+        for (toml, needle) in [
+            (
+                "relay_brokers = [{ url = \"mqtt://h:1\", username = \"u\" }]",
+                "password or password_file",
+            ),
+            (
+                "relay_brokers = [{ url = \"mqtt://h:1\", username = \"u\", password = \"p\" }, \
+                 { url = \"mqtt://h:1\", username = \"v\", password = \"q\" }]",
+                "twice",
+            ),
+        ] {
+            let error = RawConfig::from_toml(&format!("hostname = \"a\"\n{toml}"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(needle), "{toml}: {error}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let err = RawConfig::from_toml("hostnme = \"x\"").unwrap_err();
         assert!(err.contains("hostnme"), "{err}");
@@ -657,6 +865,24 @@ mod tests {
             (
                 "hostname = \"a\"\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"",
                 "/nonexistent/pw",
+            ),
+            // The embedded broker off loopback needs a password file, and
+            // its keys need it set.
+            (
+                "hostname = \"a\"\nembedded_broker = \"0.0.0.0:1883\"",
+                "password file",
+            ),
+            (
+                "hostname = \"a\"\nembedded_broker_password_file = \"/p\"",
+                "set embedded_broker",
+            ),
+            (
+                "hostname = \"a\"\nembedded_broker = \"127.0.0.1:0\"\nembedded_broker_tls_cert = \"/c\"",
+                "together",
+            ),
+            (
+                "hostname = \"a\"\nembedded_broker = \"0.0.0.0:1883\"\nembedded_broker_password_file = \"/nonexistent/bp\"",
+                "/nonexistent/bp",
             ),
         ] {
             let err = RawConfig::from_toml(toml).unwrap().validate().unwrap_err();

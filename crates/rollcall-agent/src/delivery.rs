@@ -4,7 +4,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use rollcall_net::{BrokerUrl, SessionConfig};
+use std::collections::HashMap;
+
+use rollcall_net::{BrokerUrl, Credentials, SessionConfig};
 use rollcall_proto::RollCall;
 
 /// The port a requester's broker is assumed to listen on when the roll-call names none.
@@ -40,17 +42,21 @@ pub fn is_own_broker(
 }
 
 /// The session to a requester's broker, from our own session's `template`:
-/// its keep-alive and CA file, and nothing that identifies us. No username
-/// or password and no client certificate (a credential goes to our own broker only, whoever names
-/// another) and no last will (the relay says nothing about our state).
+/// its keep-alive and CA file, and nothing that identifies us. None of our
+/// own credentials (username, password, client certificate: they go to our
+/// own broker only, whoever names another) and no last will (the relay says
+/// nothing about our state). The one login it may carry is the one
+/// configured for this very URL in `relay_brokers` (`logins`).
 pub fn relay_session(
     template: &SessionConfig,
     broker: BrokerUrl,
     client_id: String,
+    logins: &HashMap<BrokerUrl, Credentials>,
 ) -> SessionConfig {
     let mut config = SessionConfig::new(broker, client_id);
     config.keep_alive = template.keep_alive;
     config.login = template.login.for_another_broker();
+    config.login.credentials = logins.get(&config.broker).cloned();
     config
 }
 
@@ -80,12 +86,44 @@ mod tests {
             retain: true,
         });
         ours.keep_alive = std::time::Duration::from_secs(9);
-        let relay = relay_session(&ours, BrokerUrl::new("198.18.0.9", 1883), "r".into());
+        let relay = relay_session(
+            &ours,
+            BrokerUrl::new("198.18.0.9", 1883),
+            "r".into(),
+            &HashMap::new(),
+        );
         assert_eq!(relay.login.credentials, None);
         assert_eq!(relay.login.tls.client_cert, None);
         assert!(relay.last_will.is_none());
         assert_eq!(relay.keep_alive, ours.keep_alive);
         assert_eq!(relay.broker, BrokerUrl::new("198.18.0.9", 1883));
+    }
+
+    /// A relay broker configured with a login gets that login, and only
+    /// that URL does: not another port or name of the same host, and never
+    /// our own credentials.
+    #[test]
+    fn a_relay_login_goes_to_its_own_url_only() {
+        let mut ours = SessionConfig::new(BrokerUrl::new("127.0.0.1", 1883), "rollcall-agent-h1");
+        ours.login.credentials = Some(Credentials::new("agent", "own-secret"));
+        let listed = BrokerUrl::new("198.18.0.9", 1883);
+        let logins = HashMap::from([(listed.clone(), Credentials::new("relay", "relay-secret"))]);
+        let relay = relay_session(&ours, listed.clone(), "r".into(), &logins);
+        assert_eq!(
+            relay.login.credentials,
+            Some(Credentials::new("relay", "relay-secret"))
+        );
+        for other in [
+            BrokerUrl::new("198.18.0.9", 1884),
+            BrokerUrl::new("hub.invalid", 1883),
+            BrokerUrl {
+                tls: true,
+                ..listed.clone()
+            },
+        ] {
+            let relay = relay_session(&ours, other.clone(), "r".into(), &logins);
+            assert_eq!(relay.login.credentials, None, "{other}");
+        }
     }
 
     #[test]

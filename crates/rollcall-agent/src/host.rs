@@ -186,7 +186,8 @@ impl Shell {
                     return Ok(());
                 };
                 let client_id = format!("rollcall-relay-{}-{n}", self.config.hostname);
-                let config = relay_session(&self.template, broker, client_id);
+                let config =
+                    relay_session(&self.template, broker, client_id, &self.config.relay_logins);
                 let stop = self.session_token.child_token();
                 match Session::start(config, stop.clone(), &self.tracker) {
                     Ok(remote) => drop(self.remotes.insert(session, (remote, stop))),

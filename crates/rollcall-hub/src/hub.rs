@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rollcall_net::{
-    BrokerUrl, EmbeddedBroker, Login, Message, Qos, Session, SessionConfig, SessionHandle,
+    BrokerOptions, BrokerUrl, EmbeddedBroker, Login, Message, Qos, Session, SessionConfig,
+    SessionHandle,
 };
 use rollcall_proto::Topics;
 use serde_json::Value;
@@ -47,9 +48,10 @@ const BATCH: usize = 1024;
 pub struct HubConfig {
     /// Use this broker...
     pub broker: Option<BrokerUrl>,
-    /// ...or run an embedded one here.
-    pub embedded_broker: Option<SocketAddr>,
-    /// How the hub's sessions log in to the broker.
+    /// ...or run an embedded one: where, who may log in, TLS.
+    pub embedded_broker: Option<BrokerOptions>,
+    /// How the hub's sessions log in to `broker` (to an embedded broker
+    /// they log in as its in-process user).
     pub login: Login,
     /// The roll-calls it sends.
     pub scan: ScanOptions,
@@ -564,13 +566,14 @@ pub async fn run_hub(
             "the roll-call and expiry intervals must be more than zero".into(),
         ));
     }
-    let broker = match (&config.embedded_broker, &config.broker) {
-        (Some(addr), _) => {
-            let b = EmbeddedBroker::start(*addr)?;
-            info!(addr = %b.addr, "embedded broker listening");
-            b.url()
+    // The hub's own embedded broker is logged in to as its in-process user.
+    let (broker, login) = match (&config.embedded_broker, &config.broker) {
+        (Some(options), _) => {
+            let b = EmbeddedBroker::start(options.clone())?;
+            info!(addr = %b.addr, tls = b.tls, "embedded broker listening");
+            (b.url(), b.login())
         }
-        (None, Some(url)) => url.clone(),
+        (None, Some(url)) => (url.clone(), config.login.clone()),
         (None, None) => {
             return Err(HubError::Invalid(
                 "give a broker or an embedded broker".into(),
@@ -586,7 +589,7 @@ pub async fn run_hub(
     // (examples/mosquitto/acl), and on no host's topics.
     let reply_topic = shared.topics.topic(&format!("stat/hub-{suffix}/reply"));
     let session = |client_id: String| SessionConfig {
-        login: config.login.clone(),
+        login: login.clone(),
         ..SessionConfig::new(broker.clone(), client_id)
     };
     let started = async {

@@ -49,6 +49,25 @@ pub enum NetError {
         /// What is wrong.
         reason: String,
     },
+    /// The embedded broker's password file cannot be used.
+    #[error("password file {}{}: {reason}", path.display(), line.map(|n| format!(", line {n}")).unwrap_or_default())]
+    PasswordFile {
+        /// The file as configured.
+        path: std::path::PathBuf,
+        /// The line at fault (from 1), if one is.
+        line: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The embedded broker was asked to listen where it must not: off
+    /// loopback without a password file.
+    #[error("embedded broker on {addr}: {reason}")]
+    BrokerRefused {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// A TLS setting rustls refuses.
     #[error("TLS: {0}")]
     Tls(String),

@@ -8,19 +8,21 @@ mod error;
 mod http;
 mod login;
 mod mqtt;
+mod passwords;
 mod secret;
 mod shutdown;
 pub mod stun;
 mod udp;
 mod url;
 
-pub use broker::EmbeddedBroker;
+pub use broker::{BrokerOptions, DEFAULT_EMBEDDED_BROKER, EmbeddedBroker, ServerTls};
 pub use error::NetError;
 pub use http::http_listener;
 pub use login::{Credentials, Login, LoginSettings, TlsFiles};
 pub use mqtt::{
     MAX_INCOMING_PACKET, Message, Qos, Session, SessionConfig, SessionHandle, SessionStats, Will,
 };
+pub use passwords::PasswordFile;
 pub use secret::Secret;
 pub use shutdown::{ctrl_c_token, wait_for_signal};
 pub use stun::{StunResponder, decode_binding_response, discover_external_addr};

@@ -172,7 +172,7 @@ impl LoginSettings {
     }
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetError> {
+pub(crate) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetError> {
     let bad = |reason: String| NetError::TlsFile {
         path: path.to_owned(),
         reason,
@@ -187,7 +187,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetError> {
     Ok(certs)
 }
 
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, NetError> {
+pub(crate) fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, NetError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| NetError::TlsFile {
         path: path.to_owned(),
         reason: format!("no PEM private key: {e}"),

@@ -2,9 +2,14 @@
 //! defence asserted (issue 11's findings).
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rollcall_net::{EmbeddedBroker, Session, SessionConfig};
+use rollcall_net::{
+    BrokerOptions, BrokerUrl, Credentials, EmbeddedBroker, Login, NetError, Qos, ServerTls,
+    Session, SessionConfig, TlsFiles,
+};
+use rollcall_testsupport::{TestPki, tempfile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -12,11 +17,26 @@ use tokio_util::task::TaskTracker;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// An MQTT 3.1.1 CONNECT with `client_id`, clean session, 60 s keep-alive.
-fn connect_packet(client_id: &str) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b0000_0010, 0, 60];
-    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-    body.extend_from_slice(client_id.as_bytes());
+/// A CONNACK accepting the connection, and one refusing it for a bad user
+/// name or password (MQTT 3.1.1 return code 4).
+const CONNACK_ACCEPTED: [u8; 4] = [0x20, 2, 0, 0];
+const CONNACK_BAD_LOGIN: [u8; 4] = [0x20, 2, 0, 4];
+
+/// An MQTT 3.1.1 CONNECT with `client_id`, clean session, 60 s keep-alive,
+/// and a user name and password if given (short ones: one length byte).
+fn connect_packet(client_id: &str, login: Option<(&str, &str)>) -> Vec<u8> {
+    let flags = if login.is_some() {
+        0b1100_0010
+    } else {
+        0b0000_0010
+    };
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 60];
+    let fields = [Some(client_id), login.map(|l| l.0), login.map(|l| l.1)];
+    for field in fields.into_iter().flatten() {
+        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    assert!(body.len() < 128, "one length byte");
     let mut packet = vec![0x10, body.len() as u8];
     packet.extend(body);
     packet
@@ -25,8 +45,16 @@ fn connect_packet(client_id: &str) -> Vec<u8> {
 /// Sends a CONNECT and reads what comes back (a CONNACK, or nothing when
 /// the broker closes the connection) within [`WAIT`].
 async fn raw_connect(addr: SocketAddr, client_id: &str) -> Vec<u8> {
+    raw_login(addr, client_id, None).await
+}
+
+/// [`raw_connect`] with a user name and password.
+async fn raw_login(addr: SocketAddr, client_id: &str, login: Option<(&str, &str)>) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(&connect_packet(client_id)).await.unwrap();
+    stream
+        .write_all(&connect_packet(client_id, login))
+        .await
+        .unwrap();
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
         .await
@@ -60,4 +88,361 @@ async fn client_ids_with_a_slash_do_not_take_the_broker_down() {
     shutdown.cancel();
     tracker.close();
     tracker.wait().await;
+}
+
+/// Sessions of one test, all stopped together.
+struct Harness {
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness {
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// A session that must connect.
+    async fn connect(&self, config: SessionConfig) -> Session {
+        let session = self.start(config);
+        session.handle.wait_connected(WAIT).await.unwrap();
+        session
+    }
+
+    /// A session that must not connect; returns the last connection error.
+    async fn refused(&self, config: SessionConfig) -> String {
+        let session = self.start(config);
+        let short = Duration::from_secs(2);
+        match session.handle.wait_connected(short).await {
+            Err(NetError::NotConnected {
+                last_error: Some(error),
+                ..
+            }) => error,
+            other => panic!("expected a refused connection, got {other:?}"),
+        }
+    }
+
+    fn start(&self, config: SessionConfig) -> Session {
+        Session::start(config, self.shutdown.clone(), &self.tracker).unwrap()
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        tokio::time::timeout(WAIT, self.tracker.wait())
+            .await
+            .unwrap();
+    }
+}
+
+/// `subscriber` gets what `publisher` sends, through the broker.
+async fn exchange(publisher: &Session, subscriber: &mut Session, topic: &str) {
+    subscriber.handle.subscribe(topic).await.unwrap();
+    // A message to ourselves comes back only once the SUBSCRIBE took
+    // effect; then the other session's message follows it.
+    loop {
+        subscriber
+            .handle
+            .publish(topic, "sync", Qos::AtLeastOnce, false)
+            .await
+            .unwrap();
+        let message = tokio::time::timeout(WAIT, subscriber.incoming.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if message.payload.as_ref() == b"sync" {
+            break;
+        }
+    }
+    publisher
+        .handle
+        .publish(topic, "hello", Qos::AtLeastOnce, false)
+        .await
+        .unwrap();
+    loop {
+        let message = tokio::time::timeout(WAIT, subscriber.incoming.recv())
+            .await
+            .expect("the message crossed the broker")
+            .unwrap();
+        if message.payload.as_ref() == b"hello" {
+            assert_eq!(message.topic, topic);
+            return;
+        }
+    }
+}
+
+/// A password file, readable by its owner only.
+fn password_file(dir: &Path, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("passwords");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn loopback_any_port() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+}
+
+fn with_login(url: BrokerUrl, client_id: &str, login: Login) -> SessionConfig {
+    let mut config = SessionConfig::new(url, client_id);
+    config.login = login;
+    config
+}
+
+fn password(user: &str, password: &str) -> Login {
+    Login {
+        credentials: Some(Credentials::new(user, password)),
+        ..Login::default()
+    }
+}
+
+fn trusting(ca: &Path) -> Login {
+    Login {
+        credentials: None,
+        tls: TlsFiles {
+            ca_file: Some(ca.to_owned()),
+            ..TlsFiles::default()
+        },
+    }
+}
+
+fn mqtts(addr: SocketAddr) -> BrokerUrl {
+    format!("mqtts://{addr}").parse().unwrap()
+}
+
+/// Finding 3: the embedded broker was bound to every address with no
+/// authentication. Off loopback it is now refused without a password file,
+/// before anything is bound (so no port is opened on a real interface).
+#[test]
+fn off_loopback_the_broker_needs_a_password_file() {
+    for addr in ["0.0.0.0:0", "[::]:0", "198.18.7.7:1883"] {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let mut options = BrokerOptions::new(addr);
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::new(dir.path()).unwrap();
+        // TLS alone is not authentication.
+        options.tls = Some(ServerTls {
+            cert: pki.server_cert,
+            key: pki.server_key,
+        });
+        let error = EmbeddedBroker::start(options).unwrap_err().to_string();
+        assert!(
+            error.contains("password file") && error.contains(&addr.ip().to_string()),
+            "{error}"
+        );
+    }
+    // With one, the address is accepted: only checked here, not bound.
+    let dir = tempfile::tempdir().unwrap();
+    let options = BrokerOptions {
+        password_file: Some(password_file(dir.path(), "agent:secret\n")),
+        ..BrokerOptions::new("0.0.0.0:0".parse().unwrap())
+    };
+    assert_eq!(options.check().unwrap().unwrap().len(), 1);
+}
+
+/// With a password file, a CONNECT without a login, with a wrong password,
+/// with another user's password or with an unknown user is refused with
+/// CONNACK 4; the right one is accepted. The broker's own process still
+/// gets in (its in-process login), and a refused session says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_password_file_only_its_users_log_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = BrokerOptions {
+        password_file: Some(password_file(
+            dir.path(),
+            "# users\nagent:right horse\nhub:battery\n",
+        )),
+        ..BrokerOptions::new(loopback_any_port())
+    };
+    let broker = EmbeddedBroker::start(options).unwrap();
+    assert!(broker.login().credentials.is_some());
+    for login in [
+        None,
+        Some(("agent", "wrong")),
+        Some(("agent", "battery")),
+        Some(("agent", "right horse ")),
+        Some(("nobody", "right horse")),
+        Some(("$rollcall", "guess")),
+    ] {
+        let answer = raw_login(broker.addr, "intruder", login).await;
+        assert_eq!(answer, CONNACK_BAD_LOGIN, "{login:?}");
+    }
+    let answer = raw_login(broker.addr, "agent-1", Some(("agent", "right horse"))).await;
+    assert_eq!(answer, CONNACK_ACCEPTED);
+
+    let harness = Harness::new();
+    let refused = harness
+        .refused(SessionConfig::new(broker.url(), "no-login"))
+        .await;
+    assert!(refused.contains("BadUserNamePassword"), "{refused}");
+    let agent = harness
+        .connect(with_login(
+            broker.url(),
+            "agent",
+            password("agent", "right horse"),
+        ))
+        .await;
+    let mut local = harness
+        .connect(with_login(broker.url(), "in-process", broker.login()))
+        .await;
+    exchange(&agent, &mut local, "/auth/test").await;
+    harness.stop().await;
+}
+
+/// The TLS listener: a session on `mqtts://` that trusts the test CA
+/// connects and its messages reach the broker's own (plain, in-process)
+/// clients; a session trusting another CA fails with a certificate error;
+/// a plain MQTT client on the TLS port gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_listener_serves_clients_that_trust_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path()).unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = TestPki::new(other_dir.path()).unwrap();
+    let options = BrokerOptions {
+        tls: Some(ServerTls {
+            cert: pki.server_cert.clone(),
+            key: pki.server_key.clone(),
+        }),
+        ..BrokerOptions::new(loopback_any_port())
+    };
+    let broker = EmbeddedBroker::start(options).unwrap();
+    assert!(broker.tls);
+    assert_ne!(broker.url().port, broker.addr.port(), "in-process listener");
+
+    let harness = Harness::new();
+    let mut remote = harness
+        .connect(with_login(
+            mqtts(broker.addr),
+            "tls-client",
+            trusting(&pki.ca),
+        ))
+        .await;
+    let local = harness
+        .connect(with_login(broker.url(), "in-process", broker.login()))
+        .await;
+    exchange(&local, &mut remote, "/tls/test").await;
+
+    // By name too: the certificate names localhost.
+    let by_name: BrokerUrl = format!("mqtts://localhost:{}", broker.addr.port())
+        .parse()
+        .unwrap();
+    harness
+        .connect(with_login(by_name, "tls-by-name", trusting(&pki.ca)))
+        .await;
+
+    let error = harness
+        .refused(with_login(
+            mqtts(broker.addr),
+            "wrong-ca",
+            trusting(&other.ca),
+        ))
+        .await;
+    assert!(
+        error.contains("TLS") && error.contains("invalid peer certificate"),
+        "{error}"
+    );
+
+    // The plain listener kept for the broker's own process wants its login.
+    assert_eq!(
+        raw_connect(broker.url().resolve().unwrap(), "sneaky").await,
+        CONNACK_BAD_LOGIN
+    );
+    // Plain MQTT on the TLS port: no CONNACK.
+    let answer = raw_connect(broker.addr, "plain-on-tls").await;
+    assert!(!answer.starts_with(&[0x20]), "{answer:?}");
+    harness.stop().await;
+}
+
+/// The server's name is checked: the test certificate names 127.0.0.1,
+/// ::1 and localhost, so the same broker reached as 127.0.0.2 (loopback
+/// too) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_checks_the_server_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path()).unwrap();
+    let options = BrokerOptions {
+        tls: Some(ServerTls {
+            cert: pki.server_cert.clone(),
+            key: pki.server_key.clone(),
+        }),
+        ..BrokerOptions::new(SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), 0)))
+    };
+    let broker = EmbeddedBroker::start(options).unwrap();
+    let harness = Harness::new();
+    let error = harness
+        .refused(with_login(
+            mqtts(broker.addr),
+            "wrong-name",
+            trusting(&pki.ca),
+        ))
+        .await;
+    assert!(
+        error.contains("TLS") && error.contains("not valid for name"),
+        "{error}"
+    );
+    harness.stop().await;
+}
+
+/// rumqttd made the TLS handshake in its accept loop, with no timeout: one
+/// TCP connection that sent nothing kept every later client out. Now each
+/// handshake runs in its own task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_does_not_block_the_tls_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path()).unwrap();
+    let options = BrokerOptions {
+        tls: Some(ServerTls {
+            cert: pki.server_cert.clone(),
+            key: pki.server_key.clone(),
+        }),
+        ..BrokerOptions::new(loopback_any_port())
+    };
+    let broker = EmbeddedBroker::start(options).unwrap();
+    let _silent: Vec<TcpStream> = {
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(TcpStream::connect(broker.addr).await.unwrap());
+        }
+        held
+    };
+    let harness = Harness::new();
+    harness
+        .connect(with_login(
+            mqtts(broker.addr),
+            "after-silence",
+            trusting(&pki.ca),
+        ))
+        .await;
+    harness.stop().await;
+}
+
+/// Bad TLS files are named before the broker starts: a missing key, and a
+/// key that is not the certificate's.
+#[test]
+fn bad_tls_files_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path()).unwrap();
+    for (cert, key, needle) in [
+        (
+            &pki.server_cert,
+            &dir.path().join("missing.key"),
+            "missing.key",
+        ),
+        (&pki.server_cert, &pki.client_key, "server.pem"),
+        (&pki.server_key, &pki.server_key, "server.key"),
+    ] {
+        let options = BrokerOptions {
+            tls: Some(ServerTls {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            ..BrokerOptions::new(loopback_any_port())
+        };
+        let error = EmbeddedBroker::start(options).unwrap_err().to_string();
+        assert!(error.contains(needle), "{error}");
+    }
 }

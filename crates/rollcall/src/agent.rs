@@ -25,7 +25,8 @@ pub struct Args {
     /// The MQTT broker, mqtt://host:port.
     #[arg(long)]
     broker: Option<String>,
-    /// Run an embedded broker on ADDR (e.g. 0.0.0.0:1883) and use it.
+    /// Run an embedded broker on ADDR (e.g. 127.0.0.1:1883) and use it;
+    /// any other address needs embedded_broker_password_file in --config.
     #[arg(long, value_name = "ADDR")]
     embedded_broker: Option<SocketAddr>,
     /// UDP port roll-calls arrive on.
@@ -60,7 +61,7 @@ pub async fn run(args: Args) -> Result<()> {
     raw.udp_port = args.udp_port.or(raw.udp_port);
     args.login.apply_to(&mut raw);
     if !args.relay_brokers.is_empty() {
-        raw.relay_brokers = Some(args.relay_brokers);
+        raw.relay_brokers = Some(args.relay_brokers.into_iter().map(Into::into).collect());
     }
     raw.state_dir = args.state_dir.or(raw.state_dir);
     if args.sim {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rollcall_hub::web::Access;
 use rollcall_hub::{ClusterMap, HubConfig, HubError, HubShared, MapConfig};
-use rollcall_net::{BrokerUrl, Secret};
+use rollcall_net::{BrokerUrl, Login, Secret};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -20,9 +20,13 @@ pub struct Args {
     /// Use this broker.
     #[arg(long, conflicts_with = "embedded_broker")]
     broker: Option<BrokerUrl>,
-    /// Run an embedded MQTT broker on this address and use it.
+    /// Run an embedded MQTT broker on this address and use it (e.g.
+    /// 127.0.0.1:1883). Any address but a loopback one needs
+    /// --embedded-broker-password-file. See docs/embedded-broker.md.
     #[arg(long, value_name = "ADDR")]
     embedded_broker: Option<SocketAddr>,
+    #[command(flatten)]
+    embedded: EmbeddedBrokerArgs,
     #[command(flatten)]
     login: LoginArgs,
     #[command(flatten)]
@@ -40,6 +44,47 @@ pub struct Args {
     http: Option<SocketAddr>,
     #[command(flatten)]
     access: HttpAccessArgs,
+}
+
+/// Who may log in to the embedded broker, and its TLS files.
+#[derive(Debug, clap::Args)]
+pub struct EmbeddedBrokerArgs {
+    /// Who may log in to the embedded broker: a file of `user:password`
+    /// lines, readable by its owner only.
+    #[arg(long, value_name = "FILE", requires = "embedded_broker")]
+    embedded_broker_password_file: Option<std::path::PathBuf>,
+    /// The embedded broker speaks TLS (mqtts://) with this certificate
+    /// (PEM, the chain) ...
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires_all = ["embedded_broker", "embedded_broker_tls_key"]
+    )]
+    embedded_broker_tls_cert: Option<std::path::PathBuf>,
+    /// ... and this private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "embedded_broker_tls_cert")]
+    embedded_broker_tls_key: Option<std::path::PathBuf>,
+}
+
+impl EmbeddedBrokerArgs {
+    /// The embedded broker's options on `addr`.
+    pub fn options(&self, addr: SocketAddr) -> rollcall_net::BrokerOptions {
+        let tls = match (
+            &self.embedded_broker_tls_cert,
+            &self.embedded_broker_tls_key,
+        ) {
+            (Some(cert), Some(key)) => Some(rollcall_net::ServerTls {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        rollcall_net::BrokerOptions {
+            addr,
+            password_file: self.embedded_broker_password_file.clone(),
+            tls,
+        }
+    }
 }
 
 /// Who may use the dashboard (`rollcall hub`, `rollcall demo`).
@@ -111,20 +156,28 @@ pub(crate) async fn join_dashboard(task: Option<JoinHandle<Result<(), HubError>>
 
 pub async fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.scan_every > 0, "--scan-every must be at least 1");
-    // The broker the hub's sessions log in to: the one given, or the
-    // embedded one on its own address.
-    let broker = match args.embedded_broker {
-        Some(addr) => BrokerUrl::new(addr.ip().to_string(), addr.port()),
-        None => args
-            .broker
-            .clone()
-            .unwrap_or_else(|| BrokerUrl::new("127.0.0.1", 1883)),
+    // The hub's sessions log in to the broker given as the login flags say,
+    // or to its embedded broker as that broker's in-process user.
+    let (broker, embedded_broker) = match args.embedded_broker {
+        Some(addr) => (None, Some(args.embedded.options(addr))),
+        None => (
+            Some(
+                args.broker
+                    .clone()
+                    .unwrap_or_else(|| BrokerUrl::new("127.0.0.1", 1883)),
+            ),
+            None,
+        ),
+    };
+    let login = match &broker {
+        Some(url) => args.login.login(url)?,
+        None => Login::default(),
     };
     let every = Duration::from_secs(args.scan_every);
     let config = HubConfig {
-        login: args.login.login(&broker)?,
-        broker: args.embedded_broker.is_none().then_some(broker),
-        embedded_broker: args.embedded_broker,
+        broker,
+        embedded_broker,
+        login,
         scan: args
             .rollcall
             .options(Duration::from_millis(args.wait_ms), None)?,

@@ -46,6 +46,8 @@ struct Lan {
 
 impl Lan {
     fn new(test: &str, extra_nodes: &[&str]) -> Option<Lan> {
+        // The LAN's shared broker is Mosquitto (cluster::start_hub says why).
+        cluster::mosquitto_or_skip(test)?;
         let mut bed =
             harness::bed_or_skip(test, std::path::Path::new(env!("CARGO_BIN_EXE_rollcall")))?;
         let lan = bed.add_bridge().unwrap();
@@ -85,7 +87,7 @@ impl Lan {
             .unwrap_or_else(|| panic!("no node {name}"))
     }
 
-    /// The hub with its embedded broker, every agent on it; returns once the
+    /// The hub and the LAN's shared broker, every agent on it; returns once the
     /// hub has seen every host come online.
     fn shared(&mut self, spec: &AgentSpec, hub_args: &[&str]) -> (ProcId, Vec<ProcId>) {
         let broadcast = self.broadcast();
@@ -398,19 +400,14 @@ fn broker_on_every_host_relays_answers_to_the_hubs_broker_for_the_same_map() {
     );
     let hub_broker = SocketAddr::from((lan.hub_addr(), MQTT_PORT));
     cluster::wait_listening(&lan.bed, lan.hub, hub_broker, Duration::from_secs(10));
-    // Every other host runs Mosquitto beside its agent, where installed; the
-    // rest run the agent's embedded broker: the notes' 127.0.0.1 both ways.
-    let mosquitto = find_program("mosquitto");
-    if mosquitto.is_none() {
-        eprintln!(
-            "broker_per_host: mosquitto is not installed; every host runs the embedded broker"
-        );
-    }
+    // Every other host runs Mosquitto beside its agent; the rest run the
+    // agent's embedded broker: the notes' 127.0.0.1 both ways.
+    let mosquitto = find_program("mosquitto").expect("checked by Lan::new");
     let hosts = lan.hosts.clone();
     for (i, &h) in hosts.iter().enumerate() {
-        let mut spec = match &mosquitto {
-            Some(m) if i % 2 == 1 => {
-                cluster::start_mosquitto(&mut lan.bed, h, m);
+        let mut spec = match i % 2 {
+            1 => {
+                cluster::start_mosquitto(&mut lan.bed, h, &mosquitto);
                 let local = SocketAddr::from((Ipv4Addr::LOCALHOST, MQTT_PORT));
                 cluster::wait_listening(&lan.bed, h, local, Duration::from_secs(10));
                 AgentSpec::new(AgentBroker::Local)
@@ -579,15 +576,9 @@ fn broker_restart_agents_reconnect_and_republish_and_keep_their_gpio() {
     };
     let broker_node = lan.node("broker");
     lan.broker = lan.bed.addr(broker_node);
-    // Mosquitto where installed (the usual production broker), else
-    // rollcall's embedded broker in a hub process of its own.
-    let broker = match find_program("mosquitto") {
-        Some(m) => cluster::start_mosquitto(&mut lan.bed, broker_node, &m),
-        None => {
-            eprintln!("broker_restart: mosquitto is not installed; restarting the embedded broker");
-            cluster::start_hub(&mut lan.bed, broker_node, Ipv4Addr::LOCALHOST, 3600, &[])
-        }
-    };
+    // Mosquitto, the usual production broker (Lan::new checked it is there).
+    let mosquitto = find_program("mosquitto").expect("checked by Lan::new");
+    let broker = cluster::start_mosquitto(&mut lan.bed, broker_node, &mosquitto);
     let at = SocketAddr::from((lan.broker, MQTT_PORT));
     cluster::wait_listening(&lan.bed, broker_node, at, Duration::from_secs(10));
     let broker_url = lan.broker_url();

@@ -182,7 +182,14 @@ impl AgentCore {
             self.refuse_relay(&requester);
             return;
         }
-        let Some(session) = self.remote(requester, out) else {
+        // A listed broker with a login of its own is reached at its URL as
+        // configured, however the roll-call names it: the login is given to
+        // that URL only (the shell looks it up by URL when it connects).
+        let target = match self.listed_relay(&requester, Some(addr)) {
+            Some(listed) if self.config.relay_logins.contains_key(listed) => listed.clone(),
+            _ => requester,
+        };
+        let Some(session) = self.remote(target, out) else {
             return;
         };
         let window = Duration::from_millis(rc.window_ms.unwrap_or(0));
@@ -205,14 +212,18 @@ impl AgentCore {
     /// unsigned roll-call can make us connect nowhere else
     /// (docs/protocol.md section 8).
     fn may_relay(&self, requester: &BrokerUrl, addr: Option<SocketAddr>) -> bool {
-        self.config.cluster_key.is_some()
-            || self.config.relay_brokers.iter().any(|allowed| {
-                allowed == requester
-                    || addr.is_some_and(|addr| {
-                        allowed.port == addr.port()
-                            && allowed.host.parse::<IpAddr>() == Ok(addr.ip())
-                    })
-            })
+        self.config.cluster_key.is_some() || self.listed_relay(requester, addr).is_some()
+    }
+
+    /// The `relay_brokers` entry `requester` (at `addr`, once known) is:
+    /// by its URL, or by its address.
+    fn listed_relay(&self, requester: &BrokerUrl, addr: Option<SocketAddr>) -> Option<&BrokerUrl> {
+        self.config.relay_brokers.iter().find(|allowed| {
+            *allowed == requester
+                || addr.is_some_and(|addr| {
+                    allowed.port == addr.port() && allowed.host.parse::<IpAddr>() == Ok(addr.ip())
+                })
+        })
     }
 
     /// Whether a relay to `broker` can have a session: its own, open

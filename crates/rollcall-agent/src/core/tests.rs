@@ -919,6 +919,35 @@ fn relay_brokers_lists_the_brokers_unsigned_rollcalls_may_name() {
     assert!(beyond_our_broker(&b.datagram(&other_name, HUB)).is_empty());
 }
 
+// Section 8: a listed broker with a login of its own is relayed to at its
+// URL as configured, however a roll-call names it (here: plain MQTT on its
+// address and port, where the login is configured for TLS), so its login
+// goes only where it was configured to go. One without a login is
+// connected to as named.
+#[test]
+fn a_relay_broker_with_a_login_is_reached_at_its_configured_url() {
+    let mut b = bed("relay_brokers = [\"mqtt://198.18.0.9:1883\", \
+         { url = \"mqtts://198.18.0.10:8883\", username = \"relay\", password = \"pw\" }]\n\
+         [services.gpio]\nenabled = false\n");
+    let mut plain = rollcall(1);
+    plain.broker = Some("mqtt://198.18.0.10:8883".into());
+    let effects = b.datagram(&plain, HUB);
+    assert!(
+        effects.contains(&Effect::Open {
+            session: SessionId::Remote(1),
+            broker: "mqtts://198.18.0.10:8883".parse().unwrap(),
+        }),
+        "{effects:?}"
+    );
+    assert_eq!(answered(&effects).len(), 2);
+    let mut other = rollcall(2);
+    other.broker = Some("mqtt://198.18.0.9:1883".into());
+    assert!(b.datagram(&other, HUB).contains(&Effect::Open {
+        session: SessionId::Remote(2),
+        broker: rollcall_net::BrokerUrl::new("198.18.0.9", 1883),
+    }));
+}
+
 // Section 8: with a cluster key every admitted roll-call was signed by a
 // key holder, so it may name any broker.
 #[test]

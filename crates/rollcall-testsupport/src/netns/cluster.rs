@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{NodeId, ProcId, TestBed};
-use crate::{MosquittoConfig, require_program};
+use crate::{MosquittoConfig, find_program, require_program};
 
 /// The MQTT port every broker of the bed listens on. Each node is a network
 /// namespace of its own, so a fixed port cannot collide with anything else
@@ -60,7 +60,9 @@ impl AgentSpec {
 pub fn agent_toml(bed: &TestBed, name: &str, spec: &AgentSpec) -> String {
     let broker = match &spec.broker {
         AgentBroker::Remote(addr) => format!("broker = \"mqtt://{addr}:{MQTT_PORT}\""),
-        AgentBroker::Embedded => format!("embedded_broker = \"0.0.0.0:{MQTT_PORT}\""),
+        // Its own host's clients reach it on loopback; off loopback it would
+        // need a password file, and nothing in the bed logs in.
+        AgentBroker::Embedded => format!("embedded_broker = \"127.0.0.1:{MQTT_PORT}\""),
         AgentBroker::Local => format!("broker = \"mqtt://127.0.0.1:{MQTT_PORT}\""),
     };
     format!(
@@ -103,9 +105,14 @@ pub fn start_mosquitto(bed: &mut TestBed, node: NodeId, mosquitto: &std::path::P
     bed.spawn(node, &format!("mosquitto-{name}"), mosquitto, &args)
 }
 
-/// Starts `rollcall hub` on `node` with its embedded broker on
-/// 0.0.0.0:1883, calling the roll on `broadcast` every `every_s` seconds;
-/// `extra` arguments are appended.
+/// Starts Mosquitto on `node` (every address, port 1883, anonymous) and
+/// `rollcall hub` beside it on that broker, calling the roll on `broadcast`
+/// every `every_s` seconds; `extra` arguments are appended. Returns the
+/// hub's process.
+///
+/// The hub's embedded broker is not used here: off loopback it needs a
+/// password file, and `rollcall scan` and the bed's probes log in to no
+/// broker yet. Mosquitto plays the LAN's shared broker instead.
 pub fn start_hub(
     bed: &mut TestBed,
     node: NodeId,
@@ -113,10 +120,15 @@ pub fn start_hub(
     every_s: u64,
     extra: &[&str],
 ) -> ProcId {
+    let mosquitto = find_program("mosquitto")
+        .expect("the bed's shared broker is Mosquitto: check with mosquitto_or_skip first");
+    start_mosquitto(bed, node, &mosquitto);
+    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, MQTT_PORT));
+    wait_listening(bed, node, local, Duration::from_secs(10));
     let mut args: Vec<String> = [
         "hub",
-        "--embedded-broker",
-        "0.0.0.0:1883",
+        "--broker",
+        &format!("mqtt://127.0.0.1:{MQTT_PORT}"),
         "--broadcast",
         &broadcast.to_string(),
         "--scan-every",

@@ -406,7 +406,7 @@ async fn answers_are_relayed_from_the_hosts_broker_to_the_requesters() {
     config.broker = None;
     config.embedded_broker = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
     // Unsigned roll-calls are relayed only to a broker the agent lists.
-    config.relay_brokers = Some(vec![hub_broker.to_string()]);
+    config.relay_brokers = Some(vec![hub_broker.to_string().into()]);
     let a = agent(config, &shutdown).await;
     let host_broker = a.broker_url().clone();
     assert_ne!(host_broker, hub_broker);

@@ -126,7 +126,7 @@ async fn a_listed_relay_broker_gets_a_connect_without_credentials() {
     let mut config = host_config("relayer", &broker, port);
     config.username = Some("agent".into());
     config.password = Some(PASSWORD.into());
-    config.relay_brokers = Some(vec![fake.url.clone()]);
+    config.relay_brokers = Some(vec![fake.url.clone().into()]);
     let a = agent(config, &shutdown).await;
 
     let sender = RollCallSocket::bind_sender(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).unwrap();
@@ -226,6 +226,225 @@ async fn big_retained_messages(mosquitto: Mosquitto) {
 
     stop.cancel();
     hub.await.unwrap().unwrap();
+    shutdown.cancel();
+    a.join().await.unwrap();
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// A password file for an embedded broker, readable by its owner only.
+fn broker_passwords(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("broker-passwords");
+    std::fs::write(&path, format!("agent:{PASSWORD}\nhub:hub-password\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Finding 3, the agent's side: an agent whose embedded broker has a
+/// password file logs in to it by itself, and answers a scanner that logs
+/// in; a scanner that does not is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_runs_its_embedded_broker_with_a_password_file() {
+    let dir = rollcall_testsupport::tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let port = free_udp_port();
+    let mut config = host_config("guarded", &rollcall_net::BrokerUrl::new("unused", 1), port);
+    config.broker = None;
+    config.embedded_broker = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    config.embedded_broker_password_file = Some(broker_passwords(dir.path()));
+    let config = config.validate().unwrap();
+    let a = rollcall_agent::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    a.wait_connected(WAIT).await.unwrap();
+    let broker = a.broker_url().clone();
+
+    let refused = Session::start(
+        SessionConfig::new(broker.clone(), "no-login"),
+        shutdown.clone(),
+        &tracker,
+    )
+    .unwrap();
+    let error = refused
+        .handle
+        .wait_connected(Duration::from_secs(2))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("BadUserNamePassword"), "{error}");
+
+    let login = rollcall_net::Login {
+        credentials: Some(rollcall_net::Credentials::new("hub", "hub-password")),
+        ..rollcall_net::Login::default()
+    };
+    let mut scanner = rollcall_hub::Scanner::connect(
+        SessionConfig {
+            login,
+            ..SessionConfig::new(broker, format!("scanner-{}", unique()))
+        },
+        rollcall_proto::Topics::default(),
+        shutdown.clone(),
+        &tracker,
+    )
+    .unwrap();
+    scanner.session().wait_connected(WAIT).await.unwrap();
+    let report = scanner.scan(1, &broadcast(port, 1), |_| {}).await.unwrap();
+    assert_eq!(functions(&report, "guarded"), ["gpio", "system"]);
+    shutdown.cancel();
+    a.join().await.unwrap();
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// The hub's side: a hub whose embedded broker has a password file maps an
+/// agent that logs in to it (the hub's own sessions log in by themselves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_runs_its_embedded_broker_with_a_password_file() {
+    let dir = rollcall_testsupport::tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, rollcall_testsupport::free_tcp_port()));
+    let port = free_udp_port();
+    let shared = std::sync::Arc::new(rollcall_hub::HubShared::new(
+        rollcall_proto::Topics::default(),
+    ));
+    let mut hub_config = rollcall_hub::HubConfig::new(
+        rollcall_net::BrokerUrl::new("unused", 1),
+        crate::hub::scan_options(port, Duration::from_millis(500), Some(1)),
+        Duration::from_secs(1),
+    );
+    hub_config.broker = None;
+    hub_config.embedded_broker = Some(rollcall_net::BrokerOptions {
+        password_file: Some(broker_passwords(dir.path())),
+        ..rollcall_net::BrokerOptions::new(addr)
+    });
+    let stop = CancellationToken::new();
+    let hub = tokio::spawn(rollcall_hub::run_hub(
+        hub_config,
+        std::sync::Arc::clone(&shared),
+        stop.clone(),
+    ));
+    let broker = rollcall_net::BrokerUrl::new("127.0.0.1", addr.port());
+    let mut config = host_config("mapped", &broker, port);
+    config.username = Some("agent".into());
+    config.password = Some(PASSWORD.into());
+    let config = config.validate().unwrap();
+    // The hub's broker may not listen yet: the agent reconnects until it does.
+    let a = rollcall_agent::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    a.wait_connected(WAIT).await.unwrap();
+    crate::hub::until(&shared, "mapped online", |s| {
+        crate::hub::online(s, "mapped")
+    })
+    .await;
+    stop.cancel();
+    hub.await.unwrap().unwrap();
+    shutdown.cancel();
+    a.join().await.unwrap();
+}
+
+/// Issue 11 item 2's knot: a scanner whose embedded broker wants a
+/// password is reached by relays configured with a login of their own. The
+/// relay broker listed with a login gets that login and nothing else of
+/// ours; the one listed without a login gets a CONNECT without credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_login_goes_to_its_broker_and_no_other() {
+    const RELAY_PASSWORD: &str = "relay-password-for-one-broker";
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut with_login = FakeBroker::start(&shutdown, &tracker).await;
+    let mut without = FakeBroker::start(&shutdown, &tracker).await;
+    let port = free_udp_port();
+    let mut config = host_config("relayer", &broker, port);
+    config.username = Some("agent".into());
+    config.password = Some(PASSWORD.into());
+    let table = format!(
+        "relay_brokers = [\"{}\", {{ url = \"{}\", username = \"relay\", password = \"{RELAY_PASSWORD}\" }}]",
+        without.url, with_login.url
+    );
+    config.relay_brokers = rollcall_agent::RawConfig::from_toml(&table)
+        .unwrap()
+        .relay_brokers;
+    let a = agent(config, &shutdown).await;
+
+    let sender = RollCallSocket::bind_sender(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).unwrap();
+    let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    for (id, fake) in [(5, &with_login), (6, &without)] {
+        let mut rc = RollCall::new(id, "hub", "/stat/data");
+        rc.broker = Some(fake.url.clone());
+        sender.send_to(&rc.to_bytes(), to).await.unwrap();
+    }
+
+    let connect = with_login.first_connect().await;
+    let flags = connect_flags(&connect);
+    assert_eq!(flags & 0b1100_0000, 0b1100_0000, "{flags:#010b}");
+    let text = String::from_utf8_lossy(&connect);
+    assert!(
+        text.contains("relay") && text.contains(RELAY_PASSWORD),
+        "{text}"
+    );
+    assert!(!text.contains(PASSWORD), "{text}");
+
+    let connect = without.first_connect().await;
+    let flags = connect_flags(&connect);
+    assert_eq!(flags & 0b1100_0000, 0, "{flags:#010b}");
+    let text = String::from_utf8_lossy(&connect);
+    assert!(
+        !text.contains(RELAY_PASSWORD) && !text.contains(PASSWORD),
+        "{text}"
+    );
+    shutdown.cancel();
+    a.join().await.unwrap();
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// The knot end to end: an agent with a broker of its own relays its
+/// answers to a scanner whose embedded broker wants a password, logging in
+/// there with the login listed for that broker. (With a wrong password in
+/// the list, the scanner hears nothing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_relayed_to_a_scanners_broker_that_wants_a_password() {
+    let dir = rollcall_testsupport::tempfile::tempdir().unwrap();
+    let scanners = rollcall_net::EmbeddedBroker::start(rollcall_net::BrokerOptions {
+        password_file: Some(broker_passwords(dir.path())),
+        ..rollcall_net::BrokerOptions::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+    })
+    .unwrap();
+    let hub_url = scanners.url();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let port = free_udp_port();
+    let mut config = host_config("far", &rollcall_net::BrokerUrl::new("unused", 1), port);
+    config.broker = None;
+    config.embedded_broker = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let table = format!(
+        "relay_brokers = [{{ url = \"{hub_url}\", username = \"hub\", password = \"hub-password\" }}]"
+    );
+    config.relay_brokers = rollcall_agent::RawConfig::from_toml(&table)
+        .unwrap()
+        .relay_brokers;
+    let a = rollcall_agent::start(config.validate().unwrap(), shutdown.clone())
+        .await
+        .unwrap();
+    a.wait_connected(WAIT).await.unwrap();
+
+    let mut scanner = rollcall_hub::Scanner::connect(
+        SessionConfig {
+            login: scanners.login(),
+            ..SessionConfig::new(hub_url, format!("scanner-{}", unique()))
+        },
+        rollcall_proto::Topics::default(),
+        shutdown.clone(),
+        &tracker,
+    )
+    .unwrap();
+    scanner.session().wait_connected(WAIT).await.unwrap();
+    let report = scanner.scan(1, &broadcast(port, 1), |_| {}).await.unwrap();
+    assert_eq!(functions(&report, "far"), ["gpio", "system"]);
     shutdown.cancel();
     a.join().await.unwrap();
     tracker.close();

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::time::error::Elapsed;
 use tokio::{select, time};
@@ -195,7 +196,17 @@ where
 
     Span::current().record("client_id", &connect.client_id);
 
-    handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
+    // rollcall patch: a refused login is answered (CONNACK 4, bad user name
+    // or password) before the connection closes, so the client can say why
+    // instead of retrying a dropped connection.
+    if let Err(e) = handle_auth(config.clone(), login.as_ref(), &connect.client_id).await {
+        let ack = ConnAck {
+            session_present: false,
+            code: ConnectReturnCode::BadUserNamePassword,
+        };
+        let _ = network.write(Packet::ConnAck(ack, None)).await;
+        return Err(e);
+    }
 
     // When keep_alive feature is disabled client can live forever, which is not good in
     // distributed broker context so currenlty we don't allow it.
@@ -254,11 +265,22 @@ async fn handle_auth(
         return Ok(());
     }
 
+    // rollcall patch: every pair is compared, user name and password, as
+    // SHA-256 digests in constant time. Upstream looked the user name up
+    // (its time tells whether the user exists) and compared passwords with
+    // `ct_eq` on slices, which returns at once when the lengths differ
+    // (its time tells the password's length).
     if let Some(pairs) = &config.auth {
-        if let Some(stored_password) = pairs.get(username) {
-            if stored_password.as_bytes().ct_eq(password.as_bytes()).into() {
-                return Ok(());
-            }
+        let username = Sha256::digest(username.as_bytes());
+        let password = Sha256::digest(password.as_bytes());
+        let mut found = subtle::Choice::from(0);
+        for (stored_username, stored_password) in pairs {
+            let user = Sha256::digest(stored_username.as_bytes()).ct_eq(&username);
+            let pass = Sha256::digest(stored_password.as_bytes()).ct_eq(&password);
+            found |= user & pass;
+        }
+        if bool::from(found) {
+            return Ok(());
         }
 
         return Err(Error::InvalidAuth);
@@ -332,6 +354,38 @@ mod tests {
 
         let r = handle_auth(Arc::new(cfg), Some(&login), "").await;
         assert!(r.is_err());
+    }
+
+    // rollcall patch: only the exact pair logs in; no login, another
+    // user's password, a prefix or an extension of the password do not.
+    #[tokio::test]
+    async fn only_the_exact_pair_logs_in() {
+        let mut map = HashMap::<String, String>::new();
+        map.insert("alice".to_owned(), "correct horse".to_owned());
+        map.insert("bob".to_owned(), "battery staple".to_owned());
+        let mut cfg = config();
+        cfg.auth = Some(map);
+        let cfg = Arc::new(cfg);
+        let try_login = |user: &str, pass: &str| Login {
+            username: user.to_owned(),
+            password: pass.to_owned(),
+        };
+        assert!(handle_auth(cfg.clone(), None, "").await.is_err());
+        for (user, pass) in [
+            ("alice", "battery staple"),
+            ("alice", "correct hors"),
+            ("alice", "correct horse "),
+            ("alice", ""),
+            ("", "correct horse"),
+            ("Alice", "correct horse"),
+        ] {
+            let r = handle_auth(cfg.clone(), Some(&try_login(user, pass)), "").await;
+            assert!(r.is_err(), "{user}:{pass}");
+        }
+        for (user, pass) in [("alice", "correct horse"), ("bob", "battery staple")] {
+            let r = handle_auth(cfg.clone(), Some(&try_login(user, pass)), "").await;
+            assert!(r.is_ok(), "{user}:{pass}");
+        }
     }
 
     #[tokio::test]

@@ -365,21 +365,20 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
         }
     }
 
-    // Depending on TLS or not create a new Network
-    async fn tls_accept(&self, stream: TcpStream) -> Result<(Box<dyn N>, Option<String>), Error> {
-        #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+    // rollcall patch: the TLS acceptor is made once per listener, when it
+    // starts, not for every connection (upstream read the certificate and
+    // key files again on each accept); a bad file stops the listener at once.
+    #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+    fn tls_acceptor(&self) -> Result<Option<Arc<TLSAcceptor>>, Error> {
         match &self.config.tls {
-            Some(c) => {
-                let (tenant_id, network) = TLSAcceptor::new(c)?.accept(stream).await?;
-                Ok((network, tenant_id))
-            }
-            None => Ok((Box::new(stream), None)),
+            Some(c) => Ok(Some(Arc::new(TLSAcceptor::new(c)?))),
+            None => Ok(None),
         }
-        #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
-        Ok((Box::new(stream), None))
     }
 
     pub async fn start(&mut self, link_type: LinkType) -> Result<(), Error> {
+        #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+        let acceptor = self.tls_acceptor()?;
         let listener = TcpListener::bind(&self.config.listen).await?;
         let delay = Duration::from_millis(self.config.next_connection_delay_ms);
         let mut count: usize = 0;
@@ -405,16 +404,8 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 }
             };
 
-            let (network, tenant_id) = match self.tls_accept(stream).await {
-                Ok(o) => o,
-                Err(e) => {
-                    error!(error=?e, "Tls accept error");
-                    continue;
-                }
-            };
-
             info!(
-                name=?self.config.name, ?addr, count, tenant=?tenant_id, "accept"
+                name=?self.config.name, ?addr, count, "accept"
             );
 
             let config = config.clone();
@@ -422,49 +413,76 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
             count += 1;
 
             let protocol = self.protocol.clone();
-            match link_type {
-                #[cfg(feature = "websocket")]
-                LinkType::Websocket => {
-                    let stream = match accept_hdr_async(network, WSCallback).await {
-                        Ok(s) => Box::new(WsStream::new(s)),
-                        Err(e) => {
-                            error!(error=?e, "Websocket failed handshake");
-                            continue;
+            let will_handlers = self.awaiting_will_handler.clone();
+            #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+            let acceptor = acceptor.clone();
+            // rollcall patch: the TLS handshake (and a websocket's) is made in
+            // the connection's own task, within the connection timeout.
+            // Upstream awaited it here, in the accept loop, with no timeout:
+            // one client that opened a TCP connection and sent nothing kept
+            // the listener from accepting anyone else, for ever.
+            let handshake_timeout = Duration::from_millis(config.connection_timeout_ms.into());
+            let connection = async move {
+                #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+                let (network, tenant_id): (Box<dyn N>, Option<String>) = match acceptor {
+                    Some(acceptor) => {
+                        match time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok((tenant_id, network))) => (network, tenant_id),
+                            Ok(Err(e)) => {
+                                warn!(error=?e, ?addr, "Tls accept error");
+                                return;
+                            }
+                            Err(_) => {
+                                warn!(?addr, "Tls handshake timed out");
+                                return;
+                            }
                         }
-                    };
-                    task::spawn(
-                        remote(
-                            config,
-                            tenant_id.clone(),
-                            router_tx,
-                            stream,
-                            protocol,
-                            self.awaiting_will_handler.clone(),
+                    }
+                    None => (Box::new(stream), None),
+                };
+                #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
+                let (network, tenant_id): (Box<dyn N>, Option<String>) = (Box::new(stream), None);
+
+                match link_type {
+                    #[cfg(feature = "websocket")]
+                    LinkType::Websocket => {
+                        let stream = match time::timeout(
+                            handshake_timeout,
+                            accept_hdr_async(network, WSCallback),
                         )
-                        .instrument(tracing::info_span!(
-                            "websocket_link",
-                            client_id = field::Empty,
-                            connection_id = field::Empty
-                        )),
-                    )
+                        .await
+                        {
+                            Ok(Ok(s)) => Box::new(WsStream::new(s)),
+                            Ok(Err(e)) => {
+                                error!(error=?e, "Websocket failed handshake");
+                                return;
+                            }
+                            Err(_) => {
+                                error!("Websocket handshake timed out");
+                                return;
+                            }
+                        };
+                        remote(config, tenant_id.clone(), router_tx, stream, protocol, will_handlers)
+                            .instrument(tracing::info_span!(
+                                "websocket_link",
+                                client_id = field::Empty,
+                                connection_id = field::Empty
+                            ))
+                            .await
+                    }
+                    LinkType::Remote => {
+                        remote(config, tenant_id.clone(), router_tx, network, protocol, will_handlers)
+                            .instrument(tracing::error_span!(
+                                "remote_link",
+                                ?tenant_id,
+                                client_id = field::Empty,
+                                connection_id = field::Empty,
+                            ))
+                            .await
+                    }
                 }
-                LinkType::Remote => task::spawn(
-                    remote(
-                        config,
-                        tenant_id.clone(),
-                        router_tx,
-                        network,
-                        protocol,
-                        self.awaiting_will_handler.clone(),
-                    )
-                    .instrument(tracing::error_span!(
-                        "remote_link",
-                        ?tenant_id,
-                        client_id = field::Empty,
-                        connection_id = field::Empty,
-                    )),
-                ),
             };
+            task::spawn(connection);
 
             time::sleep(delay).await;
         }
