@@ -786,8 +786,9 @@ mod tests {
         assert!(!format!("{config:?}").contains("relay-secret"));
         for (toml, needle) in [
             (
-                "relay_brokers = [{ url = \"mqtt://h:1\", username = \"u\" }]",
-                "password or password_file",
+                "relay_brokers = [{ url = \"mqtt://h:1\", username = \"u\", password = \"p\", \
+                 password_file = \"/p\" }]",
+                "not both",
             ),
             (
                 "relay_brokers = [{ url = \"mqtt://h:1\", username = \"u\", password = \"p\" }, \
