@@ -25,7 +25,7 @@ pub const MQTT_PORT: u16 = 1883;
 pub enum AgentBroker {
     /// A broker on another node (shared broker).
     Remote(Ipv4Addr),
-    /// The agent runs the embedded broker on 0.0.0.0:1883 in its namespace.
+    /// The agent runs the embedded broker on 127.0.0.1:1883 in its namespace.
     Embedded,
     /// A broker in the agent's namespace (Mosquitto), at 127.0.0.1:1883.
     Local,
