@@ -94,7 +94,7 @@ const DURATION_BUCKETS: [f64; 11] = [
 ];
 
 /// Kinds of error the hub counts, the labels of `rollcall_hub_errors_total`.
-pub const ERROR_KINDS: [&str; 12] = [
+pub const ERROR_KINDS: [&str; 13] = [
     "rollcall",
     "bad_name",
     "bad_state",
@@ -102,6 +102,7 @@ pub const ERROR_KINDS: [&str; 12] = [
     "bad_value",
     "too_many_hosts",
     "too_many_services",
+    "over_budget",
     "subscribe",
     "session_dropped",
     "session_oversized",
@@ -317,8 +318,24 @@ impl HubMetrics {
         }
         let _ = writeln!(
             out,
-            "# HELP rollcall_hub_refused_total Hosts or services refused because the map was full.\n# TYPE rollcall_hub_refused_total counter\nrollcall_hub_refused_total {}",
+            "# HELP rollcall_hub_refused_total Hosts, services or values refused because the map was full (hosts, services or bytes).\n# TYPE rollcall_hub_refused_total counter\nrollcall_hub_refused_total {}",
             c.refused
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rollcall_hub_evicted_total Hosts never seen answering a roll-call, evicted to keep the map within its byte budget.\n# TYPE rollcall_hub_evicted_total counter\nrollcall_hub_evicted_total {}",
+            c.evicted
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rollcall_map_bytes The cluster map's memory by its own estimate, by whether its hosts answered a roll-call.\n# TYPE rollcall_map_bytes gauge\nrollcall_map_bytes{{proven=\"true\"}} {}\nrollcall_map_bytes{{proven=\"false\"}} {}",
+            c.bytes - c.unproven_bytes,
+            c.unproven_bytes
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rollcall_map_max_bytes The cluster map's byte budget (--map-budget-mb).\n# TYPE rollcall_map_max_bytes gauge\nrollcall_map_max_bytes {}",
+            c.max_bytes
         );
         out
     }
@@ -526,6 +543,9 @@ fn log_event(event: &MapEvent) {
         MapEvent::HostOffline { host } => warn!(%host, "host offline"),
         MapEvent::HostMissing { host } => warn!(%host, "host missing"),
         MapEvent::HostExpired { host } => info!(%host, "host forgotten"),
+        MapEvent::HostEvicted { host } => {
+            warn!(%host, "host evicted: the map is at its byte budget")
+        }
         MapEvent::ServiceAppeared { host, service } => info!(%host, %service, "service appeared"),
         MapEvent::ServiceMissing { host, service } => warn!(%host, %service, "service missing"),
         MapEvent::ServiceRemoved { host, service } => info!(%host, %service, "service removed"),
