@@ -918,8 +918,34 @@ impl ClusterMap {
     /// What became needed or unneeded among [`value_topics`](Self::value_topics)
     /// since the last call, in order: the hub subscribes and unsubscribes
     /// with this rather than comparing whole lists.
+    ///
+    /// A filter needed and unneeded again since the last call (a host
+    /// described and evicted within one batch) is left out: changes to one
+    /// filter alternate, so its first and last tell whether it was
+    /// subscribed before and must be now.
     pub fn take_watch_changes(&mut self) -> Vec<WatchChange> {
-        std::mem::take(&mut self.watch_changes)
+        let changes = std::mem::take(&mut self.watch_changes);
+        let mut first: HashMap<&str, bool> = HashMap::new();
+        let mut last: HashMap<&str, (usize, bool)> = HashMap::new();
+        for (i, change) in changes.iter().enumerate() {
+            let (filter, subscribe) = match change {
+                WatchChange::Subscribe(f) => (f.as_str(), true),
+                WatchChange::Unsubscribe(f) => (f.as_str(), false),
+            };
+            first.entry(filter).or_insert(subscribe);
+            last.insert(filter, (i, subscribe));
+        }
+        let keep: HashSet<usize> = last
+            .iter()
+            .filter(|(filter, (_, subscribe))| first[*filter] == *subscribe)
+            .map(|(_, (i, _))| *i)
+            .collect();
+        changes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep.contains(i))
+            .map(|(_, c)| c.clone())
+            .collect()
     }
 
     /// The filters that cover every output topic of every service, sorted:

@@ -1272,3 +1272,28 @@ mod budget_properties {
         }
     }
 }
+
+#[test]
+fn a_host_described_and_evicted_between_two_looks_costs_no_subscription() {
+    let (fake_bytes, _) = sizes();
+    let mut map = ClusterMap::with_config(MapConfig {
+        max_bytes: fake_bytes + fake_bytes / 2,
+        ..MapConfig::default()
+    });
+    fake(&mut map, "f1", 1);
+    assert_eq!(
+        map.take_watch_changes(),
+        vec![WatchChange::Subscribe("/f1/svc/out".into())]
+    );
+    // f2 evicts f1, f3 evicts f2: one batch for the hub.
+    fake(&mut map, "f2", 2);
+    fake(&mut map, "f3", 3);
+    assert_eq!(
+        map.take_watch_changes(),
+        vec![
+            WatchChange::Unsubscribe("/f1/svc/out".into()),
+            WatchChange::Subscribe("/f3/svc/out".into()),
+        ]
+    );
+    assert_eq!(map.value_topics().into_iter().collect::<Vec<_>>(), ["/f3/svc/out"]);
+}

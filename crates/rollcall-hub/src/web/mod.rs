@@ -65,7 +65,14 @@ struct Web {
     streams: Arc<tokio::sync::Semaphore>,
     /// The generated documents of the latest map generation.
     documents: Arc<documents::Documents>,
+    /// Room for `/api/map` snapshots being built, one permit each.
+    snapshots: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many `/api/map` documents are built at once; more requests wait.
+/// Each is a copy of the whole map and its JSON, tens of MB for a map at
+/// its byte budget, so that many at once are what bounds the peak.
+pub const MAX_MAP_SNAPSHOTS: usize = 2;
 
 /// How many event streams may be open at once; more get a 503.
 pub const MAX_EVENT_STREAMS: usize = 64;
@@ -123,6 +130,7 @@ fn router(
             shutdown,
             streams,
             documents: Arc::new(documents::Documents::new(MAX_DOCUMENT_BYTES)),
+            snapshots: Arc::new(tokio::sync::Semaphore::new(MAX_MAP_SNAPSHOTS)),
         })
 }
 
@@ -206,6 +214,9 @@ async fn app_css() -> Response {
 /// blocking thread as the documents are; the page fetches it only when
 /// hosts, services or descriptions change.
 async fn api_map(State(web): State<Web>) -> Response {
+    // The semaphore is never closed; if it were, serving without it is
+    // no worse than before it existed.
+    let _permit = web.snapshots.acquire().await.ok();
     let mut r = axum::Json(web.shared.snapshot()).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
