@@ -184,8 +184,7 @@ async fn event_streams_are_bounded() {
 fn from(ip: &str, uri: &str) -> Request<Body> {
     let mut r = get(uri, "127.0.0.1:8080");
     let addr: std::net::SocketAddr = format!("{ip}:40000").parse().unwrap();
-    r.extensions_mut()
-        .insert(axum::extract::ConnectInfo(addr));
+    r.extensions_mut().insert(axum::extract::ConnectInfo(addr));
     r
 }
 
@@ -285,7 +284,10 @@ async fn the_documents_of_a_flooded_map_are_capped_and_built_once() {
         .unwrap()
         .to_bytes();
     let text = String::from_utf8_lossy(&body);
-    assert!(text.contains("asyncapi.json") && text.contains("rollcall docs"), "{text}");
+    assert!(
+        text.contains("asyncapi.json") && text.contains("rollcall docs"),
+        "{text}"
+    );
     // Refused from its estimate: in well under the time building it takes.
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     // The small ones are served, the same bytes while the map stays.

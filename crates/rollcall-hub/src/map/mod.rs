@@ -1045,12 +1045,7 @@ impl ClusterMap {
     /// learns `fields` (address, external address, apps, version: what an
     /// answer leaves out stays) and answers for `services`: the weight of
     /// a change before it is made.
-    fn growth(
-        &self,
-        host: &str,
-        fields: Learned<'_>,
-        services: &[ServiceSeen],
-    ) -> usize {
+    fn growth(&self, host: &str, fields: Learned<'_>, services: &[ServiceSeen]) -> usize {
         let known = self.hosts.get(host);
         let (ipaddr, extaddr, apps, version) = fields;
         let merged = |new: &Option<String>, old: Option<&Option<String>>| {

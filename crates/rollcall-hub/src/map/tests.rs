@@ -1295,5 +1295,8 @@ fn a_host_described_and_evicted_between_two_looks_costs_no_subscription() {
             WatchChange::Subscribe("/f3/svc/out".into()),
         ]
     );
-    assert_eq!(map.value_topics().into_iter().collect::<Vec<_>>(), ["/f3/svc/out"]);
+    assert_eq!(
+        map.value_topics().into_iter().collect::<Vec<_>>(),
+        ["/f3/svc/out"]
+    );
 }
