@@ -6,18 +6,21 @@
 //! the attacker. 20,000 made-up hosts are published retained, each a
 //! `$state` `online` and a `$description` of a service `svc` with eight
 //! inputs and eight outputs (units, docs: 2.3 kB of JSON), in a bounded loop
-//! at QoS 1. Three runs:
+//! at QoS 1. Four runs:
 //!
-//! 1. the hub with its default map budget (32 MiB) on a broker in this
-//!    process, started after the flood is retained there: it takes all
-//!    40,000 messages at once when it subscribes;
-//! 2. the same with the budget set out of reach (`--map-budget-mb 4096`),
+//! 1. the hub with a map budget of 32 MiB on a broker in this
+//!    process, started after the flood is retained there: the broker hands
+//!    the retained messages over when the hub subscribes;
+//! 2. the same with the default budget (16 MiB);
+//! 3. the same with the budget set out of reach (`--map-budget-mb 4096`),
 //!    what the map costs unbounded;
-//! 3. the hub with its own embedded broker (`--embedded-broker`), the flood
+//! 4. the hub with its own embedded broker (`--embedded-broker`, budget
+//!    32 MiB), the flood
 //!    published to it while it runs: the broker's retained store is in the
 //!    hub's process too, outside the map's budget.
 //!
-//! After the flood (all messages counted by the hub's `/metrics`), each run
+//! After the flood (every message counted by the hub's `/metrics`, or none
+//! more for 20 s), each run
 //! GETs the four documents and `/api/map`, then starts a real agent
 //! (`rollcall agent --sim`) and waits for the hub's map to show it online.
 //! VmRSS and VmHWM come from `/proc/PID/status` of the hub's process.
@@ -318,15 +321,16 @@ async fn run() -> Result<()> {
     let load_start = load_line();
     let mut rows = Vec::new();
 
-    // 1 and 2: a broker in this process holds the flood, retained.
+    // 1 to 3: a broker in this process holds the flood, retained.
     let broker = EmbeddedBroker::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
     let url = broker.url();
     let took = flood(&url).await?;
     eprintln!("flood of {FAKES} hosts published in {took:?}");
     let bench_rss = status_field(std::process::id(), "VmRSS");
     for (label, extra) in [
-        ("1. default budget (32 MiB)", &[][..]),
-        ("2. --map-budget-mb 4096", &["--map-budget-mb", "4096"][..]),
+        ("1. --map-budget-mb 32", &["--map-budget-mb", "32"][..]),
+        ("2. default budget (16 MiB)", &[][..]),
+        ("3. --map-budget-mb 4096", &["--map-budget-mb", "4096"][..]),
     ] {
         let udp_port = free_udp_port();
         let started = Instant::now();
@@ -350,7 +354,7 @@ async fn run() -> Result<()> {
         );
     }
 
-    // 3: the hub's own embedded broker, flooded while it runs.
+    // 4: the hub's own embedded broker, flooded while it runs.
     let port = rollcall_testsupport::free_tcp_port();
     let udp_port = free_udp_port();
     let own = BrokerUrl::new("127.0.0.1", port);
@@ -358,13 +362,13 @@ async fn run() -> Result<()> {
         &binary,
         &["--embedded-broker".into(), format!("127.0.0.1:{port}")],
         udp_port,
-        &[],
+        &["--map-budget-mb", "32"],
     )?;
     let started = Instant::now();
     flood(&own).await?;
     rows.push(
         measure(
-            "3. own embedded broker, default budget",
+            "4. own embedded broker, --map-budget-mb 32",
             &binary,
             &hub,
             &own,
@@ -377,7 +381,7 @@ async fn run() -> Result<()> {
     drop(hub);
 
     println!(
-        "Flood: {FAKES} made-up hosts ($state + a 16-interface $description each), published at QoS 1 in {took:.1?}; this process (attacker and broker of runs 1-2) at {} after it.",
+        "Flood: {FAKES} made-up hosts ($state + a 16-interface $description each), published at QoS 1 in {took:.1?}; this process (attacker and broker of runs 1-3) at {} after it.",
         mb(bench_rss)
     );
     println!(

@@ -47,10 +47,12 @@ pub struct MapConfig {
     pub max_bytes: usize,
 }
 
-/// The default [`MapConfig::max_bytes`]: 32 MiB, room for a few thousand
-/// hosts described as the built-in services describe themselves, and little
-/// enough for a Raspberry Pi with 512 MB.
-pub const DEFAULT_MAX_BYTES: usize = 32 << 20;
+/// The default [`MapConfig::max_bytes`]: 16 MiB, room for about 2,000
+/// hosts described as the built-in services describe themselves (a host
+/// with `system` and `gpio` is about 7.5 kB), and little enough for a
+/// Raspberry Pi with 512 MB: with 20,000 made-up hosts the release hub
+/// peaked at 102 MB (BENCHMARKS.md).
+pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
 
 impl MapConfig {
     /// The defaults, with `stale_after` long enough for roll-calls `every`
