@@ -99,7 +99,7 @@ const DURATION_BUCKETS: [f64; 11] = [
 ];
 
 /// Kinds of error the hub counts, the labels of `rollcall_hub_errors_total`.
-pub const ERROR_KINDS: [&str; 12] = [
+pub const ERROR_KINDS: [&str; 13] = [
     "rollcall",
     "bad_name",
     "bad_state",
@@ -107,6 +107,7 @@ pub const ERROR_KINDS: [&str; 12] = [
     "bad_value",
     "too_many_hosts",
     "too_many_services",
+    "over_budget",
     "subscribe",
     "session_dropped",
     "session_oversized",
@@ -322,8 +323,24 @@ impl HubMetrics {
         }
         let _ = writeln!(
             out,
-            "# HELP rollcall_hub_refused_total Hosts or services refused because the map was full.\n# TYPE rollcall_hub_refused_total counter\nrollcall_hub_refused_total {}",
+            "# HELP rollcall_hub_refused_total Hosts, services or values refused because the map was full (hosts, services or bytes).\n# TYPE rollcall_hub_refused_total counter\nrollcall_hub_refused_total {}",
             c.refused
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rollcall_hub_evicted_total Hosts never seen answering a roll-call, evicted to keep the map within its byte budget.\n# TYPE rollcall_hub_evicted_total counter\nrollcall_hub_evicted_total {}",
+            c.evicted
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rollcall_map_bytes The cluster map's memory by its own estimate, by whether its hosts answered a roll-call.\n# TYPE rollcall_map_bytes gauge\nrollcall_map_bytes{{proven=\"true\"}} {}\nrollcall_map_bytes{{proven=\"false\"}} {}",
+            c.bytes - c.unproven_bytes,
+            c.unproven_bytes
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rollcall_map_max_bytes The cluster map's byte budget (--map-budget-mb).\n# TYPE rollcall_map_max_bytes gauge\nrollcall_map_max_bytes {}",
+            c.max_bytes
         );
         out
     }
@@ -531,6 +548,9 @@ fn log_event(event: &MapEvent) {
         MapEvent::HostOffline { host } => warn!(%host, "host offline"),
         MapEvent::HostMissing { host } => warn!(%host, "host missing"),
         MapEvent::HostExpired { host } => info!(%host, "host forgotten"),
+        MapEvent::HostEvicted { host } => {
+            warn!(%host, "host evicted: the map is at its byte budget")
+        }
         MapEvent::ServiceAppeared { host, service } => info!(%host, %service, "service appeared"),
         MapEvent::ServiceMissing { host, service } => warn!(%host, %service, "service missing"),
         MapEvent::ServiceRemoved { host, service } => info!(%host, %service, "service removed"),
@@ -737,13 +757,110 @@ async fn scan_loop(
     }
 }
 
+/// Subscription changes not yet sent, one per filter at most: a change
+/// that undoes one still waiting cancels it (a host described and evicted
+/// before its outputs were subscribed costs the broker nothing), so the
+/// queue never holds more than the filters the map knows or just forgot.
+#[derive(Debug, Default)]
+struct PendingWatch {
+    by_filter: HashMap<String, (u64, bool)>,
+    order: std::collections::BTreeMap<u64, String>,
+    next: u64,
+}
+
+impl PendingWatch {
+    fn push(&mut self, change: WatchChange) {
+        let (filter, subscribe) = match change {
+            WatchChange::Subscribe(f) => (f, true),
+            WatchChange::Unsubscribe(f) => (f, false),
+        };
+        if let Some((seq, waiting)) = self.by_filter.get(&filter).copied() {
+            // Changes to one filter alternate: the new one undoes it.
+            if waiting != subscribe {
+                self.by_filter.remove(&filter);
+                self.order.remove(&seq);
+            }
+            return;
+        }
+        self.by_filter
+            .insert(filter.clone(), (self.next, subscribe));
+        self.order.insert(self.next, filter);
+        self.next += 1;
+    }
+
+    fn pop(&mut self) -> Option<WatchChange> {
+        let (_, filter) = self.order.pop_first()?;
+        let (_, subscribe) = self.by_filter.remove(&filter)?;
+        Some(if subscribe {
+            WatchChange::Subscribe(filter)
+        } else {
+            WatchChange::Unsubscribe(filter)
+        })
+    }
+}
+
+/// Sends the subscription changes the map asks for, one after another,
+/// apart from taking messages in: rumqttd matches each new subscription
+/// against its whole retained store, and while it does, messages must not
+/// pile up in the hub's buffer (a flood of made-up hosts' descriptions held
+/// there took the hub to hundreds of MB). A change is sent whole before the
+/// next: the session remembers a filter before sending it, so a send cut
+/// short could not be repeated.
+async fn subscribe_loop(
+    session: &SessionHandle,
+    pending: &Mutex<PendingWatch>,
+    wake: &tokio::sync::Notify,
+    shared: &HubShared,
+    stop: &CancellationToken,
+) -> Result<(), HubError> {
+    loop {
+        let next = lock(pending).pop();
+        let Some(change) = next else {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = wake.notified() => continue,
+            }
+        };
+        let result = match &change {
+            WatchChange::Subscribe(t) => session.subscribe_with_qos(t, Qos::AtMostOnce).await,
+            WatchChange::Unsubscribe(t) => session.unsubscribe(t).await,
+        };
+        if let Err(error) = result {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            warn!(%error, ?change, "value subscription failed");
+            shared.metrics.record_error("subscribe");
+        }
+    }
+}
+
 async fn watch_loop(
     session: SessionHandle,
-    mut incoming: mpsc::Receiver<Message>,
+    incoming: mpsc::Receiver<Message>,
     reply_topic: String,
     expire_every: Duration,
     shared: Arc<HubShared>,
     stop: CancellationToken,
+) -> Result<(), HubError> {
+    let pending = Mutex::new(PendingWatch::default());
+    let wake = tokio::sync::Notify::new();
+    // Both in this one task: the subscriptions go on while messages are
+    // taken in, and end with them.
+    tokio::select! {
+        r = ingest_loop(&session, incoming, reply_topic, expire_every, &shared, &stop, (&pending, &wake)) => r,
+        r = subscribe_loop(&session, &pending, &wake, &shared, &stop) => r,
+    }
+}
+
+async fn ingest_loop(
+    session: &SessionHandle,
+    mut incoming: mpsc::Receiver<Message>,
+    reply_topic: String,
+    expire_every: Duration,
+    shared: &HubShared,
+    stop: &CancellationToken,
+    (pending, wake): (&Mutex<PendingWatch>, &tokio::sync::Notify),
 ) -> Result<(), HubError> {
     let mut expiry = tokio::time::interval(expire_every);
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -790,18 +907,13 @@ async fn watch_loop(
         for reply in replies {
             shared.deliver_reply(&reply);
         }
-        for change in changes {
-            let result = match &change {
-                WatchChange::Subscribe(t) => session.subscribe_with_qos(t, Qos::AtMostOnce).await,
-                WatchChange::Unsubscribe(t) => session.unsubscribe(t).await,
-            };
-            if let Err(error) = result {
-                if stop.is_cancelled() {
-                    return Ok(());
-                }
-                warn!(%error, ?change, "value subscription failed");
-                shared.metrics.record_error("subscribe");
+        if !changes.is_empty() {
+            let mut waiting = lock(pending);
+            for change in changes {
+                waiting.push(change);
             }
+            drop(waiting);
+            wake.notify_one();
         }
         let stats = session.stats();
         let counted = shared.metrics.errors("session_dropped");
@@ -934,6 +1046,27 @@ mod tests {
             .chain([samples["rollcall_rollcall_duration_seconds_bucket{le=\"+Inf\"}"]])
             .collect();
         assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    }
+
+    #[test]
+    fn waiting_subscription_changes_that_undo_each_other_cancel() {
+        let sub = |f: &str| WatchChange::Subscribe(f.into());
+        let unsub = |f: &str| WatchChange::Unsubscribe(f.into());
+        let mut p = PendingWatch::default();
+        p.push(sub("/a/+"));
+        p.push(unsub("/old/+"));
+        // A made-up host described and evicted before anything was sent.
+        for i in 0..1000 {
+            p.push(sub(&format!("/fake{i}/+")));
+            p.push(unsub(&format!("/fake{i}/+")));
+        }
+        p.push(sub("/old/+"));
+        p.push(sub("/b/+"));
+        assert_eq!(p.by_filter.len(), 2);
+        assert_eq!(p.pop(), Some(sub("/a/+")));
+        assert_eq!(p.pop(), Some(sub("/b/+")));
+        assert_eq!(p.pop(), None);
+        assert!(p.order.is_empty());
     }
 
     #[tokio::test]

@@ -37,6 +37,12 @@ pub struct Args {
     /// How long each roll-call waits for answers, in ms.
     #[arg(long, default_value_t = 2000)]
     wait_ms: u64,
+    /// The most memory the cluster map may hold, in MiB, by its own
+    /// estimate. Past it, hosts never seen answering a roll-call are
+    /// evicted (least recently heard from first); hosts that answered never
+    /// are.
+    #[arg(long, value_name = "MIB", default_value_t = rollcall_hub::map::DEFAULT_MAX_BYTES >> 20)]
+    map_budget_mb: usize,
     /// Serve the dashboard and its JSON API on this address (port 0: any
     /// free port; the URL is printed). On any address but loopback it needs
     /// a token. See docs/dashboard.md.
@@ -156,6 +162,10 @@ pub(crate) async fn join_dashboard(task: Option<JoinHandle<Result<(), HubError>>
 
 pub async fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.scan_every > 0, "--scan-every must be at least 1");
+    anyhow::ensure!(
+        (1..=1 << 20).contains(&args.map_budget_mb),
+        "--map-budget-mb must be from 1 to 1048576"
+    );
     // The hub's sessions log in to the broker given as the login flags say,
     // or to its embedded broker as that broker's in-process user.
     let (broker, embedded_broker) = match args.embedded_broker {
@@ -186,7 +196,10 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let signals = tokio_util::task::TaskTracker::new();
     let shutdown = rollcall_net::ctrl_c_token(&signals);
-    let map = ClusterMap::with_config(MapConfig::for_rollcalls(every, config.scan.wait));
+    let map = ClusterMap::with_config(MapConfig {
+        max_bytes: args.map_budget_mb << 20,
+        ..MapConfig::for_rollcalls(every, config.scan.wait)
+    });
     let shared = Arc::new(HubShared::with_map(args.rollcall.topics()?, map));
     let dashboard = match args.http {
         Some(addr) => {

@@ -236,3 +236,278 @@ fn with_flat_fields(s: &ServiceSnapshot) -> Option<Description> {
     };
     Some(d)
 }
+
+/// What a document's size grows with, counted over the view the
+/// generators draw.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Weights {
+    /// Hosts.
+    pub hosts: usize,
+    /// Services.
+    pub services: usize,
+    /// Interface entries.
+    pub entries: usize,
+    /// Bytes of the entries' names, topics, units and docs, and of host
+    /// and service names.
+    pub text: usize,
+    /// Bytes of the entries' topics alone (AsyncAPI repeats each in
+    /// channel, operation and message ids).
+    pub topics: usize,
+    /// Data-flow edges.
+    pub edges: usize,
+    /// Bytes of the edges' topics and names.
+    pub edge_text: usize,
+}
+
+impl Weights {
+    /// Counts `c`.
+    pub fn of(c: &Cluster) -> Weights {
+        let mut w = Weights::default();
+        for h in &c.hosts {
+            w.hosts += 1;
+            w.text += h.name.len() + h.ipaddr.as_ref().map_or(0, String::len);
+            for s in &h.services {
+                w.services += 1;
+                w.text += s.name.len();
+                let Some(d) = &s.description else { continue };
+                w.text += d.doc.as_ref().map_or(0, String::len);
+                for c in rollcall_proto::Category::ALL {
+                    for i in d.interfaces.list(c) {
+                        w.entries += 1;
+                        w.topics += i.topic.len();
+                        w.text += i.name.len()
+                            + i.topic.len()
+                            + i.unit.as_ref().map_or(0, String::len)
+                            + i.doc.as_ref().map_or(0, String::len);
+                    }
+                }
+            }
+        }
+        for e in &c.edges {
+            w.edges += 1;
+            for end in [&e.from, &e.to] {
+                w.edge_text += end.host.len() + end.service.len() + end.topic.len();
+            }
+        }
+        w
+    }
+}
+
+impl Format {
+    /// About how many bytes the document of a cluster with `w` is, within a
+    /// factor of two (fitted to rendered clusters of several shapes; the
+    /// test `estimates_are_within_a_factor_of_two` holds it to that), so
+    /// that one too large to serve is refused before it is built.
+    pub fn estimate(self, w: &Weights) -> usize {
+        let [
+            per_host,
+            per_service,
+            per_entry,
+            per_text,
+            per_topic,
+            per_edge,
+        ] = match self {
+            Format::Markdown => [180, 180, 44, 1, 0, 32],
+            Format::AsyncApi => [140, 0, 1110, 1, 5, 0],
+            Format::Svg => [450, 310, 0, 0, 0, 200],
+            Format::Dot => [90, 60, 0, 0, 0, 20],
+        };
+        let edge_text = if self == Format::AsyncApi {
+            0
+        } else {
+            w.edge_text
+        };
+        [
+            per_host * w.hosts,
+            per_service * w.services,
+            per_entry * w.entries,
+            per_text * w.text,
+            per_topic * w.topics,
+            per_edge * w.edges,
+            edge_text,
+        ]
+        .into_iter()
+        .fold(0usize, usize::saturating_add)
+    }
+
+    /// The document, unless it would be, or is, more than `cap` bytes: then
+    /// [`TooLarge`], without building a document whose estimate is over
+    /// the cap.
+    pub fn render_capped(
+        self,
+        snapshot: &MapSnapshot,
+        options: &AsyncApiOptions,
+        cap: usize,
+    ) -> Result<String, TooLarge> {
+        let c = cluster(snapshot);
+        let estimate = self.estimate(&Weights::of(&c));
+        if estimate > cap {
+            return Err(TooLarge {
+                format: self,
+                bytes: estimate,
+                cap,
+                estimated: true,
+            });
+        }
+        let text = match self {
+            Format::Markdown => markdown::render(&c),
+            Format::AsyncApi => {
+                let doc = asyncapi::render(&c, options);
+                let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+                text.push('\n');
+                text
+            }
+            Format::Svg => svg::render(&c),
+            Format::Dot => dot::render(&c),
+        };
+        if text.len() > cap {
+            return Err(TooLarge {
+                format: self,
+                bytes: text.len(),
+                cap,
+                estimated: false,
+            });
+        }
+        Ok(text)
+    }
+}
+
+/// A document too large to serve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} of this cluster {} {} bytes, more than the {cap} served; write it to a file with \
+     `rollcall docs`",
+    format.file_name(),
+    if *estimated { "would be about" } else { "is" },
+    bytes
+)]
+pub struct TooLarge {
+    /// Which document.
+    pub format: Format,
+    /// Its size, or its estimated size.
+    pub bytes: usize,
+    /// The cap.
+    pub cap: usize,
+    /// Whether `bytes` is an estimate (the document was not built).
+    pub estimated: bool,
+}
+
+#[cfg(test)]
+mod estimates {
+    use super::*;
+    use crate::{ClusterMap, HostSeen, ScanReport, ServiceSeen};
+    use rollcall_proto::{Interface, Interfaces, ValueType};
+
+    fn cluster_of(hosts: usize, entries: usize, doc: usize, wild: bool) -> MapSnapshot {
+        let mut seen: Vec<HostSeen> = (0..hosts)
+            .map(|h| {
+                let name = format!("host{h:05}");
+                let list = |kind: &str| -> Vec<Interface> {
+                    (0..entries)
+                        .map(|i| {
+                            Interface::new(
+                                format!("{kind}{i}"),
+                                format!("/{name}/svc/{kind}/{i}"),
+                                ValueType::Float,
+                            )
+                            .unit("s")
+                            .doc(&"d".repeat(doc))
+                        })
+                        .collect()
+                };
+                HostSeen {
+                    hostname: name.clone(),
+                    ipaddr: Some("198.18.0.1".into()),
+                    extaddr: None,
+                    t_ms: Some(1),
+                    apps: None,
+                    version: None,
+                    services: vec![ServiceSeen {
+                        function: "svc".into(),
+                        inputs: None,
+                        outputs: None,
+                        control: None,
+                        t_ms: 1,
+                        interfaces: Some(Interfaces {
+                            inputs: list("in"),
+                            outputs: list("out"),
+                            ..Interfaces::default()
+                        }),
+                        health: None,
+                    }],
+                }
+            })
+            .collect();
+        if wild {
+            seen.push(HostSeen {
+                hostname: "logger".into(),
+                ipaddr: None,
+                extaddr: None,
+                t_ms: Some(1),
+                apps: None,
+                version: None,
+                services: vec![ServiceSeen {
+                    function: "log".into(),
+                    inputs: Some("#".into()),
+                    outputs: None,
+                    control: None,
+                    t_ms: 1,
+                    interfaces: None,
+                    health: None,
+                }],
+            });
+        }
+        let mut map = ClusterMap::new();
+        map.apply_scan(
+            &ScanReport {
+                id: 1,
+                elapsed_ms: 0,
+                window_ms: 0,
+                other_ids: 0,
+                duplicates: 0,
+                lost_in_session: 0,
+                hosts: seen,
+            },
+            1,
+        );
+        map.snapshot(2)
+    }
+
+    /// Clusters of several shapes: the estimate is within a factor of two
+    /// of each document's size, and `render_capped` refuses by it.
+    #[test]
+    fn estimates_are_within_a_factor_of_two() {
+        for (h, e, d, w) in [
+            (100, 1, 0, false),
+            (100, 5, 0, false),
+            (100, 5, 100, false),
+            (300, 2, 20, false),
+            (100, 3, 10, true),
+            (10, 40, 10, false),
+        ] {
+            let snap = cluster_of(h, e, d, w);
+            let c = cluster(&snap);
+            let wt = Weights::of(&c);
+            let opts = AsyncApiOptions {
+                broker: None,
+                topics: Some(rollcall_proto::Topics::default()),
+            };
+            for f in Format::ALL {
+                let size = f.render(&snap, &opts).len();
+                let estimate = f.estimate(&wt);
+                assert!(
+                    estimate <= 2 * size && size <= 2 * estimate,
+                    "{f:?} {h} {e} {d} {w}: {size} bytes, estimated {estimate}"
+                );
+                let cap = estimate.max(size);
+                let served = f.render_capped(&snap, &opts, cap).map(|t| t.len());
+                assert_eq!(served, Ok(size), "{f:?}");
+                // Refused before it is built when the estimate is over...
+                let refused = f.render_capped(&snap, &opts, size / 4).unwrap_err();
+                assert!(refused.estimated, "{refused}");
+                // ...and after, when the document is.
+                assert!(f.render_capped(&snap, &opts, cap - 1).is_err());
+            }
+        }
+    }
+}

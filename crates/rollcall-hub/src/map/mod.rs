@@ -4,6 +4,7 @@
 //! GPIO pin maps. Pure: every time is an argument, nothing here does I/O, so
 //! the whole lifecycle is tested with numbers.
 
+mod budget;
 mod edges;
 mod pins;
 mod snapshot;
@@ -40,7 +41,19 @@ pub struct MapConfig {
     /// The most value topics one service may have (a wildcard output filter
     /// could otherwise collect any number).
     pub max_values: usize,
+    /// The most bytes the map may hold, by its own estimate (see
+    /// [`ClusterMap::bytes`]). Past it, hosts never seen answering a
+    /// roll-call are evicted, least recently heard from first; a change that
+    /// still does not fit is refused. Hosts that answered are never evicted.
+    pub max_bytes: usize,
 }
+
+/// The default [`MapConfig::max_bytes`]: 16 MiB, room for about 2,000
+/// hosts described as the built-in services describe themselves (a host
+/// with `system` and `gpio` is about 7.5 kB), and little enough for a
+/// Raspberry Pi with 512 MB: with 20,000 made-up hosts the release hub
+/// peaked at 102 MB (BENCHMARKS.md).
+pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
 
 impl MapConfig {
     /// The defaults, with `stale_after` long enough for roll-calls `every`
@@ -62,7 +75,8 @@ impl MapConfig {
 impl Default for MapConfig {
     /// Missing after 30 s unheard (three of `rollcall hub`'s default 10 s
     /// roll-calls), forgotten after an hour, at most 100,000 hosts of at most
-    /// 256 services with 1024 value topics each.
+    /// 256 services with 1024 value topics each, and [`DEFAULT_MAX_BYTES`]
+    /// in all.
     fn default() -> Self {
         MapConfig {
             stale_after_ms: 30_000,
@@ -70,6 +84,7 @@ impl Default for MapConfig {
             max_hosts: 100_000,
             max_services: 256,
             max_values: 1024,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -109,6 +124,12 @@ pub enum MapEvent {
     },
     /// Offline or missing for `forget_after`: dropped from the map.
     HostExpired {
+        /// The host.
+        host: String,
+    },
+    /// Never seen answering a roll-call, and dropped from the map to make
+    /// room within its byte budget ([`MapConfig::max_bytes`]).
+    HostEvicted {
         /// The host.
         host: String,
     },
@@ -173,6 +194,7 @@ impl MapEvent {
             | MapEvent::HostOffline { host }
             | MapEvent::HostMissing { host }
             | MapEvent::HostExpired { host }
+            | MapEvent::HostEvicted { host }
             | MapEvent::ServiceAppeared { host, .. }
             | MapEvent::ServiceMissing { host, .. }
             | MapEvent::ServiceRemoved { host, .. }
@@ -229,6 +251,18 @@ pub enum MapError {
         /// [`MapConfig::max_hosts`].
         max: usize,
     },
+    /// The change does not fit in the map's byte budget, even with every
+    /// host that never answered a roll-call evicted.
+    #[error(
+        "the map is at its budget of {max_bytes} bytes with hosts that answered roll-calls; \
+         `{host}` is not changed"
+    )]
+    OverBudget {
+        /// The host the change was for.
+        host: String,
+        /// [`MapConfig::max_bytes`].
+        max_bytes: usize,
+    },
     /// The host has as many services as the map keeps.
     #[error("host `{host}` has the maximum of {max} services; `{service}` is not added")]
     TooManyServices {
@@ -250,6 +284,7 @@ impl MapError {
             MapError::BadDescription { .. } => "bad_description",
             MapError::BadValue { .. } => "bad_value",
             MapError::TooManyHosts { .. } => "too_many_hosts",
+            MapError::OverBudget { .. } => "over_budget",
             MapError::TooManyServices { .. } => "too_many_services",
         }
     }
@@ -278,6 +313,10 @@ pub struct ServiceRecord {
     output_topics: Vec<String>,
     /// The filters the hub subscribes to for its values.
     subscribed: Vec<String>,
+    /// Its bytes but its values' ([`budget::service_bytes`]).
+    bytes: usize,
+    /// Its values' bytes.
+    values_bytes: usize,
 }
 
 impl ServiceRecord {
@@ -292,6 +331,8 @@ impl ServiceRecord {
             values: BTreeMap::new(),
             output_topics: Vec::new(),
             subscribed: Vec::new(),
+            bytes: 0,
+            values_bytes: 0,
         }
     }
 
@@ -336,20 +377,35 @@ impl ServiceRecord {
         list: impl Fn(&Interfaces) -> &Vec<Interface>,
         flat: impl Fn(&ServiceSeen) -> &Option<String>,
     ) -> Vec<String> {
-        let mut out: Vec<String> = match self.interfaces() {
-            Some(i) => list(i).iter().map(|e| e.topic.clone()).collect(),
-            None => self
-                .answered
-                .as_ref()
-                .and_then(|a| flat(a).clone())
-                .into_iter()
-                .collect(),
-        };
-        out.retain(|t| usable_filter(t));
-        out.sort();
-        out.dedup();
-        out
+        topics_of(
+            self.description.as_ref(),
+            self.answered.as_ref(),
+            list,
+            flat,
+        )
     }
+}
+
+/// [`ServiceRecord::topics`] of a service described by `description` and
+/// `answered`, which need not be in the map yet (so that a change can be
+/// weighed before it is made).
+fn topics_of(
+    description: Option<&Description>,
+    answered: Option<&ServiceSeen>,
+    list: impl Fn(&Interfaces) -> &Vec<Interface>,
+    flat: impl Fn(&ServiceSeen) -> &Option<String>,
+) -> Vec<String> {
+    let interfaces = description
+        .map(|d| &d.interfaces)
+        .or_else(|| answered?.interfaces.as_ref());
+    let mut out: Vec<String> = match interfaces {
+        Some(i) => list(i).iter().map(|e| e.topic.clone()).collect(),
+        None => answered.and_then(|a| flat(a).clone()).into_iter().collect(),
+    };
+    out.retain(|t| usable_filter(t));
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Whether `f` can be subscribed to: a non-empty topic or filter without
@@ -389,6 +445,20 @@ pub struct HostRecord {
     pub session: Option<u64>,
     /// Its services, by name.
     pub services: BTreeMap<String, ServiceRecord>,
+    /// It answered one of the hub's roll-calls: it is never evicted to
+    /// make room (only forgotten after `forget_after`).
+    pub proven: bool,
+    /// When anything about it was last taken in: the eviction order.
+    heard_ms: u64,
+    /// Its bytes, its services' included ([`budget`]).
+    bytes: usize,
+}
+
+impl HostRecord {
+    /// The map's estimate of the memory it holds, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 impl HostRecord {
@@ -419,6 +489,15 @@ impl HostRecord {
     }
 }
 
+/// What an answer tells about its host: address, external address, apps
+/// and version (see [`HostRecord::learn`]).
+type Learned<'a> = (
+    &'a Option<String>,
+    &'a Option<String>,
+    &'a Option<Vec<String>>,
+    &'a Option<String>,
+);
+
 /// How many of what the map holds, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MapCounts {
@@ -436,8 +515,17 @@ pub struct MapCounts {
     pub services_alert: usize,
     /// Output topics with a value.
     pub values: usize,
-    /// Answers or hosts refused because the map was full.
+    /// Answers or hosts refused because the map was full (hosts, services
+    /// or bytes).
     pub refused: u64,
+    /// Hosts evicted to keep within the byte budget.
+    pub evicted: u64,
+    /// The map's bytes, by its estimate.
+    pub bytes: usize,
+    /// The unproven hosts' part of `bytes`.
+    pub unproven_bytes: usize,
+    /// [`MapConfig::max_bytes`].
+    pub max_bytes: usize,
 }
 
 /// The cluster map. Every method takes the time it runs at, unix ms.
@@ -455,6 +543,11 @@ pub struct ClusterMap {
     /// Subscriptions that became needed or unneeded since the hub last asked.
     watch_changes: Vec<WatchChange>,
     refused: u64,
+    /// The bytes held and the eviction order.
+    budget: budget::Budget,
+    /// Moves on every change but a new value: what the generated documents
+    /// are built from.
+    generation: u64,
 }
 
 /// A change to what the hub must subscribe to for values.
@@ -495,6 +588,19 @@ impl ClusterMap {
         self.hosts.get(name)
     }
 
+    /// The memory the map holds, by its estimate, in bytes: every host's
+    /// [`HostRecord::bytes`]. Never more than [`MapConfig::max_bytes`].
+    pub fn bytes(&self) -> usize {
+        self.budget.bytes
+    }
+
+    /// A number that changes whenever hosts, services or descriptions
+    /// change (not on values alone): documents built from the map at one
+    /// generation are still current while it stays.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Takes in a roll-call's report, received at `now_ms`: every host in it
     /// is online; a service its host answered for before and not now is
     /// missing; an online host that did not answer is missing, unless it was
@@ -505,6 +611,7 @@ impl ClusterMap {
     /// full map cannot take is left out and counted in
     /// [`MapCounts::refused`].
     pub fn apply_scan(&mut self, report: &ScanReport, now_ms: u64) -> Vec<MapEvent> {
+        self.generation += 1;
         let mut events = Vec::new();
         // The report is taken in when the roll-call's wait ends; its answers
         // came earlier, when the roll-call was sent plus their `t_ms`.
@@ -563,6 +670,7 @@ impl ClusterMap {
     /// [`Collector`](crate::Collector) groups them), received at `now_ms`.
     /// Unlike [`apply_scan`](Self::apply_scan) it marks nothing missing.
     pub fn apply_host(&mut self, seen: &HostSeen, now_ms: u64) -> Result<Vec<MapEvent>, MapError> {
+        self.generation += 1;
         let mut events = Vec::new();
         let result = self.host_seen(seen, now_ms, &mut events);
         self.tally(result).map(|()| events)
@@ -570,13 +678,22 @@ impl ClusterMap {
 
     /// Counts refusals for want of room.
     fn tally<T>(&mut self, result: Result<T, MapError>) -> Result<T, MapError> {
-        if let Err(MapError::TooManyHosts { .. } | MapError::TooManyServices { .. }) = &result {
+        if let Err(
+            MapError::TooManyHosts { .. }
+            | MapError::TooManyServices { .. }
+            | MapError::OverBudget { .. },
+        ) = &result
+        {
             self.refused += 1;
         }
         result
     }
 
     /// Takes in one answer as it arrives (any roll-call's), at `now_ms`.
+    /// Anyone on the broker can publish an answer to any roll-call, so
+    /// this does not make its host proven (see [`HostRecord::proven`]);
+    /// the reports of the hub's own roll-calls do
+    /// ([`apply_scan`](Self::apply_scan)).
     pub fn apply_answer(
         &mut self,
         answer: &Answer,
@@ -594,6 +711,32 @@ impl ClusterMap {
             check_name(&answer.function).map_err(|e| bad_name(topic, e))?;
             self.room_for_service(&answer.hostname, &answer.function)?;
         }
+        let (apps, version) = if answer.is_host() {
+            (&answer.apps, &answer.version)
+        } else {
+            (&None, &None)
+        };
+        let seen = (!answer.is_host()).then(|| ServiceSeen {
+            function: answer.function.clone(),
+            inputs: answer.inputs.clone(),
+            outputs: answer.outputs.clone(),
+            control: answer.control.clone(),
+            t_ms: 0,
+            interfaces: answer.interfaces.clone(),
+            health: answer.health.clone(),
+        });
+        let need = self.growth(
+            &answer.hostname,
+            (&answer.ipaddr, &answer.extaddr, apps, version),
+            seen.as_slice(),
+        );
+        self.make_room(
+            &answer.hostname,
+            need,
+            !self.hosts.contains_key(&answer.hostname),
+            &mut events,
+        )?;
+        self.generation += 1;
         let host = self.alive(&answer.hostname, now_ms, &mut events)?;
         let (apps, version) = if answer.is_host() {
             (&answer.apps, &answer.version)
@@ -605,20 +748,13 @@ impl ClusterMap {
                 host: answer.hostname.clone(),
             });
         }
-        if answer.is_host() {
-            return Ok(events);
-        }
-        let seen = ServiceSeen {
-            function: answer.function.clone(),
-            inputs: answer.inputs.clone(),
-            outputs: answer.outputs.clone(),
-            control: answer.control.clone(),
-            t_ms: 0,
-            interfaces: answer.interfaces.clone(),
-            health: answer.health.clone(),
-        };
         let name = answer.hostname.clone();
-        self.service_seen(&name, &seen, now_ms, &mut events)?;
+        if let Some(seen) = &seen {
+            self.service_seen(&name, seen, now_ms, &mut events)?;
+            self.refresh_service(&name, &seen.function);
+        }
+        self.account(&name);
+        self.touch(&name, now_ms);
         Ok(events)
     }
 
@@ -706,13 +842,11 @@ impl ClusterMap {
             }
         }
         for name in forget {
-            if let Some(host) = self.hosts.remove(&name) {
-                for (service, record) in &host.services {
-                    self.unindex(&name, service, &record.output_topics);
-                    self.release(&record.subscribed);
-                }
-            }
+            self.remove_host(&name);
             events.push(MapEvent::HostExpired { host: name });
+        }
+        if !events.is_empty() {
+            self.generation += 1;
         }
         events
     }
@@ -795,8 +929,34 @@ impl ClusterMap {
     /// What became needed or unneeded among [`value_topics`](Self::value_topics)
     /// since the last call, in order: the hub subscribes and unsubscribes
     /// with this rather than comparing whole lists.
+    ///
+    /// A filter needed and unneeded again since the last call (a host
+    /// described and evicted within one batch) is left out: changes to one
+    /// filter alternate, so its first and last tell whether it was
+    /// subscribed before and must be now.
     pub fn take_watch_changes(&mut self) -> Vec<WatchChange> {
-        std::mem::take(&mut self.watch_changes)
+        let changes = std::mem::take(&mut self.watch_changes);
+        let mut first: HashMap<&str, bool> = HashMap::new();
+        let mut last: HashMap<&str, (usize, bool)> = HashMap::new();
+        for (i, change) in changes.iter().enumerate() {
+            let (filter, subscribe) = match change {
+                WatchChange::Subscribe(f) => (f.as_str(), true),
+                WatchChange::Unsubscribe(f) => (f.as_str(), false),
+            };
+            first.entry(filter).or_insert(subscribe);
+            last.insert(filter, (i, subscribe));
+        }
+        let keep: HashSet<usize> = last
+            .iter()
+            .filter(|(filter, (_, subscribe))| first[*filter] == *subscribe)
+            .map(|(_, (i, _))| *i)
+            .collect();
+        changes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep.contains(i))
+            .map(|(_, c)| c.clone())
+            .collect()
     }
 
     /// The filters that cover every output topic of every service, sorted:
@@ -814,6 +974,10 @@ impl ClusterMap {
     pub fn counts(&self) -> MapCounts {
         let mut c = MapCounts {
             refused: self.refused,
+            evicted: self.budget.evicted,
+            bytes: self.budget.bytes,
+            unproven_bytes: self.budget.unproven_bytes,
+            max_bytes: self.config.max_bytes,
             ..MapCounts::default()
         };
         for host in self.hosts.values() {
@@ -864,14 +1028,192 @@ impl ClusterMap {
                 max: self.config.max_services,
             });
         }
+        let need = self.growth(
+            name,
+            (&seen.ipaddr, &seen.extaddr, &seen.apps, &seen.version),
+            &seen.services,
+        );
+        let new_host = known.is_none();
+        self.make_room(name, need, new_host, events)?;
         let host = self.alive(name, now_ms, events)?;
         if host.learn(&seen.ipaddr, &seen.extaddr, &seen.apps, &seen.version) {
             events.push(MapEvent::HostChanged { host: name.clone() });
         }
         for s in &seen.services {
             self.service_seen(name, s, now_ms, events)?;
+            self.refresh_service(name, &s.function);
+        }
+        // It answered the hub's roll-call: never evicted from now on.
+        self.prove(name);
+        self.account(name);
+        self.touch(name, now_ms);
+        Ok(())
+    }
+
+    // ---- the byte budget ----
+
+    /// How many bytes `host` would grow by (0 if it would shrink) when it
+    /// learns `fields` (address, external address, apps, version: what an
+    /// answer leaves out stays) and answers for `services`: the weight of
+    /// a change before it is made.
+    fn growth(&self, host: &str, fields: Learned<'_>, services: &[ServiceSeen]) -> usize {
+        let known = self.hosts.get(host);
+        let (ipaddr, extaddr, apps, version) = fields;
+        let merged = |new: &Option<String>, old: Option<&Option<String>>| {
+            new.clone().or_else(|| old.cloned().flatten())
+        };
+        let old_fixed = known.map_or(0, |h| {
+            budget::host_bytes(&h.name, &h.ipaddr, &h.extaddr, &h.version, &h.apps)
+        });
+        let new_fixed = budget::host_bytes(
+            host,
+            &merged(ipaddr, known.map(|h| &h.ipaddr)),
+            &merged(extaddr, known.map(|h| &h.extaddr)),
+            &merged(version, known.map(|h| &h.version)),
+            &apps.clone().or_else(|| known.and_then(|h| h.apps.clone())),
+        );
+        let mut need = new_fixed.saturating_sub(old_fixed);
+        for seen in services {
+            let old = known.and_then(|h| h.services.get(&seen.function));
+            let new = budget::service_bytes(
+                host,
+                &seen.function,
+                old.and_then(|s| s.description.as_ref()),
+                Some(seen),
+            );
+            need = need.saturating_add(new.saturating_sub(old.map_or(0, |s| s.bytes)));
+        }
+        need
+    }
+
+    /// Makes room for `need` more bytes for `host` (and, when `new_host`,
+    /// for one more host) by evicting hosts never seen answering a
+    /// roll-call, other than `host`, least recently heard from first.
+    /// Evicts nothing and errs when even evicting all of them would not
+    /// make enough room: hosts that answered are never evicted.
+    fn make_room(
+        &mut self,
+        host: &str,
+        need: usize,
+        new_host: bool,
+        events: &mut Vec<MapEvent>,
+    ) -> Result<(), MapError> {
+        let max = self.config.max_bytes;
+        let slot_needed = |map: &Self| new_host && map.hosts.len() >= map.config.max_hosts;
+        let fits = |map: &Self| map.budget.bytes.saturating_add(need) <= max;
+        if !slot_needed(self) && fits(self) {
+            return Ok(());
+        }
+        let own = self.hosts.get(host).filter(|h| !h.proven);
+        let freeable = self.budget.unproven_bytes - own.map_or(0, |h| h.bytes);
+        let others = self.budget.order.len() - usize::from(own.is_some());
+        if slot_needed(self) && others == 0 {
+            return Err(MapError::TooManyHosts {
+                host: host.to_owned(),
+                max: self.config.max_hosts,
+            });
+        }
+        if (self.budget.bytes - freeable).saturating_add(need) > max {
+            return Err(MapError::OverBudget {
+                host: host.to_owned(),
+                max_bytes: max,
+            });
+        }
+        while slot_needed(self) || !fits(self) {
+            let Some(victim) = self
+                .budget
+                .order
+                .iter()
+                .map(|(_, name)| name)
+                .find(|name| name.as_str() != host)
+                .cloned()
+            else {
+                break;
+            };
+            self.remove_host(&victim);
+            self.budget.evicted += 1;
+            self.generation += 1;
+            events.push(MapEvent::HostEvicted { host: victim });
         }
         Ok(())
+    }
+
+    /// Drops a host with everything it holds.
+    fn remove_host(&mut self, name: &str) {
+        let Some(host) = self.hosts.remove(name) else {
+            return;
+        };
+        for (service, record) in &host.services {
+            self.unindex(name, service, &record.output_topics);
+            self.release(&record.subscribed);
+        }
+        self.budget.bytes -= host.bytes;
+        if !host.proven {
+            self.budget.unproven_bytes -= host.bytes;
+            self.budget.order.remove(&(host.heard_ms, host.name));
+        }
+    }
+
+    /// Recomputes a service's bytes after it changed (its host's total is
+    /// brought in line by [`account`](Self::account)).
+    fn refresh_service(&mut self, host: &str, service: &str) {
+        if let Some(s) = self
+            .hosts
+            .get_mut(host)
+            .and_then(|h| h.services.get_mut(service))
+        {
+            s.bytes =
+                budget::service_bytes(host, &s.name, s.description.as_ref(), s.answered.as_ref());
+            s.values_bytes = s
+                .values
+                .iter()
+                .map(|(t, v)| budget::value_bytes(t, v))
+                .sum();
+        }
+    }
+
+    /// Recomputes `name`'s bytes from its own fields and its services'
+    /// bytes, and the map's totals.
+    fn account(&mut self, name: &str) {
+        let Some(h) = self.hosts.get_mut(name) else {
+            return;
+        };
+        let new = budget::host_bytes(&h.name, &h.ipaddr, &h.extaddr, &h.version, &h.apps)
+            + h.services
+                .values()
+                .map(|s| s.bytes + s.values_bytes)
+                .sum::<usize>();
+        let old = std::mem::replace(&mut h.bytes, new);
+        self.budget.bytes = self.budget.bytes - old + new;
+        if !h.proven {
+            self.budget.unproven_bytes = self.budget.unproven_bytes - old + new;
+        }
+    }
+
+    /// Notes that `name` was heard from: an unproven host moves to the end
+    /// of the eviction order.
+    fn touch(&mut self, name: &str, now_ms: u64) {
+        let Some(h) = self.hosts.get_mut(name) else {
+            return;
+        };
+        if !h.proven && h.heard_ms != now_ms {
+            self.budget.order.remove(&(h.heard_ms, name.to_owned()));
+            self.budget.order.insert((now_ms, name.to_owned()));
+        }
+        h.heard_ms = now_ms;
+    }
+
+    /// `name` answered a roll-call: out of the eviction order for good.
+    fn prove(&mut self, name: &str) {
+        let Some(h) = self.hosts.get_mut(name) else {
+            return;
+        };
+        if h.proven {
+            return;
+        }
+        h.proven = true;
+        self.budget.order.remove(&(h.heard_ms, name.to_owned()));
+        self.budget.unproven_bytes -= h.bytes;
     }
 
     /// Errs when `service` would be one too many on `host`.
@@ -923,8 +1265,14 @@ impl ClusterMap {
                     last_seen_ms: now_ms,
                     session: None,
                     services: BTreeMap::new(),
+                    proven: false,
+                    heard_ms: now_ms,
+                    bytes: 0,
                 },
             );
+            // New hosts are unproven until they answer a roll-call.
+            self.budget.order.insert((now_ms, name.to_owned()));
+            self.account(name);
         }
         Ok(self.hosts.get_mut(name).expect("present or just inserted"))
     }
@@ -1014,6 +1362,10 @@ impl ClusterMap {
         let Some(state) = state else {
             return Ok(events);
         };
+        if !self.hosts.contains_key(host) {
+            let need = budget::host_bytes(host, &None, &None, &None, &None);
+            self.make_room(host, need, true, &mut events)?;
+        }
         match state.liveness {
             Liveness::Online => {
                 self.alive(host, now_ms, &mut events)?.session = state.session;
@@ -1033,6 +1385,8 @@ impl ClusterMap {
                 }
             }
         }
+        self.touch(host, now_ms);
+        self.generation += 1;
         Ok(events)
     }
 
@@ -1055,6 +1409,8 @@ impl ClusterMap {
             if let Some(record) = removed {
                 self.unindex(host, service, &record.output_topics);
                 self.release(&record.subscribed);
+                self.account(host);
+                self.generation += 1;
                 events.push(MapEvent::ServiceRemoved {
                     host: host.to_owned(),
                     service: service.to_owned(),
@@ -1077,6 +1433,21 @@ impl ClusterMap {
             )));
         }
         self.room_for_service(host, service)?;
+        let known = self.hosts.get(host);
+        let old = known.and_then(|h| h.services.get(service));
+        let new = budget::service_bytes(
+            host,
+            service,
+            Some(&description),
+            old.and_then(|s| s.answered.as_ref()),
+        );
+        let mut need = new.saturating_sub(old.map_or(0, |s| s.bytes));
+        let new_host = known.is_none();
+        if new_host {
+            need += budget::host_bytes(host, &None, &None, &None, &None);
+        }
+        self.make_room(host, need, new_host, &mut events)?;
+        self.generation += 1;
         // A retained description says the service is registered, not that
         // its host is up: a host first heard of this way starts missing.
         let record = self.host_or_new(host, HostStatus::Missing, now_ms, &mut events)?;
@@ -1111,6 +1482,9 @@ impl ClusterMap {
         if changed {
             self.reindex(host, service);
         }
+        self.refresh_service(host, service);
+        self.account(host);
+        self.touch(host, now_ms);
         Ok(events)
     }
 
@@ -1134,7 +1508,24 @@ impl ClusterMap {
         let record = read_value(topic, payload, now_ms)?;
         let mut events = Vec::new();
         let max_values = self.config.max_values;
+        let weight = budget::value_bytes(topic, &record);
         for (host, service) in owners {
+            let Some(s) = self.hosts.get(&host).and_then(|h| h.services.get(&service)) else {
+                continue;
+            };
+            let old = s.values.get(topic);
+            if old.is_none() && s.values.len() >= max_values {
+                continue;
+            }
+            let old_weight = old.map_or(0, |o| budget::value_bytes(topic, o));
+            // A value that does not fit is dropped for this owner alone.
+            if self
+                .make_room(&host, weight.saturating_sub(old_weight), false, &mut events)
+                .is_err()
+            {
+                self.refused += 1;
+                continue;
+            }
             let Some(s) = self
                 .hosts
                 .get_mut(&host)
@@ -1142,14 +1533,13 @@ impl ClusterMap {
             else {
                 continue;
             };
-            let old = s.values.get(topic);
+            let old = s.values.insert(topic.to_owned(), record.clone());
             let same = old.is_some_and(|o| {
                 o.value == record.value && o.unit == record.unit && o.ts == record.ts
             });
-            if old.is_none() && s.values.len() >= max_values {
-                continue;
-            }
-            s.values.insert(topic.to_owned(), record.clone());
+            s.values_bytes = s.values_bytes - old_weight + weight;
+            self.account(&host);
+            self.touch(&host, now_ms);
             if !same {
                 events.push(MapEvent::ValueChanged {
                     host,

@@ -775,8 +775,8 @@ fn a_full_map_refuses_new_hosts_and_services_and_counts_them() {
         max_services: 1,
         ..MapConfig::default()
     });
-    map.apply_message(&t(), "/a/$state", b"online", 0);
-    map.apply_message(&t(), "/b/$state", b"online", 0);
+    // Hosts that answered a roll-call are never evicted for a new one.
+    map.apply_scan(&report(&[("a", &[]), ("b", &[])]), 0);
     let err = map.ingest(&t(), "/c/$state", b"online", 0).unwrap_err();
     assert_eq!(err.kind(), "too_many_hosts");
     // Known hosts still change.
@@ -990,5 +990,363 @@ fn a_host_that_came_online_while_a_roll_call_waited_is_not_missing_for_it() {
     assert_eq!(
         map.apply_scan(&r, 2500),
         vec![host_event("missing", "late")]
+    );
+}
+
+// ---- the byte budget (issue 11, finding 7: 20,000 made-up hosts took a hub
+// to 460 MB, and a map full of made-up `$state`s refused a real host) ----
+
+/// Every host's bytes recomputed from scratch, checked against what the map
+/// keeps, and the totals (all, unproven).
+fn recounted(map: &ClusterMap) -> (usize, usize) {
+    let (mut all, mut unproven) = (0, 0);
+    for h in map.hosts() {
+        let services: usize = h
+            .services
+            .values()
+            .map(|s| {
+                budget::service_bytes(
+                    &h.name,
+                    &s.name,
+                    s.description.as_ref(),
+                    s.answered.as_ref(),
+                ) + s
+                    .values
+                    .iter()
+                    .map(|(t, v)| budget::value_bytes(t, v))
+                    .sum::<usize>()
+            })
+            .sum();
+        let bytes =
+            budget::host_bytes(&h.name, &h.ipaddr, &h.extaddr, &h.version, &h.apps) + services;
+        assert_eq!(h.bytes(), bytes, "{}", h.name);
+        all += bytes;
+        if !h.proven {
+            unproven += bytes;
+        }
+    }
+    let unproven_hosts = map.hosts().filter(|h| !h.proven).count();
+    assert_eq!(map.budget.order.len(), unproven_hosts);
+    assert_eq!((map.bytes(), map.budget.unproven_bytes), (all, unproven));
+    (all, unproven)
+}
+
+/// An attacker's host: a retained `online` and a description with an input
+/// and an output.
+fn fake(map: &mut ClusterMap, name: &str, now_ms: u64) -> Vec<MapEvent> {
+    let mut events = map.apply_message(&t(), &format!("/{name}/$state"), b"online", now_ms);
+    let d = description(
+        "svc",
+        &[&format!("/{name}/svc/set")],
+        &[&format!("/{name}/svc/out")],
+    );
+    events.extend(map.apply_message(&t(), &format!("/{name}/svc/$description"), &d, now_ms));
+    events
+}
+
+/// The bytes of one fake host, and of the real host of [`real_scan`].
+fn sizes() -> (usize, usize) {
+    let mut one = ClusterMap::new();
+    fake(&mut one, "f00000", 0);
+    let mut real = ClusterMap::new();
+    real.apply_scan(&report(&[("real", &["gpio", "system"])]), 0);
+    (one.bytes(), real.bytes())
+}
+
+fn budget_for(fakes: usize) -> MapConfig {
+    let (fake, real) = sizes();
+    MapConfig {
+        max_bytes: 2 * real + fakes * fake,
+        ..MapConfig::default()
+    }
+}
+
+#[test]
+fn a_flood_of_made_up_hosts_stays_within_the_budget_and_keeps_the_proven_host() {
+    let mut map = ClusterMap::with_config(budget_for(10));
+    map.apply_scan(&report(&[("real", &["gpio", "system"])]), 0);
+    let mut evicted = Vec::new();
+    for i in 0..200u64 {
+        for e in fake(&mut map, &format!("f{i:05}"), 1 + i) {
+            if let MapEvent::HostEvicted { host } = e {
+                evicted.push(host);
+            }
+        }
+        assert!(map.bytes() <= map.config().max_bytes, "after f{i}");
+    }
+    recounted(&map);
+    assert!(map.host("real").is_some_and(|h| h.proven));
+    // The newest fakes are kept, the oldest went first, in order.
+    assert!(map.host("f00199").is_some());
+    assert!(map.host("f00000").is_none());
+    let kept = map.hosts().count() - 1;
+    assert!((9..=11).contains(&kept), "{kept} fakes kept");
+    assert_eq!(evicted.len(), 200 - kept);
+    let mut sorted = evicted.clone();
+    sorted.sort();
+    assert_eq!(evicted, sorted, "least recently heard from first");
+    assert_eq!(map.counts().evicted, evicted.len() as u64);
+    // Their subscriptions went with them: one per kept fake.
+    assert_eq!(map.value_topics().len(), kept);
+
+    // A real host started after the flood appears: when it answers a
+    // roll-call (proven), and also when only its retained state came yet.
+    map.apply_scan(
+        &report(&[("real", &["gpio", "system"]), ("late", &["system"])]),
+        500,
+    );
+    assert!(map.host("late").is_some_and(|h| h.proven));
+    fake(&mut map, "newcomer", 501);
+    assert!(map.host("newcomer").is_some());
+    assert!(map.bytes() <= map.config().max_bytes);
+    recounted(&map);
+}
+
+#[test]
+fn with_the_budget_full_of_proven_hosts_new_unproven_ones_are_refused() {
+    let (fake_bytes, _) = sizes();
+    let mut map = ClusterMap::with_config(budget_for(0));
+    // Two real hosts fill the budget exactly as budget_for made it.
+    map.apply_scan(&report(&[("real", &["gpio", "system"])]), 0);
+    map.apply_scan(&report(&[("twin", &["gpio", "system"])]), 0);
+    let full = map.bytes();
+    assert!(full <= map.config().max_bytes);
+    assert!(map.config().max_bytes - full < fake_bytes);
+    let err = map.ingest(&t(), "/f1/$state", b"online", 1).unwrap_err();
+    assert_eq!(err.kind(), "over_budget");
+    let d = description("svc", &["/f1/in"], &[]);
+    let err = map.ingest(&t(), "/f1/svc/$description", &d, 1).unwrap_err();
+    assert_eq!(err.kind(), "over_budget");
+    assert!(map.host("f1").is_none());
+    // A proven host that would grow past the budget is refused too, and
+    // nothing proven is evicted for it.
+    let big = description("gpio", &["/real/gpio/set/a"; 1], &["/real/gpio/x"; 1]);
+    let mut huge = serde_json::from_slice::<serde_json::Value>(&big).unwrap();
+    huge["doc"] = "x".repeat(10_000).into();
+    let err = map
+        .ingest(
+            &t(),
+            "/real/gpio/$description",
+            huge.to_string().as_bytes(),
+            2,
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), "over_budget");
+    assert!(
+        map.host("real").unwrap().services["gpio"]
+            .description
+            .is_none()
+    );
+    assert!(map.host("twin").is_some());
+    assert_eq!(map.counts().evicted, 0);
+    assert_eq!(map.counts().refused, 3);
+    assert_eq!(map.bytes(), full);
+    recounted(&map);
+}
+
+#[test]
+fn a_host_heard_from_again_goes_to_the_back_of_the_eviction_order() {
+    let (fake_bytes, _) = sizes();
+    let mut map = ClusterMap::with_config(MapConfig {
+        max_bytes: 2 * fake_bytes + fake_bytes / 2,
+        ..MapConfig::default()
+    });
+    fake(&mut map, "f1", 1);
+    fake(&mut map, "f2", 2);
+    // f1 publishes again: now f2 is the least recently heard from.
+    map.apply_message(&t(), "/f1/$state", b"online", 3);
+    let e = fake(&mut map, "f3", 4);
+    assert!(
+        e.contains(&MapEvent::HostEvicted { host: "f2".into() }),
+        "{e:?}"
+    );
+    assert!(map.host("f1").is_some() && map.host("f3").is_some());
+    recounted(&map);
+}
+
+#[test]
+fn a_full_host_table_evicts_unproven_hosts_for_new_ones() {
+    let mut map = ClusterMap::with_config(MapConfig {
+        max_hosts: 3,
+        ..MapConfig::default()
+    });
+    map.apply_scan(&report(&[("real", &[])]), 0);
+    for i in 0..100 {
+        map.apply_message(&t(), &format!("/f{i}/$state"), b"online", i);
+    }
+    assert_eq!(map.hosts().count(), 3);
+    assert!(map.host("real").is_some() && map.host("f99").is_some());
+    // A real host after 100 made-up ones: it answers and is in.
+    map.apply_scan(&report(&[("real", &[]), ("late", &[])]), 200);
+    assert!(map.host("late").is_some());
+    recounted(&map);
+}
+
+#[test]
+fn bytes_follow_values_descriptions_and_expiry_back_to_zero() {
+    let mut map = ClusterMap::with_config(MapConfig {
+        stale_after_ms: 10,
+        forget_after_ms: 100,
+        ..MapConfig::default()
+    });
+    map.apply_scan(&report(&[("a", &["svc"])]), 0);
+    let d = description("svc", &[], &["/a/svc/out"]);
+    map.apply_message(&t(), "/a/svc/$description", &d, 1);
+    let before = map.bytes();
+    map.apply_message(&t(), "/a/svc/out", br#"{"value":"a long reading text"}"#, 2);
+    let with_value = map.bytes();
+    assert!(with_value > before);
+    // A shorter value: fewer bytes.
+    map.apply_message(&t(), "/a/svc/out", b"1", 3);
+    assert!(map.bytes() < with_value);
+    recounted(&map);
+    map.apply_message(&t(), "/a/svc/$description", b"", 4);
+    assert!(map.bytes() < before);
+    fake(&mut map, "f", 5);
+    recounted(&map);
+    map.expire(50);
+    map.expire(500);
+    assert_eq!(map.hosts().count(), 0);
+    assert_eq!(map.bytes(), 0);
+    assert_eq!(map.budget.unproven_bytes, 0);
+    assert!(map.budget.order.is_empty());
+}
+
+#[test]
+fn the_generation_moves_on_changes_and_not_on_values() {
+    let mut map = ClusterMap::new();
+    map.apply_scan(&report(&[("a", &["svc"])]), 0);
+    let d = description("svc", &[], &["/a/svc/out"]);
+    map.apply_message(&t(), "/a/svc/$description", &d, 1);
+    let g = map.generation();
+    map.apply_message(&t(), "/a/svc/out", b"1", 2);
+    map.apply_message(&t(), "/a/svc/out", b"2", 3);
+    assert_eq!(map.generation(), g);
+    map.apply_message(&t(), "/a/$state", b"offline", 4);
+    assert!(map.generation() > g);
+}
+
+mod budget_properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        State(u8, bool),
+        Describe(u8, u8, u8),
+        Clear(u8, u8),
+        Scan(Vec<u8>),
+        Value(u8, u16),
+        Expire,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..24u8, any::<bool>()).prop_map(|(h, on)| Op::State(h, on)),
+            (0..24u8, 0..3u8, 0..6u8).prop_map(|(h, s, n)| Op::Describe(h, s, n)),
+            (0..24u8, 0..3u8).prop_map(|(h, s)| Op::Clear(h, s)),
+            proptest::collection::vec(0..24u8, 0..4).prop_map(Op::Scan),
+            (0..24u8, 0..2000u16).prop_map(|(h, len)| Op::Value(h, len)),
+            Just(Op::Expire),
+        ]
+    }
+
+    proptest! {
+        /// Whatever arrives in whatever order: the map's bytes are what its
+        /// hosts hold, never over the budget, and a host that answered a
+        /// roll-call stays until it expires.
+        #[test]
+        fn the_budget_holds_and_proven_hosts_stay(
+            ops in proptest::collection::vec(op(), 1..60),
+            budget in 2_000usize..40_000,
+        ) {
+            let mut map = ClusterMap::with_config(MapConfig {
+                max_bytes: budget,
+                max_hosts: 12,
+                forget_after_ms: 40,
+                stale_after_ms: 20,
+                ..MapConfig::default()
+            });
+            let mut proven: BTreeSet<String> = BTreeSet::new();
+            for (now, op) in ops.into_iter().enumerate() {
+                let now = now as u64;
+                let host = |h: u8| format!("h{h}");
+                match op {
+                    Op::State(h, on) => {
+                        let state: &[u8] = if on { b"online" } else { b"offline" };
+                        map.apply_message(&t(), &format!("/{}/$state", host(h)), state, now);
+                    }
+                    Op::Describe(h, s, n) => {
+                        let topics: Vec<String> =
+                            (0..n).map(|i| format!("/{}/s{s}/o{i}", host(h))).collect();
+                        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+                        let d = description(&format!("s{s}"), &refs, &refs);
+                        let topic = format!("/{}/s{s}/$description", host(h));
+                        map.apply_message(&t(), &topic, &d, now);
+                    }
+                    Op::Clear(h, s) => {
+                        let topic = format!("/{}/s{s}/$description", host(h));
+                        map.apply_message(&t(), &topic, b"", now);
+                    }
+                    Op::Scan(hosts) => {
+                        let names: Vec<String> = hosts.iter().map(|h| host(*h)).collect();
+                        let entries: Vec<(&str, &[&str])> =
+                            names.iter().map(|n| (n.as_str(), &["s0"][..])).collect();
+                        map.apply_scan(&report(&entries), now);
+                        for n in names {
+                            if map.host(&n).is_some_and(|h| h.proven) {
+                                proven.insert(n);
+                            }
+                        }
+                    }
+                    Op::Value(h, len) => {
+                        let value = format!("\"{}\"", "v".repeat(len as usize));
+                        let topic = format!("/{}/s0/o0", host(h));
+                        map.apply_message(&t(), &topic, value.as_bytes(), now);
+                    }
+                    Op::Expire => {
+                        for e in map.expire(now) {
+                            if let MapEvent::HostExpired { host } = e {
+                                proven.remove(&host);
+                            }
+                        }
+                    }
+                }
+                prop_assert!(map.bytes() <= budget, "{} > {budget}", map.bytes());
+                recounted(&map);
+                for p in &proven {
+                    prop_assert!(map.host(p).is_some_and(|h| h.proven), "{p} lost");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_host_described_and_evicted_between_two_looks_costs_no_subscription() {
+    let (fake_bytes, _) = sizes();
+    let mut map = ClusterMap::with_config(MapConfig {
+        max_bytes: fake_bytes + fake_bytes / 2,
+        ..MapConfig::default()
+    });
+    fake(&mut map, "f1", 1);
+    assert_eq!(
+        map.take_watch_changes(),
+        vec![WatchChange::Subscribe("/f1/svc/out".into())]
+    );
+    // f2 evicts f1, f3 evicts f2: one batch for the hub.
+    fake(&mut map, "f2", 2);
+    fake(&mut map, "f3", 3);
+    assert_eq!(
+        map.take_watch_changes(),
+        vec![
+            WatchChange::Unsubscribe("/f1/svc/out".into()),
+            WatchChange::Subscribe("/f3/svc/out".into()),
+        ]
+    );
+    assert_eq!(
+        map.value_topics().into_iter().collect::<Vec<_>>(),
+        ["/f3/svc/out"]
     );
 }

@@ -3,9 +3,14 @@
 //! internet); the JSON API under `/api` serves the map, its changes as
 //! server-sent events, settings that become MQTT queries, and the generated
 //! documentation; `/metrics` is for Prometheus. [`app`] is tested without a
-//! server; [`serve`] runs it on a listener from `rollcall-net`.
+//! server; [`serve`] runs it on a listener from `rollcall-net`. Every
+//! request passes a rate limit per client ([`rate`]) and the access guard
+//! ([`access`]); documents are built once per map generation and capped
+//! ([`documents`]).
 
 mod access;
+mod documents;
+mod rate;
 mod set;
 
 use std::convert::Infallible;
@@ -28,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use access::{Access, AccessError, MIN_TOKEN_BYTES};
+pub use documents::MAX_DOCUMENT_BYTES;
+pub use rate::RateLimit;
 pub use set::{check_value, parse_body};
 
 use crate::docs::Format;
@@ -56,7 +63,16 @@ struct Web {
     shutdown: CancellationToken,
     /// Room for event streams, one permit each while it is open.
     streams: Arc<tokio::sync::Semaphore>,
+    /// The generated documents of the latest map generation.
+    documents: Arc<documents::Documents>,
+    /// Room for `/api/map` snapshots being built, one permit each.
+    snapshots: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many `/api/map` documents are built at once; more requests wait.
+/// Each is a copy of the whole map and its JSON, tens of MB for a map at
+/// its byte budget, so that many at once are what bounds the peak.
+pub const MAX_MAP_SNAPSHOTS: usize = 2;
 
 /// How many event streams may be open at once; more get a 503.
 pub const MAX_EVENT_STREAMS: usize = 64;
@@ -68,16 +84,28 @@ pub const MAX_REQUESTS: usize = 256;
 /// The dashboard and its API over `shared`, open to every request from
 /// loopback ([`app_with`] sets who may use it).
 pub fn app(shared: Arc<HubShared>) -> Router {
-    router(shared, Access::default(), CancellationToken::new())
+    app_with(shared, Access::default())
 }
 
 /// The dashboard and its API over `shared`, used as `access` allows.
 pub fn app_with(shared: Arc<HubShared>, access: Access) -> Router {
-    router(shared, access, CancellationToken::new())
+    app_limited(shared, access, RateLimit::default())
 }
 
-fn router(shared: Arc<HubShared>, access: Access, shutdown: CancellationToken) -> Router {
+/// The dashboard and its API over `shared`, used as `access` allows, each
+/// client at most at `rate`.
+pub fn app_limited(shared: Arc<HubShared>, access: Access, rate: RateLimit) -> Router {
+    router(shared, access, rate, CancellationToken::new())
+}
+
+fn router(
+    shared: Arc<HubShared>,
+    access: Access,
+    rate: RateLimit,
+    shutdown: CancellationToken,
+) -> Router {
     let streams = Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS));
+    let limiter = Arc::new(rate::Limiter::new(rate));
     Router::new()
         .route("/", get(index))
         .route("/assets/app.js", get(app_js))
@@ -94,10 +122,15 @@ fn router(shared: Arc<HubShared>, access: Access, shutdown: CancellationToken) -
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(access, access::guard))
         .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_REQUESTS))
+        // Outermost: a client over its rate is turned away before it takes
+        // one of the requests answered at once.
+        .layer(axum::middleware::from_fn_with_state(limiter, rate::limit))
         .with_state(Web {
             shared,
             shutdown,
             streams,
+            documents: Arc::new(documents::Documents::new(MAX_DOCUMENT_BYTES)),
+            snapshots: Arc::new(tokio::sync::Semaphore::new(MAX_MAP_SNAPSHOTS)),
         })
 }
 
@@ -109,7 +142,9 @@ pub async fn serve(
     access: Access,
     shutdown: CancellationToken,
 ) -> Result<(), HubError> {
-    let app = router(shared, access, shutdown.clone());
+    let app = router(shared, access, RateLimit::default(), shutdown.clone());
+    // The client's address, for the rate limit.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -179,6 +214,9 @@ async fn app_css() -> Response {
 /// blocking thread as the documents are; the page fetches it only when
 /// hosts, services or descriptions change.
 async fn api_map(State(web): State<Web>) -> Response {
+    // The semaphore is never closed; if it were, serving without it is
+    // no worse than before it existed.
+    let _permit = web.snapshots.acquire().await.ok();
     let mut r = axum::Json(web.shared.snapshot()).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -343,21 +381,22 @@ async fn api_docs(State(web): State<Web>, Path(file): Path<String>) -> Result<Re
             ),
         ));
     };
-    // A large cluster's AsyncAPI document takes a CPU for most of a second
-    // (BENCHMARKS.md): off the runtime's threads, which carry MQTT.
-    let shared = Arc::clone(&web.shared);
-    // The same document `rollcall docs` writes: with the broker and the
-    // agents' own topics.
-    let text = tokio::task::spawn_blocking(move || {
-        format.render(&shared.snapshot(), &shared.asyncapi_options())
-    })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("generating {file} failed: {e}"),
-        )
-    })?;
+    // The same document `rollcall docs` writes (with the broker and the
+    // agents' own topics), built off the runtime's threads, once per map
+    // generation, and refused when too large.
+    let text = web
+        .documents
+        .get(&web.shared, format)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("generating {file} failed: {e}"),
+            )
+        })?
+        .map_err(|too_large| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, too_large.to_string())
+        })?;
     let mut r = with_type(format.media_type(), text);
     if format == Format::Svg {
         r.headers_mut().insert(

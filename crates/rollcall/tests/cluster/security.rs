@@ -570,3 +570,136 @@ async fn stale_last_will() {
     tracker.close();
     tracker.wait().await;
 }
+
+/// Finding 7: the map bounded hosts, not bytes. 20,000 made-up hosts (each
+/// a retained `$state` and `$description`, as an attacker publishes them)
+/// took a hub to 460 MB, and a map full of them refused a real host. Now
+/// the map stays within its byte budget by evicting hosts never seen
+/// answering a roll-call: the host that answered before the flood stays,
+/// and one started after it appears. (The made-up descriptions list inputs
+/// only: outputs would make the hub subscribe to each, which rumqttd
+/// matches against every retained message, minutes in a debug build; the
+/// release measurement in BENCHMARKS.md has them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_made_up_hosts_do_not_push_out_real_ones() {
+    use rollcall_hub::{ClusterMap, HubConfig, HubShared, MapConfig, run_hub};
+    use std::sync::Arc;
+
+    const FAKES: usize = 20_000;
+    const BUDGET: usize = 2 << 20;
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let port = free_udp_port();
+    let first = agent(host_config("first", &broker, port), &shutdown).await;
+    let map = ClusterMap::with_config(MapConfig {
+        max_bytes: BUDGET,
+        ..MapConfig::default()
+    });
+    let shared = Arc::new(HubShared::with_map(rollcall_proto::Topics::default(), map));
+    let config = HubConfig::new(
+        broker.clone(),
+        crate::hub::scan_options(port, Duration::from_millis(500), None),
+        Duration::from_secs(1),
+    );
+    let stop = CancellationToken::new();
+    let hub = tokio::spawn(run_hub(config, Arc::clone(&shared), stop.clone()));
+    let proven = |host: &'static str| {
+        move |map: &ClusterMap| {
+            map.host(host)
+                .is_some_and(|h| h.proven && h.status == rollcall_hub::HostStatus::Online)
+        }
+    };
+    until_map(&shared, WAIT, "first answers", proven("first")).await;
+
+    let attacker = Session::start(
+        SessionConfig::new(broker.clone(), format!("attacker-{}", unique())),
+        shutdown.clone(),
+        &tracker,
+    )
+    .unwrap();
+    attacker.handle.wait_connected(WAIT).await.unwrap();
+    for i in 0..FAKES {
+        let host = format!("fake{i:05}");
+        let inputs: Vec<serde_json::Value> = (0..8)
+            .map(|n| {
+                serde_json::json!({"name": format!("in{n}"), "type": "float", "unit": "V",
+                    "topic": format!("/{host}/svc/set/in{n}"),
+                    "doc": "an input the attacker made up, with a long doc line"})
+            })
+            .collect();
+        let d = serde_json::json!({"function": "svc", "interfaces": {"inputs": inputs}});
+        let h = &attacker.handle;
+        h.publish(&format!("/{host}/$state"), "online", Qos::AtLeastOnce, true)
+            .await
+            .unwrap();
+        h.publish(
+            &format!("/{host}/svc/$description"),
+            d.to_string(),
+            Qos::AtLeastOnce,
+            true,
+        )
+        .await
+        .unwrap();
+    }
+    // The last made-up host is the newest: in the map once the flood is.
+    until_map(
+        &shared,
+        Duration::from_secs(120),
+        "the flood arrives",
+        |map| map.host("fake19999").is_some(),
+    )
+    .await;
+
+    // A real host started after the flood appears, by answering.
+    let late = agent(host_config("late", &broker, port), &shutdown).await;
+    until_map(&shared, WAIT, "late answers", proven("late")).await;
+    {
+        let map = shared.lock_map();
+        assert!(map.bytes() <= BUDGET, "{} bytes", map.bytes());
+        let counts = map.counts();
+        assert!(counts.evicted > 0);
+        let hosts = map.hosts().count();
+        assert!(hosts < FAKES / 10, "{hosts} hosts kept");
+        assert!(map.host("first").is_some_and(|h| h.proven));
+        assert!(map.host("first").unwrap().services.contains_key("system"));
+    }
+    let metrics = shared.render_prometheus();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("rollcall_hub_evicted_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    stop.cancel();
+    hub.await.unwrap().unwrap();
+    shutdown.cancel();
+    first.join().await.unwrap();
+    late.join().await.unwrap();
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Waits until `ok` holds for the hub's map, looking again on every change
+/// the map reports (or a tenth of a second, for a lagged channel), or fails
+/// after `within`.
+async fn until_map(
+    shared: &rollcall_hub::HubShared,
+    within: Duration,
+    what: &str,
+    ok: impl Fn(&rollcall_hub::ClusterMap) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut changes = shared.changes.subscribe();
+    loop {
+        if ok(&shared.lock_map()) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        let soon = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+        let _ = tokio::time::timeout_at(soon, changes.recv()).await;
+    }
+}
