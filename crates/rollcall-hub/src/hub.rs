@@ -606,8 +606,10 @@ pub async fn run_hub(
     let tracker = TaskTracker::new();
     let suffix = format!("{:08x}", rand::random::<u32>());
     // Under the answer prefix, where a broker's ACL lets every agent write
-    // (examples/mosquitto/acl), and on no host's topics.
-    let reply_topic = shared.topics.topic(&format!("stat/hub-{suffix}/reply"));
+    // (examples/mosquitto/acl), on no host's topics, and on a `$` level,
+    // which no roll-call may name as its answer topic: a forged roll-call
+    // cannot make agents answer the dashboard's requests.
+    let reply_topic = shared.topics.topic(&format!("stat/$hub-{suffix}/reply"));
     let session = |client_id: String| SessionConfig {
         login: login.clone(),
         ..SessionConfig::new(broker.clone(), client_id)

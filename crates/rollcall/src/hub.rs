@@ -162,10 +162,17 @@ pub(crate) async fn join_dashboard(task: Option<JoinHandle<Result<(), HubError>>
 
 pub async fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.scan_every > 0, "--scan-every must be at least 1");
-    anyhow::ensure!(
-        (1..=1 << 20).contains(&args.map_budget_mb),
-        "--map-budget-mb must be from 1 to 1048576"
-    );
+    // Checked, not shifted: on a 32-bit Pi 4096 MiB would wrap to 0 bytes.
+    let map_budget = args
+        .map_budget_mb
+        .checked_mul(1 << 20)
+        .filter(|_| args.map_budget_mb > 0)
+        .with_context(|| {
+            format!(
+                "--map-budget-mb must be from 1 to {} on this machine",
+                usize::MAX >> 20
+            )
+        })?;
     // The hub's sessions log in to the broker given as the login flags say,
     // or to its embedded broker as that broker's in-process user.
     let (broker, embedded_broker) = match args.embedded_broker {
@@ -197,7 +204,7 @@ pub async fn run(args: Args) -> Result<()> {
     let signals = tokio_util::task::TaskTracker::new();
     let shutdown = rollcall_net::ctrl_c_token(&signals);
     let map = ClusterMap::with_config(MapConfig {
-        max_bytes: args.map_budget_mb << 20,
+        max_bytes: map_budget,
         ..MapConfig::for_rollcalls(every, config.scan.wait)
     });
     let shared = Arc::new(HubShared::with_map(args.rollcall.topics()?, map));

@@ -90,8 +90,9 @@ async fn request(
         &tracker,
     )?;
     // Under the answer prefix, where a broker's ACL lets every agent write
-    // (examples/mosquitto/acl).
-    let reply_topic = topics.topic(&format!("stat/{client}/reply"));
+    // (examples/mosquitto/acl), on a `$` level no roll-call may name as its
+    // answer topic (so no forged roll-call makes agents answer here).
+    let reply_topic = topics.topic(&format!("stat/${client}/reply"));
     session.handle.subscribe(&reply_topic).await?;
     // A JSON object carries the id and reply topic beside its own fields;
     // any other value travels as {"value": ..} so that it can carry them too.

@@ -459,9 +459,7 @@ impl HostRecord {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
-}
 
-impl HostRecord {
     /// Takes what an answer says about the host (what it leaves out stays);
     /// true when that changed something.
     fn learn(
@@ -663,6 +661,7 @@ impl ClusterMap {
                 events.push(MapEvent::HostMissing { host: name.clone() });
             }
         }
+        self.unprove_gone(&events);
         events
     }
 
@@ -738,11 +737,6 @@ impl ClusterMap {
         )?;
         self.generation += 1;
         let host = self.alive(&answer.hostname, now_ms, &mut events)?;
-        let (apps, version) = if answer.is_host() {
-            (&answer.apps, &answer.version)
-        } else {
-            (&None, &None)
-        };
         if host.learn(&answer.ipaddr, &answer.extaddr, apps, version) {
             events.push(MapEvent::HostChanged {
                 host: answer.hostname.clone(),
@@ -845,6 +839,7 @@ impl ClusterMap {
             self.remove_host(&name);
             events.push(MapEvent::HostExpired { host: name });
         }
+        self.unprove_gone(&events);
         if !events.is_empty() {
             self.generation += 1;
         }
@@ -1203,7 +1198,28 @@ impl ClusterMap {
         h.heard_ms = now_ms;
     }
 
-    /// `name` answered a roll-call: out of the eviction order for good.
+    /// Hosts that went missing or offline in `events` are proven no more:
+    /// answers to a roll-call can be forged by anyone who may publish under
+    /// the answer prefix, so a host stays safe from eviction only while it
+    /// is present, and one that answered once cannot hold its room forever.
+    fn unprove_gone(&mut self, events: &[MapEvent]) {
+        for event in events {
+            let (MapEvent::HostMissing { host } | MapEvent::HostOffline { host }) = event else {
+                continue;
+            };
+            let Some(h) = self.hosts.get_mut(host) else {
+                continue;
+            };
+            if h.proven {
+                h.proven = false;
+                self.budget.order.insert((h.heard_ms, host.clone()));
+                self.budget.unproven_bytes += h.bytes;
+            }
+        }
+    }
+
+    /// `name` answered a roll-call: out of the eviction order while it is
+    /// present ([`unprove_gone`](Self::unprove_gone)).
     fn prove(&mut self, name: &str) {
         let Some(h) = self.hosts.get_mut(name) else {
             return;
@@ -1385,8 +1401,13 @@ impl ClusterMap {
                 }
             }
         }
+        self.unprove_gone(&events);
         self.touch(host, now_ms);
-        self.generation += 1;
+        // A repeated `online` changes nothing a document shows: the
+        // documents stay cached (anyone may publish a `$state`).
+        if !events.is_empty() {
+            self.generation += 1;
+        }
         Ok(events)
     }
 

@@ -1103,12 +1103,36 @@ fn a_flood_of_made_up_hosts_stays_within_the_budget_and_keeps_the_proven_host() 
 }
 
 #[test]
+fn a_proven_host_that_goes_missing_or_offline_may_be_evicted_again() {
+    let mut map = ClusterMap::with_config(budget_for(2));
+    map.apply_scan(&report(&[("gone", &["system"]), ("off", &["system"])]), 0);
+    assert!(map.host("gone").is_some_and(|h| h.proven));
+    // A roll-call "gone" does not answer, and "off" saying offline.
+    map.apply_scan(&report(&[("off", &["system"])]), 10);
+    map.apply_message(&t(), "/off/$state", b"offline", 11);
+    for name in ["gone", "off"] {
+        assert!(map.host(name).is_some_and(|h| !h.proven), "{name}");
+    }
+    recounted(&map);
+    // So a flood may push them out: nothing holds room for ever on the
+    // strength of one answer, which anyone under the answer prefix can forge.
+    for i in 0..50u64 {
+        fake(&mut map, &format!("f{i:03}"), 20 + i);
+    }
+    assert!(map.host("gone").is_none() && map.host("off").is_none());
+    assert!(map.bytes() <= map.config().max_bytes);
+    recounted(&map);
+}
+
+#[test]
 fn with_the_budget_full_of_proven_hosts_new_unproven_ones_are_refused() {
     let (fake_bytes, _) = sizes();
     let mut map = ClusterMap::with_config(budget_for(0));
     // Two real hosts fill the budget exactly as budget_for made it.
-    map.apply_scan(&report(&[("real", &["gpio", "system"])]), 0);
-    map.apply_scan(&report(&[("twin", &["gpio", "system"])]), 0);
+    map.apply_scan(
+        &report(&[("real", &["gpio", "system"]), ("twin", &["gpio", "system"])]),
+        0,
+    );
     let full = map.bytes();
     assert!(full <= map.config().max_bytes);
     assert!(map.config().max_bytes - full < fake_bytes);
@@ -1255,7 +1279,8 @@ mod budget_properties {
     proptest! {
         /// Whatever arrives in whatever order: the map's bytes are what its
         /// hosts hold, never over the budget, and a host that answered a
-        /// roll-call stays until it expires.
+        /// roll-call stays while it is present (until it goes missing,
+        /// offline or expires).
         #[test]
         fn the_budget_holds_and_proven_hosts_stay(
             ops in proptest::collection::vec(op(), 1..60),
@@ -1272,10 +1297,11 @@ mod budget_properties {
             for (now, op) in ops.into_iter().enumerate() {
                 let now = now as u64;
                 let host = |h: u8| format!("h{h}");
-                match op {
+                let mut scanned = Vec::new();
+                let events = match op {
                     Op::State(h, on) => {
                         let state: &[u8] = if on { b"online" } else { b"offline" };
-                        map.apply_message(&t(), &format!("/{}/$state", host(h)), state, now);
+                        map.apply_message(&t(), &format!("/{}/$state", host(h)), state, now)
                     }
                     Op::Describe(h, s, n) => {
                         let topics: Vec<String> =
@@ -1283,34 +1309,37 @@ mod budget_properties {
                         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
                         let d = description(&format!("s{s}"), &refs, &refs);
                         let topic = format!("/{}/s{s}/$description", host(h));
-                        map.apply_message(&t(), &topic, &d, now);
+                        map.apply_message(&t(), &topic, &d, now)
                     }
                     Op::Clear(h, s) => {
                         let topic = format!("/{}/s{s}/$description", host(h));
-                        map.apply_message(&t(), &topic, b"", now);
+                        map.apply_message(&t(), &topic, b"", now)
                     }
                     Op::Scan(hosts) => {
-                        let names: Vec<String> = hosts.iter().map(|h| host(*h)).collect();
+                        scanned = hosts.iter().map(|h| host(*h)).collect();
                         let entries: Vec<(&str, &[&str])> =
-                            names.iter().map(|n| (n.as_str(), &["s0"][..])).collect();
-                        map.apply_scan(&report(&entries), now);
-                        for n in names {
-                            if map.host(&n).is_some_and(|h| h.proven) {
-                                proven.insert(n);
-                            }
-                        }
+                            scanned.iter().map(|n| (n.as_str(), &["s0"][..])).collect();
+                        map.apply_scan(&report(&entries), now)
                     }
                     Op::Value(h, len) => {
                         let value = format!("\"{}\"", "v".repeat(len as usize));
                         let topic = format!("/{}/s0/o0", host(h));
-                        map.apply_message(&t(), &topic, value.as_bytes(), now);
+                        map.apply_message(&t(), &topic, value.as_bytes(), now)
                     }
-                    Op::Expire => {
-                        for e in map.expire(now) {
-                            if let MapEvent::HostExpired { host } = e {
-                                proven.remove(&host);
-                            }
-                        }
+                    Op::Expire => map.expire(now),
+                };
+                // Gone (missing, offline, expired): proven no more.
+                for e in &events {
+                    if let MapEvent::HostMissing { host }
+                    | MapEvent::HostOffline { host }
+                    | MapEvent::HostExpired { host } = e
+                    {
+                        proven.remove(host);
+                    }
+                }
+                for n in scanned {
+                    if map.host(&n).is_some_and(|h| h.proven) {
+                        proven.insert(n);
                     }
                 }
                 prop_assert!(map.bytes() <= budget, "{} > {budget}", map.bytes());

@@ -37,12 +37,13 @@ impl Built {
 pub(super) struct Documents {
     cap: usize,
     /// Requests wait here for their turn, so that many requests for a
-    /// document wait for one build instead of each starting their own.
-    turn: tokio::sync::Mutex<()>,
-    /// What was built, of the latest generation only. Also held while a
-    /// document is built, on the blocking thread that builds it: a request
-    /// that goes away mid-build gives up its turn, but the next build still
-    /// waits for that one to finish, so no two run at once.
+    /// document wait for one build instead of each starting their own. The
+    /// build's blocking thread holds the turn until it ends, so a request
+    /// that goes away mid-build does not let another build start (clients
+    /// that ask and hang up cannot pile builds up on the blocking pool).
+    turn: Arc<tokio::sync::Mutex<()>>,
+    /// What was built, of the latest generation only; also held while a
+    /// document is built.
     built: Arc<Mutex<Vec<Built>>>,
 }
 
@@ -55,7 +56,7 @@ impl Documents {
     pub(super) fn new(cap: usize) -> Self {
         Documents {
             cap,
-            turn: tokio::sync::Mutex::new(()),
+            turn: Arc::new(tokio::sync::Mutex::new(())),
             built: Arc::default(),
         }
     }
@@ -68,7 +69,9 @@ impl Documents {
         shared: &Arc<HubShared>,
         format: Format,
     ) -> Result<Result<Bytes, TooLarge>, tokio::task::JoinError> {
-        let _turn = self.turn.lock().await;
+        // The turn goes with the build: a request dropped while its build
+        // runs does not let the next request start another beside it.
+        let turn = Arc::clone(&self.turn).lock_owned().await;
         let generation = shared.lock_map().generation();
         // A build still running holds the list; the blocking thread waits
         // for it, never the runtime's.
@@ -79,6 +82,7 @@ impl Documents {
         }
         let (shared, built, cap) = (Arc::clone(shared), Arc::clone(&self.built), self.cap);
         tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let mut built = lock(&built);
             let (snapshot, generation) = {
                 let map = shared.lock_map();
@@ -116,6 +120,12 @@ impl Documents {
     #[cfg(test)]
     fn kept(&self) -> usize {
         lock(&self.built).iter().map(Built::bytes).sum()
+    }
+
+    /// How many documents and refusals are kept.
+    #[cfg(test)]
+    fn entries(&self) -> usize {
+        lock(&self.built).len()
     }
 }
 
@@ -158,6 +168,18 @@ mod tests {
         let again = docs.get(&shared, Format::AsyncApi).await.unwrap().unwrap();
         // The very same buffer: served from the cache, not built again.
         assert_eq!(first.as_ptr(), again.as_ptr());
+        // An `online` from a host already online changes nothing shown:
+        // anyone may publish one, and it must not force a rebuild.
+        let online = |at| {
+            shared
+                .lock_map()
+                .apply_message(&Topics::default(), "/h1/$state", b"online", at)
+        };
+        online(2);
+        let online_once = docs.get(&shared, Format::AsyncApi).await.unwrap().unwrap();
+        assert!(online(3).is_empty());
+        let online_twice = docs.get(&shared, Format::AsyncApi).await.unwrap().unwrap();
+        assert_eq!(online_once.as_ptr(), online_twice.as_ptr());
         shared
             .lock_map()
             .apply_message(&Topics::default(), "/h9/$state", b"online", 2);
@@ -178,7 +200,15 @@ mod tests {
             .unwrap_err();
         assert!(refused.estimated, "{refused}");
         assert!(refused.to_string().contains("rollcall docs"), "{refused}");
-        assert_eq!(docs.kept(), 0);
+        // The refusal is kept (no bytes), so asking again builds nothing.
+        assert_eq!((docs.kept(), docs.entries()), (0, 1));
+        let again = docs
+            .get(&shared, Format::AsyncApi)
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(again.to_string(), refused.to_string());
+        assert_eq!(docs.entries(), 1);
         // A small one is served beside it.
         let small = Arc::new(HubShared::new(Topics::default()));
         assert!(docs.get(&small, Format::Dot).await.unwrap().is_ok());

@@ -311,21 +311,27 @@ async fn the_example_acl_lets_an_agent_write_its_own_topics_and_answers_only() {
     let _ = h1.handle.subscribe("/h2/#").await;
     h1.handle.subscribe("/h1/#").await.unwrap();
     let marker = format!("/h1/marker/{}", unique());
-    let first = loop {
-        hub.handle
-            .publish("/h2/gpio/output/lamp", "secret", Qos::AtLeastOnce, false)
-            .await
-            .unwrap();
-        hub.handle
-            .publish(&marker, "after", Qos::AtLeastOnce, false)
-            .await
-            .unwrap();
-        // The subscriptions may not be live for the first round.
-        match tokio::time::timeout(Duration::from_millis(500), h1.incoming.recv()).await {
-            Ok(msg) => break msg.unwrap(),
-            Err(_) => continue,
+    let rounds = async {
+        loop {
+            hub.handle
+                .publish("/h2/gpio/output/lamp", "secret", Qos::AtLeastOnce, false)
+                .await
+                .unwrap();
+            hub.handle
+                .publish(&marker, "after", Qos::AtLeastOnce, false)
+                .await
+                .unwrap();
+            // The subscriptions may not be live for the first round.
+            if let Ok(msg) =
+                tokio::time::timeout(Duration::from_millis(500), h1.incoming.recv()).await
+            {
+                break msg.unwrap();
+            }
         }
     };
+    let first = tokio::time::timeout(Duration::from_secs(10), rounds)
+        .await
+        .expect("h1 reads its own marker within 10 s");
     assert_eq!(first.topic, marker, "h1 read {}", first.topic);
     stop.cancel();
     tracker.close();
