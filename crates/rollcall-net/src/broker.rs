@@ -382,6 +382,14 @@ fn server(
     }
 }
 
+/// At most this many retained messages in the broker (a host retains two:
+/// `$state` and `$description`). A new retained topic past it is delivered
+/// to current subscribers but not retained, and logged at `warn`.
+pub const MAX_RETAINED_MESSAGES: usize = 10_000;
+/// At most this many bytes of retained topics and payloads in the broker;
+/// a retained publish that would pass it is treated the same way.
+pub const MAX_RETAINED_BYTES: usize = 16 * 1024 * 1024;
+
 /// A configuration for hundreds of clients sending bursts: one roll-call
 /// makes every host answer within a few milliseconds.
 fn config(servers: HashMap<String, ServerSettings>) -> Config {
@@ -394,6 +402,10 @@ fn config(servers: HashMap<String, ServerSettings>) -> Config {
             // count x size bytes; readers that fall further behind skip.
             max_segment_size: 4 * 1024 * 1024,
             max_segment_count: 4,
+            // Retained messages outside these bounds are delivered to
+            // current subscribers but not kept; nothing kept is evicted.
+            max_retained_messages: Some(MAX_RETAINED_MESSAGES),
+            max_retained_bytes: Some(MAX_RETAINED_BYTES),
             ..RouterConfig::default()
         },
         v4: Some(servers),

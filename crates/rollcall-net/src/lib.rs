@@ -15,7 +15,10 @@ pub mod stun;
 mod udp;
 mod url;
 
-pub use broker::{BrokerOptions, DEFAULT_EMBEDDED_BROKER, EmbeddedBroker, ServerTls};
+pub use broker::{
+    BrokerOptions, DEFAULT_EMBEDDED_BROKER, EmbeddedBroker, MAX_RETAINED_BYTES,
+    MAX_RETAINED_MESSAGES, ServerTls,
+};
 pub use error::NetError;
 pub use http::http_listener;
 pub use login::{Credentials, Login, LoginSettings, TlsFiles};

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rollcall_net::{
-    BrokerOptions, BrokerUrl, Credentials, EmbeddedBroker, Login, NetError, Qos, ServerTls,
-    Session, SessionConfig, TlsFiles,
+    BrokerOptions, BrokerUrl, Credentials, EmbeddedBroker, Login, MAX_RETAINED_BYTES,
+    MAX_RETAINED_MESSAGES, Message, NetError, Qos, ServerTls, Session, SessionConfig, TlsFiles,
 };
 use rollcall_testsupport::{TestPki, tempfile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -445,4 +445,192 @@ fn bad_tls_files_are_refused_at_start() {
         let error = EmbeddedBroker::start(options).unwrap_err().to_string();
         assert!(error.contains(needle), "{error}");
     }
+}
+
+/// What the broker retained on `topic`, as `session` sees it when it
+/// subscribes: the messages before the marker it then publishes there itself
+/// (retained messages come first, and the broker handles one client's
+/// packets in order, so the marker also means everything `session` sent
+/// before has been handled).
+async fn retained_on(session: &mut Session, topic: &str) -> Vec<Message> {
+    session.handle.subscribe(topic).await.unwrap();
+    let marker = format!("marker for {topic}");
+    session
+        .handle
+        .publish(topic, marker.clone(), Qos::AtLeastOnce, false)
+        .await
+        .unwrap();
+    let mut retained = Vec::new();
+    loop {
+        let message = tokio::time::timeout(WAIT, session.incoming.recv())
+            .await
+            .expect("the marker came back")
+            .unwrap();
+        if !message.retain && message.payload.as_ref() == marker.as_bytes() {
+            return retained;
+        }
+        assert!(message.retain, "only retained messages before the marker");
+        retained.push(message);
+    }
+}
+
+/// The one retained payload on `topic`, if any.
+async fn retained_payload(session: &mut Session, topic: &str) -> Option<Vec<u8>> {
+    let retained = retained_on(session, topic).await;
+    assert!(retained.len() <= 1, "one retained message per topic");
+    retained.first().map(|m| m.payload.to_vec())
+}
+
+/// The embedded broker retained every retained publish, so a client
+/// publishing made-up hosts grew the hub's process without end (482 MB for
+/// 20,000 hosts, BENCHMARKS.md). Now a new retained topic past
+/// [`MAX_RETAINED_MESSAGES`] is delivered but not retained, and the topics
+/// retained before it stay and can still be replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retained_store_keeps_at_most_its_message_bound() {
+    let broker = EmbeddedBroker::start(loopback_any_port()).unwrap();
+    let harness = Harness::new();
+    let mut flooder = harness
+        .connect(SessionConfig::new(broker.url(), "flooder"))
+        .await;
+    let real = "rollcall/real-host/$state";
+    flooder
+        .handle
+        .publish(real, "up", Qos::AtLeastOnce, true)
+        .await
+        .unwrap();
+    for i in 0..MAX_RETAINED_MESSAGES + 100 {
+        flooder
+            .handle
+            .publish(&format!("flood/{i}"), "x", Qos::AtMostOnce, true)
+            .await
+            .unwrap();
+    }
+    // The marker of our own topic also means the flood has been handled.
+    assert!(retained_on(&mut flooder, "sync/flooder").await.is_empty());
+
+    let mut late = harness
+        .connect(SessionConfig::new(broker.url(), "late"))
+        .await;
+    assert_eq!(
+        retained_payload(&mut late, real).await,
+        Some(b"up".to_vec())
+    );
+    assert_eq!(
+        retained_payload(&mut late, "flood/0").await,
+        Some(b"x".to_vec())
+    );
+    // The first MAX_RETAINED_MESSAGES - 1 flood topics filled the store.
+    let last_kept = format!("flood/{}", MAX_RETAINED_MESSAGES - 2);
+    let first_refused = format!("flood/{}", MAX_RETAINED_MESSAGES - 1);
+    let last = format!("flood/{}", MAX_RETAINED_MESSAGES + 99);
+    assert_eq!(
+        retained_payload(&mut late, &last_kept).await,
+        Some(b"x".to_vec())
+    );
+    assert_eq!(retained_payload(&mut late, &first_refused).await, None);
+    assert_eq!(retained_payload(&mut late, &last).await, None);
+
+    // A retained topic is still replaced, and a new one still delivered to
+    // its subscribers (`late` is subscribed to `last`).
+    flooder
+        .handle
+        .publish(real, "dn", Qos::AtLeastOnce, true)
+        .await
+        .unwrap();
+    flooder
+        .handle
+        .publish(&last, "live", Qos::AtLeastOnce, true)
+        .await
+        .unwrap();
+    loop {
+        let live = tokio::time::timeout(WAIT, late.incoming.recv())
+            .await
+            .expect("the publish was delivered")
+            .unwrap();
+        assert!(!live.retain);
+        if live.topic == last {
+            assert_eq!(live.payload.as_ref(), b"live");
+            break;
+        }
+    }
+    let mut later = harness
+        .connect(SessionConfig::new(broker.url(), "later"))
+        .await;
+    assert_eq!(
+        retained_payload(&mut later, real).await,
+        Some(b"dn".to_vec())
+    );
+    assert_eq!(retained_payload(&mut later, &last).await, None);
+    harness.stop().await;
+}
+
+/// The same for [`MAX_RETAINED_BYTES`]: 1 MB payloads, of which 16 fit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retained_store_keeps_at_most_its_bytes_bound() {
+    const PAYLOAD: usize = 1_000_000;
+    let broker = EmbeddedBroker::start(loopback_any_port()).unwrap();
+    let harness = Harness::new();
+    let big = |config: SessionConfig| SessionConfig {
+        max_packet_size: 2 * PAYLOAD,
+        ..config
+    };
+    let mut flooder = harness
+        .connect(big(SessionConfig::new(broker.url(), "flooder")))
+        .await;
+    let fit = MAX_RETAINED_BYTES / (PAYLOAD + "big/00".len());
+    assert_eq!(fit, 16);
+    for i in 0..fit + 4 {
+        flooder
+            .handle
+            .publish(
+                &format!("big/{i:02}"),
+                vec![b'a'; PAYLOAD],
+                Qos::AtMostOnce,
+                true,
+            )
+            .await
+            .unwrap();
+    }
+    // Replacing one with a payload of the same size is accepted.
+    flooder
+        .handle
+        .publish("big/00", vec![b'b'; PAYLOAD], Qos::AtMostOnce, true)
+        .await
+        .unwrap();
+    assert!(retained_on(&mut flooder, "sync/flooder").await.is_empty());
+
+    let mut late = harness
+        .connect(big(SessionConfig::new(broker.url(), "late")))
+        .await;
+    let kept = retained_payload(&mut late, "big/00").await.unwrap();
+    assert!(kept == vec![b'b'; PAYLOAD]);
+    let last_kept = format!("big/{:02}", fit - 1);
+    assert!(retained_payload(&mut late, &last_kept).await.is_some());
+    for i in fit..fit + 4 {
+        let refused = format!("big/{i:02}");
+        let retained = retained_payload(&mut late, &refused).await;
+        assert!(retained.is_none(), "{refused} was retained");
+    }
+    // An empty payload deletes one, and makes room for another.
+    flooder
+        .handle
+        .publish("big/01", Vec::new(), Qos::AtMostOnce, true)
+        .await
+        .unwrap();
+    let refused = format!("big/{fit:02}");
+    flooder
+        .handle
+        .publish(&refused, vec![b'c'; PAYLOAD], Qos::AtMostOnce, true)
+        .await
+        .unwrap();
+    assert!(retained_on(&mut flooder, "sync/flooder").await.is_empty());
+    let mut later = harness
+        .connect(big(SessionConfig::new(broker.url(), "later")))
+        .await;
+    let deleted = retained_payload(&mut later, "big/01").await;
+    assert!(deleted.is_none(), "big/01 is still retained");
+    let now_kept = retained_payload(&mut later, &refused).await.unwrap();
+    assert!(now_kept == vec![b'c'; PAYLOAD]);
+    harness.stop().await;
 }

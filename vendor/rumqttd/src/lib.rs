@@ -202,6 +202,15 @@ pub struct RouterConfig {
     // defaults to Round Robin
     #[serde(default)]
     pub shared_subscriptions_strategy: Strategy,
+    /// rollcall patch: at most this many retained messages (None: 10,000).
+    /// A new retained topic past it is delivered but not retained.
+    #[serde(default)]
+    pub max_retained_messages: Option<usize>,
+    /// rollcall patch: at most this many bytes of retained topics and
+    /// payloads (None: 16 MiB). A retained publish that would pass it is
+    /// delivered but not retained.
+    #[serde(default)]
+    pub max_retained_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 use super::Ack;
 use slab::Slab;
-use tracing::{info, trace};
+use tracing::{info, trace, warn};
 
 use crate::protocol::{
     matches, ConnAck, ConnAckProperties, PingResp, PubAck, PubComp, PubRec, PubRel, Publish,
@@ -13,7 +13,7 @@ use crate::segments::{CommitLog, Position};
 use crate::Storage;
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 type PubWithProp = (Publish, Option<PublishProperties>);
 
@@ -63,6 +63,12 @@ pub struct DataLog {
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
     /// rollcall patch: bytes of topic names in `publish_filters`
     publish_filters_bytes: usize,
+    /// rollcall patch: bytes of topics and payloads in `retained_publishes`
+    retained_bytes: usize,
+    /// rollcall patch: retained publishes not retained, the store being full
+    retained_refused: u64,
+    /// rollcall patch: when that was last logged
+    retained_warned: Option<Instant>,
 }
 
 // rollcall patch: `publish_filters` holds every topic published since it was
@@ -70,6 +76,21 @@ pub struct DataLog {
 // this many topics and this many bytes of topic names (a topic can be 64 KiB).
 const MAX_CACHED_TOPICS: usize = 10_000;
 const MAX_CACHED_TOPIC_BYTES: usize = 1024 * 1024;
+
+// rollcall patch: `retained_publishes` kept every retained topic published,
+// so a client could grow it without end. Unless `RouterConfig` says
+// otherwise, it keeps at most this many messages and this many bytes of
+// topics and payloads. A publish that would pass a bound is delivered to
+// current subscribers but not retained; nothing retained is evicted for it.
+pub const DEFAULT_MAX_RETAINED_MESSAGES: usize = 10_000;
+pub const DEFAULT_MAX_RETAINED_BYTES: usize = 16 * 1024 * 1024;
+// rollcall patch: at most one warning per this long about refused retains.
+const RETAINED_WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+// rollcall patch: what a retained message counts for in `retained_bytes`.
+fn retained_size(topic: &str, publish: &Publish) -> usize {
+    topic.len() + publish.payload.len()
+}
 
 impl DataLog {
     pub fn new(config: RouterConfig) -> io::Result<DataLog> {
@@ -94,6 +115,9 @@ impl DataLog {
             native,
             publish_filters,
             publish_filters_bytes: 0,
+            retained_bytes: 0,
+            retained_refused: 0,
+            retained_warned: None,
             filter_indexes,
             retained_publishes,
         })
@@ -292,18 +316,76 @@ impl DataLog {
         inflight
     }
 
+    /// rollcall patch: returns whether the publish was retained. A new topic
+    /// is retained only within both bounds (`max_retained_messages`,
+    /// `max_retained_bytes`); a topic already retained is replaced when its
+    /// new payload is no bigger, or when the bytes bound allows the growth.
+    /// Otherwise the store is left as it was, the refusal is counted, and
+    /// logged at most once per `RETAINED_WARN_INTERVAL`.
     pub fn insert_to_retained_publishes(
         &mut self,
         publish: Publish,
         publish_properties: Option<PublishProperties>,
         topic: Topic,
-    ) {
+    ) -> bool {
+        let max_messages = self
+            .config
+            .max_retained_messages
+            .unwrap_or(DEFAULT_MAX_RETAINED_MESSAGES);
+        let max_bytes = self
+            .config
+            .max_retained_bytes
+            .unwrap_or(DEFAULT_MAX_RETAINED_BYTES);
+        let size = retained_size(&topic, &publish);
+        let old = self
+            .retained_publishes
+            .get(&topic)
+            .map(|old| retained_size(&topic, &old.publish));
+        let others = self.retained_bytes - old.unwrap_or(0);
+        let accepted = match old {
+            Some(old) => size <= old || others + size <= max_bytes,
+            None => self.retained_publishes.len() < max_messages && others + size <= max_bytes,
+        };
+        if !accepted {
+            self.refuse_retained(&topic);
+            return false;
+        }
+        self.retained_bytes = others + size;
         let pub_with_props = (publish, publish_properties);
         self.retained_publishes.insert(topic, pub_with_props.into());
+        true
     }
 
     pub fn remove_from_retained_publishes(&mut self, topic: Topic) {
-        self.retained_publishes.remove(&topic);
+        // rollcall patch: keeps `retained_bytes`
+        if let Some(old) = self.retained_publishes.remove(&topic) {
+            self.retained_bytes -= retained_size(&topic, &old.publish);
+        }
+    }
+
+    /// rollcall patch: retained publishes refused so far, the store being full.
+    pub fn retained_refused(&self) -> u64 {
+        self.retained_refused
+    }
+
+    fn refuse_retained(&mut self, topic: &str) {
+        self.retained_refused += 1;
+        let now = Instant::now();
+        let quiet = self
+            .retained_warned
+            .is_some_and(|last| now.duration_since(last) < RETAINED_WARN_INTERVAL);
+        if quiet {
+            return;
+        }
+        self.retained_warned = Some(now);
+        let topic: String = topic.chars().take(128).collect();
+        warn!(
+            topic,
+            refused = self.retained_refused,
+            retained = self.retained_publishes.len(),
+            retained_bytes = self.retained_bytes,
+            "Retained store full: publish delivered but not retained"
+        );
     }
 
     pub fn read_retained_messages(&mut self, filter: &str) -> Vec<PubWithProp> {
@@ -311,7 +393,9 @@ impl DataLog {
         let now = Instant::now();
 
         // discard expired retained messages
-        self.retained_publishes.retain(|_, pubdata| {
+        // rollcall patch: and count their bytes out of `retained_bytes`
+        let mut freed = 0;
+        self.retained_publishes.retain(|topic, pubdata| {
             // Keep data if no properties exists, which implies no message expiry!
             let Some(properties) = pubdata.properties.as_mut() else {
                 return true;
@@ -331,10 +415,13 @@ impl DataLog {
                 // set message_expiry_interval to (original value - time spent waiting in server)
                 // ref: https://docs.oasis-open.org/mqtt/mqtt/v5.0/os/mqtt-v5.0-os.html#_Toc3901112
                 *message_expiry_interval -= time_spent;
+            } else {
+                freed += retained_size(topic, &pubdata.publish);
             }
 
             is_valid
         });
+        self.retained_bytes -= freed;
 
         // no need to include timestamp when returning
         self.retained_publishes
@@ -471,7 +558,11 @@ impl AckLog {
 
 #[cfg(test)]
 mod test {
-    use super::{DataLog, MAX_CACHED_TOPICS, MAX_CACHED_TOPIC_BYTES};
+    use super::{
+        DataLog, DEFAULT_MAX_RETAINED_BYTES, DEFAULT_MAX_RETAINED_MESSAGES, MAX_CACHED_TOPICS,
+        MAX_CACHED_TOPIC_BYTES,
+    };
+    use crate::protocol::Publish;
     use crate::router::shared_subs::Strategy;
     use crate::RouterConfig;
 
@@ -485,6 +576,8 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            max_retained_messages: None,
+            max_retained_bytes: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("topic/a");
@@ -505,6 +598,8 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            max_retained_messages: None,
+            max_retained_bytes: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("+/+");
@@ -525,6 +620,8 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            max_retained_messages: None,
+            max_retained_bytes: None,
         }
     }
 
@@ -618,6 +715,113 @@ mod test {
     fn sorted(mut v: Vec<usize>) -> Vec<usize> {
         v.sort_unstable();
         v
+    }
+
+    // rollcall patch: the retained store stays within its bounds, replaces
+    // and deletes what it holds, and evicts nothing for a new topic.
+    fn retained_config(messages: usize, bytes: usize) -> RouterConfig {
+        RouterConfig {
+            max_retained_messages: Some(messages),
+            max_retained_bytes: Some(bytes),
+            ..bounded_config()
+        }
+    }
+
+    fn retain(data: &mut DataLog, topic: &str, payload: &[u8]) -> bool {
+        let publish = Publish::new(topic.as_bytes().to_vec(), payload.to_vec(), true);
+        data.insert_to_retained_publishes(publish, None, topic.to_owned())
+    }
+
+    fn retained(data: &mut DataLog, topic: &str) -> Option<Vec<u8>> {
+        let found = data.read_retained_messages(topic);
+        assert!(found.len() <= 1);
+        found.first().map(|(p, _)| p.payload.to_vec())
+    }
+
+    fn assert_retained_bytes_counted(data: &DataLog) {
+        let bytes: usize = data
+            .retained_publishes
+            .iter()
+            .map(|(t, p)| t.len() + p.publish.payload.len())
+            .sum();
+        assert_eq!(data.retained_bytes, bytes);
+    }
+
+    #[test]
+    fn retained_messages_stay_within_the_count_bound() {
+        let mut data = DataLog::new(retained_config(100, 1 << 20)).unwrap();
+        for i in 0..100 {
+            assert!(retain(&mut data, &format!("host/{i}"), b"up"));
+        }
+        for i in 100..1000 {
+            assert!(!retain(&mut data, &format!("host/{i}"), b"up"));
+        }
+        assert_eq!(data.retained_publishes.len(), 100);
+        assert_eq!(data.retained_refused(), 900);
+        assert_eq!(data.read_retained_messages("host/+").len(), 100);
+        assert_eq!(retained(&mut data, "host/999"), None);
+        // Nothing was evicted, and a retained topic can still be replaced,
+        // even with a bigger payload while the bytes allow it.
+        assert_eq!(retained(&mut data, "host/0"), Some(b"up".to_vec()));
+        assert!(retain(&mut data, "host/0", b"down"));
+        assert_eq!(retained(&mut data, "host/0"), Some(b"down".to_vec()));
+        // Deleting one makes room for one.
+        data.remove_from_retained_publishes("host/1".to_owned());
+        assert_eq!(retained(&mut data, "host/1"), None);
+        assert!(retain(&mut data, "host/1000", b"up"));
+        assert!(!retain(&mut data, "host/1001", b"up"));
+        assert_eq!(data.retained_publishes.len(), 100);
+        assert_retained_bytes_counted(&data);
+    }
+
+    #[test]
+    fn retained_messages_stay_within_the_bytes_bound() {
+        // Each message is a 2-byte topic and a 98-byte payload: 100 bytes.
+        let mut data = DataLog::new(retained_config(1000, 1000)).unwrap();
+        let payload = [b'x'; 98];
+        for i in 0..10 {
+            assert!(retain(&mut data, &format!("t{i}"), &payload));
+        }
+        assert_eq!(data.retained_bytes, 1000);
+        assert!(!retain(&mut data, "ta", b"y"));
+        assert_eq!(retained(&mut data, "ta"), None);
+        // A topic's payload can shrink or stay the same size, but not grow
+        // past the bound; a refused replacement keeps the old payload.
+        assert!(retain(&mut data, "t0", &[b'a'; 98]));
+        assert!(!retain(&mut data, "t0", &[b'b'; 99]));
+        assert_eq!(retained(&mut data, "t0"), Some(vec![b'a'; 98]));
+        assert!(retain(&mut data, "t0", &[b'c'; 48]));
+        assert_eq!(data.retained_bytes, 950);
+        assert_retained_bytes_counted(&data);
+        // The 50 bytes freed take a new topic, or let another grow.
+        assert!(!retain(&mut data, "ta", &[b'd'; 49]));
+        assert!(retain(&mut data, "t1", &[b'e'; 148]));
+        assert_eq!(data.retained_bytes, 1000);
+        // A deletion frees its topic's bytes.
+        data.remove_from_retained_publishes("t1".to_owned());
+        data.remove_from_retained_publishes("not-retained".to_owned());
+        assert_eq!(data.retained_bytes, 850);
+        assert!(retain(&mut data, "ta", &[b'f'; 148]));
+        assert_eq!(data.retained_bytes, 1000);
+        assert_retained_bytes_counted(&data);
+        assert_eq!(data.retained_refused(), 3);
+    }
+
+    #[test]
+    fn retained_defaults_fit_a_raspberry_pi() {
+        let mut data = DataLog::new(bounded_config()).unwrap();
+        for i in 0..DEFAULT_MAX_RETAINED_MESSAGES + 10 {
+            retain(&mut data, &format!("h/{i}"), b"x");
+        }
+        assert_eq!(data.retained_publishes.len(), DEFAULT_MAX_RETAINED_MESSAGES);
+        let mut data = DataLog::new(bounded_config()).unwrap();
+        let big = vec![b'x'; 64 * 1024];
+        for i in 0..1000 {
+            retain(&mut data, &format!("big/{i}"), &big);
+        }
+        assert!(data.retained_bytes <= DEFAULT_MAX_RETAINED_BYTES);
+        assert!(data.retained_bytes > DEFAULT_MAX_RETAINED_BYTES - big.len() - 16);
+        assert_retained_bytes_counted(&data);
     }
 
     //     #[test]
