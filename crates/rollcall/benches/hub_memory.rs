@@ -8,16 +8,17 @@
 //! inputs and eight outputs (units, docs: 2.3 kB of JSON), in a bounded loop
 //! at QoS 1. Four runs:
 //!
-//! 1. the hub with a map budget of 32 MiB on a broker in this
-//!    process, started after the flood is retained there: the broker hands
-//!    the retained messages over when the hub subscribes;
+//! 1. the hub with a map budget of 32 MiB on a stock Mosquitto, started
+//!    after the flood is retained there: the broker hands the retained
+//!    messages over when the hub subscribes;
 //! 2. the same with the default budget (16 MiB);
 //! 3. the same with the budget set out of reach (`--map-budget-mb 4096`),
 //!    what the map costs unbounded;
 //! 4. the hub with its own embedded broker (`--embedded-broker`, budget
 //!    32 MiB), the flood
 //!    published to it while it runs: the broker's retained store is in the
-//!    hub's process too, outside the map's budget.
+//!    hub's process too, bounded by the broker (10,000 messages, 16 MiB),
+//!    not by the map's budget.
 //!
 //! After the flood (every message counted by the hub's `/metrics`, or none
 //! more for 20 s), each run
@@ -31,13 +32,14 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use rollcall_net::{BrokerUrl, EmbeddedBroker, Qos, Session, SessionConfig};
+use rollcall_net::{BrokerUrl, Qos, Session, SessionConfig};
+use rollcall_testsupport::{Mosquitto, MosquittoConfig};
 use serde_json::json;
 use support::{free_udp_port, load_line, status_field};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -321,9 +323,11 @@ async fn run() -> Result<()> {
     let load_start = load_line();
     let mut rows = Vec::new();
 
-    // 1 to 3: a broker in this process holds the flood, retained.
-    let broker = EmbeddedBroker::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
-    let url = broker.url();
+    // 1 to 3: a stock Mosquitto holds the flood, retained (the embedded
+    // broker would keep only its first 10,000 retained messages).
+    let mosquitto = Mosquitto::start(&MosquittoConfig::default())
+        .context("runs 1-3 need a stock Mosquitto (apt-get install mosquitto)")?;
+    let url = mosquitto.url();
     let took = flood(&url).await?;
     eprintln!("flood of {FAKES} hosts published in {took:?}");
     let bench_rss = status_field(std::process::id(), "VmRSS");
@@ -381,7 +385,7 @@ async fn run() -> Result<()> {
     drop(hub);
 
     println!(
-        "Flood: {FAKES} made-up hosts ($state + a 16-interface $description each), published at QoS 1 in {took:.1?}; this process (attacker and broker of runs 1-3) at {} after it.",
+        "Flood: {FAKES} made-up hosts ($state + a 16-interface $description each), published at QoS 1 in {took:.1?}; this process (the attacker) at {} after it.",
         mb(bench_rss)
     );
     println!(
