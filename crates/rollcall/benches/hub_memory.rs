@@ -6,7 +6,7 @@
 //! the attacker. 20,000 made-up hosts are published retained, each a
 //! `$state` `online` and a `$description` of a service `svc` with eight
 //! inputs and eight outputs (units, docs: 2.3 kB of JSON), in a bounded loop
-//! at QoS 1. Four runs:
+//! at QoS 1. Five runs:
 //!
 //! 1. the hub with a map budget of 32 MiB on a stock Mosquitto, started
 //!    after the flood is retained there: the broker hands the retained
@@ -14,8 +14,8 @@
 //! 2. the same with the default budget (16 MiB);
 //! 3. the same with the budget set out of reach (`--map-budget-mb 4096`),
 //!    what the map costs unbounded;
-//! 4. the hub with its own embedded broker (`--embedded-broker`, budget
-//!    32 MiB), the flood
+//! 4. and 5. the hub with its own embedded broker (`--embedded-broker`,
+//!    budget 32 MiB, then the default), the flood
 //!    published to it while it runs: the broker's retained store is in the
 //!    hub's process too, bounded by the broker (10,000 messages, 16 MiB),
 //!    not by the map's budget.
@@ -358,31 +358,39 @@ async fn run() -> Result<()> {
         );
     }
 
-    // 4: the hub's own embedded broker, flooded while it runs.
-    let port = rollcall_testsupport::free_tcp_port();
-    let udp_port = free_udp_port();
-    let own = BrokerUrl::new("127.0.0.1", port);
-    let hub = start_hub(
-        &binary,
-        &["--embedded-broker".into(), format!("127.0.0.1:{port}")],
-        udp_port,
-        &["--map-budget-mb", "32"],
-    )?;
-    let started = Instant::now();
-    flood(&own).await?;
-    rows.push(
-        measure(
+    // 4 and 5: the hub's own embedded broker, flooded while it runs.
+    for (label, extra) in [
+        (
             "4. own embedded broker, --map-budget-mb 32",
+            &["--map-budget-mb", "32"][..],
+        ),
+        ("5. own embedded broker, default budget (16 MiB)", &[][..]),
+    ] {
+        let port = rollcall_testsupport::free_tcp_port();
+        let udp_port = free_udp_port();
+        let own = BrokerUrl::new("127.0.0.1", port);
+        let hub = start_hub(
             &binary,
-            &hub,
-            &own,
+            &["--embedded-broker".into(), format!("127.0.0.1:{port}")],
             udp_port,
-            2.0 * FAKES as f64,
-            started,
-        )
-        .await?,
-    );
-    drop(hub);
+            extra,
+        )?;
+        let started = Instant::now();
+        flood(&own).await?;
+        rows.push(
+            measure(
+                label,
+                &binary,
+                &hub,
+                &own,
+                udp_port,
+                2.0 * FAKES as f64,
+                started,
+            )
+            .await?,
+        );
+        drop(hub);
+    }
 
     println!(
         "Flood: {FAKES} made-up hosts ($state + a 16-interface $description each), published at QoS 1 in {took:.1?}; this process (the attacker) at {} after it.",
