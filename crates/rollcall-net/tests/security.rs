@@ -351,8 +351,16 @@ async fn the_tls_listener_serves_clients_that_trust_its_ca() {
         raw_connect(broker.url().resolve().unwrap(), "sneaky").await,
         CONNACK_BAD_LOGIN
     );
-    // Plain MQTT on the TLS port: no CONNACK.
-    let answer = raw_connect(broker.addr, "plain-on-tls").await;
+    // Plain MQTT on the TLS port: no CONNACK, and the connection is
+    // closed (not left waiting: its bytes are no TLS record).
+    let mut plain = TcpStream::connect(broker.addr).await.unwrap();
+    plain
+        .write_all(&connect_packet("plain-on-tls", None))
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(WAIT, plain.read_to_end(&mut answer)).await;
+    assert!(closed.is_ok(), "the TLS port kept a plain client waiting");
     assert!(!answer.starts_with(&[0x20]), "{answer:?}");
     harness.stop().await;
 }
