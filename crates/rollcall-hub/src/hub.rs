@@ -884,6 +884,7 @@ async fn ingest_loop(
                 }
             }
         }
+        count_session_drops(session, shared);
         let mut events = Vec::new();
         let mut replies = Vec::new();
         let changes = {
@@ -917,25 +918,32 @@ async fn ingest_loop(
             drop(waiting);
             wake.notify_one();
         }
-        let stats = session.stats();
-        let counted = shared.metrics.errors("session_dropped");
-        if stats.dropped > counted {
-            warn!(
-                lost = stats.dropped - counted,
-                "the hub's session buffer overflowed"
-            );
-            shared
-                .metrics
-                .add_errors("session_dropped", stats.dropped - counted);
-        }
-        // Messages too large to take (the session logged each): counted,
-        // and the connection stays up.
-        let counted = shared.metrics.errors("session_oversized");
-        if stats.oversized > counted {
-            shared
-                .metrics
-                .add_errors("session_oversized", stats.oversized - counted);
-        }
+    }
+}
+
+/// Brings the session's counts of lost and oversized messages into the
+/// metrics. Called before a batch is taken into the map: the session counts
+/// a message it drops before it delivers any later one, so whoever sees a
+/// later message's effect in the map sees the drop counted too.
+fn count_session_drops(session: &SessionHandle, shared: &HubShared) {
+    let stats = session.stats();
+    let counted = shared.metrics.errors("session_dropped");
+    if stats.dropped > counted {
+        warn!(
+            lost = stats.dropped - counted,
+            "the hub's session buffer overflowed"
+        );
+        shared
+            .metrics
+            .add_errors("session_dropped", stats.dropped - counted);
+    }
+    // Messages too large to take (the session logged each): counted, and
+    // the connection stays up.
+    let counted = shared.metrics.errors("session_oversized");
+    if stats.oversized > counted {
+        shared
+            .metrics
+            .add_errors("session_oversized", stats.oversized - counted);
     }
 }
 
