@@ -33,6 +33,12 @@ pub fn host_config(name: &str, broker: &BrokerUrl, udp_port: u16) -> RawConfig {
     }
 }
 
+/// How long an agent may take to connect and say it is online: an upper
+/// bound, not a pause. Generous because a test that floods the broker
+/// (20,000 retained hosts in a debug-built rumqttd) makes every new
+/// subscription slow while the other tests load both cores.
+const READY: Duration = Duration::from_secs(30);
+
 /// Starts an agent and waits until it serves: its retained `$state` says
 /// `online` with its session number, which it publishes after subscribing to everything it serves,
 /// on the same connection, so the broker has every subscription by then.
@@ -42,7 +48,7 @@ pub async fn agent(config: RawConfig, shutdown: &CancellationToken) -> Agent {
     let agent = rollcall_agent::start(config, shutdown.clone())
         .await
         .unwrap();
-    agent.wait_connected(Duration::from_secs(5)).await.unwrap();
+    agent.wait_connected(READY).await.unwrap();
     let watcher_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut watcher = Session::start(
@@ -53,9 +59,9 @@ pub async fn agent(config: RawConfig, shutdown: &CancellationToken) -> Agent {
     .unwrap();
     watcher.handle.subscribe(&state_topic).await.unwrap();
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), watcher.incoming.recv())
+        let msg = tokio::time::timeout(READY, watcher.incoming.recv())
             .await
-            .expect("the agent says it is online within 5 s")
+            .expect("the agent says it is online in time")
             .unwrap();
         if msg.payload[..] == HostState::online(agent.session_number()).to_payload() {
             break;
