@@ -465,11 +465,14 @@ impl HubShared {
         // Whatever happens next, the pending entry goes.
         let _forget = Forget { shared: self, id };
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        // QoS 0: the reply is the receipt (its absence is a timeout), and a
+        // PUBACK from a stock Mosquitto would hold that reply back for our
+        // delayed TCP acknowledgement (about 40 ms).
         link.session
             .publish(
                 topic,
                 serde_json::to_vec(&envelope).unwrap_or_default(),
-                Qos::AtLeastOnce,
+                Qos::AtMostOnce,
                 false,
             )
             .await?;

@@ -237,6 +237,20 @@ struct Shared {
     /// connect (a refused password or an untrusted certificate should be
     /// reported as such, not as a timeout).
     last_error: Mutex<Option<String>>,
+    /// What has gone out and been confirmed, for callers that must know a
+    /// packet has left ([`SessionHandle::subscribe_confirmed`],
+    /// [`SessionHandle::publish_written`]).
+    progress: watch::Sender<Progress>,
+}
+
+/// Running counts the session loop moves forward; a waiter notes them
+/// before its request and waits for them to pass.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    /// Publishes written to the broker's socket (and flushed).
+    written: u64,
+    /// SUBACKs received.
+    subacks: u64,
 }
 
 impl Shared {
@@ -280,6 +294,76 @@ impl SessionHandle {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Subscribes like [`subscribe`](Self::subscribe) and, when the
+    /// SUBSCRIBE goes out now, returns once a SUBACK has come back (or
+    /// `timeout` has passed: an error). While disconnected the filter is
+    /// only remembered and this returns at once: wait to be connected
+    /// first when the SUBACK matters.
+    ///
+    /// Why wait: whatever we send after the SUBACK carries our TCP
+    /// acknowledgement of it. Sent before it arrives, our kernel delays
+    /// that acknowledgement by about 40 ms, and a broker without
+    /// `set_tcp_nodelay` (Mosquitto's default) holds its next message to
+    /// us (the reply we asked for) until it comes: Nagle's algorithm.
+    pub async fn subscribe_confirmed(
+        &self,
+        filter: &str,
+        timeout: Duration,
+    ) -> Result<(), NetError> {
+        check_filter(filter)?;
+        let mut progress = self.shared.progress.subscribe();
+        let before = progress.borrow_and_update().subacks;
+        if !self.shared.remembered().subscribe(filter, QoS::AtLeastOnce) {
+            return Ok(());
+        }
+        self.send(self.shared.client.subscribe(filter, QoS::AtLeastOnce))
+            .await?;
+        self.wait_progress(
+            &mut progress,
+            timeout,
+            "the broker to confirm a subscription",
+            |p| p.subacks > before,
+        )
+        .await
+    }
+
+    /// Publishes like [`publish`](Self::publish) and returns once a
+    /// publish has been written to the broker's socket since the call (or
+    /// `timeout` has passed: an error). For a message whose point is to
+    /// leave now, such as one carrying our TCP acknowledgement of what the
+    /// broker sent last (see [`subscribe_confirmed`](Self::subscribe_confirmed)).
+    pub async fn publish_written(
+        &self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+        qos: Qos,
+        retain: bool,
+        timeout: Duration,
+    ) -> Result<(), NetError> {
+        let mut progress = self.shared.progress.subscribe();
+        let before = progress.borrow_and_update().written;
+        self.publish(topic, payload, qos, retain).await?;
+        self.wait_progress(&mut progress, timeout, "a publish to leave", |p| {
+            p.written > before
+        })
+        .await
+    }
+
+    async fn wait_progress(
+        &self,
+        progress: &mut watch::Receiver<Progress>,
+        timeout: Duration,
+        what: &'static str,
+        done: impl FnMut(&Progress) -> bool,
+    ) -> Result<(), NetError> {
+        tokio::select! {
+            // A closed watch cannot happen while `self` holds the sender.
+            result = progress.wait_for(done) => result.map(drop).map_err(|_| NetError::SessionClosed),
+            () = self.shared.ended.cancelled() => Err(NetError::SessionClosed),
+            () = tokio::time::sleep(timeout) => Err(NetError::Timeout(timeout, what)),
+        }
     }
 
     /// Unsubscribes, and forgets the filter for future reconnects.
@@ -447,6 +531,7 @@ impl Session {
             kill: CancellationToken::new(),
             ended: CancellationToken::new(),
             last_error: Mutex::default(),
+            progress: watch::Sender::new(Progress::default()),
         });
         let event_loop = SessionLoop {
             eventloop,
@@ -583,6 +668,11 @@ impl SessionLoop {
             }
             Event::Outgoing(Outgoing::Publish(_)) => {
                 Counters::bump(&self.shared.counters.sent);
+                self.shared.progress.send_modify(|p| p.written += 1);
+                false
+            }
+            Event::Incoming(Packet::SubAck(_)) => {
+                self.shared.progress.send_modify(|p| p.subacks += 1);
                 false
             }
             _ => false,

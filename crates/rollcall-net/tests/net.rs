@@ -516,3 +516,113 @@ async fn stun_gives_up_when_nobody_answers() {
         discover_external_addr(silent.local_addr().unwrap(), Duration::from_millis(300)).await;
     assert!(matches!(result, Err(NetError::Timeout(..))));
 }
+
+/// A "broker" that accepts one connection, answers its CONNECT with a
+/// CONNACK and then only reads: no SUBACK, no PUBACK. Every byte it reads
+/// after the CONNACK is sent on the returned channel.
+async fn mute_broker(
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> (BrokerUrl, mpsc::Receiver<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind(LOOPBACK_ANY_PORT).await.unwrap();
+    let url = BrokerUrl::new("127.0.0.1", listener.local_addr().unwrap().port());
+    let (tx, rx) = mpsc::channel(64);
+    tracker.spawn(async move {
+        let (mut client, _) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted.unwrap(),
+        };
+        let mut buf = vec![0u8; 4096];
+        // The CONNECT arrives in one read on loopback; CONNACK: accepted.
+        let _ = client.read(&mut buf).await;
+        client.write_all(&[0x20, 0x02, 0x00, 0x00]).await.unwrap();
+        loop {
+            let n = tokio::select! {
+                () = shutdown.cancelled() => return,
+                n = client.read(&mut buf) => n.unwrap_or(0),
+            };
+            if n == 0 || tx.send(buf[..n].to_vec()).await.is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+// Issue 12: the CLI and the scanner send their request only after the
+// SUBACK, so that the request carries the acknowledgement a stock
+// Mosquitto would otherwise wait ~40 ms for.
+#[tokio::test]
+async fn subscribe_confirmed_waits_for_the_suback() {
+    let broker = broker();
+    let h = Harness::new();
+    let mut a = h.connect(&broker.url(), "confirmed-a").await;
+    let b = h.connect(&broker.url(), "confirmed-b").await;
+    a.handle
+        .subscribe_confirmed("/confirmed", WAIT)
+        .await
+        .unwrap();
+    // Confirmed means in place: a message published after it, by another
+    // client and without any probe, arrives.
+    b.handle
+        .publish("/confirmed", "after", Qos::AtMostOnce, false)
+        .await
+        .unwrap();
+    assert_eq!(&next(&mut a.incoming).await.payload[..], b"after");
+
+    // A broker that never sends the SUBACK: the wait ends in an error.
+    let (url, _read) = mute_broker(&h.tracker, h.shutdown.clone()).await;
+    let mute = h.connect(&url, "confirmed-mute").await;
+    let waited = mute
+        .handle
+        .subscribe_confirmed("/never", Duration::from_millis(200))
+        .await;
+    assert!(matches!(waited, Err(NetError::Timeout(..))), "{waited:?}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn publish_written_returns_once_the_publish_has_left() {
+    let h = Harness::new();
+    let (url, mut read) = mute_broker(&h.tracker, h.shutdown.clone()).await;
+    let session = h.connect(&url, "written").await;
+    session
+        .handle
+        .publish_written("/carrier", Vec::new(), Qos::AtMostOnce, false, WAIT)
+        .await
+        .unwrap();
+    // Written, so the broker can read it: a QoS 0 PUBLISH, topic /carrier.
+    let bytes = timeout(WAIT, read.recv()).await.unwrap().unwrap();
+    assert_eq!(bytes[0], 0x30, "{bytes:?}");
+    assert!(bytes.windows(8).any(|w| w == b"/carrier"), "{bytes:?}");
+
+    // Nothing leaves without a connection: the wait ends in an error.
+    let nowhere = Session::start(
+        SessionConfig::new(
+            BrokerUrl::new("127.0.0.1", closed_port().await),
+            "written-nowhere",
+        ),
+        h.shutdown.clone(),
+        &h.tracker,
+    )
+    .unwrap();
+    let waited = nowhere
+        .handle
+        .publish_written(
+            "/carrier",
+            Vec::new(),
+            Qos::AtMostOnce,
+            false,
+            Duration::from_millis(200),
+        )
+        .await;
+    assert!(matches!(waited, Err(NetError::Timeout(..))), "{waited:?}");
+    h.stop().await;
+}
+
+/// A loopback port nothing listens on (bound, then released).
+async fn closed_port() -> u16 {
+    let listener = TcpListener::bind(LOOPBACK_ANY_PORT).await.unwrap();
+    listener.local_addr().unwrap().port()
+}

@@ -773,13 +773,27 @@ struct Out {
 }
 
 impl Out {
-    /// A message on the agent's broker, QoS 1.
+    /// A message on the agent's broker, QoS 0.
+    ///
+    /// Not QoS 1, because of what a broker's PUBACK does to the next
+    /// command: a stock Mosquitto (no `set_tcp_nodelay`) sends the PUBACK,
+    /// our kernel delays its TCP acknowledgement, and Nagle's algorithm
+    /// holds the broker's next message to us (the next `set`, or the
+    /// `/udp/report` we subscribe to) until that acknowledgement comes,
+    /// about 40 ms later. QoS 0 has no PUBACK, so nothing is held. Nothing
+    /// here needs the broker's receipt: a state is retained and republished
+    /// by the next change or refresh, a reply is asked for again. (Answers
+    /// to roll-calls keep QoS 1, for the scanner's sake: see `send` in
+    /// `rollcall.rs`.)
+    /// Over TCP a QoS 0 message is lost only with its connection, and the
+    /// states that must outlive one (`$state`, `$description`) go through
+    /// [`Out::state`], which keeps QoS 1 and republishes after a reconnect.
     fn publish(&mut self, topic: String, payload: Vec<u8>, retain: bool) {
         self.effects.push(Effect::Publish {
             session: SessionId::Local,
             topic,
             payload,
-            qos: Qos::AtLeastOnce,
+            qos: Qos::AtMostOnce,
             retain,
         });
     }

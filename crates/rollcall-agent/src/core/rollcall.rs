@@ -416,6 +416,14 @@ impl AgentCore {
     }
 }
 
+/// Answers go at QoS 1, unlike the agent's other messages
+/// ([`Out::publish`]), for the scanner's sake: delivered at QoS 1, each
+/// answer makes the scanner send a PUBACK, which carries its TCP
+/// acknowledgement. At QoS 0 the scanner would send nothing back, delay its
+/// acknowledgement of the first answer by about 40 ms, and a broker
+/// without `set_tcp_nodelay` (Mosquitto's default) would hold the host's
+/// other answers until it came. The price is on our side: the broker's
+/// PUBACKs may hold a command sent to us in the 40 ms after a roll-call.
 fn send(scheduled: Scheduled, out: &mut Out) {
     for payload in scheduled.answers {
         out.effects.push(Effect::Publish {

@@ -1119,3 +1119,53 @@ fn shutdown_saves_at_once_and_says_offline() {
         "waiting answers dropped"
     );
 }
+
+/// The QoS of every publish among `effects`, by topic.
+fn qos_by_topic(effects: &[Effect]) -> Vec<(String, Qos)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Publish { topic, qos, .. } => Some((topic.clone(), *qos)),
+            _ => None,
+        })
+        .collect()
+}
+
+// Issue 12: on a broker without `set_tcp_nodelay`, a PUBACK to the agent
+// held the next command ~40 ms. States, replies and the host report go at
+// QoS 0 (no PUBACK); answers keep QoS 1, so that the scanner's PUBACKs
+// carry its acknowledgements.
+#[test]
+fn states_replies_and_reports_go_at_qos_0_and_answers_at_qos_1() {
+    let mut b = bed("");
+    b.message(
+        "/h1/gpio/control",
+        br#"{"outputs":[{"name":"lamp","pin":4}]}"#,
+    );
+    b.ms = 10;
+    let effects = b.message("/h1/gpio/set/lamp", br#"{"value":1,"topic":"/me/ok"}"#);
+    let sent = qos_by_topic(&effects);
+    assert!(
+        sent.iter().any(|(t, _)| t == "/h1/gpio/output/lamp"),
+        "{sent:?}"
+    );
+    assert!(sent.iter().any(|(t, _)| t == "/me/ok"), "{sent:?}");
+    assert!(sent.iter().all(|(_, q)| *q == Qos::AtMostOnce), "{sent:?}");
+
+    let effects = b.datagram(&rollcall(12), "127.0.0.1");
+    let sent = qos_by_topic(&effects);
+    assert_eq!(
+        sent.iter()
+            .filter(|(t, _)| t == "/udp/report")
+            .map(|(_, q)| *q)
+            .collect::<Vec<_>>(),
+        [Qos::AtMostOnce]
+    );
+    let answers: Vec<Qos> = sent
+        .iter()
+        .filter(|(t, _)| t == "/stat/data")
+        .map(|(_, q)| *q)
+        .collect();
+    assert_eq!(answers.len(), 3, "host, gpio and system: {sent:?}");
+    assert!(answers.iter().all(|q| *q == Qos::AtLeastOnce), "{sent:?}");
+}
