@@ -34,7 +34,8 @@ pub enum Report {
     /// On each (debounced) edge.
     #[default]
     Change,
-    /// At every `scan_ms`.
+    /// Read at every `scan_ms`, published when the value changed (and,
+    /// with `refresh_ms`, again after that long without a change).
     Scan,
 }
 
@@ -115,6 +116,11 @@ pub struct InputConfig {
     /// The interval of `report: scan`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_ms: Option<u64>,
+    /// With `report: scan`: publish the value again after this long
+    /// without a change. None: only changes are published (the retained
+    /// message holds the value for late subscribers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_ms: Option<u64>,
     /// Where values go instead of `/{host}/gpio/input/{name}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_change: Option<String>,
@@ -242,6 +248,18 @@ impl GpioConfig {
                     return Err(err(format!("{field}.scan_ms"), "must be 10 to 3600000"));
                 }
                 _ => {}
+            }
+            if let Some(refresh) = input.refresh_ms {
+                let field = format!("{field}.refresh_ms");
+                if input.report != Report::Scan {
+                    return Err(err(field, "`refresh_ms` needs `report: scan`"));
+                }
+                if !(1000..=86_400_000).contains(&refresh) {
+                    return Err(err(field, "must be 1000 to 86400000"));
+                }
+                if input.scan_ms.is_some_and(|scan| refresh < scan) {
+                    return Err(err(field, "must be at least `scan_ms`"));
+                }
             }
             if let Some(topic) = &input.on_change {
                 check_topic(topic, "on_change")

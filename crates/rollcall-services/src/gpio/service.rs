@@ -54,6 +54,9 @@ pub struct SavedState {
 struct InputState {
     /// The last value published.
     value: Option<bool>,
+    /// When it was published (unix ms): a scanned input publishes again
+    /// after its `refresh_ms` without a change.
+    published_ms: Option<u64>,
     /// When the last accepted edge happened (chip clock, ns).
     last_edge_ns: Option<u64>,
     /// When the next scan is due (unix ms).
@@ -456,24 +459,34 @@ impl GpioService {
 
     /// Reads the named inputs and publishes each value.
     fn read_inputs(&mut self, names: &[String], ctx: &Ctx<'_>) -> Vec<Publish> {
+        self.read_inputs_where(names, ctx, |_, _, _| true)
+    }
+
+    /// Reads the named inputs and publishes the readings `publish` picks,
+    /// given the input, its reporting state and the value read. A reading
+    /// left out changes nothing: the last published value and time stay.
+    fn read_inputs_where(
+        &mut self,
+        names: &[String],
+        ctx: &Ctx<'_>,
+        publish: impl Fn(&super::config::InputConfig, &InputState, bool) -> bool,
+    ) -> Vec<Publish> {
         let mut out = Vec::new();
         for name in names {
-            let Some(pin) = self
-                .state
-                .config
-                .inputs
-                .iter()
-                .find(|i| &i.name == name)
-                .map(|i| i.pin)
-            else {
+            let Some(input) = self.state.config.inputs.iter().find(|i| &i.name == name) else {
                 continue;
             };
-            match self.chip.get(pin) {
+            match self.chip.get(input.pin) {
                 Ok(value) => {
                     self.errors.remove(&format!("input `{name}`"));
-                    if let Some(state) = self.inputs.get_mut(name) {
-                        state.value = Some(value);
+                    let Some(state) = self.inputs.get_mut(name) else {
+                        continue;
+                    };
+                    if !publish(input, state, value) {
+                        continue;
                     }
+                    state.value = Some(value);
+                    state.published_ms = Some(ctx.now_ms);
                     out.push(self.input_reading(name, value, ctx));
                 }
                 Err(e) => {
@@ -582,6 +595,7 @@ impl GpioService {
                     report: Report::Change,
                     debounce_ms: 5,
                     scan_ms: None,
+                    refresh_ms: None,
                     on_change: None,
                 });
             }
@@ -682,7 +696,13 @@ impl Service for GpioService {
         for i in &cfg.inputs {
             let how = match i.report {
                 Report::Change => "on change".to_owned(),
-                Report::Scan => format!("every {} ms", i.scan_ms.unwrap_or_default()),
+                Report::Scan => match i.refresh_ms {
+                    None => format!("on change, read every {} ms", i.scan_ms.unwrap_or_default()),
+                    Some(refresh) => format!(
+                        "on change, read every {} ms, and every {refresh} ms unchanged",
+                        i.scan_ms.unwrap_or_default()
+                    ),
+                },
             };
             outputs.push(
                 Interface::new(&i.name, self.input_topic(&i.name, ctx), ValueType::Bool)
@@ -881,7 +901,17 @@ impl Service for GpioService {
                 s.next_scan_ms = now + every;
             }
         }
-        let mut out = self.read_inputs(&due, ctx);
+        // A scan publishes what changed, and what its `refresh_ms` says is
+        // due again: reading ten lines every 100 ms costs little, publishing
+        // them all every time was most of an idle agent's CPU.
+        let mut out = self.read_inputs_where(&due, ctx, |input, state, value| {
+            let changed = state.value != Some(value);
+            let refresh_due = input
+                .refresh_ms
+                .zip(state.published_ms)
+                .is_some_and(|(every, at)| now.saturating_sub(at) >= every);
+            changed || refresh_due
+        });
         // Lines that bounced: publish the level they settled at, if it changed.
         let settled: Vec<(String, Option<bool>)> = self
             .inputs
@@ -1191,15 +1221,55 @@ mod tests {
             topics: &topics,
             now_ms,
         };
-        let out = rig.svc.tick(&at(0));
-        assert_eq!(out.len(), 1);
+        // The configuration published the value; a scan that finds it
+        // unchanged publishes nothing (issue 12: quiet when idle).
+        assert!(rig.svc.tick(&at(0)).is_empty());
         assert!(rig.svc.tick(&at(499)).is_empty());
         rig.sim.drive(17, false).unwrap();
+        // Not read before its interval is up...
+        assert!(rig.svc.tick(&at(499)).is_empty());
+        // ...and published at the scan that finds it changed.
         let out = rig.svc.tick(&at(500));
         assert_eq!(
             find(&out, "/pizero2/gpio/input/float_switch").unwrap()["value"],
             0
         );
+        assert!(rig.svc.tick(&at(1000)).is_empty());
+        rig.sim.drive(17, true).unwrap();
+        assert_eq!(rig.svc.tick(&at(1500)).len(), 1);
+    }
+
+    #[test]
+    fn a_scanned_input_with_refresh_ms_is_published_again_when_unchanged() {
+        let mut rig = Rig::new();
+        rig.control(json!({"inputs":[
+            {"name":"tank","pin":17,"report":"scan","scan_ms":100,"refresh_ms":1000}]}))
+            .unwrap();
+        let ctx0 = rig.ctx(0);
+        let topics = ctx0.topics.clone();
+        let at = |now_ms| Ctx {
+            host: "pizero2",
+            topics: &topics,
+            now_ms,
+        };
+        // Published at configuration (time 0 in the rig): nothing new
+        // until the refresh is due, then once, then again a second later.
+        for ms in (100..1000).step_by(100) {
+            assert!(rig.svc.tick(&at(ms)).is_empty(), "at {ms} ms");
+        }
+        let out = rig.svc.tick(&at(1000));
+        assert!(find(&out, "/pizero2/gpio/input/tank").is_some(), "{out:?}");
+        assert!(rig.svc.tick(&at(1100)).is_empty());
+        // A change resets the refresh: published at once, and next only a
+        // refresh after it.
+        rig.sim.drive(17, true).unwrap();
+        assert_eq!(rig.svc.tick(&at(1500)).len(), 1);
+        assert!(rig.svc.tick(&at(2000)).is_empty());
+        assert_eq!(rig.svc.tick(&at(2500)).len(), 1);
+        // The description says how it reports.
+        let description = rig.svc.describe(&at(2500));
+        let doc = serde_json::to_string(&description).unwrap();
+        assert!(doc.contains("every 1000 ms unchanged"), "{doc}");
     }
 
     #[test]
@@ -1212,6 +1282,8 @@ mod tests {
             json!({"outputs":[{"name":"a","pin":99}]}),
             json!({"pwm":[{"name":"p","pin":18,"init":150}]}),
             json!({"inputs":[{"name":"b","pin":22,"report":"scan"}]}),
+            json!({"inputs":[{"name":"b","pin":22,"refresh_ms":5000}]}),
+            json!({"inputs":[{"name":"b","pin":22,"report":"scan","scan_ms":100,"refresh_ms":10}]}),
             json!({"outputs":[{"name":"a","pin":4,"colour":"red"}]}),
         ] {
             assert!(rig.control(bad.clone()).is_err(), "{bad}");

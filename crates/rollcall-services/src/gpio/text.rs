@@ -62,6 +62,7 @@ fn key_of(word: &str) -> (&str, bool) {
         "period" | "period_us" => ("period_us", true),
         "pol" | "polarity" => ("polarity", false),
         "scan" | "scan_ms" => ("scan_ms", true),
+        "refresh" | "refresh_ms" => ("refresh_ms", true),
         "debounce" | "debounce_ms" => ("debounce_ms", true),
         "pin" | "init" => (word, true),
         other => (other, false),
@@ -226,10 +227,11 @@ input
     #[test]
     fn scan_inputs_and_comments() {
         let cfg = parse(
-            "# the float switch\ninput\n name float # tank\n pin 17\n pull up\n report scan\n scan 500\n",
+            "# the float switch\ninput\n name float # tank\n pin 17\n pull up\n report scan\n scan 500\n refresh 60000\n",
         )
         .unwrap();
         assert_eq!(cfg.inputs[0].scan_ms, Some(500));
+        assert_eq!(cfg.inputs[0].refresh_ms, Some(60_000));
         assert_eq!(cfg.inputs[0].report, Report::Scan);
     }
 
