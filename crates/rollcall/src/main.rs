@@ -68,7 +68,19 @@ fn init_logging(verbose: u8) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The agent runs on one thread: it waits on the network and its
+    // hardware, never on the CPU, and its wakeups (a scan every 100 ms, a
+    // message) then cost no hand-over between worker threads, which was
+    // most of an idle agent's CPU time (BENCHMARKS.md). A Pi Zero has one
+    // core anyway. The hub, the demo and the rest keep a worker per core.
+    let runtime = if matches!(cli.command, Command::Agent(_)) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rollcall: cannot start the async runtime: {e}");
