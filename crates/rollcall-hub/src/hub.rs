@@ -60,6 +60,10 @@ pub struct HubConfig {
     pub every: Option<Duration>,
     /// Time between [`ClusterMap::expire`] runs.
     pub expire_every: Duration,
+    /// Set each roll-call's window from the hosts the map has seen answer
+    /// ([`crate::scan::window_for`]) instead of `scan.window_ms`, which is
+    /// then used only while none has.
+    pub window_per_host: bool,
 }
 
 impl HubConfig {
@@ -73,6 +77,7 @@ impl HubConfig {
             scan,
             every: Some(every),
             expire_every: Duration::from_secs(1),
+            window_per_host: false,
         }
     }
 
@@ -134,6 +139,9 @@ pub struct HubMetrics {
     pub last_rollcall_ms: AtomicU64,
     /// When the latest roll-call's last answer came, in ms after sending.
     pub last_answer_ms: AtomicU64,
+    /// The latest roll-call's `window_ms` (with a window per host, the one
+    /// the hub chose).
+    pub last_window_ms: AtomicU64,
     duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
     duration_sum_us: AtomicU64,
     duration_count: AtomicU64,
@@ -151,6 +159,8 @@ impl HubMetrics {
         self.last_rollcall_ms.store(ms, Ordering::Relaxed);
         self.last_answer_ms
             .store(report.last_answer_ms().unwrap_or(0), Ordering::Relaxed);
+        self.last_window_ms
+            .store(report.window_ms, Ordering::Relaxed);
         let secs = took.as_secs_f64();
         for (bound, count) in DURATION_BUCKETS.iter().zip(&self.duration_buckets) {
             if secs <= *bound {
@@ -281,6 +291,12 @@ impl HubMetrics {
             "gauge",
             "When the latest roll-call's last answer arrived, after sending.",
             &[("", load(&self.last_answer_ms) as f64 / 1000.0)],
+        );
+        metric(
+            "rollcall_last_window_seconds",
+            "gauge",
+            "The answer window the latest roll-call asked for.",
+            &[("", load(&self.last_window_ms) as f64 / 1000.0)],
         );
         let bounds: Vec<String> = DURATION_BUCKETS
             .iter()
@@ -667,10 +683,11 @@ pub async fn run_hub(
     let scanning = {
         let (shared, stop) = (Arc::clone(&shared), stop.clone());
         let (every, options) = (config.every, config.scan.clone());
+        let per_host = config.window_per_host;
         async move {
             match (scanner, every) {
                 (Some(scanner), Some(every)) => {
-                    scan_loop(scanner, every, options, shared, stop).await
+                    scan_loop(scanner, every, options, per_host, shared, stop).await
                 }
                 // Watching only: nothing to do here, and ending early would
                 // stop the watch loop too.
@@ -720,7 +737,8 @@ async fn stop_on_exit(
 async fn scan_loop(
     mut scanner: Scanner,
     every: Duration,
-    options: ScanOptions,
+    mut options: ScanOptions,
+    window_per_host: bool,
     shared: Arc<HubShared>,
     stop: CancellationToken,
 ) -> Result<(), HubError> {
@@ -733,6 +751,13 @@ async fn scan_loop(
             _ = ticker.tick() => {}
         }
         id += 1;
+        if window_per_host {
+            // Hosts seen answering: made-up `$state`s do not widen it.
+            let hosts = shared.lock_map().hosts().filter(|h| h.proven).count();
+            if hosts > 0 {
+                options.window_ms = crate::scan::window_for(hosts);
+            }
+        }
         let started = Instant::now();
         let report = tokio::select! {
             _ = stop.cancelled() => return Ok(()),

@@ -54,6 +54,19 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The answer window when the scanner knows nothing of the cluster.
+pub const DEFAULT_WINDOW_MS: u64 = 20;
+
+/// The answer window for a cluster of `hosts`: a tenth of a millisecond per
+/// host, at most a second. Each host's burst of answers costs the broker and
+/// the scanner about that much (BENCHMARKS.md), so the window spreads the
+/// bursts about as fast as they can be taken in: none for fewer than ten
+/// hosts, 5 ms for 50, 20 ms (the old fixed default) for 200, 100 ms for
+/// 1,000.
+pub fn window_for(hosts: usize) -> u64 {
+    (hosts / 10).min(1000) as u64
+}
+
 /// How many answers the scanner's session buffers between reads. One
 /// roll-call to a thousand hosts brings thousands of answers within a few
 /// milliseconds; a smaller buffer overflows whenever the scanner's thread is
@@ -329,5 +342,21 @@ impl Scanner {
                 .await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_for;
+
+    #[test]
+    fn the_window_grows_a_tenth_of_a_millisecond_per_host_up_to_a_second() {
+        assert_eq!(window_for(0), 0);
+        assert_eq!(window_for(9), 0);
+        assert_eq!(window_for(50), 5);
+        assert_eq!(window_for(200), 20);
+        assert_eq!(window_for(1_000), 100);
+        assert_eq!(window_for(10_000), 1000);
+        assert_eq!(window_for(usize::MAX), 1000);
     }
 }

@@ -200,6 +200,7 @@ pub async fn run(args: Args) -> Result<()> {
             .options(Duration::from_millis(args.wait_ms), None)?,
         every: Some(every),
         expire_every: Duration::from_secs(1),
+        window_per_host: args.rollcall.window_ms.is_none(),
     };
     let signals = tokio_util::task::TaskTracker::new();
     let shutdown = rollcall_net::ctrl_c_token(&signals);

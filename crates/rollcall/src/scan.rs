@@ -36,9 +36,11 @@ pub struct RollCallArgs {
     /// This requester's name.
     #[arg(long, default_value = "rollcall-scan")]
     pub replyto: String,
-    /// Each answerer waits a random 0..N ms first, so thousands do not answer at once.
-    #[arg(long, default_value_t = 20)]
-    pub window_ms: u64,
+    /// Each answerer waits a random 0..N ms first, so thousands do not answer
+    /// at once. Default: 0.1 ms per host expected (`scan --expect`) or seen
+    /// answering (`hub`), at most 1000; 20 when no count is known.
+    #[arg(long, value_name = "N")]
+    pub window_ms: Option<u64>,
     /// Topic root (`""` gives `/udp/request`).
     #[arg(long, default_value = "")]
     pub root: String,
@@ -77,7 +79,12 @@ impl RollCallArgs {
             targets: self.targets.clone(),
             via_mqtt: self.via_mqtt,
             wait,
-            window_ms: self.window_ms,
+            window_ms: self.window_ms.unwrap_or_else(|| {
+                expect.map_or(
+                    rollcall_hub::scan::DEFAULT_WINDOW_MS,
+                    rollcall_hub::scan::window_for,
+                )
+            }),
             expect,
             cluster_key,
             sends: self.repeat,

@@ -150,6 +150,8 @@ fn scan_json_and_get_against_an_agent_process() {
         .unwrap());
     let report: Value = serde_json::from_str(&out).unwrap();
     assert!(report["id"].is_u64() && report["elapsed_ms"].is_u64());
+    // No --window-ms: 0.1 ms per expected host, so none for one host.
+    assert_eq!(report["window_ms"], 0);
     let host = &report["hosts"][0];
     assert_eq!(host["hostname"], "pizero1");
     assert!(host["t_ms"].is_u64());

@@ -358,6 +358,62 @@ async fn rollcalls_feed_the_map_and_the_metrics_on_mosquitto() {
     rollcalls_feed_the_map_and_the_metrics(mosquitto.url()).await;
 }
 
+/// Issue 12: without `--window-ms` the hub asks for 0.1 ms per host it has
+/// seen answer. It starts at the configured window (20 ms here) and, once
+/// its one host has answered, asks for none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_sizes_the_window_to_the_hosts_it_has_seen_answer() {
+    let broker = rollcall_testsupport::embedded_broker();
+    let shutdown = CancellationToken::new();
+    let port = free_udp_port();
+    let one = agent(host_config("w1", &broker, port), &shutdown).await;
+    let shared = Arc::new(HubShared::new(Topics::default()));
+    let stop = CancellationToken::new();
+    let config = HubConfig {
+        window_per_host: true,
+        ..HubConfig::new(
+            broker.clone(),
+            ScanOptions {
+                window_ms: 20,
+                ..scan_options(port, Duration::from_secs(2), Some(1))
+            },
+            Duration::from_millis(100),
+        )
+    };
+    let hub = tokio::spawn(run_hub(config, Arc::clone(&shared), stop.clone()));
+    let metrics = &shared.metrics;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut windows = std::collections::BTreeSet::new();
+    let mut changes = shared.changes.subscribe();
+    loop {
+        if load(&metrics.rollcalls) > 0 {
+            windows.insert(load(&metrics.last_window_ms));
+        }
+        if windows.contains(&0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the window never shrank: {windows:?}"
+        );
+        // A roll-call's answers change the map; the timeout covers one
+        // that changed nothing.
+        let _ = tokio::time::timeout(Duration::from_millis(50), changes.recv()).await;
+    }
+    assert!(
+        shared
+            .render_prometheus()
+            .contains("rollcall_last_window_seconds 0"),
+        "{}",
+        shared.render_prometheus()
+    );
+    stop.cancel();
+    hub.await.unwrap().unwrap();
+    shutdown.cancel();
+    one.join().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_hub_without_a_broker_or_with_zero_intervals_is_refused() {
     let shared = Arc::new(HubShared::new(Topics::default()));
