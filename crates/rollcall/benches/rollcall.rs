@@ -1,15 +1,19 @@
-//! Roll-call latency on 200 simulated hosts with 5 services each.
+//! Roll-call latency on 200 (or `ROLLCALL_BENCH_HOSTS`) simulated hosts
+//! with 5 services each.
 //!
-//! For each broker (the embedded rumqttd, then a Mosquitto child process)
-//! and each `window_ms` (20, what `rollcall scan` asks for, and 0), this
-//! starts 200 agents in this process on simulated hardware, calls the roll
-//! 2 + 20 times over the loopback broadcast address, and reports the time
-//! from sending the roll-call to the last answer stored (p50, p95, max over
-//! the 20 counted roll-calls) and the answers lost (each roll-call must
-//! bring 200 host answers + 200 x 5 service answers).
+//! For each broker (the embedded rumqttd, then a Mosquitto child process as
+//! Debian installs it, then the same Mosquitto tuned with `set_tcp_nodelay
+//! true` and a longer queue) and each `window_ms` (the default for that many
+//! hosts, `rollcall_hub::scan::window_for`: 20 for 200, 100 for 1,000; then
+//! 0), this starts the agents in this process on simulated hardware, calls
+//! the roll 2 + 20 times over the loopback broadcast address, and reports the
+//! time from sending the roll-call to the last answer stored (p50, p95, max
+//! over the 20 counted roll-calls) and the answers lost (each roll-call must
+//! bring a host answer and 5 service answers from every host).
 //!
-//! Run with `cargo bench -p rollcall --bench rollcall`. It prints a markdown
-//! table on stdout and progress on stderr. Nothing leaves this machine: the
+//! Run with `cargo bench -p rollcall --bench rollcall`, or
+//! `ROLLCALL_BENCH_HOSTS=1000 cargo bench -p rollcall --bench rollcall`. It
+//! prints a markdown table on stdout and progress on stderr. Nothing leaves this machine: the
 //! brokers listen on 127.0.0.1 and roll-calls go to 127.255.255.255.
 //!
 //! Percentiles are nearest-rank over the counted roll-calls (p95 of 20 is
@@ -21,6 +25,7 @@ use support::{free_udp_port, temp_dir};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -32,18 +37,41 @@ use rollcall_services::announce::AnnounceConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Simulated hosts.
-const HOSTS: usize = 200;
+/// Simulated hosts: `ROLLCALL_BENCH_HOSTS`, 200 when unset.
+static HOSTS: LazyLock<usize> = LazyLock::new(|| {
+    std::env::var("ROLLCALL_BENCH_HOSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=5000).contains(n))
+        .unwrap_or(200)
+});
 /// Services per host: `system` plus `svc1`..`svc4`.
 const ANNOUNCED: usize = 4;
 /// Answers one roll-call must bring: a host answer and one per service.
-const EXPECTED_ANSWERS: usize = HOSTS * (1 + 1 + ANNOUNCED);
+fn expected_answers() -> usize {
+    *HOSTS * (1 + 1 + ANNOUNCED)
+}
 /// Roll-calls counted per (broker, window_ms).
 const COUNTED: usize = 20;
 /// Roll-calls before those, not counted (connections and caches warm up).
 const WARM_UP: usize = 2;
-/// The `window_ms` values measured: `rollcall scan`'s default, and none.
-const WINDOWS: [u64; 2] = [20, 0];
+/// The `window_ms` values measured: what `rollcall scan --expect N` asks for
+/// with that many hosts, and none.
+fn windows() -> [u64; 2] {
+    [rollcall_hub::scan::window_for(*HOSTS), 0]
+}
+/// The target a line is held to: the first issue's p95 under 50 ms for 200
+/// hosts, issue 12's whole roll-call within 1.1 s (its slowest) for more.
+fn target_met(p95: u64, max: u64, lost: usize) -> bool {
+    lost == 0 && if *HOSTS <= 200 { p95 < 50 } else { max <= 1100 }
+}
+fn target_label() -> &'static str {
+    if *HOSTS <= 200 {
+        "target: p95 < 50 ms, 0 lost"
+    } else {
+        "target: max <= 1100 ms, 0 lost"
+    }
+}
 /// The longest a roll-call waits for its answers.
 const SCAN_WAIT: Duration = Duration::from_secs(5);
 /// Agents run with the default `max_rollcalls_per_s` (20), counted in fixed
@@ -53,8 +81,8 @@ const SCAN_WAIT: Duration = Duration::from_secs(5);
 /// a pacing rule, not a wait for a condition: each scan itself ends when
 /// every answer has arrived (`expect`).
 const ROLLCALL_SPACING: Duration = Duration::from_millis(100);
-/// How long all 200 agents may take to connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long all the agents may take to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long stopping the agents may take.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The loopback broadcast address: every socket bound to the port on this
@@ -88,25 +116,31 @@ async fn main() -> Result<()> {
         .context("embedded broker phase")?,
     );
 
-    eprintln!("== Mosquitto");
-    // One roll-call sends 1,200 QoS 1 answers to the scanner, beyond
-    // Mosquitto's default queue of 1,000 per client.
-    match support::mosquitto("max_queued_messages 10000")? {
-        None => {
-            eprintln!("Mosquitto phase skipped: mosquitto not installed");
-            notes.push("Mosquitto: skipped: mosquitto not installed".to_owned());
-        }
-        Some(mosquitto) => {
-            let phase = run_phase(
-                "mosquitto",
-                mosquitto.url(),
-                Some(mosquitto.pid()),
-                state,
-                &mut next_id,
-            )
-            .await;
-            drop(mosquitto);
-            rows.extend(phase.context("mosquitto phase")?);
+    // Mosquitto as Debian installs it first, then tuned: TCP_NODELAY, and
+    // a queue per client longer than its default 1,000 messages (one
+    // roll-call brings the scanner six answers per host).
+    for (name, tuned, extra) in [
+        ("mosquitto (stock)", false, ""),
+        ("mosquitto (tuned)", true, "max_queued_messages 100000"),
+    ] {
+        eprintln!("== {name}");
+        match support::mosquitto_with(tuned, extra)? {
+            None => {
+                eprintln!("{name} phase skipped: mosquitto not installed");
+                notes.push(format!("{name}: skipped: mosquitto not installed"));
+            }
+            Some(mosquitto) => {
+                let phase = run_phase(
+                    name,
+                    mosquitto.url(),
+                    Some(mosquitto.pid()),
+                    state,
+                    &mut next_id,
+                )
+                .await;
+                drop(mosquitto);
+                rows.extend(phase.with_context(|| format!("{name} phase"))?);
+            }
         }
     }
 
@@ -251,7 +285,7 @@ fn run_time(schedstat: &Path) -> Duration {
         .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
-/// Starts 200 agents on `broker`, calls the roll for each window, stops them.
+/// Starts the agents on `broker`, calls the roll for each window, stops them.
 async fn run_phase(
     name: &'static str,
     broker: BrokerUrl,
@@ -262,9 +296,10 @@ async fn run_phase(
     let udp_port = free_udp_port();
     let shutdown = CancellationToken::new();
     let phase_started = Instant::now();
-    let mut agents = Vec::with_capacity(HOSTS);
+    let hosts = *HOSTS;
+    let mut agents = Vec::with_capacity(hosts);
     let result = async {
-        for i in 0..HOSTS {
+        for i in 0..hosts {
             let config = host_config(i, &broker, udp_port, state).validate()?;
             agents.push(rollcall_agent::start(config, shutdown.clone()).await?);
         }
@@ -277,7 +312,7 @@ async fn run_phase(
                 .with_context(|| format!("agent host{i:03} did not connect"))?;
         }
         eprintln!(
-            "{name}: {HOSTS} agents connected after {:.2} s (broker {broker}, udp port {udp_port})",
+            "{name}: {hosts} agents connected after {:.2} s (broker {broker}, udp port {udp_port})",
             phase_started.elapsed().as_secs_f64()
         );
 
@@ -304,7 +339,7 @@ async fn run_phase(
             udp_port,
             broker_pid,
         };
-        for window_ms in WINDOWS {
+        for window_ms in windows() {
             rows.push(measure(&phase, window_ms, &mut scanner, next_id).await?);
         }
         Ok(rows)
@@ -360,7 +395,7 @@ async fn measure(
         via_mqtt: false,
         wait: SCAN_WAIT,
         window_ms,
-        expect: Some(HOSTS),
+        expect: Some(*HOSTS),
         cluster_key: None,
         sends: 1,
     };
@@ -401,7 +436,7 @@ async fn measure(
         let scan_wall = scan_started.elapsed();
         let cpu = CpuTimes::now(broker_pid).since(cpu_before);
         let answers = answers_in(&report);
-        let lost = EXPECTED_ANSWERS.saturating_sub(answers);
+        let lost = expected_answers().saturating_sub(answers);
         let last = report.last_answer_ms().unwrap_or(report.elapsed_ms);
         if n < WARM_UP {
             eprintln!(
@@ -467,13 +502,16 @@ fn percentile(values: &[u64], p: usize) -> u64 {
 
 fn print_table(rows: &[Row], notes: &[String]) {
     println!(
-        "Roll-call: {HOSTS} hosts x {} services, {COUNTED} roll-calls per line \
-         (after {WARM_UP} warm-up), {EXPECTED_ANSWERS} answers expected per roll-call",
-        1 + ANNOUNCED
+        "Roll-call: {} hosts x {} services, {COUNTED} roll-calls per line \
+         (after {WARM_UP} warm-up), {} answers expected per roll-call",
+        *HOSTS,
+        1 + ANNOUNCED,
+        expected_answers()
     );
     println!();
     println!(
-        "| broker | window_ms | last answer p50 | p95 | max | answers lost | target: p95 < 50 ms, 0 lost |"
+        "| broker | window_ms | last answer p50 | p95 | max | answers lost | {} |",
+        target_label()
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
     for r in rows {
@@ -486,7 +524,7 @@ fn print_table(rows: &[Row], notes: &[String]) {
             p95,
             r.last_ms.iter().max().copied().unwrap_or(0),
             r.lost,
-            if p95 < 50 && r.lost == 0 {
+            if target_met(p95, r.last_ms.iter().max().copied().unwrap_or(0), r.lost) {
                 "met"
             } else {
                 "missed"
@@ -570,6 +608,12 @@ fn host_config(i: usize, broker: &BrokerUrl, udp_port: u16, state: &Path) -> Raw
     RawConfig {
         hostname: Some(name.clone()),
         broker: Some(broker.to_string()),
+        // A 60 s keepalive, as on the namespace bed: with a thousand agents
+        // on this machine's two CPUs, the 5 s default's PINGREQs are
+        // answered late while they all connect and subscribe, and each
+        // session that times out reconnects and subscribes again. On a
+        // real cluster each agent has a CPU of its own.
+        keepalive_s: Some(60),
         udp_port: Some(udp_port),
         state_dir: Some(state.join(&name)),
         sim: Some(true),

@@ -31,9 +31,21 @@ pub fn temp_dir(name: &str) -> Result<TempDir> {
 /// configuration lines; `None` where it is not installed. Says which
 /// version listens where, for the record.
 pub fn mosquitto(extra: &str) -> Result<Option<Mosquitto>> {
+    mosquitto_with(true, extra)
+}
+
+/// Mosquitto on a free loopback port as Debian installs it (`tuned`:
+/// false) or with `set_tcp_nodelay true`, plus the `extra` lines; `None`
+/// where it is not installed.
+pub fn mosquitto_with(tuned: bool, extra: &str) -> Result<Option<Mosquitto>> {
+    let base = if tuned {
+        MosquittoConfig::tuned()
+    } else {
+        MosquittoConfig::default()
+    };
     let config = MosquittoConfig {
         extra: extra.to_owned(),
-        ..MosquittoConfig::tuned()
+        ..base
     };
     match Mosquitto::start(&config) {
         Ok(mosquitto) => {
