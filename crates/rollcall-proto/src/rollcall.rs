@@ -3,7 +3,9 @@
 use serde_json::Value;
 
 use crate::ProtoError;
-use crate::json::{self, Object, put_opt, take_opt_str, take_opt_u64, take_str, take_u64};
+use crate::json::{
+    self, Object, put_opt, take_opt_bool, take_opt_str, take_opt_u64, take_str, take_u64,
+};
 use crate::topic::{MAX_NAME, check_topic};
 
 /// The largest `window_ms` a roll-call may ask for: answerers wait up to this long.
@@ -41,6 +43,11 @@ pub struct RollCall {
     pub window_ms: Option<u64>,
     /// Protocol version.
     pub v: Option<u64>,
+    /// `"brief":true`: answer with the digest of each service's retained
+    /// `$description` instead of its `interfaces` (docs/protocol.md
+    /// section 3). Absent or `false`: full answers, as before the field
+    /// existed.
+    pub brief: bool,
     /// Every other field, echoed as received (including `ts`, `nonce`, `sig`).
     pub extra: Object,
 }
@@ -56,6 +63,7 @@ impl RollCall {
             broker: None,
             window_ms: None,
             v: Some(crate::PROTOCOL_VERSION),
+            brief: false,
             extra: Object::new(),
         }
     }
@@ -87,6 +95,7 @@ impl RollCall {
             return Err(ProtoError::bad_value("window_ms", "at most 60000"));
         }
         let v = take_opt_u64(&mut map, "v")?;
+        let brief = take_opt_bool(&mut map, "brief")?.unwrap_or(false);
         Ok(RollCall {
             cmd,
             id,
@@ -95,6 +104,7 @@ impl RollCall {
             broker,
             window_ms,
             v,
+            brief,
             extra: map,
         })
     }
@@ -109,6 +119,9 @@ impl RollCall {
         put_opt(&mut map, "broker", self.broker.clone());
         put_opt(&mut map, "window_ms", self.window_ms);
         put_opt(&mut map, "v", self.v);
+        // Only `true` is sent: a roll-call without the field asks what
+        // `false` would, and old agents never see a field they need not echo.
+        put_opt(&mut map, "brief", self.brief.then_some(true));
         map
     }
 
@@ -152,6 +165,24 @@ mod tests {
     }
 
     #[test]
+    fn brief_is_a_roll_call_field_sent_only_when_true() {
+        let raw = br#"{"cmd":"status","replyto":"a","topic":"/t","id":1,"brief":true}"#;
+        let rc = RollCall::parse(raw, RollCallLimits::default()).unwrap();
+        assert!(rc.brief);
+        assert!(!rc.extra.contains_key("brief"));
+        assert_eq!(rc.to_object()["brief"], true);
+        let off = br#"{"cmd":"status","replyto":"a","topic":"/t","id":1,"brief":false}"#;
+        let rc = RollCall::parse(off, RollCallLimits::default()).unwrap();
+        assert!(!rc.brief);
+        assert!(!rc.to_object().contains_key("brief"));
+        assert!(
+            !RollCall::new(1, "a", "/t")
+                .to_object()
+                .contains_key("brief")
+        );
+    }
+
+    #[test]
     fn getstatus_is_a_synonym_and_other_cmds_are_refused() {
         let ok = br#"{"cmd":"getstatus","replyto":"a","topic":"/t","id":1}"#;
         assert_eq!(
@@ -167,7 +198,7 @@ mod tests {
 
     #[test]
     fn bad_roll_calls_say_what_is_wrong() {
-        let cases: [(&[u8], &str); 7] = [
+        let cases: [(&[u8], &str); 8] = [
             (
                 br#"{"cmd":"status","replyto":"a","topic":"/t"}"#,
                 "missing field `id`",
@@ -191,6 +222,10 @@ mod tests {
             (
                 br#"{"cmd":"status","replyto":"a","topic":"/t","id":1,"broker":"http://x"}"#,
                 "broker",
+            ),
+            (
+                br#"{"cmd":"status","replyto":"a","topic":"/t","id":1,"brief":"yes"}"#,
+                "brief",
             ),
             (b"[]", "object"),
         ];
