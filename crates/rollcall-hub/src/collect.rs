@@ -91,9 +91,11 @@ pub struct DigestCounts {
     /// Read, but not the description the digest names (or not one of that
     /// service): the service is left without interfaces.
     pub mismatched: u64,
-    /// Nothing usable retained within the wait, or not read at all (the
-    /// scanner does not read, or reads no more in one roll-call): the
-    /// service is left without interfaces.
+    /// Nothing usable retained within the wait, or not read because the
+    /// roll-call has read as many as it may: the service is left without
+    /// interfaces. (A scanner that leaves reading to its caller,
+    /// [`Descriptions::Watched`](crate::Descriptions::Watched), counts
+    /// nothing here.)
     pub unread: u64,
 }
 

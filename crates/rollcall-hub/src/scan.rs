@@ -393,11 +393,15 @@ impl Scanner {
                     digests.known += 1;
                     continue;
                 }
+                // The caller watches the descriptions itself: nothing is
+                // missing here.
+                if opts.descriptions != Descriptions::Read {
+                    continue;
+                }
                 let topic = self.topics.description(&wanted.host, &wanted.function);
                 // Names from the network make a topic only when they are
                 // names: a `+` or `#` would subscribe to far more.
-                let readable = opts.descriptions == Descriptions::Read
-                    && started_reads < MAX_READS
+                let readable = started_reads < MAX_READS
                     && check_name(&wanted.host).is_ok()
                     && check_name(&wanted.function).is_ok()
                     && topic != opts.topic
