@@ -292,7 +292,7 @@ impl Scanner {
         let mut rc = RollCall::new(id, opts.replyto.clone(), opts.topic.clone());
         rc.window_ms = Some(opts.window_ms);
         rc.broker = self.broker_field(&destinations);
-        rc.brief = opts.descriptions != Descriptions::InAnswers;
+        rc.brief = (opts.descriptions != Descriptions::InAnswers).then_some(true);
         // Signed, each copy gets its own `ts` and nonce: a copy sent more
         // than 30 s after the first would otherwise be refused as stale.
         // The id stays, so a host answers once whichever copies it hears.

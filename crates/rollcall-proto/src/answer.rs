@@ -222,7 +222,7 @@ mod tests {
 
     fn brief_report() -> HostReport {
         let mut report = report();
-        report.rollcall.brief = true;
+        report.rollcall.brief = Some(true);
         report.rollcall.window_ms = Some(20);
         report.rollcall.broker = Some("mqtt://192.168.1.10:1883".into());
         report.rollcall.extra.insert("colour".into(), "red".into());

@@ -46,8 +46,9 @@ pub struct RollCall {
     /// `"brief":true`: answer with the digest of each service's retained
     /// `$description` instead of its `interfaces` (docs/protocol.md
     /// section 3). Absent or `false`: full answers, as before the field
-    /// existed.
-    pub brief: bool,
+    /// existed. Kept as sent, like the other optional fields, so that a
+    /// signed roll-call's object is rebuilt exactly for verification.
+    pub brief: Option<bool>,
     /// Every other field, echoed as received (including `ts`, `nonce`, `sig`).
     pub extra: Object,
 }
@@ -63,7 +64,7 @@ impl RollCall {
             broker: None,
             window_ms: None,
             v: Some(crate::PROTOCOL_VERSION),
-            brief: false,
+            brief: None,
             extra: Object::new(),
         }
     }
@@ -95,7 +96,7 @@ impl RollCall {
             return Err(ProtoError::bad_value("window_ms", "at most 60000"));
         }
         let v = take_opt_u64(&mut map, "v")?;
-        let brief = take_opt_bool(&mut map, "brief")?.unwrap_or(false);
+        let brief = take_opt_bool(&mut map, "brief")?;
         Ok(RollCall {
             cmd,
             id,
@@ -119,10 +120,13 @@ impl RollCall {
         put_opt(&mut map, "broker", self.broker.clone());
         put_opt(&mut map, "window_ms", self.window_ms);
         put_opt(&mut map, "v", self.v);
-        // Only `true` is sent: a roll-call without the field asks what
-        // `false` would, and old agents never see a field they need not echo.
-        put_opt(&mut map, "brief", self.brief.then_some(true));
+        put_opt(&mut map, "brief", self.brief);
         map
+    }
+
+    /// Whether it asks for brief answers.
+    pub fn wants_brief(&self) -> bool {
+        self.brief == Some(true)
     }
 
     /// The roll-call as compact JSON bytes.
@@ -165,21 +169,20 @@ mod tests {
     }
 
     #[test]
-    fn brief_is_a_roll_call_field_sent_only_when_true() {
+    fn brief_is_a_roll_call_field_kept_as_sent() {
         let raw = br#"{"cmd":"status","replyto":"a","topic":"/t","id":1,"brief":true}"#;
         let rc = RollCall::parse(raw, RollCallLimits::default()).unwrap();
-        assert!(rc.brief);
+        assert!(rc.wants_brief());
         assert!(!rc.extra.contains_key("brief"));
         assert_eq!(rc.to_object()["brief"], true);
+        // `false` stays `false`: a signature covers it.
         let off = br#"{"cmd":"status","replyto":"a","topic":"/t","id":1,"brief":false}"#;
         let rc = RollCall::parse(off, RollCallLimits::default()).unwrap();
-        assert!(!rc.brief);
-        assert!(!rc.to_object().contains_key("brief"));
-        assert!(
-            !RollCall::new(1, "a", "/t")
-                .to_object()
-                .contains_key("brief")
-        );
+        assert!(!rc.wants_brief());
+        assert_eq!(rc.to_object()["brief"], false);
+        let none = RollCall::new(1, "a", "/t");
+        assert!(!none.wants_brief());
+        assert!(!none.to_object().contains_key("brief"));
     }
 
     #[test]

@@ -90,7 +90,7 @@ prop_compose! {
         broker in proptest::option::of("mqtts?://[a-z0-9.\\-]{1,20}:[0-9]{1,5}"),
         window_ms in proptest::option::of(0u64..=60_000),
         v in proptest::option::of(any::<u64>()),
-        brief in any::<bool>(),
+        brief in proptest::option::of(any::<bool>()),
         extra in extra,
     ) -> RollCall {
         RollCall {

@@ -302,7 +302,10 @@ impl AgentCore {
         // can read: retained on our broker, so answers that go to another
         // broker (a relay) are full, ours and, since the report then does
         // not ask, the foreign services' too (docs/protocol.md section 3).
-        report.rollcall.brief &= session == SessionId::Local;
+        if session != SessionId::Local {
+            report.rollcall.brief = None;
+        }
+        let brief = report.rollcall.wants_brief();
         let uptime = self
             .started
             .map_or(0, |at| now.at.duration_since(at).as_secs());
@@ -315,7 +318,7 @@ impl AgentCore {
                 .collect()
         };
         for (index, desc) in descriptions.iter().enumerate() {
-            answers.push(if report.rollcall.brief {
+            answers.push(if brief {
                 let digest = self.current_digest(index, desc, out);
                 brief_service_answer(&report, desc, &digest)
             } else {

@@ -374,7 +374,7 @@ fn a_brief_rollcall_gets_digests_of_the_retained_descriptions() {
         retained.insert(topic, payload);
     }
     let mut rc = rollcall(43);
-    rc.brief = true;
+    rc.brief = Some(true);
     let effects = b.datagram(&rc, "127.0.0.1");
     assert!(
         states(&effects).is_empty(),
@@ -408,7 +408,7 @@ fn a_brief_answer_never_names_a_description_that_is_not_retained() {
     let mut b = plain_bed();
     b.core.slots[0].digest = Some("0000000000000000".into());
     let mut rc = rollcall(44);
-    rc.brief = true;
+    rc.brief = Some(true);
     let effects = b.datagram(&rc, "127.0.0.1");
     let states = states(&effects);
     assert_eq!(states.len(), 1);
@@ -436,7 +436,7 @@ fn a_brief_answer_never_names_a_description_that_is_not_retained() {
 fn a_brief_rollcall_relayed_to_another_broker_gets_full_answers() {
     let mut b = relay_bed();
     let mut rc = rollcall(45);
-    rc.brief = true;
+    rc.brief = Some(true);
     rc.broker = Some("mqtt://198.18.0.9:1883".into());
     let effects = b.datagram(&rc, HUB);
     assert!(on(&effects, "/udp/report")[0].get("brief").is_none());
@@ -923,6 +923,37 @@ fn a_health_change_republishes_the_description_after_the_readings() {
     assert_eq!(parse(&ok.1)["health"]["status"], "ok");
     // Nothing changed: no description.
     assert!(states(&b.at(2100)).is_empty());
+}
+
+// Sections 3 and 8: `brief`, `true` or `false`, is covered by the
+// signature like any field, and a signed roll-call gets what it asked for.
+#[test]
+fn a_signed_rollcall_with_brief_true_or_false_verifies() {
+    let key = "a cluster key of some length";
+    let mut b = bed(&format!(
+        "cluster_key = \"{key}\"\n[services.gpio]\nenabled = false\n"
+    ));
+    for (id, brief) in [(30, Some(false)), (31, Some(true)), (32, None)] {
+        let mut rc = rollcall(id);
+        rc.brief = brief;
+        let mut map = rc.to_object();
+        map.insert("ts".into(), T0_MS.into());
+        map.insert("nonce".into(), format!("n{id}").into());
+        rollcall_proto::sign::sign(&mut map, key.as_bytes());
+        let bytes = serde_json::to_vec(&map).unwrap();
+        let effects = b.input(Input::Datagram {
+            bytes: &bytes,
+            from: "127.0.0.1:40000".parse().unwrap(),
+        });
+        let answers = on(&effects, "/stat/data");
+        assert_eq!(answers.len(), 2, "{brief:?} answered");
+        assert_eq!(
+            answers[1].get("digest").is_some(),
+            brief == Some(true),
+            "{brief:?}: {}",
+            answers[1]
+        );
+    }
 }
 
 // Section 8: with a cluster key, only signed, fresh, unreplayed
