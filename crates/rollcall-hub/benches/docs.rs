@@ -129,6 +129,7 @@ fn main() {
         other_ids: 0,
         duplicates: 0,
         lost_in_session: 0,
+        digests: Default::default(),
         hosts,
     };
     let mut map = ClusterMap::new();

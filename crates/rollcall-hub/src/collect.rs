@@ -68,6 +68,44 @@ pub struct HostSeen {
     pub services: Vec<ServiceSeen>,
 }
 
+/// A service that answered briefly, with the digest of its retained
+/// `$description` and no interfaces: the scanner looks for them
+/// (docs/protocol.md section 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// The answering host.
+    pub host: String,
+    /// The service.
+    pub function: String,
+    /// The digest its answer carried.
+    pub digest: String,
+}
+
+/// What became of the brief answers' descriptions in one roll-call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DigestCounts {
+    /// The scanner held the description with that digest already.
+    pub known: u64,
+    /// Read from the service's retained `$description`, the digest matching.
+    pub read: u64,
+    /// Read, but not the description the digest names (or not one of that
+    /// service): the service is left without interfaces.
+    pub mismatched: u64,
+    /// Nothing usable retained within the wait, or not read because the
+    /// roll-call has read as many as it may: the service is left without
+    /// interfaces. (A scanner that leaves reading to its caller,
+    /// [`Descriptions::Watched`](crate::Descriptions::Watched), counts
+    /// nothing here.)
+    pub unread: u64,
+}
+
+impl DigestCounts {
+    /// Every brief answer got its interfaces (or there was none).
+    pub fn all_found(&self) -> bool {
+        self.mismatched == 0 && self.unread == 0
+    }
+}
+
 /// The outcome of one roll-call.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScanReport {
@@ -84,6 +122,11 @@ pub struct ScanReport {
     /// Messages the scanner's MQTT session dropped during the scan because
     /// its buffer was full: answers lost on our side.
     pub lost_in_session: u64,
+    /// Brief answers whose description was not found or did not match
+    /// (left out of the JSON when every one was found, as it was before
+    /// answers could be brief).
+    #[serde(skip_serializing_if = "DigestCounts::all_found")]
+    pub digests: DigestCounts,
     /// Every host that answered, by name.
     pub hosts: Vec<HostSeen>,
 }
@@ -111,6 +154,7 @@ pub struct Collector {
     hosts: BTreeMap<String, HostSeen>,
     other_ids: u64,
     duplicates: u64,
+    wanted: Vec<Wanted>,
 }
 
 impl Collector {
@@ -122,6 +166,7 @@ impl Collector {
             hosts: BTreeMap::new(),
             other_ids: 0,
             duplicates: 0,
+            wanted: Vec::new(),
         }
     }
 
@@ -163,6 +208,13 @@ impl Collector {
             self.duplicates += 1;
             return Offer::Duplicate;
         }
+        if let (None, Some(digest)) = (&answer.interfaces, &answer.digest) {
+            self.wanted.push(Wanted {
+                host: answer.hostname.clone(),
+                function: answer.function.clone(),
+                digest: digest.clone(),
+            });
+        }
         let at = host
             .services
             .partition_point(|s| s.function < answer.function);
@@ -179,6 +231,29 @@ impl Collector {
             },
         );
         Offer::Counted
+    }
+
+    /// The brief answers counted since the last call, whose interfaces are
+    /// still to be found.
+    pub fn take_wanted(&mut self) -> Vec<Wanted> {
+        std::mem::take(&mut self.wanted)
+    }
+
+    /// Gives `function` of `host` the interfaces its brief answer's digest
+    /// names; `false` when no such answer was counted, or it has some.
+    pub fn describe(&mut self, host: &str, function: &str, interfaces: Interfaces) -> bool {
+        let Some(service) = self
+            .hosts
+            .get_mut(host)
+            .and_then(|h| h.services.iter_mut().find(|s| s.function == function))
+        else {
+            return false;
+        };
+        if service.interfaces.is_some() {
+            return false;
+        }
+        service.interfaces = Some(interfaces);
+        true
     }
 
     /// Hosts that sent their host answer.
@@ -213,6 +288,7 @@ impl Collector {
             other_ids: self.other_ids,
             duplicates: self.duplicates,
             lost_in_session: 0,
+            digests: DigestCounts::default(),
             hosts: self.hosts.into_values().collect(),
         }
     }
@@ -255,6 +331,45 @@ mod tests {
         assert_eq!(r.hosts[0].services[0].t_ms, 5);
         assert_eq!((r.other_ids, r.duplicates), (1, 2));
         assert_eq!(r.last_answer_ms(), Some(5));
+    }
+
+    #[test]
+    fn brief_answers_are_wanted_until_described() {
+        let mut c = Collector::new(3, 0);
+        let brief = |function: &str, digest: &str| {
+            serde_json::to_vec(&serde_json::json!({
+                "id": 3, "hostname": "a", "function": function, "digest": digest,
+                "outputs": "/a/x/+"
+            }))
+            .unwrap()
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(
+            c.offer(&brief("x", "0123456789abcdef"), ms(1)),
+            Offer::Counted
+        );
+        // Not a digest: the answer counts, nothing is wanted.
+        assert_eq!(c.offer(&brief("y", "not-a-digest"), ms(1)), Offer::Counted);
+        // A full answer is wanted for nothing.
+        assert_eq!(c.offer(&service(3, "a", "z"), ms(1)), Offer::Counted);
+        let wanted = c.take_wanted();
+        assert_eq!(
+            wanted,
+            [Wanted {
+                host: "a".into(),
+                function: "x".into(),
+                digest: "0123456789abcdef".into()
+            }]
+        );
+        assert!(c.take_wanted().is_empty());
+        assert!(c.describe("a", "x", Interfaces::default()));
+        assert!(!c.describe("a", "x", Interfaces::default()), "once");
+        assert!(!c.describe("b", "x", Interfaces::default()));
+        let r = c.finish(ms(2));
+        let x = &r.hosts[0].services[0];
+        assert_eq!((x.function.as_str(), x.interfaces.is_some()), ("x", true));
+        assert_eq!(x.outputs.as_deref(), Some("/a/x/+"));
+        assert!(r.hosts[0].services[1].interfaces.is_none());
     }
 
     #[test]

@@ -26,7 +26,9 @@ use tracing::{debug, info, warn};
 
 use crate::docs::AsyncApiOptions;
 use crate::map::WatchChange;
-use crate::{ClusterMap, HubError, MapEvent, MapSnapshot, ScanOptions, ScanReport, Scanner};
+use crate::{
+    ClusterMap, Descriptions, HubError, MapEvent, MapSnapshot, ScanOptions, ScanReport, Scanner,
+};
 
 /// How many events a slow subscriber of [`HubShared::changes`] may fall
 /// behind before it misses some (it then sees `Lagged` and should re-read
@@ -682,8 +684,14 @@ pub async fn run_hub(
 
     let scanning = {
         let (shared, stop) = (Arc::clone(&shared), stop.clone());
-        let (every, options) = (config.every, config.scan.clone());
+        let (every, mut options) = (config.every, config.scan.clone());
         let per_host = config.window_per_host;
+        // The hub watches every `$description` (its map prefers them to
+        // answers): its roll-calls ask for brief answers and read nothing
+        // a second time.
+        if options.descriptions == Descriptions::Read {
+            options.descriptions = Descriptions::Watched;
+        }
         async move {
             match (scanner, every) {
                 (Some(scanner), Some(every)) => {
@@ -996,6 +1004,7 @@ mod tests {
             other_ids: 0,
             duplicates: 0,
             lost_in_session: 0,
+            digests: Default::default(),
             hosts: (0..hosts)
                 .map(|h| HostSeen {
                     hostname: format!("h{h}"),

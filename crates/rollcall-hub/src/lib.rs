@@ -13,11 +13,11 @@ pub mod map;
 pub mod scan;
 pub mod web;
 
-pub use collect::{Collector, HostSeen, Offer, ScanReport, ServiceSeen};
+pub use collect::{Collector, DigestCounts, HostSeen, Offer, ScanReport, ServiceSeen, Wanted};
 pub use error::HubError;
 pub use hub::{HubConfig, HubMetrics, HubShared, now_ms, run_hub};
 pub use map::{
     ClusterMap, Edge, Endpoint, HostSnapshot, HostStatus, MapConfig, MapError, MapEvent,
     MapSnapshot, PinConflict, PinMap, PinUse, ServiceSnapshot, ValueRecord, WatchChange,
 };
-pub use scan::{ScanOptions, Scanner};
+pub use scan::{Descriptions, ScanOptions, Scanner};

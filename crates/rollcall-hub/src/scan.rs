@@ -1,21 +1,43 @@
 //! Calling the roll: send one roll-call by UDP (broadcast or unicast) and,
 //! where asked, on MQTT `/udp/request`; collect answers on the roll-call's
-//! topic until the wait ends or everyone expected has answered.
+//! topic until the wait ends or everyone expected has answered; and find
+//! the interfaces of services that answered briefly, from descriptions
+//! held or read from their retained `$description`.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use rollcall_net::{
     BrokerUrl, Message, Qos, RollCallSocket, Session, SessionConfig, SessionHandle,
 };
-use rollcall_proto::{RollCall, Topics};
+use rollcall_proto::topic::check_name;
+use rollcall_proto::{Description, Interfaces, RollCall, Topics};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::{Collector, HubError, Offer, ScanReport};
+use crate::{Collector, DigestCounts, HubError, Offer, ScanReport, Wanted};
+
+/// How a scan learns the interfaces of the services that answer
+/// (docs/protocol.md section 3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Descriptions {
+    /// The roll-call asks for brief answers (`"brief":true`); a
+    /// description the scanner does not hold with the answer's digest is
+    /// read from the service's retained `$description`, and held for the
+    /// next roll-calls.
+    #[default]
+    Read,
+    /// Brief answers, and nothing read: the caller watches the retained
+    /// `$description`s itself (the hub's map does).
+    Watched,
+    /// Full answers, each with its `interfaces`, as a roll-call without
+    /// `brief` asks.
+    InAnswers,
+}
 
 /// What one roll-call asks and how long it waits.
 #[derive(Debug, Clone)]
@@ -46,6 +68,8 @@ pub struct ScanOptions {
     /// heard an earlier copy does not answer twice (signed, each copy has a
     /// fresh `ts` and nonce). At least 1.
     pub sends: u32,
+    /// Brief answers or full ones, and whether descriptions are read.
+    pub descriptions: Descriptions,
 }
 
 fn unix_ms() -> u64 {
@@ -83,6 +107,91 @@ const ACK_WAIT: Duration = Duration::from_millis(40);
 /// published before the broker has the subscription).
 const PROBE_RETRY: Duration = Duration::from_millis(100);
 
+/// How many `$description`s one roll-call reads at most; brief answers
+/// beyond them (forged ones, or a first roll-call to a very large cluster,
+/// whose next roll-calls read the rest) are left without interfaces.
+pub const MAX_READS: usize = 1024;
+/// How long a `$description` is waited for once subscribed to. A broker
+/// sends what it retains at once; this is for one under load. It may
+/// outlast the scan's wait by as much, for a read begun at its end.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// How many descriptions a scanner holds between roll-calls, and their
+/// bytes at most (payloads, as read); past either, the oldest go.
+pub const MAX_HELD: usize = 16_384;
+/// See [`MAX_HELD`].
+pub const MAX_HELD_BYTES: usize = 32 * 1024 * 1024;
+
+/// One service's description, as read and verified.
+struct Held {
+    digest: String,
+    interfaces: Interfaces,
+    bytes: usize,
+    seq: u64,
+}
+
+/// The descriptions a scanner has read, by (host, function): bounded in
+/// count and bytes, the oldest read forgotten first.
+#[derive(Default)]
+struct HeldDescriptions {
+    by_service: HashMap<(String, String), Held>,
+    order: BTreeMap<u64, (String, String)>,
+    bytes: usize,
+    next: u64,
+}
+
+impl HeldDescriptions {
+    fn get(&self, host: &str, function: &str, digest: &str) -> Option<&Interfaces> {
+        self.by_service
+            .get(&(host.to_owned(), function.to_owned()))
+            .filter(|h| h.digest == digest)
+            .map(|h| &h.interfaces)
+    }
+
+    fn insert(
+        &mut self,
+        host: &str,
+        function: &str,
+        digest: &str,
+        interfaces: Interfaces,
+        bytes: usize,
+    ) {
+        let key = (host.to_owned(), function.to_owned());
+        self.remove(&key);
+        while !self.order.is_empty()
+            && (self.by_service.len() >= MAX_HELD || self.bytes + bytes > MAX_HELD_BYTES)
+        {
+            if let Some((_, oldest)) = self.order.pop_first() {
+                self.remove(&oldest);
+            }
+        }
+        self.next += 1;
+        self.order.insert(self.next, key.clone());
+        self.bytes += bytes;
+        self.by_service.insert(
+            key,
+            Held {
+                digest: digest.to_owned(),
+                interfaces,
+                bytes,
+                seq: self.next,
+            },
+        );
+    }
+
+    fn remove(&mut self, key: &(String, String)) {
+        if let Some(old) = self.by_service.remove(key) {
+            self.order.remove(&old.seq);
+            self.bytes -= old.bytes;
+        }
+    }
+}
+
+/// A `$description` subscribed to, waited for until `until`.
+struct Read {
+    wanted: Wanted,
+    until: Instant,
+}
+
 /// A scanner: an MQTT session on the broker answers arrive at, and a UDP socket.
 pub struct Scanner {
     session: SessionHandle,
@@ -91,6 +200,7 @@ pub struct Scanner {
     broker: BrokerUrl,
     topics: Topics,
     subscribed: Option<String>,
+    held: HeldDescriptions,
 }
 
 impl Scanner {
@@ -116,6 +226,7 @@ impl Scanner {
             broker,
             topics,
             subscribed: None,
+            held: HeldDescriptions::default(),
         })
     }
 
@@ -229,6 +340,7 @@ impl Scanner {
         let mut rc = RollCall::new(id, opts.replyto.clone(), opts.topic.clone());
         rc.window_ms = Some(opts.window_ms);
         rc.broker = self.broker_field(&destinations);
+        rc.brief = (opts.descriptions != Descriptions::InAnswers).then_some(true);
         // Signed, each copy gets its own `ts` and nonce: a copy sent more
         // than 30 s after the first would otherwise be refused as stale.
         // The id stays, so a host answers once whichever copies it hears.
@@ -258,20 +370,33 @@ impl Scanner {
         let between_sends = opts.wait / sends;
         self.send(&encode(&rc), &destinations, opts).await?;
         let mut sent = 1;
+        let mut reads: HashMap<String, Read> = HashMap::new();
+        let mut started_reads = 0;
+        let mut digests = DigestCounts::default();
         loop {
-            if opts.expect.is_some_and(|n| collector.complete(n)) {
-                break;
+            let now = Instant::now();
+            // Reads whose time is up found nothing usable retained.
+            let expired: Vec<String> = reads
+                .iter()
+                .filter(|(_, r)| r.until <= now)
+                .map(|(t, _)| t.clone())
+                .collect();
+            for topic in expired {
+                reads.remove(&topic);
+                self.session.unsubscribe(&topic).await?;
+                digests.unread += 1;
+                debug!(%topic, "no description retained in time");
             }
             // The clock is read on every turn rather than left to the
             // timeout: answers that keep arriving would otherwise postpone
             // both the next copy and the end of the wait.
-            let now = Instant::now();
-            if now >= deadline {
+            let answering = now < deadline && !opts.expect.is_some_and(|n| collector.complete(n));
+            if !answering && reads.is_empty() {
                 break;
             }
             // Copy k (0-based) goes out at k × wait / sends; all of them
             // before the deadline, since k < sends.
-            let next_send = (sent < sends).then(|| started + between_sends * sent);
+            let next_send = (answering && sent < sends).then(|| started + between_sends * sent);
             if next_send.is_some_and(|at| at <= now) {
                 debug!(
                     id,
@@ -282,18 +407,63 @@ impl Scanner {
                 sent += 1;
                 continue;
             }
-            let wake = next_send.map_or(deadline, |at| at.min(deadline));
+            let mut wake = if answering {
+                next_send.map_or(deadline, |at| at.min(deadline))
+            } else {
+                now + READ_TIMEOUT
+            };
+            if let Some(until) = reads.values().map(|r| r.until).min() {
+                wake = wake.min(until);
+            }
             let msg = match tokio::time::timeout_at(wake, self.incoming.recv()).await {
                 Ok(Some(msg)) => msg,
                 Ok(None) => return Err(rollcall_net::NetError::SessionClosed.into()),
                 Err(_) => continue,
             };
-            if msg.topic != opts.topic {
+            if let Some(read) = reads.remove(&msg.topic) {
+                self.session.unsubscribe(&msg.topic).await?;
+                self.take_read(read.wanted, &msg.payload, &mut collector, &mut digests);
+                continue;
+            }
+            if msg.topic != opts.topic || !answering {
                 continue;
             }
             match collector.offer(&msg.payload, started.elapsed()) {
                 Offer::Counted => progress(&collector),
                 other => debug!(?other, "answer not counted"),
+            }
+            for wanted in collector.take_wanted() {
+                if let Some(interfaces) =
+                    self.held
+                        .get(&wanted.host, &wanted.function, &wanted.digest)
+                {
+                    collector.describe(&wanted.host, &wanted.function, interfaces.clone());
+                    digests.known += 1;
+                    continue;
+                }
+                // The caller watches the descriptions itself: nothing is
+                // missing here.
+                if opts.descriptions != Descriptions::Read {
+                    continue;
+                }
+                let topic = self.topics.description(&wanted.host, &wanted.function);
+                // Names from the network make a topic only when they are
+                // names: a `+` or `#` would subscribe to far more.
+                let readable = started_reads < MAX_READS
+                    && check_name(&wanted.host).is_ok()
+                    && check_name(&wanted.function).is_ok()
+                    && topic != opts.topic
+                    && !reads.contains_key(&topic);
+                if !readable {
+                    digests.unread += 1;
+                    continue;
+                }
+                self.session
+                    .subscribe_with_qos(&topic, Qos::AtMostOnce)
+                    .await?;
+                started_reads += 1;
+                let until = Instant::now() + READ_TIMEOUT;
+                reads.insert(topic, Read { wanted, until });
             }
         }
         let mut report = collector.finish(started.elapsed());
@@ -304,7 +474,56 @@ impl Scanner {
                 "messages dropped by the scanner's full session buffer"
             );
         }
+        if !digests.all_found() {
+            warn!(
+                mismatched = digests.mismatched,
+                unread = digests.unread,
+                "services answered with a digest whose description was not found; \
+                 they are reported without interfaces"
+            );
+        }
+        report.digests = digests;
         Ok(report)
+    }
+
+    /// Takes the `$description` read for `wanted`: its interfaces when the
+    /// payload's digest is the answer's and it describes that service.
+    /// Answers can be forged, so the digest is checked against the bytes.
+    fn take_read(
+        &mut self,
+        wanted: Wanted,
+        payload: &[u8],
+        collector: &mut Collector,
+        digests: &mut DigestCounts,
+    ) {
+        if payload.trim_ascii().is_empty() {
+            digests.unread += 1;
+            debug!(host = %wanted.host, function = %wanted.function, "description cleared");
+            return;
+        }
+        let described = (rollcall_proto::digest(payload) == wanted.digest)
+            .then(|| Description::parse_payload(payload).ok())
+            .flatten()
+            .filter(|d| d.function == wanted.function);
+        let Some(description) = described else {
+            digests.mismatched += 1;
+            debug!(host = %wanted.host, function = %wanted.function, digest = %wanted.digest,
+                "the retained description is not the one the answer names");
+            return;
+        };
+        digests.read += 1;
+        collector.describe(
+            &wanted.host,
+            &wanted.function,
+            description.interfaces.clone(),
+        );
+        self.held.insert(
+            &wanted.host,
+            &wanted.function,
+            &wanted.digest,
+            description.interfaces,
+            payload.len(),
+        );
     }
 
     /// Sends one copy of the roll-call to every destination, and over MQTT

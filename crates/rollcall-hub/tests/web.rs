@@ -580,6 +580,7 @@ async fn set_through_a_running_hub(broker: BrokerUrl) {
         expect: None,
         cluster_key: None,
         sends: 1,
+        descriptions: Default::default(),
     };
     let config = HubConfig::new(broker.clone(), scan, Duration::from_secs(3600));
     let hub = tracker.spawn(rollcall_hub::run_hub(

@@ -4,6 +4,7 @@
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use crate::ProtoError;
 use crate::topic::covering_filter;
@@ -225,9 +226,91 @@ pub struct Description {
     pub health: Option<Health>,
 }
 
+/// Hex digits in a description's digest: the first 64 bits of its SHA-256.
+/// Enough to tell a service's descriptions apart (a scanner compares the
+/// digest with one description it already holds, or with the hash of the
+/// bytes it just read); a service that made two of its own descriptions
+/// collide gains nothing it could not do by publishing either.
+pub const DIGEST_HEX: usize = 16;
+
+/// The digest of a retained `$description` payload: the first
+/// [`DIGEST_HEX`] lowercase hex digits of the SHA-256 of its exact bytes
+/// (docs/protocol.md sections 3 and 4). Over the bytes, not the JSON
+/// value: anyone can check it without knowing how the publisher
+/// serialised its description.
+pub fn digest(payload: &[u8]) -> String {
+    let hash = Sha256::digest(payload);
+    let mut hex = hex::encode(&hash[..DIGEST_HEX / 2]);
+    hex.truncate(DIGEST_HEX);
+    hex
+}
+
+/// Whether `text` is shaped as a digest: exactly [`DIGEST_HEX`] lowercase
+/// hex digits.
+pub fn is_digest(text: &str) -> bool {
+    text.len() == DIGEST_HEX && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl Description {
+    /// The payload retained on `/{host}/{function}/$description`: the
+    /// description with its host's name. The agent publishes these bytes and
+    /// takes its answers' digest from them, so the two cannot disagree.
+    pub fn to_payload(&self, hostname: &str) -> Vec<u8> {
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let serde_json::Value::Object(map) = &mut value {
+            map.insert("hostname".into(), hostname.into());
+        }
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+
+    /// Reads a retained `$description` payload (at most
+    /// [`crate::MAX_PAYLOAD`] bytes, [`crate::MAX_DEPTH`] levels).
+    pub fn parse_payload(bytes: &[u8]) -> Result<Self, ProtoError> {
+        let value = crate::json::parse_value(bytes, crate::MAX_PAYLOAD)?;
+        serde_json::from_value(value).map_err(|e| ProtoError::Json(e.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_digest_is_16_hex_digits_of_sha256_over_the_exact_bytes() {
+        // SHA-256("") = e3b0c44298fc1c14 9afbf4c8...
+        assert_eq!(digest(b""), "e3b0c44298fc1c14");
+        let a = br#"{"function":"f","interfaces":{}}"#;
+        let b = br#"{"interfaces":{},"function":"f"}"#;
+        assert!(is_digest(&digest(a)));
+        assert_ne!(digest(a), digest(b), "the same JSON in other bytes differs");
+        assert!(!is_digest("E3B0C44298FC1C14"));
+        assert!(!is_digest("e3b0c44298fc1c1"));
+        assert!(!is_digest("e3b0c44298fc1c145"));
+        assert!(!is_digest("g3b0c44298fc1c14"));
+    }
+
+    #[test]
+    fn a_description_payload_names_its_host_and_reads_back() {
+        let desc = Description {
+            function: "system".into(),
+            doc: None,
+            interfaces: Interfaces {
+                outputs: vec![Interface::new(
+                    "uptime",
+                    "/h/system/uptime",
+                    ValueType::Float,
+                )],
+                ..Interfaces::default()
+            },
+            health: Some(Health::Ok),
+        };
+        let payload = desc.to_payload("h");
+        let value: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(value["hostname"], "h");
+        assert_eq!(Description::parse_payload(&payload), Ok(desc.clone()));
+        assert_eq!(desc.to_payload("h"), payload, "stable bytes, stable digest");
+        assert!(Description::parse_payload(b"{\"function\":1}").is_err());
+    }
 
     #[test]
     fn interface_json_has_the_protocol_field_names() {

@@ -93,6 +93,15 @@ pub fn take_opt_u64(map: &mut Object, field: &'static str) -> Result<Option<u64>
     }
 }
 
+/// Removes `field` from `map` and returns it as a boolean, if present.
+pub fn take_opt_bool(map: &mut Object, field: &'static str) -> Result<Option<bool>, ProtoError> {
+    match map.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(b)),
+        Some(_) => Err(ProtoError::wrong_type(field, "true or false")),
+    }
+}
+
 /// Puts `value` under `field` unless it is `None`.
 pub fn put_opt<T: Into<Value>>(map: &mut Object, field: &str, value: Option<T>) {
     if let Some(v) = value {

@@ -16,11 +16,13 @@ pub mod sign;
 pub mod state;
 pub mod topic;
 
-pub use answer::{Answer, host_answer, service_answer};
-pub use describe::{Category, Description, Health, Interface, Interfaces, ValueType};
+pub use answer::{Answer, brief_service_answer, host_answer, service_answer};
+pub use describe::{
+    Category, DIGEST_HEX, Description, Health, Interface, Interfaces, ValueType, digest, is_digest,
+};
 pub use error::ProtoError;
 pub use query::{Body, Request, error_reply, ok_reply};
-pub use report::{HostReport, NOT_ECHOED};
+pub use report::{HostReport, NOT_ECHOED, NOT_IN_ANSWERS};
 pub use rollcall::{RollCall, RollCallLimits};
 pub use state::{HostState, Liveness};
 pub use topic::{Query, Topics};

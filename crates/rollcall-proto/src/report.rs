@@ -13,7 +13,7 @@ use crate::{ProtoError, RollCall};
 /// unknown fields are echoed, but never these: a roll-call must not be able
 /// to set an answer's `health`, its topics, its `apps` or an `ok`
 /// (docs/protocol.md section 1).
-pub const NOT_ECHOED: [&str; 14] = [
+pub const NOT_ECHOED: [&str; 15] = [
     "hostname",
     "ipaddr",
     "extaddr",
@@ -25,10 +25,18 @@ pub const NOT_ECHOED: [&str; 14] = [
     "outputs",
     "control",
     "interfaces",
+    "digest",
     "health",
     "ok",
     "error",
 ];
+
+/// The roll-call's parameters for answerers, which the host report carries
+/// (a service waits out `window_ms`, answers briefly on `brief`) and answers
+/// leave out: a scanner knows what it asked, and 250 answers each carrying
+/// them cost bytes (docs/protocol.md section 3). `cmd`, `id`, `replyto`,
+/// `topic` and the echoed unknown fields stay, as the notes' answer has them.
+pub const NOT_IN_ANSWERS: [&str; 4] = ["broker", "window_ms", "v", "brief"];
 
 /// A roll-call enhanced with the host's name and addresses.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +82,16 @@ impl HostReport {
         map
     }
 
+    /// What every answer to the report starts from: the report less
+    /// [`NOT_IN_ANSWERS`].
+    pub fn answer_object(&self) -> Object {
+        let mut map = self.to_object();
+        for field in NOT_IN_ANSWERS {
+            map.remove(field);
+        }
+        map
+    }
+
     /// The report as compact JSON bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&Value::Object(self.to_object())).unwrap_or_default()
@@ -106,7 +124,7 @@ mod tests {
     fn a_rollcall_cannot_set_the_fields_answers_define() {
         let raw = br#"{"cmd":"status","id":1,"replyto":"x","topic":"/stat/data","colour":"red",
             "health":{"status":"alert","reason":"pwned"},"control":"/h9/gpio/set/lamp",
-            "ok":true,"apps":["evil"],"function":"gpio"}"#;
+            "ok":true,"apps":["evil"],"function":"gpio","digest":"0123456789abcdef"}"#;
         let rc = RollCall::parse(raw, crate::RollCallLimits::default()).unwrap();
         let report = HostReport {
             rollcall: rc,

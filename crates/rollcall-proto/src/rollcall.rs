@@ -3,7 +3,9 @@
 use serde_json::Value;
 
 use crate::ProtoError;
-use crate::json::{self, Object, put_opt, take_opt_str, take_opt_u64, take_str, take_u64};
+use crate::json::{
+    self, Object, put_opt, take_opt_bool, take_opt_str, take_opt_u64, take_str, take_u64,
+};
 use crate::topic::{MAX_NAME, check_topic};
 
 /// The largest `window_ms` a roll-call may ask for: answerers wait up to this long.
@@ -41,6 +43,12 @@ pub struct RollCall {
     pub window_ms: Option<u64>,
     /// Protocol version.
     pub v: Option<u64>,
+    /// `"brief":true`: answer with the digest of each service's retained
+    /// `$description` instead of its `interfaces` (docs/protocol.md
+    /// section 3). Absent or `false`: full answers, as before the field
+    /// existed. Kept as sent, like the other optional fields, so that a
+    /// signed roll-call's object is rebuilt exactly for verification.
+    pub brief: Option<bool>,
     /// Every other field, echoed as received (including `ts`, `nonce`, `sig`).
     pub extra: Object,
 }
@@ -56,6 +64,7 @@ impl RollCall {
             broker: None,
             window_ms: None,
             v: Some(crate::PROTOCOL_VERSION),
+            brief: None,
             extra: Object::new(),
         }
     }
@@ -87,6 +96,7 @@ impl RollCall {
             return Err(ProtoError::bad_value("window_ms", "at most 60000"));
         }
         let v = take_opt_u64(&mut map, "v")?;
+        let brief = take_opt_bool(&mut map, "brief")?;
         Ok(RollCall {
             cmd,
             id,
@@ -95,6 +105,7 @@ impl RollCall {
             broker,
             window_ms,
             v,
+            brief,
             extra: map,
         })
     }
@@ -109,7 +120,13 @@ impl RollCall {
         put_opt(&mut map, "broker", self.broker.clone());
         put_opt(&mut map, "window_ms", self.window_ms);
         put_opt(&mut map, "v", self.v);
+        put_opt(&mut map, "brief", self.brief);
         map
+    }
+
+    /// Whether it asks for brief answers.
+    pub fn wants_brief(&self) -> bool {
+        self.brief == Some(true)
     }
 
     /// The roll-call as compact JSON bytes.
@@ -152,6 +169,23 @@ mod tests {
     }
 
     #[test]
+    fn brief_is_a_roll_call_field_kept_as_sent() {
+        let raw = br#"{"cmd":"status","replyto":"a","topic":"/t","id":1,"brief":true}"#;
+        let rc = RollCall::parse(raw, RollCallLimits::default()).unwrap();
+        assert!(rc.wants_brief());
+        assert!(!rc.extra.contains_key("brief"));
+        assert_eq!(rc.to_object()["brief"], true);
+        // `false` stays `false`: a signature covers it.
+        let off = br#"{"cmd":"status","replyto":"a","topic":"/t","id":1,"brief":false}"#;
+        let rc = RollCall::parse(off, RollCallLimits::default()).unwrap();
+        assert!(!rc.wants_brief());
+        assert_eq!(rc.to_object()["brief"], false);
+        let none = RollCall::new(1, "a", "/t");
+        assert!(!none.wants_brief());
+        assert!(!none.to_object().contains_key("brief"));
+    }
+
+    #[test]
     fn getstatus_is_a_synonym_and_other_cmds_are_refused() {
         let ok = br#"{"cmd":"getstatus","replyto":"a","topic":"/t","id":1}"#;
         assert_eq!(
@@ -167,7 +201,7 @@ mod tests {
 
     #[test]
     fn bad_roll_calls_say_what_is_wrong() {
-        let cases: [(&[u8], &str); 7] = [
+        let cases: [(&[u8], &str); 8] = [
             (
                 br#"{"cmd":"status","replyto":"a","topic":"/t"}"#,
                 "missing field `id`",
@@ -191,6 +225,10 @@ mod tests {
             (
                 br#"{"cmd":"status","replyto":"a","topic":"/t","id":1,"broker":"http://x"}"#,
                 "broker",
+            ),
+            (
+                br#"{"cmd":"status","replyto":"a","topic":"/t","id":1,"brief":"yes"}"#,
+                "brief",
             ),
             (b"[]", "object"),
         ];

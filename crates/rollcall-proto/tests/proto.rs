@@ -12,8 +12,8 @@ use rollcall_proto::json::{Object, parse_object};
 use rollcall_proto::topic::{covering_filter, matches};
 use rollcall_proto::{
     Answer, Body, Category, Description, Health, HostReport, Interface, Interfaces, MAX_DATAGRAM,
-    MAX_PAYLOAD, ProtoError, Query, Request, RollCall, RollCallLimits, Topics, ValueType,
-    service_answer, sign,
+    MAX_PAYLOAD, NOT_IN_ANSWERS, ProtoError, Query, Request, RollCall, RollCallLimits, Topics,
+    ValueType, brief_service_answer, service_answer, sign,
 };
 
 // ---------------------------------------------------------------- strategies
@@ -28,6 +28,8 @@ const KNOWN_FIELDS: &[&str] = &[
     "broker",
     "window_ms",
     "v",
+    "brief",
+    "digest",
     "hostname",
     "ipaddr",
     "extaddr",
@@ -88,6 +90,7 @@ prop_compose! {
         broker in proptest::option::of("mqtts?://[a-z0-9.\\-]{1,20}:[0-9]{1,5}"),
         window_ms in proptest::option::of(0u64..=60_000),
         v in proptest::option::of(any::<u64>()),
+        brief in proptest::option::of(any::<bool>()),
         extra in extra,
     ) -> RollCall {
         RollCall {
@@ -98,6 +101,7 @@ prop_compose! {
             broker,
             window_ms,
             v,
+            brief,
             extra,
         }
     }
@@ -347,6 +351,29 @@ proptest! {
         for (k, v) in &report.rollcall.extra {
             prop_assert_eq!(&answer.extra[k], v);
         }
+    }
+
+    #[test]
+    fn a_brief_answer_reads_back_with_the_digest_of_the_retained_payload(
+        report in host_report(),
+        desc in description(),
+    ) {
+        let payload = desc.to_payload(&report.hostname);
+        let digest = rollcall_proto::digest(&payload);
+        let map = brief_service_answer(&report, &desc, &digest);
+        let answer = Answer::parse(&serde_json::to_vec(&map).unwrap()).unwrap();
+        prop_assert_eq!(answer.digest.as_deref(), Some(digest.as_str()));
+        prop_assert_eq!(answer.interfaces, None);
+        prop_assert_eq!(answer.health.as_ref(), desc.health.as_ref());
+        prop_assert_eq!(answer.outputs.clone(), desc.interfaces.flat(Category::Outputs));
+        for field in NOT_IN_ANSWERS {
+            prop_assert!(!answer.extra.contains_key(field));
+        }
+        for (k, v) in &report.rollcall.extra {
+            prop_assert_eq!(&answer.extra[k], v);
+        }
+        // What a scanner reads on `$description` is the description again.
+        prop_assert_eq!(Description::parse_payload(&payload), Ok(desc));
     }
 
     #[test]

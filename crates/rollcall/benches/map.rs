@@ -211,6 +211,7 @@ fn ingest() -> Result<Vec<Rate>> {
         other_ids: 0,
         duplicates: 0,
         lost_in_session: 0,
+        digests: Default::default(),
         hosts: (0..HOSTS)
             .map(|h| {
                 let host = &parsed[h * (SERVICES + 1)];
@@ -384,6 +385,7 @@ async fn rebuild(broker: &BrokerUrl) -> Result<Rebuild> {
         expect: None,
         cluster_key: None,
         sends: 1,
+        descriptions: Default::default(),
     };
     let stop = CancellationToken::new();
     let config = HubConfig::new(broker.clone(), scan, Duration::from_secs(3600));

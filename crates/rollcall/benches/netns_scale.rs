@@ -300,6 +300,7 @@ fn run_scans(
                 expect: Some(HOSTS),
                 cluster_key: None,
                 sends: 1,
+                descriptions: Default::default(),
             };
             let mut samples = Vec::new();
             let base = 7_000_000 + u64::from(std::process::id()) * 100 + window_ms * 10_000_000;

@@ -398,6 +398,7 @@ async fn measure(
         expect: Some(*HOSTS),
         cluster_key: None,
         sends: 1,
+        descriptions: Default::default(),
     };
     let refused = || -> u64 {
         agents

@@ -322,6 +322,7 @@ async fn set_phase(shutdown: &CancellationToken, tracker: &TaskTracker) -> Resul
         expect: None,
         cluster_key: None,
         sends: 1,
+        descriptions: Default::default(),
     };
     let config = HubConfig::new(broker, scan, Duration::from_secs(3600));
     tracker.spawn(run_hub(config, Arc::clone(&shared), shutdown.clone()));

@@ -294,6 +294,7 @@ pub async fn run(args: Args) -> Result<()> {
         expect: Some(HOSTS.len()),
         cluster_key: None,
         sends: 1,
+        descriptions: Default::default(),
     };
     let dashboard = match dashboard_listener(&args).await? {
         Some(listener) => {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use rollcall_hub::docs::{AsyncApiOptions, Format};
-use rollcall_hub::{ClusterMap, Scanner, now_ms};
+use rollcall_hub::{ClusterMap, Descriptions, Scanner, now_ms};
 use rollcall_net::{BrokerUrl, Qos, Session, SessionConfig};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -231,6 +231,13 @@ async fn gather(
     spinner.set_message(show(0, answered));
 
     if let Some(opts) = opts {
+        // Every `$description` comes in on the watch session: the roll-call
+        // asks for brief answers and reads none a second time.
+        let mut opts = opts.clone();
+        if opts.descriptions == Descriptions::Read {
+            opts.descriptions = Descriptions::Watched;
+        }
+        let opts = &opts;
         let mut scanner = Scanner::connect(
             args.login
                 .session(&args.broker, format!("rollcall-docs-scan-{pid}"))?,

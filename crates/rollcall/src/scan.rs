@@ -88,6 +88,7 @@ impl RollCallArgs {
             expect,
             cluster_key,
             sends: self.repeat,
+            descriptions: Default::default(),
         })
     }
 

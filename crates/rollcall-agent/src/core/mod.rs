@@ -25,7 +25,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rollcall_net::{BrokerUrl, Qos, Will};
 use rollcall_proto::topic::matches;
-use rollcall_proto::{HostState, Liveness, Query, Topics, error_reply};
+use rollcall_proto::{Description, HostState, Liveness, Query, Topics, error_reply};
 use rollcall_services::{Ctx, Outcome, Publish, Service, ServiceError};
 use serde_json::Value;
 use tracing::{debug, info, warn};
@@ -215,6 +215,9 @@ struct Slot {
     topics_in: Vec<String>,
     /// Its state changed since it was last saved.
     unsaved: bool,
+    /// The digest of the `$description` payload last published for it,
+    /// which its brief answers carry.
+    digest: Option<String>,
 }
 
 /// Where a message on the agent's own broker is handled.
@@ -296,6 +299,7 @@ impl AgentCore {
                 due: None,
                 topics_in: Vec::new(),
                 unsaved: false,
+                digest: None,
             })
             .collect();
         AgentCore {
@@ -517,11 +521,37 @@ impl AgentCore {
 
     fn publish_description(&mut self, index: usize, now: Now, out: &mut Out) {
         self.health_changed.remove(&index);
-        let svc = &self.slots[index].service;
-        let mut desc = serde_json::to_value(svc.describe(&self.ctx(now))).unwrap_or(Value::Null);
-        desc["hostname"] = self.host().into();
-        let topic = self.topics.description(self.host(), svc.name());
-        out.state(topic, serde_json::to_vec(&desc).unwrap_or_default());
+        let desc = self.slots[index].service.describe(&self.ctx(now));
+        let payload = desc.to_payload(self.host());
+        self.retain_description(index, payload, out);
+    }
+
+    /// Publishes `payload` ([`Description::to_payload`]) retained on
+    /// service `index`'s `$description` and keeps the digest of those very
+    /// bytes, which its brief answers carry: the two cannot disagree
+    /// (docs/protocol.md section 3).
+    fn retain_description(&mut self, index: usize, payload: Vec<u8>, out: &mut Out) -> String {
+        let digest = rollcall_proto::digest(&payload);
+        let topic = self
+            .topics
+            .description(self.host(), self.slots[index].service.name());
+        out.state(topic, payload);
+        self.slots[index].digest = Some(digest.clone());
+        digest
+    }
+
+    /// The digest of service `index`'s retained description, for an
+    /// answer that carries `desc`: the digest last published, or when the
+    /// description changed since without being published again, the new
+    /// one's, published now (before the answer, on the same session, so a
+    /// scanner that reads it finds it).
+    fn current_digest(&mut self, index: usize, desc: &Description, out: &mut Out) -> String {
+        let payload = desc.to_payload(self.host());
+        let digest = rollcall_proto::digest(&payload);
+        if self.slots[index].digest.as_deref() == Some(digest.as_str()) {
+            return digest;
+        }
+        self.retain_description(index, payload, out)
     }
 
     /// Where a message on topic `topic` of the agent's own broker goes.

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rollcall_net::{BrokerUrl, Qos};
-use rollcall_proto::{Answer, HostReport, RollCall, RollCallLimits, host_answer, service_answer};
+use rollcall_proto::{
+    Answer, HostReport, RollCall, RollCallLimits, brief_service_answer, host_answer, service_answer,
+};
 use tracing::{debug, info, warn};
 
 use super::{AgentCore, Effect, Now, Out, SessionId};
@@ -290,22 +292,39 @@ impl AgentCore {
         now: Now,
         out: &mut Out,
     ) {
-        let report = HostReport {
+        let mut report = HostReport {
             rollcall: rc,
             hostname: self.host().to_owned(),
             ipaddr,
             extaddr: self.extaddr,
         };
+        // A brief answer is only as good as the `$description` a scanner
+        // can read: retained on our broker, so answers that go to another
+        // broker (a relay) are full, ours and, since the report then does
+        // not ask, the foreign services' too (docs/protocol.md section 3).
+        if session != SessionId::Local {
+            report.rollcall.brief = None;
+        }
+        let brief = report.rollcall.wants_brief();
         let uptime = self
             .started
             .map_or(0, |at| now.at.duration_since(at).as_secs());
         let mut answers = vec![host_answer(&report, &self.apps(), VERSION, uptime)];
-        let ctx = self.ctx(now);
-        answers.extend(
+        let descriptions: Vec<_> = {
+            let ctx = self.ctx(now);
             self.slots
                 .iter()
-                .map(|s| service_answer(&report, &s.service.describe(&ctx))),
-        );
+                .map(|s| s.service.describe(&ctx))
+                .collect()
+        };
+        for (index, desc) in descriptions.iter().enumerate() {
+            answers.push(if brief {
+                let digest = self.current_digest(index, desc, out);
+                brief_service_answer(&report, desc, &digest)
+            } else {
+                service_answer(&report, desc)
+            });
+        }
         let answers = answers
             .iter()
             .map(|a| serde_json::to_vec(a).unwrap_or_default())

@@ -330,6 +330,121 @@ fn a_rollcall_gets_a_report_and_an_answer_per_service_with_echoed_fields() {
     assert_eq!(b.stats.snapshot().answered, 1);
 }
 
+// Section 3: a roll-call without `brief` (an old scanner's) gets full
+// answers, as before; none carries the roll-call's parameters for
+// answerers, which the report still does.
+#[test]
+fn a_rollcall_without_brief_gets_full_answers() {
+    let mut b = plain_bed();
+    let mut rc = rollcall(42);
+    rc.broker = Some("mqtt://127.0.0.1:1883".into());
+    let effects = b.datagram(&rc, "127.0.0.1");
+    let report = &on(&effects, "/udp/report")[0];
+    assert_eq!(report["window_ms"], 0);
+    assert_eq!(report["v"], 1);
+    assert!(report.get("brief").is_none());
+    let answers = on(&effects, "/stat/data");
+    let system = &answers[1];
+    assert!(system["interfaces"]["outputs"].is_array());
+    assert!(system.get("digest").is_none());
+    for a in &answers {
+        for field in rollcall_proto::NOT_IN_ANSWERS {
+            assert!(a.get(field).is_none(), "{field} in {a}");
+        }
+        for field in ["cmd", "id", "replyto", "topic", "hostname", "ipaddr"] {
+            assert!(a.get(field).is_some(), "{field} missing from {a}");
+        }
+    }
+}
+
+// Section 3: a `brief` roll-call gets the flat fields, health and the
+// digest of the exact bytes retained on `$description`, not `interfaces`;
+// the report asks the host's other services for the same.
+#[test]
+fn a_brief_rollcall_gets_digests_of_the_retained_descriptions() {
+    let mut b = bed(
+        "[services.gpio]\nenabled = false\n[[announce]]\nfunction = \"pump\"\ninputs = [\"/h1/pump/on\"]\n",
+    );
+    // The retained payloads, as a second start publishes them again.
+    let mut retained = BTreeMap::new();
+    let start = b.input(Input::Start {
+        saved: BTreeMap::new(),
+    });
+    for (topic, payload) in states(&start) {
+        retained.insert(topic, payload);
+    }
+    let mut rc = rollcall(43);
+    rc.brief = Some(true);
+    let effects = b.datagram(&rc, "127.0.0.1");
+    assert!(
+        states(&effects).is_empty(),
+        "nothing changed: nothing re-published"
+    );
+    assert_eq!(on(&effects, "/udp/report")[0]["brief"], true);
+    let answers = on(&effects, "/stat/data");
+    assert_eq!(answered(&effects), ["host", "system", "pump"]);
+    for a in &answers[1..] {
+        let function = a["function"].as_str().unwrap();
+        let payload = &retained[&format!("/h1/{function}/$description")];
+        assert_eq!(a["digest"], rollcall_proto::digest(payload).as_str());
+        assert!(a.get("interfaces").is_none());
+        assert!(a.get("brief").is_none());
+    }
+    assert_eq!(answers[2]["inputs"], "/h1/pump/on");
+    assert_eq!(answers[1]["health"]["status"], "ok");
+    assert!(
+        answers[1]["outputs"]
+            .as_str()
+            .unwrap()
+            .starts_with("/h1/system/")
+    );
+    assert!(answers[0].get("digest").is_none());
+}
+
+// Section 3: a description that changed without being published again is
+// published before a brief answer carries its digest.
+#[test]
+fn a_brief_answer_never_names_a_description_that_is_not_retained() {
+    let mut b = plain_bed();
+    b.core.slots[0].digest = Some("0000000000000000".into());
+    let mut rc = rollcall(44);
+    rc.brief = Some(true);
+    let effects = b.datagram(&rc, "127.0.0.1");
+    let states = states(&effects);
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].0, "/h1/system/$description");
+    let state_at = effects
+        .iter()
+        .position(|e| matches!(e, Effect::PublishState { .. }))
+        .unwrap();
+    let answer_at = effects
+        .iter()
+        .position(|e| matches!(e, Effect::Publish { topic, .. } if topic == "/stat/data"))
+        .unwrap();
+    assert!(state_at < answer_at, "retained before it is named");
+    let system = &on(&effects, "/stat/data")[1];
+    assert_eq!(
+        system["digest"],
+        rollcall_proto::digest(&states[0].1).as_str()
+    );
+}
+
+// Section 3: answers relayed to another broker are full, and the report
+// does not ask the foreign services for brief ones: the requester's broker
+// does not have this host's `$description`s.
+#[test]
+fn a_brief_rollcall_relayed_to_another_broker_gets_full_answers() {
+    let mut b = relay_bed();
+    let mut rc = rollcall(45);
+    rc.brief = Some(true);
+    rc.broker = Some("mqtt://198.18.0.9:1883".into());
+    let effects = b.datagram(&rc, HUB);
+    assert!(on(&effects, "/udp/report")[0].get("brief").is_none());
+    let system = &on(&effects, "/stat/data")[1];
+    assert!(system["interfaces"].is_object());
+    assert!(system.get("digest").is_none());
+}
+
 // Section 1: each answerer waits a random 0..window_ms; the report goes
 // out at once.
 #[test]
@@ -808,6 +923,37 @@ fn a_health_change_republishes_the_description_after_the_readings() {
     assert_eq!(parse(&ok.1)["health"]["status"], "ok");
     // Nothing changed: no description.
     assert!(states(&b.at(2100)).is_empty());
+}
+
+// Sections 3 and 8: `brief`, `true` or `false`, is covered by the
+// signature like any field, and a signed roll-call gets what it asked for.
+#[test]
+fn a_signed_rollcall_with_brief_true_or_false_verifies() {
+    let key = "a cluster key of some length";
+    let mut b = bed(&format!(
+        "cluster_key = \"{key}\"\n[services.gpio]\nenabled = false\n"
+    ));
+    for (id, brief) in [(30, Some(false)), (31, Some(true)), (32, None)] {
+        let mut rc = rollcall(id);
+        rc.brief = brief;
+        let mut map = rc.to_object();
+        map.insert("ts".into(), T0_MS.into());
+        map.insert("nonce".into(), format!("n{id}").into());
+        rollcall_proto::sign::sign(&mut map, key.as_bytes());
+        let bytes = serde_json::to_vec(&map).unwrap();
+        let effects = b.input(Input::Datagram {
+            bytes: &bytes,
+            from: "127.0.0.1:40000".parse().unwrap(),
+        });
+        let answers = on(&effects, "/stat/data");
+        assert_eq!(answers.len(), 2, "{brief:?} answered");
+        assert_eq!(
+            answers[1].get("digest").is_some(),
+            brief == Some(true),
+            "{brief:?}: {}",
+            answers[1]
+        );
+    }
 }
 
 // Section 8: with a cluster key, only signed, fresh, unreplayed

@@ -466,6 +466,7 @@ mod estimates {
                 other_ids: 0,
                 duplicates: 0,
                 lost_in_session: 0,
+                digests: Default::default(),
                 hosts: seen,
             },
             1,

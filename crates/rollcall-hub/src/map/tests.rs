@@ -13,6 +13,7 @@ fn report(hosts: &[(&str, &[&str])]) -> ScanReport {
         other_ids: 0,
         duplicates: 0,
         lost_in_session: 0,
+        digests: Default::default(),
         hosts: hosts
             .iter()
             .map(|(h, services)| HostSeen {

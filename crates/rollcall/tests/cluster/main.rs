@@ -69,6 +69,23 @@ async fn three_hosts_answer_one_broadcast(broker: BrokerUrl) {
     }
     // Ended by --expect, not by the wait.
     assert!(report.elapsed_ms < 5000);
+    // The answers were brief: each service's interfaces were read from its
+    // retained `$description`, and the next roll-call needs no read.
+    assert_eq!(
+        (report.digests.read, report.digests.known),
+        (6, 0),
+        "{:?}",
+        report.digests
+    );
+    assert!(report.digests.all_found());
+    let again = scanner.scan(42, &broadcast(port, 3), |_| {}).await.unwrap();
+    assert_eq!((again.digests.read, again.digests.known), (0, 6));
+    assert!(
+        again
+            .hosts
+            .iter()
+            .all(|h| h.services.iter().all(|s| s.interfaces.is_some()))
+    );
     shutdown.cancel();
     for a in agents {
         a.join().await.unwrap();
@@ -392,6 +409,164 @@ async fn description_and_state_are_retained_for_late_subscribers() {
         said(HostState::offline(session))
     );
     shutdown.cancel();
+}
+
+/// An old scanner's roll-call (no `brief`) gets full answers: interfaces in
+/// every service answer, no digest, and nothing to read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roll_call_without_brief_gets_full_answers() {
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let port = free_udp_port();
+    let a = agent(host_config("oldscan", &broker, port), &shutdown).await;
+    let mut watcher = Asker::new(&broker, &shutdown, &tracker).await;
+    watcher.listen("/stat/data").await;
+    let mut scanner = scanner(&broker, &shutdown, &tracker);
+    let mut opts = broadcast(port, 1);
+    opts.descriptions = rollcall_hub::Descriptions::InAnswers;
+    let report = scanner.scan(77, &opts, |_| {}).await.unwrap();
+    assert_eq!(functions(&report, "oldscan"), ["gpio", "system"]);
+    for s in &report.hosts[0].services {
+        assert!(s.interfaces.is_some(), "{}", s.function);
+    }
+    assert_eq!(report.digests, rollcall_hub::DigestCounts::default());
+    // On the wire: `interfaces`, no `digest`, no `brief`.
+    let mut seen = 0;
+    while seen < 2 {
+        let (_, answer) = watcher.next().await;
+        if answer["id"] != 77 || answer["function"] == "host" {
+            continue;
+        }
+        assert!(answer["interfaces"].is_object(), "{answer}");
+        assert!(answer.get("digest").is_none() && answer.get("brief").is_none());
+        seen += 1;
+    }
+    shutdown.cancel();
+    a.join().await.unwrap();
+}
+
+/// Foreign services next to an agent, answering a brief roll-call in every
+/// way the protocol allows: a digest of their retained description (the
+/// scanner reads it), a forged digest (the description is read and refused:
+/// no interfaces, counted), full interfaces as before, and flat fields only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brief_answers_are_checked_against_the_retained_descriptions() {
+    let broker = embedded_broker();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let port = free_udp_port();
+    let a = agent(host_config("fx", &broker, port), &shutdown).await;
+    let pump = br#"{"function":"pump","hostname":"fx","interfaces":{"inputs":[{"name":"on","topic":"/fx/pump/on","type":"bool"}]}}"#;
+    let valve = br#"{"function":"valve","hostname":"fx","interfaces":{"inputs":[{"name":"open","topic":"/fx/valve/open","type":"bool"}]}}"#;
+    let legacy = br#"{"function":"legacy","hostname":"fx","interfaces":{}}"#;
+    let mut foreign = Asker::new(&broker, &shutdown, &tracker).await;
+    for (function, payload) in [("pump", &pump[..]), ("valve", valve), ("legacy", legacy)] {
+        foreign
+            .session
+            .handle
+            .publish_state(&format!("/fx/{function}/$description"), payload.to_vec())
+            .await
+            .unwrap();
+    }
+    let mut asker = Asker::new(&broker, &shutdown, &tracker).await;
+    asker.listen("/me/apps").await;
+    loop {
+        asker.send("/fx/getapps", r#"{"topic":"/me/apps"}"#).await;
+        let (_, v) = asker.next().await;
+        let apps = v["apps"].as_array().unwrap();
+        if ["pump", "valve", "legacy"]
+            .iter()
+            .all(|f| apps.contains(&json!(f)))
+        {
+            break;
+        }
+    }
+    foreign.listen("/udp/report").await;
+    let pump_digest = rollcall_proto::digest(pump);
+    let foreign_task = tokio::spawn(async move {
+        let (_, report) = foreign.next().await;
+        assert_eq!(report["brief"], true, "the report asks for brief answers");
+        let topic = report["topic"].as_str().unwrap().to_owned();
+        let answer = |fields: Value| {
+            let mut a = report.clone();
+            a.as_object_mut()
+                .unwrap()
+                .extend(fields.as_object().unwrap().clone());
+            a.to_string()
+        };
+        let answers = [
+            answer(json!({"function":"pump","inputs":"/fx/pump/on","digest":pump_digest})),
+            // Forged: a digest of some other description.
+            answer(
+                json!({"function":"valve","inputs":"/fx/valve/open","digest":"0123456789abcdef"}),
+            ),
+            // An old foreign service: full interfaces, no digest.
+            answer(
+                json!({"function":"legacy","outputs":"/fx/legacy/out","interfaces":
+                {"outputs":[{"name":"out","topic":"/fx/legacy/out","type":"int"}]}}),
+            ),
+            // A minimal one: flat fields only.
+            answer(json!({"function":"minimal","inputs":"/fx/minimal/in"})),
+        ];
+        for a in answers {
+            foreign.send(&topic, &a).await;
+        }
+    });
+    let mut scanner = scanner(&broker, &shutdown, &tracker);
+    let mut opts = broadcast(port, 1);
+    opts.expect = None;
+    opts.wait = Duration::from_millis(1500);
+    let report = scanner.scan(78, &opts, |_| {}).await.unwrap();
+    foreign_task.await.unwrap();
+    assert_eq!(
+        functions(&report, "fx"),
+        ["gpio", "legacy", "minimal", "pump", "system", "valve"]
+    );
+    let service = |f: &str| {
+        report.hosts[0]
+            .services
+            .iter()
+            .find(|s| s.function == f)
+            .unwrap()
+            .clone()
+    };
+    let pump = service("pump").interfaces.unwrap();
+    assert_eq!(pump.inputs[0].topic, "/fx/pump/on");
+    let valve = service("valve");
+    assert_eq!(
+        valve.interfaces, None,
+        "a forged digest gets no description"
+    );
+    assert_eq!(
+        valve.inputs.as_deref(),
+        Some("/fx/valve/open"),
+        "the answer counts"
+    );
+    assert_eq!(
+        service("legacy").interfaces.unwrap().outputs[0].topic,
+        "/fx/legacy/out"
+    );
+    assert_eq!(service("minimal").interfaces, None);
+    assert!(service("system").interfaces.is_some());
+    // gpio, system and pump read; valve refused.
+    assert_eq!(
+        (
+            report.digests.read,
+            report.digests.mismatched,
+            report.digests.unread
+        ),
+        (3, 1, 0),
+        "{:?}",
+        report.digests
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(
+        json["digests"]["mismatched"], 1,
+        "reported when not all found"
+    );
+    shutdown.cancel();
+    a.join().await.unwrap();
 }
 
 /// The notes' broker on every host: the agent's services publish on its own

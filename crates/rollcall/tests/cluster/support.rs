@@ -99,6 +99,7 @@ pub fn broadcast(udp_port: u16, expect: usize) -> ScanOptions {
         expect: Some(expect),
         cluster_key: None,
         sends: 1,
+        descriptions: Default::default(),
     }
 }
 
