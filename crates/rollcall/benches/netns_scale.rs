@@ -4,7 +4,8 @@
 //! embedded one in a `rollcall hub` process) has a namespace of its own; the
 //! scanner (`rollcall_hub::Scanner`, the one `rollcall scan` uses) runs in
 //! the hub's namespace and broadcasts on the bridge. For each broker and
-//! `window_ms` (20, then 0): completeness and the time from the roll-call's
+//! `window_ms` (the default for 50 hosts, 5; then 20, the old default; then
+//! 0), Mosquitto stock and tuned: completeness and the time from the roll-call's
 //! sending to its last answer (p50, p95 over 20 roll-calls), and what one
 //! roll-call puts on the bridge (nftables counters in the bridge's
 //! namespace). Prints markdown for BENCHMARKS.md. Needs root, `ip` and `nft`.
@@ -89,16 +90,18 @@ fn main() {
     let mut cpu_rows = String::new();
     let mut brokers: Vec<&str> = Vec::new();
     if find_program("mosquitto").is_some() {
-        brokers.push("mosquitto");
+        brokers.push("mosquitto (stock)");
+        brokers.push("mosquitto (tuned)");
     } else {
         eprintln!("mosquitto is not installed: the embedded broker only");
     }
     brokers.push("embedded (rumqttd)");
     for kind in brokers {
         let broker_proc = match kind {
-            "mosquitto" => {
+            "mosquitto (stock)" | "mosquitto (tuned)" => {
                 let m = find_program("mosquitto").unwrap();
-                cluster::start_mosquitto(&mut bed, broker, &m)
+                let tuned = kind == "mosquitto (tuned)";
+                cluster::start_mosquitto_as(&mut bed, broker, &m, tuned)
             }
             _ => cluster::start_hub(&mut bed, broker, Ipv4Addr::LOCALHOST, 3600, &[]),
         };
@@ -135,7 +138,9 @@ fn main() {
             agents: agents.iter().filter_map(|&a| bed.pid(a)).collect(),
             broker: bed.pid(broker_proc).unwrap_or(0),
         };
-        for window_ms in [20, 0] {
+        // The window `rollcall scan --expect 50` now asks for (5 ms), the
+        // old fixed default, and none.
+        for window_ms in [rollcall_hub::scan::window_for(HOSTS), 20, 0] {
             let samples = run_scans(
                 &bed,
                 hub,

@@ -92,10 +92,25 @@ pub fn mosquitto_or_skip(test: &str) -> Option<PathBuf> {
 /// Starts Mosquitto on `node`, on every address, port 1883, tuned as the
 /// bed has always run it, queueing up to 100,000 messages per client.
 pub fn start_mosquitto(bed: &mut TestBed, node: NodeId, mosquitto: &std::path::Path) -> ProcId {
+    start_mosquitto_as(bed, node, mosquitto, true)
+}
+
+/// [`start_mosquitto`], or with `tuned` false Mosquitto as Debian installs
+/// it: no `set_tcp_nodelay`, the default queue of 1,000 messages.
+pub fn start_mosquitto_as(
+    bed: &mut TestBed,
+    node: NodeId,
+    mosquitto: &std::path::Path,
+    tuned: bool,
+) -> ProcId {
     let name = bed.name(node).to_owned();
-    let config = MosquittoConfig {
-        extra: "max_queued_messages 100000".into(),
-        ..MosquittoConfig::tuned()
+    let config = if tuned {
+        MosquittoConfig {
+            extra: "max_queued_messages 100000".into(),
+            ..MosquittoConfig::tuned()
+        }
+    } else {
+        MosquittoConfig::default()
     };
     let conf = bed.write_file(
         &format!("mosquitto-{name}.conf"),
