@@ -246,6 +246,14 @@ fn embedded_options(
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
 ) -> Result<BrokerOptions, AgentError> {
+    if !rollcall_net::EMBEDDED_BROKER_BUILT_IN {
+        return Err(invalid(
+            "embedded_broker",
+            "this rollcall was built without the embedded broker (cargo feature \
+             `embedded-broker`); use an external broker (`broker`)"
+                .into(),
+        ));
+    }
     let tls = match (cert, key) {
         (Some(cert), Some(key)) => Some(ServerTls { cert, key }),
         (None, None) => None,
