@@ -4,12 +4,14 @@
 #
 # Runs the agent with the side-by-side benchmark's configuration (8 outputs,
 # 10 inputs scanned every 100 ms, simulated chip) against a private Mosquitto
-# on a free 127.0.0.1 port, waits IDLE_S seconds, and prints ONE line:
+# (set_tcp_nodelay true) on a free 127.0.0.1 port, waits IDLE_S seconds, and
+# prints ONE line of key=value pairs:
 #   label bin_bytes text data bss rss_kb rss_anon_kb rss_file_kb pss_kb
-#   pss_anon_kb pss_file_kb threads [rtt_p50_ms rtt_p99_ms rtt_mean_ms]
-# as key=value pairs. With RTT_COMMANDS=N (N > 0) it then runs the shared
-# harness's gpio_rtt.py (N sequential QoS 1 set commands, as measure_daemon
-# in /work/shared/bench/lib.sh does) and adds its p50/p99/mean.
+#   pss_anon_kb pss_file_kb threads
+#   [rtt_p50_ms rtt_p99_ms rtt_mean_ms rss_after_kb]
+# With RTT_COMMANDS=N (N > 0) it then runs the shared harness's gpio_rtt.py
+# (N sequential QoS 1 set commands, as measure_daemon in
+# /work/shared/bench/lib.sh does), adds its p50/p99/mean and VmRSS after it.
 #
 # Usage: bench/agent_footprint.sh BINARY [LABEL]
 #   IDLE_S=5  RTT_COMMANDS=0  BENCH_PY=/tmp/mqttio-venv/bin/python (paho-mqtt)
@@ -74,7 +76,9 @@ EOF
 # A private broker; a port race with another process is retried.
 for try in 1 2 3 4 5; do
     PORT=$(free_port tcp)
-    printf '# one footprint run; loopback only\nlistener %s 127.0.0.1\nallow_anonymous true\n' \
+    # set_tcp_nodelay: without it a round trip waits ~40 ms on Nagle and a
+    # delayed ACK (README.md, "Deploying"), which would hide the agent.
+    printf '# one footprint run; loopback only\nlistener %s 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n' \
         "$PORT" >"$TMP/mosquitto.conf"
     mosquitto -c "$TMP/mosquitto.conf" >"$TMP/mosquitto.log" 2>&1 &
     BROKER_PID=$!
@@ -121,5 +125,6 @@ if (( RTT_COMMANDS > 0 )); then
     LINE+=" $("$BENCH_PY" -c 'import json,sys
 s = json.load(open(sys.argv[1]))["seq"]
 print("rtt_p50_ms=%s rtt_p99_ms=%s rtt_mean_ms=%s" % (s.get("p50_ms"), s.get("p99_ms"), s.get("mean_ms")))' "$TMP/rtt.json")"
+    LINE+=" rss_after_kb=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$AGENT_PID/status")"
 fi
 echo "$LINE"

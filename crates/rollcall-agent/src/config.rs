@@ -744,6 +744,21 @@ mod tests {
         );
     }
 
+    /// `cargo test -p rollcall-agent --no-default-features --lib`
+    #[cfg(not(feature = "embedded-broker"))]
+    #[test]
+    fn without_the_broker_built_in_embedded_broker_is_refused_at_the_check() {
+        let err = RawConfig::from_toml("hostname = \"a\"\nembedded_broker = \"127.0.0.1:1883\"")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("embedded_broker") && text.contains("embedded-broker"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn the_embedded_broker_takes_its_password_file_and_tls_files() {
         use std::os::unix::fs::PermissionsExt;
