@@ -8,10 +8,11 @@
 # prints ONE line of key=value pairs:
 #   label bin_bytes text data bss rss_kb rss_anon_kb rss_file_kb pss_kb
 #   pss_anon_kb pss_file_kb threads
-#   [rtt_p50_ms rtt_p99_ms rtt_mean_ms rss_after_kb]
+#   [rtt_p50_ms rtt_p99_ms rtt_mean_ms cpu_us_per_cmd rss_after_kb]
 # With RTT_COMMANDS=N (N > 0) it then runs the shared harness's gpio_rtt.py
 # (N sequential QoS 1 set commands, as measure_daemon in
-# /work/shared/bench/lib.sh does), adds its p50/p99/mean and VmRSS after it.
+# /work/shared/bench/lib.sh does), adds its p50/p99/mean, the agent's CPU
+# (its threads' schedstat) over that run per command, and VmRSS after it.
 #
 # Usage: bench/agent_footprint.sh BINARY [LABEL]
 #   IDLE_S=5  RTT_COMMANDS=0  BENCH_PY=/tmp/mqttio-venv/bin/python (paho-mqtt)
@@ -119,12 +120,20 @@ if (( SMAPS_TOP > 0 )); then
         | sort -rn | head -n "$SMAPS_TOP" >&2
 fi
 
+cpu_ns() { # the agent's threads' time on a CPU (schedstat), in ns
+    cat /proc/"$AGENT_PID"/task/*/schedstat | awk '{ ns += $1 } END { printf "%d\n", ns }'
+}
+
 if (( RTT_COMMANDS > 0 )); then
+    T0=$(cpu_ns)
     "$BENCH_PY" "$BENCH_DIR/gpio_rtt.py" --port "$PORT" --preset rollcall --host-name pc01 \
         --mode seq --commands "$RTT_COMMANDS" --qos 1 --label "$LABEL" --quiet >"$TMP/rtt.json"
     LINE+=" $("$BENCH_PY" -c 'import json,sys
 s = json.load(open(sys.argv[1]))["seq"]
 print("rtt_p50_ms=%s rtt_p99_ms=%s rtt_mean_ms=%s" % (s.get("p50_ms"), s.get("p99_ms"), s.get("mean_ms")))' "$TMP/rtt.json")"
+    # The agent's CPU over the whole gpio_rtt run (its warm-up and priming
+    # included, and its input scans meanwhile), per measured command.
+    LINE+=" cpu_us_per_cmd=$(( ($(cpu_ns) - T0) / 1000 / RTT_COMMANDS ))"
     LINE+=" rss_after_kb=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$AGENT_PID/status")"
 fi
 echo "$LINE"

@@ -219,16 +219,4 @@ mod tests {
         assert_eq!(BrokerOptions::default().addr, DEFAULT_EMBEDDED_BROKER);
         assert!(DEFAULT_EMBEDDED_BROKER.ip().is_loopback());
     }
-
-    /// `cargo test -p rollcall-net --no-default-features --lib`
-    #[cfg(not(feature = "broker"))]
-    #[test]
-    fn without_the_broker_built_in_starting_one_says_so() {
-        assert!(!EMBEDDED_BROKER_BUILT_IN);
-        let error = EmbeddedBroker::start(DEFAULT_EMBEDDED_BROKER).unwrap_err();
-        assert!(
-            error.to_string().contains("without the embedded broker"),
-            "{error}"
-        );
-    }
 }
