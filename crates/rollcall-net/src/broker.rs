@@ -169,7 +169,8 @@ impl EmbeddedBroker {
     /// Starts rumqttd on dedicated threads, and returns once it accepts
     /// connections. Takes a [`BrokerOptions`] or just an address (plain
     /// MQTT, no password). Port 0 picks a free port. Refuses any address
-    /// but a loopback one unless a password file is given.
+    /// but a loopback one unless a password file is given. Built without
+    /// the feature `broker`, checks the options and then says so.
     pub fn start(options: impl Into<BrokerOptions>) -> Result<EmbeddedBroker, NetError> {
         let options = options.into();
         let users = options.check()?;
