@@ -246,6 +246,14 @@ fn embedded_options(
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
 ) -> Result<BrokerOptions, AgentError> {
+    if !rollcall_net::EMBEDDED_BROKER_BUILT_IN {
+        return Err(invalid(
+            "embedded_broker",
+            "this rollcall was built without the embedded broker (cargo feature \
+             `embedded-broker`); use an external broker (`broker`)"
+                .into(),
+        ));
+    }
     let tls = match (cert, key) {
         (Some(cert), Some(key)) => Some(ServerTls { cert, key }),
         (None, None) => None,
@@ -736,6 +744,22 @@ mod tests {
         );
     }
 
+    /// `cargo test -p rollcall-agent --no-default-features --lib`
+    #[cfg(not(feature = "embedded-broker"))]
+    #[test]
+    fn without_the_broker_built_in_embedded_broker_is_refused_at_the_check() {
+        let err = RawConfig::from_toml("hostname = \"a\"\nembedded_broker = \"127.0.0.1:1883\"")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("embedded_broker") && text.contains("embedded-broker"),
+            "{text}"
+        );
+    }
+
+    #[cfg(feature = "embedded-broker")]
     #[test]
     fn the_embedded_broker_takes_its_password_file_and_tls_files() {
         use std::os::unix::fs::PermissionsExt;
@@ -886,6 +910,11 @@ mod tests {
                 "/nonexistent/bp",
             ),
         ] {
+            // Built without the broker, `embedded_broker` is refused before
+            // these checks (its own test, below).
+            if !rollcall_net::EMBEDDED_BROKER_BUILT_IN && toml.contains("embedded_broker =") {
+                continue;
+            }
             let err = RawConfig::from_toml(toml).unwrap().validate().unwrap_err();
             assert!(err.to_string().contains(key), "{toml}: {err}");
         }

@@ -16,8 +16,8 @@ mod udp;
 mod url;
 
 pub use broker::{
-    BrokerOptions, DEFAULT_EMBEDDED_BROKER, EmbeddedBroker, MAX_RETAINED_BYTES,
-    MAX_RETAINED_MESSAGES, ServerTls,
+    BrokerOptions, DEFAULT_EMBEDDED_BROKER, EMBEDDED_BROKER_BUILT_IN, EmbeddedBroker,
+    MAX_RETAINED_BYTES, MAX_RETAINED_MESSAGES, ServerTls,
 };
 pub use error::NetError;
 pub use http::http_listener;

@@ -89,6 +89,7 @@ impl PasswordFile {
     }
 
     /// The user names and passwords, as rumqttd takes them.
+    #[cfg_attr(not(feature = "broker"), allow(dead_code))]
     pub(crate) fn into_users(self) -> HashMap<String, String> {
         self.users
     }

@@ -27,6 +27,7 @@ pub struct Args {
     broker: Option<String>,
     /// Run an embedded broker on ADDR (e.g. 127.0.0.1:1883) and use it;
     /// any other address needs embedded_broker_password_file in --config.
+    /// Not in the agent-only build (cargo feature `embedded-broker`).
     #[arg(long, value_name = "ADDR")]
     embedded_broker: Option<SocketAddr>,
     /// UDP port roll-calls arrive on.

@@ -324,7 +324,7 @@ pub async fn run(args: Args) -> Result<()> {
         None => None,
     };
     let mut ticker = tokio::time::interval(Duration::from_secs(args.every));
-    let mut id = u64::from(crate::scan::rand_id());
+    let mut id = u64::from(crate::query::rand_id());
     let result: Result<()> = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),

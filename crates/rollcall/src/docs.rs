@@ -18,7 +18,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::login::LoginArgs;
 
-use crate::scan::{RollCallArgs, rand_id};
+use crate::query::rand_id;
+use crate::scan::RollCallArgs;
 
 /// How long the broker may take to accept the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

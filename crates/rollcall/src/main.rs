@@ -1,14 +1,21 @@
 //! `rollcall`: one binary, a module per subcommand. Parsing arguments,
 //! printing for people (tables) or programs (`--json`), and turning errors
 //! into exit codes live here; everything else lives in the library crates.
+//! Without the cargo feature `hub` (default on) the binary is the agent
+//! alone: `agent`, `get` and `set`.
 
 mod agent;
+#[cfg(feature = "hub")]
 mod demo;
+#[cfg(feature = "hub")]
 mod docs;
+#[cfg(feature = "hub")]
 mod hub;
 mod login;
 mod query;
+#[cfg(feature = "hub")]
 mod report;
+#[cfg(feature = "hub")]
 mod scan;
 
 use std::process::ExitCode;
@@ -30,14 +37,18 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// A hub, its embedded broker and three simulated hosts, in one process.
+    #[cfg(feature = "hub")]
     Demo(demo::Args),
     /// The per-host daemon: answers roll-calls and runs the built-in services.
     Agent(agent::Args),
     /// Calls the roll every few seconds and keeps the cluster map.
+    #[cfg(feature = "hub")]
     Hub(hub::Args),
     /// Calls the roll once and prints who answered.
+    #[cfg(feature = "hub")]
     Scan(scan::Args),
     /// Writes the cluster's documentation: Markdown, AsyncAPI 3.0, SVG, DOT.
+    #[cfg(feature = "hub")]
     Docs(docs::Args),
     /// Asks a service for a value (`/{host}/{app}/get/{item}`).
     Get(query::GetArgs),
@@ -89,10 +100,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            #[cfg(feature = "hub")]
             Command::Demo(args) => demo::run(args).await,
             Command::Agent(args) => agent::run(args).await,
+            #[cfg(feature = "hub")]
             Command::Hub(args) => hub::run(args).await,
+            #[cfg(feature = "hub")]
             Command::Scan(args) => scan::run(args).await,
+            #[cfg(feature = "hub")]
             Command::Docs(args) => docs::run(args).await,
             Command::Get(args) => query::get(args).await,
             Command::Set(args) => query::set(args).await,

@@ -82,7 +82,7 @@ async fn request(
 ) -> Result<()> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let id = crate::scan::rand_id();
+    let id = rand_id();
     let client = format!("rollcall-cli-{id}");
     let mut session = Session::start(
         common.login.session(&common.broker, client.clone())?,
@@ -145,4 +145,13 @@ async fn request(
         }
         _ => bail!("no answer on {topic} within {} ms", common.wait_ms),
     }
+}
+
+/// An id unlikely to collide with another process's: a request's (here) or
+/// a roll-call's (`scan`, `docs`, `demo`).
+pub fn rand_id() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
 }

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::login::LoginArgs;
+use crate::query::rand_id;
 use crate::report;
 
 /// Where and how a roll-call is sent: shared by `scan` and `hub`.
@@ -162,12 +163,4 @@ pub async fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// A roll-call id unlikely to collide with another scanner's.
-pub fn rand_id() -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    nanos ^ std::process::id().rotate_left(16)
 }
