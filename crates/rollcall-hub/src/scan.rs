@@ -91,6 +91,27 @@ pub fn window_for(hosts: usize) -> u64 {
     (hosts / 10).min(1000) as u64
 }
 
+/// Above this many expected hosts the answers are taken at QoS 0.
+pub const QOS0_ABOVE_HOSTS: usize = 100;
+
+/// The QoS the scanner subscribes to answers with. QoS 1, so that each
+/// answer makes us send a PUBACK, which carries our TCP acknowledgement: a
+/// broker without `set_tcp_nodelay` (Mosquitto's default) would otherwise
+/// hold a host's second answer until our delayed acknowledgement of its
+/// first, 40 ms later. But a stock Mosquitto keeps at most 20 QoS 1
+/// messages in flight and 1,000 queued for one client, and drops the rest:
+/// a thousand hosts' six thousand answers lost seven in ten
+/// (BENCHMARKS.md). So when more than [`QOS0_ABOVE_HOSTS`] hosts are
+/// expected, QoS 0: nothing in flight to wait for, and that many answers
+/// fill TCP segments, which are acknowledged at once anyway.
+pub fn answer_qos(expect: Option<usize>) -> Qos {
+    if expect.is_some_and(|n| n > QOS0_ABOVE_HOSTS) {
+        Qos::AtMostOnce
+    } else {
+        Qos::AtLeastOnce
+    }
+}
+
 /// How many answers the scanner's session buffers between reads. One
 /// roll-call to a thousand hosts brings thousands of answers within a few
 /// milliseconds; a smaller buffer overflows whenever the scanner's thread is
@@ -321,7 +342,11 @@ impl Scanner {
             }
             self.session.wait_connected(Duration::from_secs(5)).await?;
             self.session
-                .subscribe_confirmed(&opts.topic, SUBSCRIBE_TIMEOUT)
+                .subscribe_confirmed_with_qos(
+                    &opts.topic,
+                    answer_qos(opts.expect),
+                    SUBSCRIBE_TIMEOUT,
+                )
                 .await?;
             self.await_subscription(&opts.topic).await?;
             self.acknowledge(&opts.topic).await;
@@ -566,7 +591,17 @@ impl Scanner {
 
 #[cfg(test)]
 mod tests {
-    use super::window_for;
+    use super::{answer_qos, window_for};
+    use rollcall_net::Qos;
+
+    #[test]
+    fn answers_are_taken_at_qos_1_up_to_a_hundred_hosts_and_at_qos_0_beyond() {
+        assert_eq!(answer_qos(None), Qos::AtLeastOnce);
+        assert_eq!(answer_qos(Some(1)), Qos::AtLeastOnce);
+        assert_eq!(answer_qos(Some(100)), Qos::AtLeastOnce);
+        assert_eq!(answer_qos(Some(101)), Qos::AtMostOnce);
+        assert_eq!(answer_qos(Some(1000)), Qos::AtMostOnce);
+    }
 
     #[test]
     fn the_window_grows_a_tenth_of_a_millisecond_per_host_up_to_a_second() {

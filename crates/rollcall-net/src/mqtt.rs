@@ -312,13 +312,25 @@ impl SessionHandle {
         filter: &str,
         timeout: Duration,
     ) -> Result<(), NetError> {
+        self.subscribe_confirmed_with_qos(filter, Qos::AtLeastOnce, timeout)
+            .await
+    }
+
+    /// [`subscribe_confirmed`](Self::subscribe_confirmed) with the given
+    /// maximum QoS.
+    pub async fn subscribe_confirmed_with_qos(
+        &self,
+        filter: &str,
+        qos: Qos,
+        timeout: Duration,
+    ) -> Result<(), NetError> {
         check_filter(filter)?;
         let mut progress = self.shared.progress.subscribe();
         let before = progress.borrow_and_update().subacks;
-        if !self.shared.remembered().subscribe(filter, QoS::AtLeastOnce) {
+        if !self.shared.remembered().subscribe(filter, qos.into()) {
             return Ok(());
         }
-        self.send(self.shared.client.subscribe(filter, QoS::AtLeastOnce))
+        self.send(self.shared.client.subscribe(filter, qos.into()))
             .await?;
         self.wait_progress(
             &mut progress,
