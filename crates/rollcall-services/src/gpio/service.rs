@@ -1212,13 +1212,8 @@ mod tests {
         let mut rig = Rig::new();
         rig.control(notes_config()).unwrap();
         assert_eq!(rig.svc.tick_every(), Some(Duration::from_millis(500)));
-        let ctx0 = rig.ctx(0);
-        let topics = ctx0.topics.clone();
-        let at = |now_ms| Ctx {
-            host: "pizero2",
-            topics: &topics,
-            now_ms,
-        };
+        let topics = rig.topics.clone();
+        let at = |now_ms| at(&topics, now_ms);
         // The configuration published the value; a scan that finds it
         // unchanged publishes nothing (issue 12: quiet when idle).
         assert!(rig.svc.tick(&at(0)).is_empty());
@@ -1243,13 +1238,8 @@ mod tests {
         rig.control(json!({"inputs":[
             {"name":"tank","pin":17,"report":"scan","scan_ms":100,"refresh_ms":1000}]}))
             .unwrap();
-        let ctx0 = rig.ctx(0);
-        let topics = ctx0.topics.clone();
-        let at = |now_ms| Ctx {
-            host: "pizero2",
-            topics: &topics,
-            now_ms,
-        };
+        let topics = rig.topics.clone();
+        let at = |now_ms| at(&topics, now_ms);
         // Published at configuration (time 0 in the rig): nothing new
         // until the refresh is due, then once, then again a second later.
         for ms in (100..1000).step_by(100) {
