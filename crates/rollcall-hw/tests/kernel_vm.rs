@@ -29,12 +29,20 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use i2cdev::core::I2CDevice;
+use i2cdev::linux::LinuxI2CDevice;
 use rollcall_hw::HwError;
+use rollcall_hw::display::Display;
+use rollcall_hw::display::hd44780::Hd44780;
+use rollcall_hw::display::i2c::{I2cBus, LinuxI2c};
 use rollcall_hw::gpio::cdev::CdevChip;
 use rollcall_hw::gpio::{Bias, Edge, EdgeEvent, GpioChip, LineConfig, Pin};
 
 /// Set in the VM by `guest.sh`; the guest tests refuse to run without it.
 const IN_VM: &str = "ROLLCALL_KERNEL_VM";
+
+/// Where `guest.sh` asks i2c-stub to put its one device.
+const STUB_ADDRESS: u16 = 0x27;
 
 /// How long one boot may take, tests included. Under TCG without KVM the
 /// whole run takes about 10 s; the bound is for a loaded CI machine.
@@ -88,13 +96,14 @@ fn cdev_backend_on_a_real_kernel() {
     std::fs::copy(&me, share.join("kernel_vm")).unwrap();
     let expected = guest_tests(&me);
     assert!(
-        expected.len() >= 6,
+        expected.len() >= 9,
         "the guest tests were not listed: {expected:?}"
     );
     std::fs::write(
         share.join("guest.sh"),
         format!(
             "modprobe gpio-sim || exit 90\n\
+             modprobe i2c-stub chip_addr={STUB_ADDRESS:#04x} && modprobe i2c-dev || exit 91\n\
              {IN_VM}=1 RUST_BACKTRACE=1 /host/kernel_vm --ignored --exact --test-threads=1 {} \
              > /host/guest.log 2>&1\n\
              rc=$?\ncat /host/guest.log\nexit $rc\n",
@@ -478,4 +487,100 @@ fn guest_the_header_chip_is_found_by_its_label() {
         CdevChip::open_pi(),
         Err(HwError::ChipNotFound { .. })
     ));
+}
+
+/// The i2c-dev node of the bus i2c-stub made.
+fn stub_bus() -> PathBuf {
+    assert!(
+        std::env::var_os(IN_VM).is_some(),
+        "guest tests run only inside the VM that cdev_backend_on_a_real_kernel boots"
+    );
+    std::fs::read_dir("/sys/class/i2c-dev")
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .find(|entry| {
+            std::fs::read_to_string(entry.path().join("name"))
+                .is_ok_and(|name| name.trim() == "SMBus stub driver")
+        })
+        .map(|entry| Path::new("/dev").join(entry.file_name()))
+        .expect("i2c-stub's bus")
+}
+
+/// A bus that records every transfer it passes on.
+struct Recording {
+    bus: LinuxI2c,
+    transfers: Vec<Vec<u8>>,
+}
+
+impl I2cBus for Recording {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), HwError> {
+        self.bus.write(bytes)?;
+        self.transfers.push(bytes.to_vec());
+        Ok(())
+    }
+}
+
+#[test]
+#[ignore = "runs inside the kernel VM that cdev_backend_on_a_real_kernel boots"]
+fn guest_display_writes_reach_an_i2c_device_byte_for_byte() {
+    // i2c-stub is an SMBus register file, not a PCF8574: it takes no plain
+    // I2C transfers, so LinuxI2c sends the same bytes as SMBus transfers,
+    // and the stub keeps them where we can read them back. A "send byte"
+    // moves its register pointer; an "I2C block write" stores the bytes
+    // after the first into the registers from the first on.
+    let path = stub_bus();
+    let mut stub = LinuxI2CDevice::new(&path, STUB_ADDRESS).unwrap();
+    let mut bus = LinuxI2c::open(&path, STUB_ADDRESS).unwrap();
+
+    stub.smbus_write_byte_data(0x10, 0x77).unwrap();
+    bus.write(&[0x10]).unwrap();
+    assert_eq!(
+        stub.smbus_read_byte().unwrap(),
+        0x77,
+        "pointer moved to 0x10"
+    );
+
+    bus.write(&[0x40, 0xa1, 0xb2, 0xc3]).unwrap();
+    for (register, byte) in [(0x40, 0xa1), (0x41, 0xb2), (0x42, 0xc3)] {
+        assert_eq!(stub.smbus_read_byte_data(register).unwrap(), byte);
+    }
+
+    // The LCD driver's own transfers, through the kernel to the device.
+    let recording = Recording {
+        bus,
+        transfers: Vec::new(),
+    };
+    let mut lcd = Hd44780::new(recording, 16, 2).unwrap();
+    lcd.write_at(0, 0, "rollcall").unwrap();
+    let last = lcd.bus().transfers.last().unwrap().clone();
+    assert!(
+        (2..=33).contains(&last.len()),
+        "one block write: {last:02x?}"
+    );
+    for (offset, &byte) in last[1..].iter().enumerate() {
+        let register = last[0] + u8::try_from(offset).unwrap();
+        assert_eq!(
+            stub.smbus_read_byte_data(register).unwrap(),
+            byte,
+            "register {register:#04x} of {last:02x?}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "runs inside the kernel VM that cdev_backend_on_a_real_kernel boots"]
+fn guest_a_missing_i2c_device_is_a_clear_error() {
+    let path = stub_bus();
+    // Selecting an address sends nothing; the first write finds no one.
+    let mut bus = LinuxI2c::open(&path, STUB_ADDRESS + 1).unwrap();
+    let error = bus.write(&[0x00]).unwrap_err().to_string();
+    assert!(
+        error.contains("no device acknowledged address 0x28"),
+        "{error}"
+    );
+    assert!(error.contains(&path.display().to_string()), "{error}");
+    let error = Hd44780::open(&path, STUB_ADDRESS + 1, 16, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no device acknowledged"), "{error}");
 }

@@ -3,9 +3,11 @@
 //! byte and every wait; and on Linux the i2c-dev character device
 //! (`/dev/i2c-N`) through the `i2cdev` crate ([`LinuxI2c`]).
 //!
-//! The Linux part is kept to opening the device at an address and writing:
-//! it cannot run where the tests run (no `/dev/i2c-*`), so everything it
-//! would decide lives in the drivers above it or in [`check_address`].
+//! The Linux part is kept to opening the device at an address and writing
+//! (as plain I2C, or as the SMBus transfers that are the same bytes where the
+//! adapter is SMBus-only). It runs against the kernel's `i2c-stub` in
+//! `tests/kernel_vm.rs`; what it would decide otherwise lives in the drivers
+//! above it or in [`check_address`].
 
 use std::time::Duration;
 
@@ -44,10 +46,25 @@ mod linux {
     use std::path::{Path, PathBuf};
 
     use i2cdev::core::I2CDevice;
-    use i2cdev::linux::LinuxI2CDevice;
+    use i2cdev::linux::{LinuxI2CDevice, LinuxI2CError};
+    use rustix::io::Errno;
 
     use super::{I2cBus, check_address};
     use crate::HwError;
+
+    /// The most bytes one SMBus "I2C block write" carries after its first
+    /// (command) byte.
+    const SMBUS_BLOCK: usize = 32;
+
+    /// How writes reach the device. Most adapters (the Pi's included) take
+    /// plain I2C transfers; an SMBus-only adapter (a PC's SMBus controller,
+    /// some USB adapters, the kernel's `i2c-stub`) refuses them, and takes
+    /// the SMBus transfers that are the same bytes on the wire instead.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Transfers {
+        Plain,
+        Smbus,
+    }
 
     /// A device at one address on a Linux i2c-dev bus (`/dev/i2c-1` is the
     /// header's bus on a Raspberry Pi, pins 3 and 5).
@@ -55,6 +72,7 @@ mod linux {
         path: PathBuf,
         addr: u16,
         device: LinuxI2CDevice,
+        transfers: Transfers,
     }
 
     impl LinuxI2c {
@@ -70,18 +88,65 @@ mod linux {
                 path: path.to_owned(),
                 addr,
                 device,
+                transfers: Transfers::Plain,
             })
+        }
+
+        /// Writes `bytes` as SMBus transfers: one byte is a "send byte", more
+        /// are an "I2C block write" whose command byte is the first. Both put
+        /// exactly these bytes on the wire after the address. Past 33 bytes
+        /// the write is split, which a device that latches every byte it
+        /// receives (the PCF8574 behind an LCD) cannot tell from one transfer.
+        fn write_smbus(&mut self, bytes: &[u8]) -> Result<(), LinuxI2CError> {
+            for chunk in bytes.chunks(SMBUS_BLOCK + 1) {
+                match chunk {
+                    [byte] => self.device.smbus_write_byte(*byte)?,
+                    [first, rest @ ..] => self.device.smbus_write_i2c_block_data(*first, rest)?,
+                    [] => {}
+                }
+            }
+            Ok(())
+        }
+
+        fn error(&self, source: &LinuxI2CError) -> HwError {
+            let reason = match errno(source) {
+                // No acknowledgement: ENXIO or EREMOTEIO from real adapters,
+                // ENODEV from i2c-stub.
+                Some(Errno::NXIO | Errno::REMOTEIO | Errno::NODEV) => format!(
+                    "no device acknowledged address {:#04x} (not connected, not powered, \
+                     or another address: `i2cdetect` lists the bus)",
+                    self.addr
+                ),
+                _ => format!("write to {:#04x}: {source}", self.addr),
+            };
+            HwError::Device {
+                device: self.path.clone(),
+                source: reason.into(),
+            }
+        }
+    }
+
+    /// The errno behind an i2cdev error, whichever way it came.
+    fn errno(error: &LinuxI2CError) -> Option<Errno> {
+        match error {
+            LinuxI2CError::Errno(n) => Some(Errno::from_raw_os_error(*n)),
+            LinuxI2CError::Io(io) => io.raw_os_error().map(Errno::from_raw_os_error),
         }
     }
 
     impl I2cBus for LinuxI2c {
         fn write(&mut self, bytes: &[u8]) -> Result<(), HwError> {
-            // A device that does not acknowledge (unplugged, wrong address)
-            // makes the kernel return ENXIO or EREMOTEIO here.
-            self.device.write(bytes).map_err(|source| HwError::Device {
-                device: self.path.clone(),
-                source: format!("write to {:#04x}: {source}", self.addr).into(),
-            })
+            if self.transfers == Transfers::Plain {
+                match self.device.write(bytes) {
+                    Ok(()) => return Ok(()),
+                    // The adapter has no plain I2C; nothing went on the wire.
+                    Err(e) if errno(&e) == Some(Errno::OPNOTSUPP) => {
+                        self.transfers = Transfers::Smbus;
+                    }
+                    Err(e) => return Err(self.error(&e)),
+                }
+            }
+            self.write_smbus(bytes).map_err(|e| self.error(&e))
         }
     }
 
@@ -90,6 +155,7 @@ mod linux {
             f.debug_struct("LinuxI2c")
                 .field("path", &self.path)
                 .field("addr", &format_args!("{:#04x}", self.addr))
+                .field("transfers", &self.transfers)
                 .finish()
         }
     }
