@@ -3,8 +3,8 @@
 //! for the Raspberry Pi's pin controller.
 //!
 //! This machine (and CI's) has no `/dev/gpiochip*`, and Debian's kernel does
-//! not build `gpio-sim`, so `kernel-vm/prepare.sh` builds it out of tree and
-//! packs a small initramfs. The one host-side test,
+//! not build `gpio-sim`, so rollcall-testsupport's `kernel-vm/prepare.sh`
+//! builds it out of tree and packs a small initramfs (docs/kernel-vm.md). The one host-side test,
 //! `cdev_backend_on_a_real_kernel`, boots that kernel with this very test
 //! binary on a 9p share and runs the `guest_*` tests inside it, one at a
 //! time, then checks that each of them ran and passed.
@@ -37,6 +37,7 @@ use rollcall_hw::display::hd44780::Hd44780;
 use rollcall_hw::display::i2c::{I2cBus, LinuxI2c};
 use rollcall_hw::gpio::cdev::CdevChip;
 use rollcall_hw::gpio::{Bias, Edge, EdgeEvent, GpioChip, LineConfig, Pin};
+use rollcall_testsupport::KernelVm;
 
 /// Set in the VM by `guest.sh`; the guest tests refuse to run without it.
 const IN_VM: &str = "ROLLCALL_KERNEL_VM";
@@ -54,44 +55,12 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[test]
 fn cdev_backend_on_a_real_kernel() {
-    const TEST: &str = "cdev_backend_on_a_real_kernel";
-    if !cfg!(target_arch = "x86_64") {
-        rollcall_testsupport::skip::<()>(TEST, "the test VM boots Debian's amd64 kernel");
-        return;
-    }
-    let Some(qemu) =
-        rollcall_testsupport::require_program(TEST, "qemu-system-x86_64", "qemu-system-x86")
-    else {
-        return;
-    };
-
     let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-vm");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kernel-vm/prepare.sh");
-    let prepared = Command::new("bash")
-        .arg(&script)
-        .arg(&work)
-        .output()
-        .expect("run prepare.sh");
-    let stderr = String::from_utf8_lossy(&prepared.stderr);
-    if prepared.status.code() == Some(3) {
-        rollcall_testsupport::skip::<()>(TEST, stderr.trim());
+    let Some(vm) = KernelVm::prepare("cdev_backend_on_a_real_kernel", &work) else {
         return;
-    }
-    assert!(prepared.status.success(), "prepare.sh failed:\n{stderr}");
-    let stdout = String::from_utf8_lossy(&prepared.stdout);
-    let field = |name: &str| {
-        stdout
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
-            .unwrap_or_else(|| panic!("prepare.sh printed no {name}:\n{stdout}"))
-            .to_string()
     };
-    let (kernel, initrd) = (field("KERNEL"), field("INITRD"));
-
     // The share: this binary, and the script /init runs.
-    let share = work.join("share");
-    let _ = std::fs::remove_dir_all(&share);
-    std::fs::create_dir_all(&share).unwrap();
+    let share = vm.share("rollcall-hw");
     let me = std::env::current_exe().unwrap();
     std::fs::copy(&me, share.join("kernel_vm")).unwrap();
     let expected = guest_tests(&me);
@@ -112,41 +81,16 @@ fn cdev_backend_on_a_real_kernel() {
     )
     .unwrap();
 
-    let serial = work.join("serial.log");
-    let started = std::time::Instant::now();
-    let status = Command::new("timeout")
-        .args(["--kill-after=5", &BOOT_TIMEOUT.as_secs().to_string()])
-        .arg(&qemu)
-        .args(["-m", "512", "-smp", "1", "-nographic", "-no-reboot"])
-        .args(["-kernel", &kernel, "-initrd", &initrd])
-        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=3"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .arg("-virtfs")
-        .arg(format!(
-            "local,path={},mount_tag=host0,security_model=none",
-            share.display()
-        ))
-        .arg("-virtfs")
-        .arg("local,path=/usr,mount_tag=hostusr,security_model=none,readonly=on")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&serial).unwrap())
-        .stderr(std::process::Stdio::inherit())
-        .status()
-        .expect("run qemu");
-    let elapsed = started.elapsed();
+    let run = vm.boot(&share, BOOT_TIMEOUT);
     let log = std::fs::read_to_string(share.join("guest.log")).unwrap_or_default();
-    println!("--- guest ({elapsed:.1?} from boot to power-off) ---\n{log}");
-    let console = std::fs::read_to_string(&serial).unwrap_or_default();
-
-    // isa-debug-exit makes QEMU exit with (rc << 1) | 1; anything even means
-    // the guest never got that far (124 is `timeout`).
-    let code = status.code().unwrap_or(-1);
-    assert!(
-        code & 1 == 1,
-        "the VM did not report (exit {code}); console:\n{console}"
+    println!(
+        "--- guest ({:.1?} from boot to power-off) ---\n{log}",
+        run.elapsed
     );
-    let guest = code >> 1;
-    assert_eq!(guest, 0, "the guest tests failed (status {guest})");
+    let Some(status) = run.guest_status else {
+        panic!("the VM did not report; console:\n{}", run.console);
+    };
+    assert_eq!(status, 0, "the guest tests failed (status {status})");
     for name in &expected {
         assert!(
             log.contains(&format!("test {name} ... ok")),

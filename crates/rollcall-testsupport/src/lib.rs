@@ -2,7 +2,8 @@
 //! program and skipping a test that cannot run (never under `CI=true`), free
 //! loopback ports, a real Mosquitto as a child process, a child process that
 //! dies with the test, test certificates (a CA, a server and a client
-//! certificate made at test time), and the network-namespace test bed.
+//! certificate made at test time), the network-namespace test bed, and
+//! Debian's kernel booted in QEMU for tests against real kernel drivers.
 //!
 //! A dev-dependency only, and it depends on no rollcall crate but
 //! `rollcall-net` (for the broker address and the bed's MQTT probe), so every
@@ -11,6 +12,7 @@
 //! crate, the one crate that depends on both.
 
 pub mod env;
+pub mod kernel_vm;
 pub mod mosquitto;
 pub mod netns;
 pub mod ports;
@@ -18,6 +20,7 @@ pub mod process;
 pub mod tls;
 
 pub use env::{ci, find_program, require_program, skip};
+pub use kernel_vm::{KernelVm, VmRun};
 pub use mosquitto::{Mosquitto, MosquittoConfig, Tcp};
 pub use ports::{LOOPBACK_BROADCAST, embedded_broker, free_tcp_port, free_udp_port, unique};
 pub use process::Running;
