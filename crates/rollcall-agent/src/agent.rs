@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::alarm::Alarm;
 use crate::core::{AgentCore, Input};
 use crate::host::{KernelRoutes, Shell, unix_ms};
 use crate::registry::{BuildEnv, Built};
@@ -165,6 +166,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         session_token: session_token.clone(),
         resolved_tx,
     };
+    let alarm = Alarm::new().map_err(AgentError::Timer)?;
     shell.step(Input::Start { saved }).await?;
     info!(%host, udp = %udp_addr, broker = %broker_url, "agent listening");
 
@@ -175,7 +177,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         if let Some(ip) = discover_extaddr(shell.config()).await {
             let _ = shell.step(Input::ExternalAddr(ip)).await;
         }
-        shell.serve(udp, incoming, resolved, hw_events).await;
+        shell.serve(udp, incoming, resolved, hw_events, alarm).await;
         session_token.cancel();
         Ok(())
     });

@@ -35,6 +35,9 @@ pub enum AgentError {
     /// The agent's task panicked; the message says where.
     #[error("the agent stopped on an internal error: {0}")]
     Crashed(String),
+    /// The agent's timer could not be created (out of file descriptors).
+    #[error("cannot create the agent's timer: {0}")]
+    Timer(#[source] std::io::Error),
     /// A socket could not be opened or the broker not reached.
     #[error(transparent)]
     Net(#[from] rollcall_net::NetError),

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
+use crate::alarm::Alarm;
 use crate::core::{AgentCore, Effect, Input, Now, Routes, SessionId};
 use crate::{AgentError, Config, state};
 
@@ -72,6 +73,7 @@ impl Shell {
         mut incoming: mpsc::Receiver<Message>,
         mut resolved: mpsc::Receiver<(u64, Option<SocketAddr>)>,
         hw_events: Arc<Notify>,
+        mut alarm: Alarm,
     ) {
         let mut buf = vec![0u8; DATAGRAM_BUFFER];
         loop {
@@ -92,7 +94,7 @@ impl Shell {
                     self.step(Input::Message { session: SessionId::Local, topic: &msg.topic, payload: &msg.payload }).await
                 }
                 Some((lookup, addr)) = resolved.recv() => self.step(Input::Resolved { lookup, addr }).await,
-                _ = sleep_until(wake) => self.step(Input::Timer).await,
+                _ = alarm.wait_until(wake.map(Instant::into_std)) => self.step(Input::Timer).await,
                 _ = hw_events.notified() => self.step(Input::Hardware).await,
             };
             if let Err(error) = result {
@@ -234,12 +236,4 @@ pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Sleeps until `at`, or forever when there is nothing to wait for.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }

@@ -11,6 +11,7 @@
 //! [`registry`] is the one table of built-in services.
 
 mod agent;
+mod alarm;
 pub mod builtin;
 pub mod config;
 pub mod core;
