@@ -19,6 +19,10 @@ set -euo pipefail
 OUT=${1:?usage: prepare.sh OUT_DIR}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+# One preparation at a time per folder: two test binaries run at once
+# (cargo nextest) would otherwise rebuild the same files under each other.
+exec 9>"$OUT/.lock"
+flock 9
 
 missing() { echo "cannot prepare the kernel VM: $*" >&2; exit 3; }
 log() { echo "[kernel-vm $(date +%T)] $*" >&2; }
