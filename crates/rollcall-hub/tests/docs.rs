@@ -853,16 +853,20 @@ fn check_readable(s: &MapSnapshot, text: &str, exact: bool) {
                 && p.1 > b.y
                 && p.1 < b.y + b.h
         };
-        assert!(end_on(
-            points[0],
-            from,
-            g.attribute("data-from-service").unwrap()
-        ));
-        assert!(end_on(
-            *points.last().unwrap(),
-            to,
-            g.attribute("data-to-service").unwrap()
-        ));
+        // (Two services of one name share a key: which box is whose is
+        // then not for the picture to say.)
+        if exact {
+            assert!(end_on(
+                points[0],
+                from,
+                g.attribute("data-from-service").unwrap()
+            ));
+            assert!(end_on(
+                *points.last().unwrap(),
+                to,
+                g.attribute("data-to-service").unwrap()
+            ));
+        }
         let stroke = path.attribute("stroke").unwrap();
         if has_class(g, "stale") {
             assert_ne!(stroke, blue, "a stale arrow has its own colour");
@@ -983,8 +987,8 @@ fn keep_svg(name: &str, text: &str) {
 
 /// The services `rollcall demo` runs, as each host's answers give them
 /// (the notes' flat fields): the irrigation program between pizero1's
-/// DHT22 and pizero2's pump, the ticker writing pizero1's display and
-/// pizero2's DAC, and the display driver's `/display` nothing writes.
+/// DHT22 and pizero2's pump, the ticker writing pizero1's display, and the
+/// display driver's `/display` nothing writes.
 fn demo_cluster() -> MapSnapshot {
     let flat = |host: &str, f: &str, i: &str, o: &str, c: &str| {
         let mut a = answer(host, f, json!({}));
