@@ -284,6 +284,10 @@ struct Draft {
     label_top: f64,
 }
 
+/// A flow's two ends: (host index, service row) of its publisher, then of
+/// its consumer.
+type Ends = ((usize, usize), (usize, usize));
+
 /// The picture's layout for `c`, with `flows = c.flows()`.
 pub(super) fn layout(c: &Cluster, flows: &[Flow<'_>]) -> Layout {
     let index: HashMap<&str, usize> = c
@@ -299,7 +303,7 @@ pub(super) fn layout(c: &Cluster, flows: &[Flow<'_>]) -> Layout {
             .position(|s| s.name == service)
     };
     // The flows drawn: both ends known.
-    let ends: Vec<Option<((usize, usize), (usize, usize))>> = flows
+    let ends: Vec<Option<Ends>> = flows
         .iter()
         .map(|f| {
             let a = *index.get(f.from_host)?;
@@ -484,7 +488,7 @@ pub(super) fn layout(c: &Cluster, flows: &[Flow<'_>]) -> Layout {
         let top = (0..)
             .map(|i: usize| {
                 let k = (i / 2) as f64;
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     y - 2.0 - LABEL_H - k * step
                 } else {
                     y + 2.0 + k * step

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use rollcall_proto::{Health, Interface, ValueType};
 
-use super::escape::{ago, md_code, md_code_cell, md_text, utc};
+use super::escape::{ago, duration, md_code, md_code_cell, md_text, utc};
 use super::view::{Cluster, HostView, ServiceView, Status};
 
 /// The Markdown page for `cluster`.
@@ -165,18 +165,6 @@ fn write_wiring(out: &mut String, c: &Cluster) -> std::fmt::Result {
     }
     writeln!(out)?;
     Ok(())
-}
-
-/// `10 min`, `90 s`, `2 h`.
-fn duration(ms: u64) -> String {
-    let s = ms / 1000;
-    if s >= 7200 && s % 3600 == 0 {
-        format!("{} h", s / 3600)
-    } else if s >= 120 && s % 60 == 0 {
-        format!("{} min", s / 60)
-    } else {
-        format!("{s} s")
-    }
 }
 
 fn write_host(out: &mut String, c: &Cluster, h: &HostView) -> std::fmt::Result {

@@ -14,7 +14,7 @@ use std::fmt::Write;
 
 use rollcall_proto::Health;
 
-use super::escape::{ago, shorten, utc, xml};
+use super::escape::{ago, duration, shorten, utc, xml};
 use super::layout::{self, HOST_HEADER_H, HOST_PAD, Layout, MARGIN, Rect, TITLE_H};
 use super::view::{Cluster, Flow, HostView, ServiceView, Status};
 
@@ -132,16 +132,6 @@ fn write_legend(out: &mut String, c: &Cluster, stale: usize) -> std::fmt::Result
         c.unfed.len()
     )?;
     writeln!(out, "</g>")
-}
-
-/// `10 min`, `90 s`.
-fn duration(ms: u64) -> String {
-    let s = ms / 1000;
-    if s >= 120 && s % 60 == 0 {
-        format!("{} min", s / 60)
-    } else {
-        format!("{s} s")
-    }
 }
 
 fn write_host(
