@@ -474,7 +474,7 @@ pub(super) fn layout(c: &Cluster, flows: &[Flow<'_>]) -> Layout {
     // Labels: in their zone, above the entering segment if free, else below,
     // else further off; never over another label of the zone.
     let mut zone_w: HashMap<(usize, Side), f64> = HashMap::new();
-    let mut taken: HashMap<(usize, Side), Vec<(f64, f64)>> = HashMap::new();
+    let mut taken: HashMap<(usize, Side), Vec<f64>> = HashMap::new();
     let mut order: Vec<usize> = (0..drafts.len()).collect();
     order.sort_by(|&p, &q| drafts[p].to.2.total_cmp(&drafts[q].to.2));
     for d in order {
@@ -495,13 +495,16 @@ pub(super) fn layout(c: &Cluster, flows: &[Flow<'_>]) -> Layout {
                 }
             })
             .find(|t| {
-                *t >= MARGIN + TITLE_H
-                    && used
-                        .iter()
-                        .all(|(u0, u1)| *t + LABEL_H + 1.0 <= *u0 || *t >= *u1 + 1.0)
+                // Labels are all as tall: one overlaps another whose top is
+                // within a label's height (and 1 px) of its own. The tops are
+                // kept sorted, so a thousand labels in one zone (a logger on
+                // `/+/system/#`) cost a search each, not a scan.
+                let first = used.partition_point(|u| *u <= *t - LABEL_H - 1.0);
+                *t >= MARGIN + TITLE_H && used.get(first).is_none_or(|u| *u >= *t + LABEL_H + 1.0)
             })
             .unwrap_or(y);
-        used.push((top, top + LABEL_H));
+        let at = used.partition_point(|u| *u < top);
+        used.insert(at, top);
         draft.label_top = top;
         bottom = bottom.max(top + LABEL_H + ROW_GAP);
     }
