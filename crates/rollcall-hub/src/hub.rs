@@ -196,7 +196,15 @@ impl HubMetrics {
 
     /// The counters and `map`'s sizes in the Prometheus text format (0.0.4).
     pub fn render_prometheus(&self, map: &ClusterMap) -> String {
+        self.render_prometheus_at(map, now_ms())
+    }
+
+    /// [`render_prometheus`](Self::render_prometheus), with the edges'
+    /// staleness taken at `now_ms`.
+    pub fn render_prometheus_at(&self, map: &ClusterMap, now_ms: u64) -> String {
         let c = map.counts();
+        let wiring = map.wiring(now_ms);
+        let stale = wiring.edges.iter().filter(|e| e.stale).count();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
@@ -245,6 +253,27 @@ impl HubMetrics {
             "gauge",
             "Output topics with a known value.",
             &[("", c.values as f64)],
+        );
+        metric(
+            "rollcall_edges",
+            "gauge",
+            "Data-flow edges (output topic to input topic), by whether a message crossed within edge_stale_after.",
+            &[
+                ("{stale=\"false\"}", (wiring.edges.len() - stale) as f64),
+                ("{stale=\"true\"}", stale as f64),
+            ],
+        );
+        metric(
+            "rollcall_inputs_unfed",
+            "gauge",
+            "Inputs (commands aside) that no described output feeds.",
+            &[("", wiring.unfed.len() as f64)],
+        );
+        metric(
+            "rollcall_outputs_unread",
+            "gauge",
+            "Outputs that no described input reads (informational).",
+            &[("", wiring.unread.len() as f64)],
         );
         metric(
             "rollcall_rollcalls_total",

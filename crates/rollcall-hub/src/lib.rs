@@ -18,6 +18,7 @@ pub use error::HubError;
 pub use hub::{HubConfig, HubMetrics, HubShared, now_ms, run_hub};
 pub use map::{
     ClusterMap, Edge, Endpoint, HostSnapshot, HostStatus, MapConfig, MapError, MapEvent,
-    MapSnapshot, PinConflict, PinMap, PinUse, ServiceSnapshot, ValueRecord, WatchChange,
+    MapSnapshot, PinConflict, PinMap, PinUse, ServiceSnapshot, ValueRecord, WatchChange, Wiring,
+    is_command,
 };
 pub use scan::{Descriptions, ScanOptions, Scanner};

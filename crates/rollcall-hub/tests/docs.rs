@@ -197,13 +197,36 @@ fn markdown_has_every_host_service_interface_pin_and_edge() {
     );
     assert!(md.contains("| 23 **conflict** | `buzzer` | `beep` | driven |"));
     assert!(md.contains("**Pin 23 is claimed more than once:** by buzzer/beep, gpio/lamp"));
-    let edge_rows = md
-        .lines()
-        .skip_while(|l| *l != "## Data flow")
-        .take_while(|l| !l.starts_with("## Host"))
-        .filter(|l| l.starts_with("| `"))
-        .count();
-    assert_eq!(edge_rows, s.edges.len());
+    let section = |title: &str| -> Vec<&str> {
+        md.lines()
+            .skip_while(|l| *l != title)
+            .skip(1)
+            .take_while(|l| !l.starts_with("## "))
+            .filter(|l| l.starts_with("| `"))
+            .collect()
+    };
+    let edge_rows = section("## Data flow");
+    assert_eq!(edge_rows.len(), s.edges.len());
+    // The fixture follows no values: no edge has a message, none is stale yet.
+    assert!(
+        edge_rows.iter().all(|r| r.ends_with("| none seen |")),
+        "{edge_rows:?}"
+    );
+    // What is wired wrong: the display driver's `/display` (a warning),
+    // every output no one reads (for information); commands are not flagged.
+    let wiring = section("## Wiring");
+    assert!(md.contains("**Warning: 1 input is unfed:"), "{md}");
+    assert!(
+        wiring.contains(&"| `pibot01` | `display_driver` | `/display` |"),
+        "{wiring:?}"
+    );
+    assert_eq!(wiring.len(), s.unfed.len() + s.unread.len());
+    assert!(!wiring.iter().any(|r| r.contains("/set/")), "{wiring:?}");
+    assert!(md.contains("For information, "), "{md}");
+    assert!(
+        wiring.contains(&"| `oldpi` | `sensor` | `/oldpi/sensor/temp` |"),
+        "{wiring:?}"
+    );
     assert!(md.contains("- **missing**: seen before, not in the latest roll-call"));
     assert!(md.contains("| `oldpi` | *(empty)* |") || md.contains("| `oldpi` |  |"));
 }
@@ -586,9 +609,15 @@ impl Box2 {
     }
 }
 
+/// Whether `n`'s class list has `class`.
+fn has_class(n: roxmltree::Node, class: &str) -> bool {
+    n.attribute("class")
+        .is_some_and(|c| c.split_whitespace().any(|x| x == class))
+}
+
 fn groups<'a>(svg: &'a roxmltree::Document, class: &str) -> Vec<roxmltree::Node<'a, 'a>> {
     svg.descendants()
-        .filter(|n| n.has_tag_name("g") && n.attribute("class") == Some(class))
+        .filter(|n| n.has_tag_name("g") && has_class(*n, class))
         .collect()
 }
 
@@ -621,7 +650,7 @@ fn svg_draws_every_host_service_and_edge() {
             let sg = g
                 .children()
                 .find(|c| {
-                    c.attribute("class") == Some("service")
+                    has_class(*c, "service")
                         && c.attribute("data-service") == Some(svc.name.as_str())
                 })
                 .unwrap_or_else(|| panic!("service {}/{}", h.name, svc.name));
@@ -659,9 +688,15 @@ fn svg_draws_every_host_service_and_edge() {
             .unwrap_or_else(|| panic!("{e:?}"));
         let path = g.children().find(|c| c.has_tag_name("path")).unwrap();
         let d = path.attribute("d").unwrap();
-        assert!(d.starts_with('M') && d.contains(" C"), "{d}");
-        assert_eq!(path.attribute("marker-end"), Some("url(#arrow)"));
+        assert!(d.starts_with('M') && d.contains(" L"), "{d}");
+        let marker = if has_class(*g, "stale") {
+            "url(#arrow-stale)"
+        } else {
+            "url(#arrow)"
+        };
+        assert_eq!(path.attribute("marker-end"), Some(marker));
     }
+    assert_readable(&s, &text);
     // Nothing from outside: no script, no external reference.
     assert!(!text.contains("<script") && !text.contains("href") && !text.contains("@import"));
     assert_text_fits(&svg);
@@ -690,6 +725,524 @@ fn assert_text_fits(svg: &roxmltree::Document) {
             t.text()
         );
     }
+}
+
+// ------------------------------------------------- SVG: a picture a person can read
+
+/// A segment of an arrow: from one point to the next.
+type Segment = ((f64, f64), (f64, f64));
+
+/// The points of an orthogonal path `M x,y L x,y ...`.
+fn path_points(d: &str) -> Vec<(f64, f64)> {
+    d.split(['M', 'L'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (x, y) = p.split_once(',').unwrap_or_else(|| panic!("{d}"));
+            (x.parse().unwrap(), y.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Whether an axis-parallel segment passes through the inside of `b`
+/// (touching its edge, as an arrow ending on a box does, is not crossing).
+fn crosses(seg: Segment, b: &Box2) -> bool {
+    let ((x1, y1), (x2, y2)) = seg;
+    let e = 0.5;
+    let (lo_x, hi_x) = (x1.min(x2), x1.max(x2));
+    let (lo_y, hi_y) = (y1.min(y2), y1.max(y2));
+    hi_x > b.x + e && lo_x < b.x + b.w - e && hi_y > b.y + e && lo_y < b.y + b.h - e
+}
+
+/// A text's box, by its font size, anchor and character count (0.6 em a
+/// character, the ascent 0.8 em above the baseline, 0.25 em below).
+fn text_box(t: roxmltree::Node, inherited: f64) -> Box2 {
+    let size = t
+        .attribute("font-size")
+        .map_or(inherited, |s| s.parse().unwrap());
+    let x: f64 = t.attribute("x").unwrap().parse().unwrap();
+    let y: f64 = t.attribute("y").unwrap().parse().unwrap();
+    let w = t.text().unwrap_or("").chars().count() as f64 * size * 0.6;
+    let x = match t.attribute("text-anchor") {
+        Some("middle") => x - w / 2.0,
+        Some("end") => x - w,
+        _ => x,
+    };
+    Box2 {
+        x,
+        y: y - 0.8 * size,
+        w,
+        h: 1.05 * size,
+    }
+}
+
+/// The rules a person reading the picture relies on, checked on its
+/// geometry: every arrow is routed in straight, axis-parallel segments
+/// that cross no box but its own two hosts' (and no service box at all);
+/// no arrow label overlaps a box, the title, the legend or another label,
+/// and every one is inside the picture; stale arrows and services with an
+/// unfed input look different (class, colour, dash) from the others, and
+/// they are exactly the ones the snapshot flags.
+fn assert_readable(s: &MapSnapshot, text: &str) {
+    check_readable(s, text, true);
+}
+
+/// [`assert_readable`]; with `exact` false, not whether the flagged ones
+/// are exactly the snapshot's (names that XML cannot carry, or two hosts
+/// of one name, make that unanswerable from the picture).
+fn check_readable(s: &MapSnapshot, text: &str, exact: bool) {
+    let svg = roxmltree::Document::parse(text).unwrap();
+    let root = svg.root_element();
+    let inherited: f64 = root.attribute("font-size").unwrap().parse().unwrap();
+    let width: f64 = root.attribute("width").unwrap().parse().unwrap();
+    let height: f64 = root.attribute("height").unwrap().parse().unwrap();
+    let mut hosts: BTreeMap<String, Box2> = BTreeMap::new();
+    let mut services: BTreeMap<(String, String), Box2> = BTreeMap::new();
+    for g in groups(&svg, "host") {
+        let name = g.attribute("data-host").unwrap().to_owned();
+        hosts.insert(name.clone(), first_rect(g));
+        for sg in g.children().filter(|c| has_class(*c, "service")) {
+            services.insert(
+                (
+                    name.clone(),
+                    sg.attribute("data-service").unwrap().to_owned(),
+                ),
+                first_rect(sg),
+            );
+        }
+    }
+    for (name, b) in &hosts {
+        assert!(
+            b.x >= 0.0 && b.y >= 0.0 && b.x + b.w <= width && b.y + b.h <= height,
+            "host {name} {b:?} outside the picture {width}x{height}"
+        );
+    }
+    let mut labels: Vec<(String, Box2)> = Vec::new();
+    let blue = "#1565c0";
+    for g in groups(&svg, "edge") {
+        let from = g.attribute("data-from-host").unwrap();
+        let to = g.attribute("data-to-host").unwrap();
+        let path = g.children().find(|c| c.has_tag_name("path")).unwrap();
+        let points = path_points(path.attribute("d").unwrap());
+        assert!(points.len() >= 2);
+        for seg in points.windows(2).map(|p| (p[0], p[1])) {
+            let ((x1, y1), (x2, y2)) = seg;
+            assert!(
+                (x1 - x2).abs() < 1e-6 || (y1 - y2).abs() < 1e-6,
+                "{from} -> {to}: a slanted segment {seg:?}"
+            );
+            for (name, b) in &hosts {
+                if name != from && name != to {
+                    assert!(
+                        !crosses(seg, b),
+                        "{from} -> {to}: segment {seg:?} crosses host {name} {b:?}"
+                    );
+                }
+            }
+            for ((h, svc), b) in &services {
+                assert!(
+                    !crosses(seg, b),
+                    "{from} -> {to}: segment {seg:?} crosses service {h}/{svc} {b:?}"
+                );
+            }
+        }
+        // It ends on its target service's box, and starts on its source's.
+        let end_on = |p: (f64, f64), host: &str, svc: &str| {
+            let b = services[&(host.to_owned(), svc.to_owned())];
+            ((p.0 - b.x).abs() < 0.2 || (p.0 - b.x - b.w).abs() < 0.2)
+                && p.1 > b.y
+                && p.1 < b.y + b.h
+        };
+        // (Two services of one name share a key: which box is whose is
+        // then not for the picture to say.)
+        if exact {
+            assert!(end_on(
+                points[0],
+                from,
+                g.attribute("data-from-service").unwrap()
+            ));
+            assert!(end_on(
+                *points.last().unwrap(),
+                to,
+                g.attribute("data-to-service").unwrap()
+            ));
+        }
+        let stroke = path.attribute("stroke").unwrap();
+        if has_class(g, "stale") {
+            assert_ne!(stroke, blue, "a stale arrow has its own colour");
+            assert!(path.attribute("stroke-dasharray").is_some());
+        } else {
+            assert_eq!(stroke, blue);
+            assert!(path.attribute("stroke-dasharray").is_none());
+        }
+        let label = g
+            .children()
+            .find(|c| has_class(*c, "edge-label"))
+            .expect("every arrow has a label");
+        labels.push((
+            format!("{from} -> {to} {:?}", label.text()),
+            text_box(label, inherited),
+        ));
+    }
+    // The title and the legend: text outside every host and arrow.
+    let mut fixed: Vec<Box2> = svg
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter(|n| {
+            !n.ancestors()
+                .any(|a| has_class(a, "host") || has_class(a, "edge"))
+        })
+        .map(|n| text_box(n, inherited))
+        .collect();
+    fixed.extend(hosts.values().copied());
+    for (i, (what, b)) in labels.iter().enumerate() {
+        assert!(
+            b.x >= 0.0 && b.y >= 0.0 && b.x + b.w <= width && b.y + b.h <= height,
+            "label {what} {b:?} outside the picture {width}x{height}"
+        );
+        for f in &fixed {
+            assert!(!b.overlaps(f), "label {what} {b:?} overlaps {f:?}");
+        }
+        for (other, o) in &labels[i + 1..] {
+            assert!(
+                !b.overlaps(o),
+                "labels overlap: {what} {b:?} and {other} {o:?}"
+            );
+        }
+    }
+    // Stale arrows: exactly the pairs of services whose every edge is stale.
+    let mut pairs: BTreeMap<(&str, &str, &str, &str), bool> = BTreeMap::new();
+    for e in &s.edges {
+        let key = (
+            e.from.host.as_str(),
+            e.from.service.as_str(),
+            e.to.host.as_str(),
+            e.to.service.as_str(),
+        );
+        *pairs.entry(key).or_insert(true) &= e.stale;
+    }
+    let stale_drawn = groups(&svg, "edge")
+        .iter()
+        .filter(|g| has_class(**g, "stale"))
+        .count();
+    let drawable = |h: &str, svc: &str| services.contains_key(&(h.to_owned(), svc.to_owned()));
+    let stale_expected = pairs
+        .iter()
+        .filter(|((fh, fs, th, ts), stale)| **stale && drawable(fh, fs) && drawable(th, ts))
+        .count();
+    if exact {
+        assert_eq!(stale_drawn, stale_expected);
+    }
+    // Services with an unfed input: their own class, colour, stub and badge.
+    let unfed: BTreeSet<(String, String)> = s
+        .unfed
+        .iter()
+        .map(|e| (e.host.clone(), e.service.clone()))
+        .filter(|k| services.contains_key(k))
+        .collect();
+    let mut flagged = BTreeSet::new();
+    for g in groups(&svg, "service") {
+        let key = (
+            g.parent()
+                .unwrap()
+                .attribute("data-host")
+                .unwrap()
+                .to_owned(),
+            g.attribute("data-service").unwrap().to_owned(),
+        );
+        if has_class(g, "unfed") {
+            let rect = g.children().find(|c| c.has_tag_name("rect")).unwrap();
+            let health_alert = rect.attribute("stroke") == Some("#c62828");
+            assert!(health_alert || rect.attribute("stroke") == Some("#e65100"));
+            assert!(
+                g.children().any(|c| has_class(c, "unfed-stub")),
+                "{key:?} has no stub"
+            );
+            assert!(text_of(g).contains("unfed"), "{key:?} has no badge");
+            flagged.insert(key);
+        } else {
+            let rect = g.children().find(|c| c.has_tag_name("rect")).unwrap();
+            assert_ne!(rect.attribute("stroke"), Some("#e65100"));
+        }
+    }
+    if exact {
+        assert_eq!(flagged, unfed);
+    }
+}
+
+fn text_of(g: roxmltree::Node) -> String {
+    g.descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Where the pictures go when `ROLLCALL_SVG_DIR` is set, to be looked at.
+fn keep_svg(name: &str, text: &str) {
+    if let Some(dir) = std::env::var_os("ROLLCALL_SVG_DIR") {
+        std::fs::write(std::path::Path::new(&dir).join(name), text).unwrap();
+    }
+}
+
+/// The services `rollcall demo` runs, as each host's answers give them
+/// (the notes' flat fields): the irrigation program between pizero1's
+/// DHT22 and pizero2's pump, the ticker writing pizero1's display, and the
+/// display driver's `/display` nothing writes.
+fn demo_cluster() -> MapSnapshot {
+    let flat = |host: &str, f: &str, i: &str, o: &str, c: &str| {
+        let mut a = answer(host, f, json!({}));
+        for (k, v) in [("inputs", i), ("outputs", o), ("control", c)] {
+            if !v.is_empty() {
+                a[k] = json!(v);
+            }
+        }
+        a
+    };
+    let mut answers = Vec::new();
+    for h in ["pizero1", "pizero2", "pibot01"] {
+        let set = format!("/{h}/gpio/set/+");
+        let gpio_out = if h == "pizero2" {
+            "/pizero2/gpio/+/+"
+        } else {
+            ""
+        };
+        answers.push(flat(h, "gpio", &set, gpio_out, &format!("/{h}/gpio/+")));
+        answers.push(flat(
+            h,
+            "system",
+            "",
+            &format!("/{h}/system/+"),
+            &format!("/{h}/system/control"),
+        ));
+    }
+    answers.extend([
+        flat(
+            "pizero1",
+            "dht22",
+            "",
+            "/pizero1/dht22/+",
+            "/pizero1/dht22/control",
+        ),
+        flat(
+            "pizero1",
+            "display",
+            "/pizero1/display/text",
+            "/pizero1/display/+",
+            "/pizero1/display/control",
+        ),
+        flat("pizero1", "ticker", "", "/pizero1/display/text", ""),
+        flat(
+            "pizero2",
+            "ain",
+            "",
+            "/pizero2/ain/+",
+            "/pizero2/ain/control",
+        ),
+        flat(
+            "pizero2",
+            "dac",
+            "/pizero2/dac/set/out0",
+            "/pizero2/dac/+",
+            "/pizero2/dac/control",
+        ),
+        flat(
+            "pibot01",
+            "display_driver",
+            "/display",
+            "/dbuts",
+            "/dcontrol",
+        ),
+        flat(
+            "pibot01",
+            "irrigation",
+            "/pizero1/dht22/humidity",
+            "/pizero2/gpio/set/pump_drive",
+            "",
+        ),
+        flat(
+            "pibot01",
+            "sonar",
+            "",
+            "/pibot01/sonar/+",
+            "/pibot01/sonar/control",
+        ),
+    ]);
+    let mut map = ClusterMap::new();
+    map.apply_scan(&report(&answers), NOW - 2_000);
+    map.snapshot(NOW)
+}
+
+/// The demo's picture, and the fixture's with an edge gone stale: readable,
+/// and laid out along the flow.
+#[test]
+fn the_demo_cluster_picture_is_readable() {
+    let demo = demo_cluster();
+    let unfed: Vec<(&str, &str)> = demo
+        .unfed
+        .iter()
+        .map(|e| (e.service.as_str(), e.topic.as_str()))
+        .collect();
+    assert_eq!(unfed, [("display_driver", "/display")]);
+    let text = docs::svg(&demo);
+    keep_svg("demo.svg", &text);
+    assert_readable(&demo, &text);
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    // The irrigation program sits between the sensor and the pump: its
+    // host in the column after pizero1's, pizero2's after that.
+    let x = |h: &str| {
+        groups(&svg, "host")
+            .into_iter()
+            .find(|g| g.attribute("data-host") == Some(h))
+            .map(first_rect)
+            .unwrap()
+            .x
+    };
+    assert!(x("pizero1") < x("pibot01") && x("pibot01") < x("pizero2"));
+    assert_eq!(groups(&svg, "unfed").len(), 1, "only display_driver");
+    assert_eq!(groups(&svg, "stale").len(), 0);
+
+    let mut s = fixture();
+    for e in s.edges.iter_mut().filter(|e| e.from.service == "pump_ctl") {
+        e.stale = true;
+    }
+    let text = docs::svg(&s);
+    keep_svg("fixture.svg", &text);
+    assert_readable(&s, &text);
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    assert_eq!(groups(&svg, "stale").len(), 1);
+}
+
+/// A generated 50-host cluster: 29 sensor hosts, 10 averaging hosts reading
+/// three sensors each, 5 controllers reading two averages each and
+/// driving one of 5 actuator hosts, a logger reading every actuator's
+/// outputs, an input nothing feeds, and some stale edges.
+fn fifty_hosts() -> MapSnapshot {
+    let mut map = ClusterMap::new();
+    let topics = Topics::default();
+    let describe = |map: &mut ClusterMap,
+                    host: &str,
+                    f: &str,
+                    inputs: &[String],
+                    outputs: &[String]| {
+        let list = |ts: &[String]| -> Vec<Value> {
+            ts.iter()
+                .enumerate()
+                .map(|(i, t)| json!({"name": format!("e{i}"), "topic": t, "type": "float"}))
+                .collect()
+        };
+        let d = json!({"function": f, "interfaces": {"inputs": list(inputs), "outputs": list(outputs)}});
+        map.ingest(
+            &topics,
+            &format!("/{host}/{f}/$description"),
+            &serde_json::to_vec(&d).unwrap(),
+            NOW - 1_000,
+        )
+        .unwrap();
+        map.ingest(&topics, &format!("/{host}/$state"), b"online", NOW - 1_000)
+            .unwrap();
+    };
+    for i in 0..29 {
+        let h = format!("sensor{i:02}");
+        describe(&mut map, &h, "system", &[], &[format!("/{h}/system/load")]);
+        describe(
+            &mut map,
+            &h,
+            "dht22",
+            &[],
+            &[format!("/{h}/dht22/temp"), format!("/{h}/dht22/humidity")],
+        );
+    }
+    for k in 0..10 {
+        let h = format!("average{k}");
+        let inputs: Vec<String> = (0..3)
+            .map(|j| format!("/sensor{:02}/dht22/temp", (3 * k + j) % 29))
+            .collect();
+        describe(
+            &mut map,
+            &h,
+            "average",
+            &inputs,
+            &[format!("/{h}/average/temp")],
+        );
+    }
+    for k in 0..5 {
+        let h = format!("control{k}");
+        let inputs = vec![
+            format!("/average{}/average/temp", 2 * k),
+            format!("/average{}/average/temp", 2 * k + 1),
+        ];
+        describe(
+            &mut map,
+            &h,
+            "climate",
+            &inputs,
+            &[format!("/actuator{k}/gpio/set/fan")],
+        );
+        let a = format!("actuator{k}");
+        describe(
+            &mut map,
+            &a,
+            "gpio",
+            &[format!("/{a}/gpio/set/+")],
+            &[format!("/{a}/gpio/output/fan")],
+        );
+    }
+    describe(
+        &mut map,
+        "logger",
+        "logger",
+        &["/+/gpio/output/#".to_owned(), "/nowhere/feed".to_owned()],
+        &[],
+    );
+    let mut s = map.snapshot(NOW);
+    assert_eq!(s.hosts.len(), 50);
+    for (i, e) in s.edges.iter_mut().enumerate() {
+        e.stale = i % 7 == 0;
+    }
+    s
+}
+
+#[test]
+fn a_fifty_host_picture_is_readable() {
+    let s = fifty_hosts();
+    assert_eq!(s.unfed.len(), 1, "{:?}", s.unfed);
+    let text = docs::svg(&s);
+    keep_svg("fifty.svg", &text);
+    assert_readable(&s, &text);
+    let svg = roxmltree::Document::parse(&text).unwrap();
+    // Layered by data flow: arrows point right, and are short: on average
+    // they pass at most one column of hosts on their way (the 29 sensors
+    // fill three columns, the rest one column a layer).
+    let columns: BTreeSet<u64> = groups(&svg, "host")
+        .into_iter()
+        .map(|g| first_rect(g).x as u64)
+        .collect();
+    let mut right = 0;
+    let mut passed = 0;
+    let edges = groups(&svg, "edge");
+    for g in &edges {
+        let path = g.children().find(|c| c.has_tag_name("path")).unwrap();
+        let p = path_points(path.attribute("d").unwrap());
+        let (a, b) = (p[0], *p.last().unwrap());
+        right += usize::from(b.0 > a.0);
+        let (lo, hi) = (a.0.min(b.0), a.0.max(b.0));
+        passed += columns
+            .iter()
+            .filter(|x| (**x as f64) > lo && (**x as f64) + 250.0 < hi)
+            .count();
+    }
+    assert_eq!(right, edges.len(), "every arrow points right");
+    assert!(
+        passed <= edges.len(),
+        "{passed} columns passed by {} arrows",
+        edges.len()
+    );
+    // Not a ribbon: neither side more than four times the other.
+    let root = svg.root_element();
+    let w: f64 = root.attribute("width").unwrap().parse().unwrap();
+    let h: f64 = root.attribute("height").unwrap().parse().unwrap();
+    assert!(w < 4.0 * h && h < 4.0 * w, "{w}x{h}");
 }
 
 trait StatusWord {
@@ -1014,17 +1567,20 @@ mod any_input {
                                 service: ends[i % ends.len()].1.clone(),
                                 topic,
                             };
-                            Edge {
-                                from: end(a, ta),
-                                to: end(b, tb),
-                            }
+                            let mut e = Edge::new(end(a, ta), end(b, tb));
+                            e.stale = a % 3 == 0;
+                            e
                         })
                         .collect()
                 };
+                let unfed = edges.iter().take(1).map(|e: &Edge| e.to.clone()).collect();
                 MapSnapshot {
                     now_ms: NOW,
                     hosts,
                     edges,
+                    unfed,
+                    unread: Vec::new(),
+                    edge_stale_after_ms: 600_000,
                 }
             })
     }
@@ -1054,9 +1610,10 @@ mod any_input {
             let svg_text = docs::svg(&s);
             let svg = roxmltree::Document::parse(&svg_text)
                 .map_err(|e| TestCaseError::fail(format!("{e}\n{svg_text}")))?;
+            check_readable(&s, &svg_text, false);
             let drawn: BTreeSet<String> = svg
                 .descendants()
-                .filter(|n| n.attribute("class") == Some("service"))
+                .filter(|n| n.has_tag_name("g") && has_class(*n, "service"))
                 .map(|n| format!("{}\u{0}{}", n.attribute("data-host").unwrap(), n.attribute("data-service").unwrap()))
                 .collect();
             for h in &s.hosts {

@@ -384,6 +384,36 @@ async fn metrics_are_prometheus_text_with_the_map_and_the_counters() {
     );
     assert!(samples.contains_key("rollcall_answers_total"));
     assert!(samples.contains_key("rollcall_rollcall_duration_seconds_count"));
+    // The wiring: nothing reads the lamp, and its set topics are commands.
+    assert_eq!(samples["rollcall_edges{stale=\"false\"}"], 0.0, "{text}");
+    assert_eq!(samples["rollcall_inputs_unfed"], 0.0, "{text}");
+    assert_eq!(samples["rollcall_outputs_unread"], 1.0, "{text}");
+    // A lamp watcher reads it (a message crossed just now) and waits for a
+    // topic nothing writes.
+    let watcher = json!({"function": "watch", "interfaces": {"inputs": [
+        {"name": "lamp", "topic": "/pizero2/gpio/output/+", "type": "bool"},
+        {"name": "other", "topic": "/nowhere/feed", "type": "bool"}
+    ]}});
+    feed(&s, "/pibot01/watch/$description", &watcher.to_string());
+    let (_, _, body) = get(&s, "/metrics").await;
+    let text = String::from_utf8(body).unwrap();
+    for line in [
+        "rollcall_edges{stale=\"false\"} 1",
+        "rollcall_edges{stale=\"true\"} 0",
+        "rollcall_inputs_unfed 1",
+        "rollcall_outputs_unread 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in {text}");
+    }
+    let (_, _, body) = get(&s, "/api/map").await;
+    let map: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(map["unfed"][0]["topic"], "/nowhere/feed");
+    assert!(
+        map["edges"][0]["last_crossed_ms"].as_u64().is_some(),
+        "{map}"
+    );
+    assert_eq!(map["edges"][0]["stale"], false);
+    assert_eq!(map["edge_stale_after_ms"], 600_000);
 }
 
 /// The next piece of an event stream's body as text.

@@ -99,12 +99,15 @@ const NOTES_GPIO: &str = r#"{
 
 /// What each simulated host runs: the system and GPIO services (pizero2's
 /// configured as in the notes, its button pressed and released by the demo
-/// between roll-calls); pizero1 a DHT22 and a 16x2 display, on which the
-/// demo writes between roll-calls; pizero2 an ADC and a DAC, which the demo
-/// sets; pibot01 an HC-SR04 sonar, and, announced by configuration, the
-/// notes' display driver and an irrigation program ([`irrigation`]) that
-/// reads pizero1's humidity and runs pizero2's pump, so the cluster has a
-/// data flow to draw.
+/// between roll-calls); pizero1 a DHT22 and a 16x2 display, and, announced
+/// by configuration, the demo's ticker ([`write_display_and_dac`]) that
+/// writes on the display between roll-calls; pizero2 an ADC and a DAC,
+/// which the demo sets as a person would; pibot01 an HC-SR04 sonar, and, announced by
+/// configuration, the notes' display driver and an irrigation program
+/// ([`irrigation`]) that reads pizero1's humidity and runs pizero2's pump,
+/// so the cluster has a data flow to draw. Nothing in the demo writes the
+/// display driver's `/display`: the map flags it as an unfed input, on
+/// purpose, so a user sees what a wiring mistake looks like.
 fn host_config(
     name: &str,
     broker: &BrokerUrl,
@@ -129,6 +132,16 @@ fn host_config(
                 controls: Vec::new(),
             },
         ]
+    } else if name == "pizero1" {
+        vec![AnnounceConfig {
+            function: "ticker".into(),
+            doc: Some("the demo's program: writes each roll-call's number on the display".into()),
+            inputs: Vec::new(),
+            // Only the display: the DAC's `set` topic is a command, which
+            // the demo sets as a person would (docs/generated-docs.md).
+            outputs: vec![DISPLAY_TEXT.into()],
+            controls: Vec::new(),
+        }]
     } else {
         Vec::new()
     };
@@ -169,12 +182,20 @@ const PUMP: &str = "/pizero2/gpio/set/pump_drive";
 const PUMP_STATE: &str = "/pizero2/gpio/output/pump_drive";
 /// It waters below this relative humidity, in percent.
 const DRY_BELOW: f64 = 50.0;
+/// It says again what the pump should do at least this often, even when
+/// nothing changed: a pump controller that restarted is put right, and the
+/// map sees the link live (an edge no message crosses for ten minutes is
+/// stale).
+const RESTATE_EVERY: Duration = Duration::from_secs(60);
+/// What the demo's ticker writes.
+const DISPLAY_TEXT: &str = "/pizero1/display/text";
+const DAC: &str = "/pizero2/dac/set/out0";
 
 /// The irrigation program pibot01 announces: it runs pizero2's pump while
 /// pizero1's humidity is under [`DRY_BELOW`]. At each humidity reading it
 /// compares what the pump should do with what its state says it does, and
 /// sets it when they differ, so a command lost (sent before pizero2 was
-/// listening, say) is sent again. A real one would be a program of its own
+/// listening, say) is sent again; and at least every [`RESTATE_EVERY`]. A real one would be a program of its own
 /// (in any language, announced because it cannot answer a roll-call); in the
 /// demo it is a task with its own MQTT session.
 async fn irrigation(
@@ -186,6 +207,7 @@ async fn irrigation(
     session.handle.subscribe(PUMP_STATE).await?;
     session.handle.subscribe(HUMIDITY).await?;
     let mut pumping: Option<bool> = None;
+    let mut said: Option<Instant> = None;
     let result = loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
@@ -205,7 +227,9 @@ async fn irrigation(
             continue;
         };
         let pump = humidity < DRY_BELOW;
-        if pumping != Some(pump) {
+        let due = said.is_none_or(|t| t.elapsed() >= RESTATE_EVERY);
+        if pumping != Some(pump) || due {
+            said = Some(Instant::now());
             let level = if pump { "ON" } else { "OFF" };
             if let Err(e) = session
                 .handle
@@ -221,21 +245,20 @@ async fn irrigation(
     result
 }
 
-/// Between roll-calls the demo writes the roll-call's number on pizero1's
-/// display and moves pizero2's DAC (1.0 to 2.9 V), so the dashboard has
-/// something changing to show; a person can do the same with mosquitto_pub.
+/// Between roll-calls the demo's ticker (announced on pizero1) writes the
+/// roll-call's number on pizero1's display, and the demo moves pizero2's
+/// DAC (1.0 to 2.9 V), so the dashboard has something changing to show; a
+/// person can do the same with mosquitto_pub.
 async fn write_display_and_dac(
     session: &rollcall_net::SessionHandle,
     id: u64,
 ) -> Result<(), rollcall_net::NetError> {
     let text = format!("rollcall demo\nroll-call {}", id % 10_000);
     session
-        .publish("/pizero1/display/text", text, Qos::AtLeastOnce, false)
+        .publish(DISPLAY_TEXT, text, Qos::AtLeastOnce, false)
         .await?;
     let volts = format!("{:.1}", 1.0 + (id % 20) as f64 / 10.0);
-    session
-        .publish("/pizero2/dac/set/out0", volts, Qos::AtLeastOnce, false)
-        .await
+    session.publish(DAC, volts, Qos::AtLeastOnce, false).await
 }
 
 pub async fn run(args: Args) -> Result<()> {

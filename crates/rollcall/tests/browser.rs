@@ -499,6 +499,55 @@ async fn the_dashboard_lists_the_demo_hosts_and_switches_an_output_over_mqtt() {
     )
     .await;
 
+    // The demo's deliberate wiring mistake: the display driver reads
+    // `/display`, which nothing writes. The map says so, and the page shows
+    // it, as a warning and on the service's card; the ticker feeds the
+    // display, and a reading crosses the humidity edge.
+    let (_, map) = http(addr, "GET", "/api/map", None).await;
+    let unfed: Vec<String> = map["unfed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} {}", service(e), e["topic"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(unfed, ["pibot01/display_driver /display"], "{map}");
+    wait_for(
+        Duration::from_secs(30),
+        "a reading crossing the humidity edge",
+        || async {
+            let (_, map) = http(addr, "GET", "/api/map", None).await;
+            map["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| {
+                    service(&e["from"]) == "pizero1/dht22"
+                        && e["last_crossed_ms"].as_u64().is_some()
+                        && e["stale"] == false
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(20),
+        "the page's wiring warning and badge",
+        || async {
+            let v = browser
+                .driver
+                .script(
+                    "const w = document.querySelector('#wiring .unfed'); \
+                     const b = document.querySelector('article.host[data-host=\"pibot01\"] section.service[data-service=\"display_driver\"] .badge.unfed'); \
+                     return [w ? w.textContent : '', !!b];",
+                )
+                .await;
+            let (text, badge): (String, bool) = serde_json::from_value(v).ok()?;
+            (text.contains("pibot01/display_driver /display") && badge).then_some(())
+        },
+    )
+    .await;
+    browser.save_screenshot("demo-wiring.png").await;
+
     // And the program runs: pizero2's pump is on exactly while pizero1's
     // humidity is under 50 %.
     mqtt.handle

@@ -93,6 +93,20 @@ fn write_graph(out: &mut String, c: &Cluster) -> std::fmt::Result {
                 _ if !s.present => attrs.push("style=\"rounded,dashed\"".into()),
                 _ => {}
             }
+            // An input nothing feeds: orange and bold, as in the SVG.
+            let unfed = c.unfed_of(&h.name, &s.name);
+            if !unfed.is_empty() {
+                attrs[0] = format!("label={}", dot_quote(&format!("{} (unfed)", s.name)));
+                attrs.push("penwidth=2".into());
+                // An alert keeps its red and its tooltip.
+                if !attrs.iter().any(|a| a.starts_with("tooltip=")) {
+                    attrs.push("color=\"#e65100\"".into());
+                    attrs.push(format!(
+                        "tooltip={}",
+                        dot_quote(&format!("unfed: {}", unfed.join(", ")))
+                    ));
+                }
+            }
             writeln!(out, "    {} [{}];", dot_quote(id), attrs.join(", "))?;
         }
         writeln!(out, "  }}")?;
@@ -108,9 +122,15 @@ fn write_graph(out: &mut String, c: &Cluster) -> std::fmt::Result {
         ) else {
             continue;
         };
+        // A stale flow: dashed and red, as in the SVG.
+        let stale = if f.stale() {
+            ", style=dashed, color=\"#c62828\", fontcolor=\"#c62828\""
+        } else {
+            ""
+        };
         writeln!(
             out,
-            "  {} -> {} [label={}, tooltip={}];",
+            "  {} -> {} [label={}, tooltip={}{stale}];",
             dot_quote(from),
             dot_quote(to),
             dot_quote(&f.label()),

@@ -144,6 +144,18 @@ pub fn ago(now_ms: u64, then_ms: u64) -> String {
     }
 }
 
+/// A length of time as people say it: `2 h`, `10 min`, `90 s`.
+pub fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    if s >= 7200 && s.is_multiple_of(3600) {
+        format!("{} h", s / 3600)
+    } else if s >= 120 && s.is_multiple_of(60) {
+        format!("{} min", s / 60)
+    } else {
+        format!("{s} s")
+    }
+}
+
 /// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian
 /// calendar (Howard Hinnant's `civil_from_days`): a date without a crate.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use rollcall_proto::{Health, Interface, ValueType};
 
-use super::escape::{ago, md_code, md_code_cell, md_text, utc};
+use super::escape::{ago, duration, md_code, md_code_cell, md_text, utc};
 use super::view::{Cluster, HostView, ServiceView, Status};
 
 /// The Markdown page for `cluster`.
@@ -58,6 +58,7 @@ fn write_page(out: &mut String, c: &Cluster) -> std::fmt::Result {
     }
     writeln!(out)?;
     write_edges(out, c)?;
+    write_wiring(out, c)?;
     for h in &c.hosts {
         write_host(out, c, h)?;
     }
@@ -78,22 +79,89 @@ fn write_edges(out: &mut String, c: &Cluster) -> std::fmt::Result {
     writeln!(
         out,
         "Each row: a topic one service publishes (an output) matches a topic \
-         or filter another service consumes (an input)."
+         or filter another service consumes (an input). The last message is \
+         the latest the hub received on a topic both match; an edge no \
+         message crossed for {} is **stale**: a link that may be broken.",
+        duration(c.edge_stale_after_ms)
     )?;
     writeln!(out)?;
-    writeln!(out, "| from | publishes | to | consumes |")?;
-    writeln!(out, "| --- | --- | --- | --- |")?;
+    writeln!(out, "| from | publishes | to | consumes | last message |")?;
+    writeln!(out, "| --- | --- | --- | --- | --- |")?;
     for e in &c.edges {
+        let last = match e.last_crossed_ms {
+            Some(ms) => format!("{} ({})", utc(ms), ago(c.now_ms, ms)),
+            None => "none seen".to_owned(),
+        };
         writeln!(
             out,
-            "| {} / {} | {} | {} / {} | {} |",
+            "| {} / {} | {} | {} / {} | {} | {}{} |",
             md_code_cell(&e.from.host),
             md_code_cell(&e.from.service),
             md_code_cell(&e.from.topic),
             md_code_cell(&e.to.host),
             md_code_cell(&e.to.service),
             md_code_cell(&e.to.topic),
+            if e.stale { "**stale**: " } else { "" },
+            last,
         )?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+/// What the descriptions say is wired wrong: inputs nothing feeds (a
+/// warning), outputs nothing reads (for information).
+fn write_wiring(out: &mut String, c: &Cluster) -> std::fmt::Result {
+    writeln!(out, "## Wiring")?;
+    writeln!(out)?;
+    if c.unfed.is_empty() {
+        writeln!(
+            out,
+            "Every input is fed: some service describes an output that matches it \
+             (commands, `.../set/...` topics, are written by people and not counted)."
+        )?;
+    } else {
+        writeln!(
+            out,
+            "**Warning: {} no described output matches** (commands, `.../set/...` \
+             topics, are written by people and not counted):",
+            plural(c.unfed.len(), "input is unfed:", "inputs are unfed:")
+        )?;
+        writeln!(out)?;
+        writeln!(out, "| host | service | unfed input |")?;
+        writeln!(out, "| --- | --- | --- |")?;
+        for e in &c.unfed {
+            writeln!(
+                out,
+                "| {} | {} | {} |",
+                md_code_cell(&e.host),
+                md_code_cell(&e.service),
+                md_code_cell(&e.topic)
+            )?;
+        }
+    }
+    writeln!(out)?;
+    if c.unread.is_empty() {
+        writeln!(out, "Every output is read by some described input.")?;
+    } else {
+        writeln!(
+            out,
+            "For information, {} no described input reads (normal for a reading \
+             people look at):",
+            plural(c.unread.len(), "output is unread:", "outputs are unread:")
+        )?;
+        writeln!(out)?;
+        writeln!(out, "| host | service | unread output |")?;
+        writeln!(out, "| --- | --- | --- |")?;
+        for e in &c.unread {
+            writeln!(
+                out,
+                "| {} | {} | {} |",
+                md_code_cell(&e.host),
+                md_code_cell(&e.service),
+                md_code_cell(&e.topic)
+            )?;
+        }
     }
     writeln!(out)?;
     Ok(())

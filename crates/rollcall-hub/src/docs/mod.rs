@@ -10,6 +10,7 @@
 mod asyncapi;
 mod dot;
 pub mod escape;
+mod layout;
 mod markdown;
 mod svg;
 pub mod view;
@@ -135,6 +136,11 @@ impl FromStr for Format {
 
 /// The snapshot in the generators' order.
 pub fn cluster(s: &MapSnapshot) -> Cluster {
+    let end = |e: &crate::map::Endpoint| EndView {
+        host: e.host.clone(),
+        service: e.service.clone(),
+        topic: e.topic.clone(),
+    };
     Cluster {
         now_ms: s.now_ms,
         hosts: s
@@ -180,18 +186,15 @@ pub fn cluster(s: &MapSnapshot) -> Cluster {
             .edges
             .iter()
             .map(|e| EdgeView {
-                from: EndView {
-                    host: e.from.host.clone(),
-                    service: e.from.service.clone(),
-                    topic: e.from.topic.clone(),
-                },
-                to: EndView {
-                    host: e.to.host.clone(),
-                    service: e.to.service.clone(),
-                    topic: e.to.topic.clone(),
-                },
+                from: end(&e.from),
+                to: end(&e.to),
+                last_crossed_ms: e.last_crossed_ms,
+                stale: e.stale,
             })
             .collect(),
+        unfed: s.unfed.iter().map(end).collect(),
+        unread: s.unread.iter().map(end).collect(),
+        edge_stale_after_ms: s.edge_stale_after_ms,
     }
     .sorted()
 }
@@ -257,6 +260,10 @@ pub struct Weights {
     pub edges: usize,
     /// Bytes of the edges' topics and names.
     pub edge_text: usize,
+    /// Unfed inputs and unread outputs.
+    pub wiring: usize,
+    /// Bytes of their hosts, services and topics.
+    pub wiring_text: usize,
 }
 
 impl Weights {
@@ -283,6 +290,10 @@ impl Weights {
                 }
             }
         }
+        for e in c.unfed.iter().chain(&c.unread) {
+            w.wiring += 1;
+            w.wiring_text += e.host.len() + e.service.len() + e.topic.len();
+        }
         for e in &c.edges {
             w.edges += 1;
             for end in [&e.from, &e.to] {
@@ -306,11 +317,18 @@ impl Format {
             per_text,
             per_topic,
             per_edge,
+            per_wiring,
         ] = match self {
-            Format::Markdown => [180, 180, 44, 1, 0, 32],
-            Format::AsyncApi => [140, 0, 1110, 1, 5, 0],
-            Format::Svg => [450, 310, 0, 0, 0, 200],
-            Format::Dot => [90, 60, 0, 0, 0, 20],
+            Format::Markdown => [180, 180, 44, 1, 0, 32, 16],
+            Format::AsyncApi => [140, 0, 1110, 1, 5, 0, 0],
+            Format::Svg => [450, 310, 0, 0, 0, 200, 2],
+            Format::Dot => [90, 60, 0, 0, 0, 20, 2],
+        };
+        // The SVG and DOT name the unfed inputs only (in a tooltip).
+        let wiring_text = match self {
+            Format::AsyncApi => 0,
+            Format::Markdown => w.wiring_text,
+            Format::Svg | Format::Dot => w.wiring_text / 2,
         };
         let edge_text = if self == Format::AsyncApi {
             0
@@ -325,6 +343,8 @@ impl Format {
             per_topic * w.topics,
             per_edge * w.edges,
             edge_text,
+            per_wiring * w.wiring,
+            wiring_text,
         ]
         .into_iter()
         .fold(0usize, usize::saturating_add)

@@ -1,120 +1,32 @@
 //! The cluster as an SVG picture that needs nothing but the rollcall binary:
 //! hosts as boxes holding their services, data-flow edges as arrows between
 //! services labelled with the topic (one arrow per pair of services; its
-//! tooltip lists every topic). The layout is computed here, a fixed
-//! grid in host-name order, so the same cluster gives the same picture;
-//! there is no script, no external font or stylesheet (presentation
-//! attributes only, a generic `sans-serif`/`monospace` family), and text
-//! widths are estimated from character counts.
+//! tooltip lists every topic and when a message last crossed). Where things
+//! go is [`layout`](super::layout)'s: hosts in columns by data flow, arrows
+//! routed between boxes, labels clear of boxes and of each other. An input
+//! nothing feeds is drawn orange with a dangling stub and an `unfed` badge;
+//! a stale arrow is red and dashed. There is no script, no external font or
+//! stylesheet (presentation attributes only, a generic
+//! `sans-serif`/`monospace` family), and text widths are estimated from
+//! character counts.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use rollcall_proto::Health;
 
-use super::escape::{ago, shorten, utc, xml};
-use super::view::{Cluster, HostView, ServiceView, Status};
+use super::escape::{ago, duration, shorten, utc, xml};
+use super::layout::{self, HOST_HEADER_H, HOST_PAD, Layout, MARGIN, Rect, TITLE_H};
+use super::view::{Cluster, Flow, HostView, ServiceView, Status};
 
-const MARGIN: f64 = 24.0;
-const TITLE_H: f64 = 44.0;
-const HOST_W: f64 = 250.0;
-const HOST_HEADER_H: f64 = 46.0;
-const HOST_PAD: f64 = 12.0;
-const SVC_H: f64 = 28.0;
-const SVC_GAP: f64 = 8.0;
-/// Room between columns for the arrows and their topic labels.
-const COL_GAP: f64 = 170.0;
-const ROW_GAP: f64 = 48.0;
-/// Characters that fit in a service box, and in an edge label, at the sizes
-/// used (about 7 px per character at 12 px).
+/// Characters that fit in a service box, and in a host's header.
 const SVC_CHARS: usize = 30;
 const HOST_CHARS: usize = 26;
-const LABEL_CHARS: usize = 28;
-/// A generous width per character of the 16 px bold title (0.6 em), and of
-/// the 10 px monospace edge labels: the picture is made wide enough for
-/// them, so that no text is cut off at its right edge.
+/// A generous width per character of the 16 px bold title (0.6 em).
 const TITLE_CHAR_W: f64 = 9.6;
-const LABEL_CHAR_W: f64 = 6.0;
-
-/// Where one service's box is.
-#[derive(Debug, Clone, Copy)]
-struct Rect {
-    x: f64,
-    y: f64,
-    w: f64,
-    h: f64,
-}
-
-impl Rect {
-    fn cx(&self) -> f64 {
-        self.x + self.w / 2.0
-    }
-    fn cy(&self) -> f64 {
-        self.y + self.h / 2.0
-    }
-    fn right(&self) -> f64 {
-        self.x + self.w
-    }
-}
-
-/// Hosts in a grid of about as many columns as rows, never more than the
-/// hosts: a few hosts sit in one row, a thousand in a square.
-fn columns(hosts: usize) -> usize {
-    let square = (hosts as f64).sqrt().ceil() as usize;
-    hosts.min(square.max(4)).max(1)
-}
-
-fn host_height(h: &HostView) -> f64 {
-    let n = h.services.len().max(1) as f64;
-    HOST_HEADER_H + n * (SVC_H + SVC_GAP) - SVC_GAP + HOST_PAD
-}
-
-struct Layout {
-    hosts: Vec<Rect>,
-    services: BTreeMap<(String, String), Rect>,
-    width: f64,
-    height: f64,
-}
-
-fn layout(c: &Cluster) -> Layout {
-    let cols = columns(c.hosts.len());
-    let mut hosts = Vec::with_capacity(c.hosts.len());
-    let mut services = BTreeMap::new();
-    let mut y = MARGIN + TITLE_H;
-    for row in c.hosts.chunks(cols) {
-        let row_h = row.iter().map(host_height).fold(0.0, f64::max);
-        for (i, h) in row.iter().enumerate() {
-            let x = MARGIN + i as f64 * (HOST_W + COL_GAP);
-            let r = Rect {
-                x,
-                y,
-                w: HOST_W,
-                h: host_height(h),
-            };
-            for (j, s) in h.services.iter().enumerate() {
-                services.insert(
-                    (h.name.clone(), s.name.clone()),
-                    Rect {
-                        x: x + HOST_PAD,
-                        y: y + HOST_HEADER_H + j as f64 * (SVC_H + SVC_GAP),
-                        w: HOST_W - 2.0 * HOST_PAD,
-                        h: SVC_H,
-                    },
-                );
-            }
-            hosts.push(r);
-        }
-        y += row_h + ROW_GAP;
-    }
-    let used_cols = cols.min(c.hosts.len()).max(1) as f64;
-    let width = 2.0 * MARGIN + used_cols * HOST_W + (used_cols - 1.0) * COL_GAP;
-    Layout {
-        hosts,
-        services,
-        width: width.max(480.0),
-        height: (y - ROW_GAP + MARGIN).max(MARGIN + TITLE_H + 40.0),
-    }
-}
+/// The colours: an arrow, a stale arrow, an unfed input.
+const EDGE: &str = "#1565c0";
+const STALE: &str = "#c62828";
+const UNFED: &str = "#e65100";
 
 /// The SVG picture of `cluster`.
 pub fn render(cluster: &Cluster) -> String {
@@ -124,52 +36,32 @@ pub fn render(cluster: &Cluster) -> String {
     out
 }
 
-/// How wide the picture must be for what it draws beyond the grid: the
-/// title line, and arrows between services of one column, which bow out to
-/// the right of it (the last column's past the grid), with their labels.
-fn needed_width(c: &Cluster, l: &Layout, title: &str) -> f64 {
-    let title_w = 2.0 * MARGIN + title.chars().count() as f64 * TITLE_CHAR_W;
-    let edges_w = c
-        .flows()
-        .iter()
-        .filter_map(|f| {
-            let a = l
-                .services
-                .get(&(f.from_host.to_owned(), f.from_service.to_owned()))?;
-            let b = l
-                .services
-                .get(&(f.to_host.to_owned(), f.to_service.to_owned()))?;
-            let (_, (mx, _)) = edge_path(a, b);
-            let label = shorten(&f.label(), LABEL_CHARS).chars().count() as f64;
-            Some(mx.max(a.right()).max(b.right()) + label * LABEL_CHAR_W / 2.0 + MARGIN)
-        })
-        .fold(0.0, f64::max);
-    title_w.max(edges_w)
-}
-
 fn write_svg(out: &mut String, c: &Cluster) -> std::fmt::Result {
-    let mut l = layout(c);
+    let flows = c.flows();
+    let mut l = layout::layout(c, &flows);
     let (online, offline, missing) = c.counts();
+    let stale = flows.iter().filter(|f| f.stale()).count();
     let summary = format!(
         "rollcall cluster: {} hosts ({online} online, {offline} offline, {missing} missing), {} data-flow edges, {}",
         c.hosts.len(),
         c.edges.len(),
         utc(c.now_ms)
     );
-    l.width = l.width.max(needed_width(c, &l, &summary)).ceil();
+    let title_w = 2.0 * MARGIN + summary.chars().count() as f64 * TITLE_CHAR_W;
+    l.width = l.width.max(title_w).ceil();
     writeln!(
         out,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" \
          viewBox=\"0 0 {w:.0} {h:.0}\" font-family=\"sans-serif\" font-size=\"12\">",
         w = l.width,
-        h = l.height
+        h = l.height.ceil()
     )?;
     writeln!(out, "<title>{}</title>", xml(&summary))?;
     writeln!(
         out,
-        "<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" \
-         markerWidth=\"8\" markerHeight=\"8\" orient=\"auto-start-reverse\">\
-         <path d=\"M0,0 L10,5 L0,10 z\" fill=\"#1565c0\"/></marker></defs>"
+        "<defs>{}{}</defs>",
+        marker("arrow", EDGE),
+        marker("arrow-stale", STALE)
     )?;
     writeln!(
         out,
@@ -181,6 +73,7 @@ fn write_svg(out: &mut String, c: &Cluster) -> std::fmt::Result {
         MARGIN + 14.0,
         xml(&summary)
     )?;
+    write_legend(out, c, stale)?;
     if c.hosts.is_empty() {
         writeln!(
             out,
@@ -191,9 +84,54 @@ fn write_svg(out: &mut String, c: &Cluster) -> std::fmt::Result {
     for (h, r) in c.hosts.iter().zip(&l.hosts) {
         write_host(out, c, h, r, &l)?;
     }
-    write_edges(out, c, &l)?;
+    write_edges(out, c, &flows, &l)?;
     writeln!(out, "</svg>")?;
     Ok(())
+}
+
+fn marker(id: &str, colour: &str) -> String {
+    format!(
+        "<marker id=\"{id}\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" \
+         markerWidth=\"8\" markerHeight=\"8\" orient=\"auto-start-reverse\">\
+         <path d=\"M0,0 L10,5 L0,10 z\" fill=\"{colour}\"/></marker>"
+    )
+}
+
+/// The line under the title: what the styles mean, and how many of each.
+fn write_legend(out: &mut String, c: &Cluster, stale: usize) -> std::fmt::Result {
+    let y = MARGIN + 36.0;
+    let x = MARGIN;
+    writeln!(
+        out,
+        "<g class=\"legend\" font-size=\"11\" fill=\"#424242\">"
+    )?;
+    writeln!(
+        out,
+        "<path d=\"M{x:.1},{y:.1} h28\" stroke=\"{EDGE}\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>\
+         <text x=\"{:.1}\" y=\"{:.1}\">data flow</text>",
+        x + 36.0,
+        y + 4.0
+    )?;
+    let x = x + 110.0;
+    writeln!(
+        out,
+        "<path d=\"M{x:.1},{y:.1} h28\" stroke=\"{STALE}\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\" marker-end=\"url(#arrow-stale)\"/>\
+         <text x=\"{:.1}\" y=\"{:.1}\">stale: no message for {} ({stale})</text>",
+        x + 36.0,
+        y + 4.0,
+        duration(c.edge_stale_after_ms)
+    )?;
+    let x = x + 250.0;
+    writeln!(
+        out,
+        "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"28\" height=\"12\" rx=\"3\" fill=\"#fff3e0\" stroke=\"{UNFED}\" stroke-width=\"2\"/>\
+         <text x=\"{:.1}\" y=\"{:.1}\">unfed input: nothing writes it ({})</text>",
+        y - 6.0,
+        x + 36.0,
+        y + 4.0,
+        c.unfed.len()
+    )?;
+    writeln!(out, "</g>")
 }
 
 fn write_host(
@@ -256,19 +194,31 @@ fn write_host(
     }
     for s in &h.services {
         if let Some(sr) = l.services.get(&(h.name.clone(), s.name.clone())) {
-            write_service(out, h, s, sr)?;
+            write_service(out, c, h, s, r, sr)?;
         }
     }
     writeln!(out, "</g>")?;
     Ok(())
 }
 
-fn write_service(out: &mut String, h: &HostView, s: &ServiceView, r: &Rect) -> std::fmt::Result {
-    let (stroke, fill, note) = match s.health() {
+fn write_service(
+    out: &mut String,
+    c: &Cluster,
+    h: &HostView,
+    s: &ServiceView,
+    host: &Rect,
+    r: &Rect,
+) -> std::fmt::Result {
+    let unfed = c.unfed_of(&h.name, &s.name);
+    let (mut stroke, mut fill, note) = match s.health() {
         Some(Health::Alert { reason }) => ("#c62828", "#ffebee", format!("alert: {reason}")),
         Some(Health::Ok) => ("#1565c0", "#e3f2fd", "ok".to_owned()),
         None => ("#1565c0", "#e3f2fd", "health not reported".to_owned()),
     };
+    let mut width = "1";
+    if !unfed.is_empty() && !matches!(s.health(), Some(Health::Alert { .. })) {
+        (stroke, fill, width) = (UNFED, "#fff3e0", "2.5");
+    }
     let dash = if s.present {
         ""
     } else {
@@ -281,17 +231,28 @@ fn write_service(out: &mut String, h: &HostView, s: &ServiceView, r: &Rect) -> s
         .map(|d| format!(": {d}"))
         .unwrap_or_default();
     let presence = if s.present { "" } else { ", missing" };
+    let unfed_note = if unfed.is_empty() {
+        String::new()
+    } else {
+        format!("\nunfed input (nothing writes it): {}", unfed.join(", "))
+    };
     writeln!(
         out,
-        "<g class=\"service\" data-host=\"{}\" data-service=\"{}\">",
+        "<g class=\"service{}\" data-host=\"{}\" data-service=\"{}\"{}>",
+        if unfed.is_empty() { "" } else { " unfed" },
         xml(&h.name),
-        xml(&s.name)
+        xml(&s.name),
+        if unfed.is_empty() {
+            String::new()
+        } else {
+            format!(" data-unfed=\"{}\"", unfed.len())
+        }
     )?;
     writeln!(
         out,
         "<title>{}</title>",
-        xml(&format!(
-            "{} on {}{doc} ({note}{presence}; {} topics)",
+        xml_lines(&format!(
+            "{} on {}{doc} ({note}{presence}; {} topics){unfed_note}",
             s.name,
             h.name,
             s.interfaces().len()
@@ -299,101 +260,96 @@ fn write_service(out: &mut String, h: &HostView, s: &ServiceView, r: &Rect) -> s
     )?;
     writeln!(
         out,
-        "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" rx=\"4\" fill=\"{fill}\" stroke=\"{stroke}\"{dash}/>",
+        "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" rx=\"4\" fill=\"{fill}\" stroke=\"{stroke}\" stroke-width=\"{width}\"{dash}/>",
         r.x, r.y, r.w, r.h
     )?;
+    let name_chars = if unfed.is_empty() {
+        SVC_CHARS
+    } else {
+        SVC_CHARS - 9
+    };
     writeln!(
         out,
         "<text x=\"{:.1}\" y=\"{:.1}\" font-family=\"monospace\" fill=\"#212121\">{}</text>",
         r.x + 8.0,
         r.y + 18.0,
-        xml(&shorten(&s.name, SVC_CHARS))
+        xml(&shorten(&s.name, name_chars))
     )?;
+    if !unfed.is_empty() {
+        // A stub from the host's edge to the input with nothing on its end,
+        // and a badge: seen at a glance, without reading the tables.
+        writeln!(
+            out,
+            "<path class=\"unfed-stub\" d=\"M{:.1},{:.1} H{:.1}\" stroke=\"{UNFED}\" stroke-width=\"2\" stroke-dasharray=\"3 2\"/>",
+            host.x + 2.0,
+            r.cy(),
+            r.x - 1.0
+        )?;
+        writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" font-weight=\"bold\" fill=\"{UNFED}\">⚠ unfed</text>",
+            r.right() - 58.0,
+            r.y + 18.0
+        )?;
+    }
     writeln!(out, "</g>")?;
     Ok(())
 }
 
-/// How far an arrow between columns bends: rightwards arrows up, leftwards
-/// ones down, so that A → B and B → A (a control loop) are two curves with
-/// two readable labels rather than one.
-const BOW: f64 = 14.0;
-
-/// One arrow: a cubic curve from the side of the source facing the target to
-/// the side of the target facing the source; between services of one
-/// column, a bow out to the right, wider the further apart they are.
-fn edge_path(a: &Rect, b: &Rect) -> (String, (f64, f64)) {
-    let (p0, c0, c1, p3) = if b.cx() > a.right() {
-        let (x0, x3) = (a.right(), b.x);
-        let d = ((x3 - x0) / 2.0).max(40.0);
-        (
-            (x0, a.cy()),
-            (x0 + d, a.cy() - BOW),
-            (x3 - d, b.cy() - BOW),
-            (x3, b.cy()),
-        )
-    } else if b.right() < a.x {
-        let (x0, x3) = (a.x, b.right());
-        let d = ((x0 - x3) / 2.0).max(40.0);
-        (
-            (x0, a.cy()),
-            (x0 - d, a.cy() + BOW),
-            (x3 + d, b.cy() + BOW),
-            (x3, b.cy()),
-        )
-    } else {
-        // Same column (or the same service): out of the right side and back.
-        let (x0, x3) = (a.right(), b.right());
-        let bow = 50.0 + (a.cy() - b.cy()).abs() / 6.0;
-        let (y0, y3) = if (a.cy() - b.cy()).abs() < 1.0 {
-            (a.cy() - 6.0, b.cy() + 6.0)
+fn write_edges(out: &mut String, c: &Cluster, flows: &[Flow<'_>], l: &Layout) -> std::fmt::Result {
+    for route in &l.routes {
+        let f = &flows[route.flow];
+        let stale = f.stale();
+        let (colour, dash, arrow, text_fill) = if stale {
+            (STALE, " stroke-dasharray=\"6 4\"", "arrow-stale", STALE)
         } else {
-            (a.cy(), b.cy())
+            (EDGE, "", "arrow", "#0d47a1")
         };
-        ((x0, y0), (x0 + bow, y0), (x3 + bow, y3), (x3, y3))
-    };
-    let d = format!(
-        "M{:.1},{:.1} C{:.1},{:.1} {:.1},{:.1} {:.1},{:.1}",
-        p0.0, p0.1, c0.0, c0.1, c1.0, c1.1, p3.0, p3.1
-    );
-    // The curve's point at t = 1/2.
-    let mid = (
-        (p0.0 + 3.0 * c0.0 + 3.0 * c1.0 + p3.0) / 8.0,
-        (p0.1 + 3.0 * c0.1 + 3.0 * c1.1 + p3.1) / 8.0,
-    );
-    (d, mid)
-}
-
-fn write_edges(out: &mut String, c: &Cluster, l: &Layout) -> std::fmt::Result {
-    for f in c.flows() {
-        let from = l
-            .services
-            .get(&(f.from_host.to_owned(), f.from_service.to_owned()));
-        let to = l
-            .services
-            .get(&(f.to_host.to_owned(), f.to_service.to_owned()));
-        let (Some(a), Some(b)) = (from, to) else {
-            continue;
+        let last = match f.last_crossed_ms() {
+            Some(ms) => format!("last message {} ({})", utc(ms), ago(c.now_ms, ms)),
+            None => "no message seen".to_owned(),
         };
-        let (d, (mx, my)) = edge_path(a, b);
+        let state = if stale {
+            format!(
+                "stale: no message for {}; {last}",
+                duration(c.edge_stale_after_ms)
+            )
+        } else {
+            last.clone()
+        };
         writeln!(
             out,
-            "<g class=\"edge\" data-from-host=\"{}\" data-from-service=\"{}\" data-to-host=\"{}\" data-to-service=\"{}\" data-topics=\"{}\">",
+            "<g class=\"edge{}\" data-from-host=\"{}\" data-from-service=\"{}\" data-to-host=\"{}\" data-to-service=\"{}\" data-topics=\"{}\"{}>",
+            if stale { " stale" } else { "" },
             xml(f.from_host),
             xml(f.from_service),
             xml(f.to_host),
             xml(f.to_service),
-            f.edges.len()
-        )?;
-        writeln!(out, "<title>{}</title>", xml_lines(&f.detail()))?;
-        writeln!(
-            out,
-            "<path d=\"{d}\" fill=\"none\" stroke=\"#1565c0\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>"
+            f.edges.len(),
+            f.last_crossed_ms()
+                .map(|ms| format!(" data-last-crossed-ms=\"{ms}\""))
+                .unwrap_or_default()
         )?;
         writeln!(
             out,
-            "<text x=\"{mx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-family=\"monospace\" font-size=\"10\" fill=\"#0d47a1\" stroke=\"#fafafa\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>",
-            my - 4.0,
-            xml(&shorten(&f.label(), LABEL_CHARS))
+            "<title>{}</title>",
+            xml_lines(&format!("{}\n{state}", f.detail()))
+        )?;
+        let mut d = String::new();
+        for (i, (x, y)) in route.points.iter().enumerate() {
+            let _ = write!(d, "{}{x:.1},{y:.1}", if i == 0 { "M" } else { " L" });
+        }
+        writeln!(
+            out,
+            "<path d=\"{d}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\"{dash} marker-end=\"url(#{arrow})\"/>"
+        )?;
+        let b = &route.label_box;
+        writeln!(
+            out,
+            "<text class=\"edge-label\" x=\"{:.1}\" y=\"{:.1}\" font-family=\"monospace\" font-size=\"10\" fill=\"{text_fill}\" stroke=\"#fafafa\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>",
+            b.x,
+            b.y + b.h - 2.0,
+            xml(&route.label)
         )?;
         writeln!(out, "</g>")?;
     }
@@ -404,48 +360,4 @@ fn write_edges(out: &mut String, c: &Cluster, l: &Layout) -> std::fmt::Result {
 /// escaped on its own.
 fn xml_lines(s: &str) -> String {
     s.lines().map(xml).collect::<Vec<_>>().join("\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_few_hosts_sit_in_one_row_many_in_a_square() {
-        assert_eq!(columns(0), 1);
-        assert_eq!(columns(3), 3);
-        assert_eq!(columns(4), 4);
-        assert_eq!(columns(10), 4);
-        assert_eq!(columns(1000), 32);
-    }
-
-    #[test]
-    fn arrows_leave_the_side_facing_their_target() {
-        let a = Rect {
-            x: 0.0,
-            y: 0.0,
-            w: 100.0,
-            h: 20.0,
-        };
-        let right = Rect { x: 300.0, ..a };
-        let (d, mid) = edge_path(&a, &right);
-        assert!(d.starts_with("M100.0,10.0 "), "{d}");
-        assert!(d.ends_with(" 300.0,10.0"), "{d}");
-        assert_eq!(mid.0, 200.0);
-        assert!(mid.1 < 10.0, "rightwards arrows bend up: {mid:?}");
-        let (d, back) = edge_path(&right, &a);
-        assert!(
-            d.starts_with("M300.0,10.0 ") && d.ends_with(" 100.0,10.0"),
-            "{d}"
-        );
-        assert!(back.1 > 10.0, "leftwards arrows bend down: {back:?}");
-        // Same column: out of the right side and back in on the right.
-        let below = Rect { y: 60.0, ..a };
-        let (d, mid) = edge_path(&a, &below);
-        assert!(
-            d.starts_with("M100.0,10.0 ") && d.ends_with(" 100.0,70.0"),
-            "{d}"
-        );
-        assert!(mid.0 > 100.0);
-    }
 }

@@ -122,6 +122,10 @@ pub struct EdgeView {
     pub from: EndView,
     /// The consuming side.
     pub to: EndView,
+    /// When a message last crossed it, unix ms.
+    pub last_crossed_ms: Option<u64>,
+    /// No message crossed it for `edge_stale_after_ms`.
+    pub stale: bool,
 }
 
 /// The whole cluster, sorted.
@@ -133,6 +137,12 @@ pub struct Cluster {
     pub hosts: Vec<HostView>,
     /// Every edge, by (from, to).
     pub edges: Vec<EdgeView>,
+    /// Inputs no described output feeds (commands aside), sorted.
+    pub unfed: Vec<EndView>,
+    /// Outputs no described input reads, sorted.
+    pub unread: Vec<EndView>,
+    /// How long an edge may go without a message before it is stale, ms.
+    pub edge_stale_after_ms: u64,
 }
 
 impl Cluster {
@@ -147,7 +157,20 @@ impl Cluster {
         }
         self.edges.sort();
         self.edges.dedup();
+        self.unfed.sort();
+        self.unfed.dedup();
+        self.unread.sort();
+        self.unread.dedup();
         self
+    }
+
+    /// The topics of `service` on `host` that nothing feeds, in order.
+    pub fn unfed_of(&self, host: &str, service: &str) -> Vec<&str> {
+        self.unfed
+            .iter()
+            .filter(|e| e.host == host && e.service == service)
+            .map(|e| e.topic.as_str())
+            .collect()
     }
 
     /// How many hosts have each status: (online, offline, missing).
@@ -194,6 +217,16 @@ pub struct Flow<'a> {
 }
 
 impl Flow<'_> {
+    /// When a message last crossed any of its edges.
+    pub fn last_crossed_ms(&self) -> Option<u64> {
+        self.edges.iter().filter_map(|e| e.last_crossed_ms).max()
+    }
+
+    /// Every one of its edges is stale: nothing moves between the two.
+    pub fn stale(&self) -> bool {
+        self.edges.iter().all(|e| e.stale)
+    }
+
     /// The arrow's label: the topic of a single edge (`published → filter`
     /// where the consumer's filter differs), else how many topics and the
     /// consumer's filter when they share one.

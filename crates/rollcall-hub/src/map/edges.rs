@@ -24,6 +24,28 @@ pub struct Edge {
     pub from: Endpoint,
     /// The consuming side (an entry of its `inputs`).
     pub to: Endpoint,
+    /// When the hub last received a message on a topic both ends match
+    /// (the hub's clock, unix ms); null when it has received none since it
+    /// started following the publisher.
+    #[serde(default)]
+    pub last_crossed_ms: Option<u64>,
+    /// No message crossed it for the map's `edge_stale_after_ms`: either
+    /// its last one is older, or none came in that long of following the
+    /// publisher. A broken link shows as a stale edge.
+    #[serde(default)]
+    pub stale: bool,
+}
+
+impl Edge {
+    /// An edge nothing is known to have crossed yet.
+    pub fn new(from: Endpoint, to: Endpoint) -> Self {
+        Edge {
+            from,
+            to,
+            last_crossed_ms: None,
+            stale: false,
+        }
+    }
 }
 
 /// Whether some topic matches both MQTT filters `a` and `b` (plain topics are
@@ -94,10 +116,7 @@ pub(crate) fn compute<'a>(
         for input in candidates {
             let same_service = input.host == output.host && input.service == output.service;
             if !same_service && filters_overlap(&output.topic, &input.topic) {
-                edges.push(Edge {
-                    from: output.clone(),
-                    to: (*input).clone(),
-                });
+                edges.push(Edge::new(output.clone(), (*input).clone()));
             }
         }
     }
@@ -216,10 +235,7 @@ mod tests {
                 if (o.host != i.host || o.service != i.service)
                     && filters_overlap(&o.topic, &i.topic)
                 {
-                    brute.push(Edge {
-                        from: o.clone(),
-                        to: i.clone(),
-                    });
+                    brute.push(Edge::new(o.clone(), i.clone()));
                 }
             }
         }

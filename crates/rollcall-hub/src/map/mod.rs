@@ -46,7 +46,19 @@ pub struct MapConfig {
     /// roll-call are evicted, least recently heard from first; a change that
     /// still does not fit is refused. Hosts that answered are never evicted.
     pub max_bytes: usize,
+    /// A data-flow edge no message crossed for this long is stale: its last
+    /// message is older, or none came in this long of following the
+    /// publisher (see [`Edge::stale`]).
+    pub edge_stale_after_ms: u64,
 }
+
+/// The default [`MapConfig::edge_stale_after_ms`]: ten minutes, longer
+/// than any built-in service's refresh (the DHT22 and the system service
+/// publish every few seconds to a minute), so a stale edge is a link that
+/// stopped, not a slow sensor. Outputs published only on change (a GPIO
+/// input, a command) may well be quiet for longer: for them a stale edge
+/// says "nothing happened", and the tooltip says since when.
+pub const DEFAULT_EDGE_STALE_AFTER_MS: u64 = 600_000;
 
 /// The default [`MapConfig::max_bytes`]: 16 MiB, room for about 2,000
 /// hosts described as the built-in services describe themselves (a host
@@ -76,7 +88,7 @@ impl Default for MapConfig {
     /// Missing after 30 s unheard (three of `rollcall hub`'s default 10 s
     /// roll-calls), forgotten after an hour, at most 100,000 hosts of at most
     /// 256 services with 1024 value topics each, and [`DEFAULT_MAX_BYTES`]
-    /// in all.
+    /// in all; edges stale after [`DEFAULT_EDGE_STALE_AFTER_MS`].
     fn default() -> Self {
         MapConfig {
             stale_after_ms: 30_000,
@@ -85,6 +97,7 @@ impl Default for MapConfig {
             max_services: 256,
             max_values: 1024,
             max_bytes: DEFAULT_MAX_BYTES,
+            edge_stale_after_ms: DEFAULT_EDGE_STALE_AFTER_MS,
         }
     }
 }
@@ -309,6 +322,9 @@ pub struct ServiceRecord {
     pub last_seen_ms: u64,
     /// The latest value on each output topic.
     pub values: BTreeMap<String, ValueRecord>,
+    /// When the map first heard of it: an edge from it is stale only once
+    /// the hub has followed its outputs for `edge_stale_after_ms`.
+    followed_since_ms: u64,
     /// The output topics (or filters) it is indexed under.
     output_topics: Vec<String>,
     /// The filters the hub subscribes to for its values.
@@ -329,6 +345,7 @@ impl ServiceRecord {
             answered: None,
             last_seen_ms: now_ms,
             values: BTreeMap::new(),
+            followed_since_ms: now_ms,
             output_topics: Vec::new(),
             subscribed: Vec::new(),
             bytes: 0,
@@ -419,6 +436,29 @@ fn usable_filter(f: &str) -> bool {
         .iter()
         .enumerate()
         .all(|(i, l)| (*l == "#" && i + 1 == levels.len()) || *l == "+" || !l.contains(['#', '+']))
+}
+
+/// Whether an input topic is a command: the protocol's
+/// `/{host}/{app}/set/{item}` (or `/{host}/set/{app}/...`), which people,
+/// `rollcall set` and the dashboard write. Those are not data-flow inputs:
+/// nobody is expected to describe an output feeding them, so they are never
+/// flagged unfed (an output that does feed one still makes an edge).
+pub fn is_command(topic: &str) -> bool {
+    topic.split('/').take(4).any(|level| level == "set")
+}
+
+/// The edges of the map and what is wired wrong ([`ClusterMap::wiring`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wiring {
+    /// Every data-flow edge, sorted.
+    pub edges: Vec<Edge>,
+    /// Inputs (not commands, see [`is_command`]) that no described output
+    /// matches: a warning, something the service waits for that nothing
+    /// sends. In host, service, topic order.
+    pub unfed: Vec<Endpoint>,
+    /// Outputs no described input matches: informational (a sensor read by
+    /// people, or by a program that does not describe itself). In order.
+    pub unread: Vec<Endpoint>,
 }
 
 /// One host in the map.
@@ -848,8 +888,16 @@ impl ClusterMap {
 
     /// Every data-flow edge: one service's output topic (or filter) and
     /// another's input topic (or filter) that some topic matches both.
-    /// Services without interfaces take part with their flat fields.
-    pub fn edges(&self) -> Vec<Edge> {
+    /// Services without interfaces take part with their flat fields. Each
+    /// carries when a message last crossed it (from the values the hub
+    /// follows), and whether it is stale at `now_ms`.
+    pub fn edges(&self, now_ms: u64) -> Vec<Edge> {
+        self.wiring(now_ms).edges
+    }
+
+    /// The edges, and what the descriptions say is wired wrong: inputs no
+    /// described output feeds, outputs no described input reads.
+    pub fn wiring(&self, now_ms: u64) -> Wiring {
         let mut outputs = Vec::new();
         let mut inputs = Vec::new();
         for host in self.hosts.values() {
@@ -863,7 +911,42 @@ impl ClusterMap {
                 inputs.extend(service.inputs().into_iter().map(end));
             }
         }
-        edges::compute(outputs, &inputs)
+        let mut edges = edges::compute(outputs.iter().cloned(), &inputs);
+        let stale_after = self.config.edge_stale_after_ms;
+        for e in &mut edges {
+            let publisher = self
+                .hosts
+                .get(&e.from.host)
+                .and_then(|h| h.services.get(&e.from.service));
+            let Some(publisher) = publisher else { continue };
+            // Values are kept by the topic they came on, which matches the
+            // publisher's output; it crossed this edge if the input matches too.
+            e.last_crossed_ms = publisher
+                .values
+                .iter()
+                .filter(|(topic, _)| matches(&e.to.topic, topic) && matches(&e.from.topic, topic))
+                .map(|(_, v)| v.received_ms)
+                .max();
+            let since = e.last_crossed_ms.unwrap_or(publisher.followed_since_ms);
+            e.stale = now_ms.saturating_sub(since) > stale_after;
+        }
+        let fed: HashSet<&Endpoint> = edges.iter().map(|e| &e.to).collect();
+        let read: HashSet<&Endpoint> = edges.iter().map(|e| &e.from).collect();
+        let unfed = inputs
+            .iter()
+            .filter(|i| !is_command(&i.topic) && !fed.contains(i))
+            .cloned()
+            .collect();
+        let unread = outputs
+            .iter()
+            .filter(|o| !read.contains(o))
+            .cloned()
+            .collect();
+        Wiring {
+            edges,
+            unfed,
+            unread,
+        }
     }
 
     /// The GPIO pins `host`'s services name, with conflicts (empty for a
@@ -904,10 +987,14 @@ impl ClusterMap {
                 }
             })
             .collect();
+        let wiring = self.wiring(now_ms);
         MapSnapshot {
             now_ms,
             hosts,
-            edges: self.edges(),
+            edges: wiring.edges,
+            unfed: wiring.unfed,
+            unread: wiring.unread,
+            edge_stale_after_ms: self.config.edge_stale_after_ms,
         }
     }
 

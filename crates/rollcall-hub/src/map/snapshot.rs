@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use rollcall_proto::{Description, Health};
 use serde::{Deserialize, Serialize};
 
-use super::{Edge, PinConflict, PinUse};
+use super::{Edge, Endpoint, PinConflict, PinUse};
 
 /// Whether a host is up, as far as the hub can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -99,8 +99,18 @@ pub struct MapSnapshot {
     pub now_ms: u64,
     /// Every host, by name.
     pub hosts: Vec<HostSnapshot>,
-    /// Every data-flow edge.
+    /// Every data-flow edge, with when a message last crossed it.
     pub edges: Vec<Edge>,
+    /// Inputs no described output matches (commands, `.../set/...`, aside):
+    /// a warning.
+    #[serde(default)]
+    pub unfed: Vec<Endpoint>,
+    /// Outputs no described input matches: informational.
+    #[serde(default)]
+    pub unread: Vec<Endpoint>,
+    /// How long an edge may go without a message before it is stale.
+    #[serde(default)]
+    pub edge_stale_after_ms: u64,
 }
 
 impl MapSnapshot {

@@ -596,7 +596,7 @@ fn edges_join_outputs_to_inputs_through_wildcards_on_both_sides() {
         0,
     );
     let edges: Vec<(String, String)> = map
-        .edges()
+        .edges(0)
         .into_iter()
         .map(|e| {
             (
@@ -618,6 +618,109 @@ fn edges_join_outputs_to_inputs_through_wildcards_on_both_sides() {
 }
 
 #[test]
+fn wiring_flags_unfed_inputs_and_unread_outputs_but_not_commands() {
+    let mut map = ClusterMap::new();
+    let describe = |map: &mut ClusterMap, host: &str, f: &str, i: &[&str], o: &[&str]| {
+        map.apply_message(
+            &t(),
+            &format!("/{host}/{f}/$description"),
+            &description(f, i, o),
+            0,
+        );
+    };
+    describe(
+        &mut map,
+        "a",
+        "sensor",
+        &[],
+        &["/a/sensor/temp", "/a/sensor/rh"],
+    );
+    // Reads the sensor, and a topic nobody writes, and takes commands.
+    describe(
+        &mut map,
+        "b",
+        "display",
+        &[
+            "/+/sensor/temp",
+            "/b/display/text",
+            "/b/display/set/+",
+            "/b/set/display/x",
+        ],
+        &[],
+    );
+    let w = map.wiring(0);
+    let ends = |v: &[Endpoint]| -> Vec<String> {
+        v.iter()
+            .map(|e| format!("{}/{} {}", e.host, e.service, e.topic))
+            .collect()
+    };
+    assert_eq!(ends(&w.unfed), ["b/display /b/display/text"]);
+    assert_eq!(ends(&w.unread), ["a/sensor /a/sensor/rh"]);
+    assert_eq!(w.edges.len(), 1);
+    assert_eq!(map.snapshot(0).unfed, w.unfed);
+    // Something starts writing the text: it is fed; the command topics
+    // stay unflagged whether fed or not.
+    describe(&mut map, "c", "clock", &[], &["/b/display/text"]);
+    let w = map.wiring(0);
+    assert!(w.unfed.is_empty(), "{:?}", w.unfed);
+    assert!(crate::is_command("/h/gpio/set/pump") && crate::is_command("/h/set/gpio/pump"));
+    assert!(!crate::is_command("/h/gpio/settings") && !crate::is_command("/h/a/b/c/set"));
+}
+
+#[test]
+fn an_edge_carries_its_last_message_and_goes_stale_without_one() {
+    let stale_after = 60_000;
+    let mut map = ClusterMap::with_config(MapConfig {
+        edge_stale_after_ms: stale_after,
+        ..MapConfig::default()
+    });
+    map.apply_message(
+        &t(),
+        "/a/sensor/$description",
+        &description("sensor", &[], &["/a/sensor/+"]),
+        1_000,
+    );
+    map.apply_message(
+        &t(),
+        "/b/fan/$description",
+        &description("fan", &["/a/sensor/temp"], &[]),
+        1_000,
+    );
+    map.apply_message(
+        &t(),
+        "/c/log/$description",
+        &description("log", &["/a/sensor/rh"], &[]),
+        1_000,
+    );
+    let edge = |map: &ClusterMap, now: u64, to: &str| -> Edge {
+        map.edges(now)
+            .into_iter()
+            .find(|e| e.to.service == to)
+            .unwrap()
+    };
+    // Nothing yet, and not followed for long: not stale.
+    let e = edge(&map, 30_000, "fan");
+    assert_eq!((e.last_crossed_ms, e.stale), (None, false));
+    // Followed for longer than the limit with nothing: stale.
+    assert!(edge(&map, 1_000 + stale_after + 1, "fan").stale);
+    // A reading of the temperature crosses the fan's edge, not the log's.
+    map.apply_message(&t(), "/a/sensor/temp", br#"{"value":21}"#, 70_000);
+    let e = edge(&map, 70_500, "fan");
+    assert_eq!((e.last_crossed_ms, e.stale), (Some(70_000), false));
+    let log = edge(&map, 70_500, "log");
+    assert_eq!((log.last_crossed_ms, log.stale), (None, true));
+    // Past the limit after it, stale again; a new reading makes it live.
+    assert!(edge(&map, 70_000 + stale_after + 1, "fan").stale);
+    assert!(!edge(&map, 70_000 + stale_after, "fan").stale);
+    map.apply_message(&t(), "/a/sensor/temp", br#"{"value":21}"#, 200_000);
+    let e = edge(&map, 200_000, "fan");
+    assert_eq!((e.last_crossed_ms, e.stale), (Some(200_000), false));
+    let s = map.snapshot(200_000);
+    assert_eq!(s.edge_stale_after_ms, stale_after);
+    assert_eq!(s.edges.iter().filter(|e| e.stale).count(), 1);
+}
+
+#[test]
 fn answers_without_interfaces_take_part_in_edges_with_their_flat_fields() {
     let mut map = ClusterMap::new();
     let answer =
@@ -632,7 +735,7 @@ fn answers_without_interfaces_take_part_in_edges_with_their_flat_fields() {
         0,
     )
     .unwrap();
-    let edges = map.edges();
+    let edges = map.edges(0);
     assert_eq!(edges.len(), 1);
     assert_eq!(edges[0].from.service, "ctl");
     assert_eq!(edges[0].to.topic, "/p/pump/+");

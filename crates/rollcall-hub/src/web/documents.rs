@@ -21,7 +21,7 @@ pub const MAX_DOCUMENT_BYTES: usize = 32 << 20;
 #[derive(Debug, Clone)]
 struct Built {
     format: Format,
-    generation: u64,
+    generation: Generation,
     result: Result<Bytes, TooLarge>,
 }
 
@@ -45,6 +45,22 @@ pub(super) struct Documents {
     /// What was built, of the latest generation only; also held while a
     /// document is built.
     built: Arc<Mutex<Vec<Built>>>,
+}
+
+/// What a document was built from: the map's generation and, for the
+/// documents that show which edges are stale, the step of time it was built
+/// in. An edge goes stale with time alone, not with a change to the map, so
+/// those are built again at most once a step (a tenth of
+/// `edge_stale_after`, between 1 s and a minute); the AsyncAPI document
+/// does not show it and stays as long as the generation does.
+type Generation = (u64, u64);
+
+fn generation_of(map: &crate::ClusterMap, format: Format, now_ms: u64) -> Generation {
+    let step = match format {
+        Format::AsyncApi => return (map.generation(), 0),
+        _ => (map.config().edge_stale_after_ms / 10).clamp(1_000, 60_000),
+    };
+    (map.generation(), now_ms / step)
 }
 
 fn lock(m: &Mutex<Vec<Built>>) -> std::sync::MutexGuard<'_, Vec<Built>> {
@@ -72,7 +88,7 @@ impl Documents {
         // The turn goes with the build: a request dropped while its build
         // runs does not let the next request start another beside it.
         let turn = Arc::clone(&self.turn).lock_owned().await;
-        let generation = shared.lock_map().generation();
+        let generation = generation_of(&shared.lock_map(), format, crate::now_ms());
         // A build still running holds the list; the blocking thread waits
         // for it, never the runtime's.
         if let Ok(built) = self.built.try_lock()
@@ -86,7 +102,8 @@ impl Documents {
             let mut built = lock(&built);
             let (snapshot, generation) = {
                 let map = shared.lock_map();
-                (map.snapshot(crate::now_ms()), map.generation())
+                let now = crate::now_ms();
+                (map.snapshot(now), generation_of(&map, format, now))
             };
             if let Some(hit) = find(&built, format, generation) {
                 return hit;
@@ -97,7 +114,7 @@ impl Documents {
             drop(snapshot);
             // Older generations are of no use any more; the newest entries
             // stay within the cap, this one first.
-            built.retain(|b| b.generation == generation && b.format != format);
+            built.retain(|b| b.generation.0 == generation.0 && b.format != format);
             built.insert(
                 0,
                 Built {
@@ -129,7 +146,11 @@ impl Documents {
     }
 }
 
-fn find(built: &[Built], format: Format, generation: u64) -> Option<Result<Bytes, TooLarge>> {
+fn find(
+    built: &[Built],
+    format: Format,
+    generation: Generation,
+) -> Option<Result<Bytes, TooLarge>> {
     built
         .iter()
         .find(|b| b.format == format && b.generation == generation)

@@ -93,7 +93,12 @@ function shapeOf(map) {
   return JSON.stringify((map.hosts || []).map((h) => [
     h.name, h.status, h.ipaddr, h.extaddr, h.pin_conflicts,
     (h.services || []).map((s) => [s.name, s.present, s.health, s.description, Object.keys(s.values || {})]),
-  ]));
+  ]).concat([map.unfed || []]));
+}
+
+// The topics of a service that nothing feeds (`unfed` in /api/map).
+function unfedOf(map, host, service) {
+  return (map.unfed || []).filter((e) => e.host === host && e.service === service).map((e) => e.topic);
 }
 
 function draw() {
@@ -102,8 +107,12 @@ function draw() {
   const hosts = map.hosts || [];
   const online = hosts.filter((h) => h.status === 'online').length;
   const services = hosts.reduce((n, h) => n + (h.services || []).length, 0);
+  const edges = map.edges || [];
+  const stale = edges.filter((e) => e.stale).length;
+  const unfed = (map.unfed || []).length;
   document.getElementById('summary').textContent =
-    `${online} of ${hosts.length} hosts online, ${services} services, ${(map.edges || []).length} data-flow edges`;
+    `${online} of ${hosts.length} hosts online, ${services} services, ${edges.length} data-flow edges` +
+    (stale ? `, ${stale} stale` : '') + (unfed ? `, ${unfed} unfed ${unfed === 1 ? 'input' : 'inputs'}` : '');
   const shape = shapeOf(map);
   if (shape !== state.shape) {
     if (busy()) {
@@ -199,11 +208,23 @@ function serviceBlock(host, s) {
     el('h3', {},
       s.name,
       present ? null : el('span', { class: 'badge missing', text: 'missing' }),
-      health ? el('span', { class: `badge ${health.status}`, text: health.status }) : null),
+      health ? el('span', { class: `badge ${health.status}`, text: health.status }) : null,
+      unfedBadge(host, s)),
     d.doc ? el('p', { class: 'doc', text: d.doc }) : null,
     health && health.reason ? el('p', { class: 'reason', text: health.reason }) : null,
     rows.length ? el('table', { class: 'items' }, el('tbody', {}, rows)) : null,
     topicList.length ? el('details', { class: 'topics' }, el('summary', { text: 'topics' }), el('ul', {}, topicList)) : null);
+}
+
+// A warning on a service with an input nothing feeds.
+function unfedBadge(host, s) {
+  const topics = unfedOf(state.map, host.name, s.name);
+  if (!topics.length) return null;
+  return el('span', {
+    class: 'badge unfed',
+    text: 'unfed input',
+    title: `nothing described writes ${topics.join(', ')}`,
+  });
 }
 
 // The item of a `/{host}/{service}/set/{item}` topic, whatever the root.
@@ -383,14 +404,32 @@ async function setValue(host, service, item, value) {
 
 function drawFlow(map) {
   const edges = map.edges || [];
-  // Redraw the picture only when hosts, services or edges change.
-  const picture = JSON.stringify([state.shape, edges]);
+  const end = (e) => `${e.host}/${e.service}`;
+  // When a message last crossed each edge: kept current at every draw.
+  document.getElementById('edges').replaceChildren(...edges.map((e) =>
+    el('li', { class: e.stale ? 'stale' : '' }, `${end(e.from)} → ${end(e.to)} `,
+      el('code', { text: e.from.topic === e.to.topic ? e.from.topic : `${e.from.topic} → ${e.to.topic}` }),
+      ' ',
+      e.stale ? el('span', { class: 'badge stale', text: 'stale' }) : null,
+      el('span', { class: 'crossed', text: e.last_crossed_ms ? ` last message ${ago(e.last_crossed_ms)}` : ' no message seen' }))));
+  const topicList = (list) => el('ul', {}, list.map((e) => el('li', {}, `${end(e)} `, el('code', { text: e.topic }))));
+  const unfed = map.unfed || [];
+  const unread = map.unread || [];
+  document.getElementById('wiring').replaceChildren(
+    unfed.length
+      ? el('div', { class: 'unfed' },
+        el('p', { text: `Unfed ${unfed.length === 1 ? 'input' : 'inputs'}: nothing described writes ${unfed.length === 1 ? 'it' : 'them'}.` }),
+        topicList(unfed))
+      : el('p', { class: 'empty', text: 'Every input is fed by a described output.' }),
+    unread.length
+      ? el('details', { class: 'unread' },
+        el('summary', { text: `${unread.length} unread ${unread.length === 1 ? 'output' : 'outputs'} (for information: read by people, or by nothing described)` }),
+        topicList(unread))
+      : null);
+  // Redraw the picture only when hosts, services, edges or their staleness change.
+  const picture = JSON.stringify([state.shape, edges.map((e) => [e.from, e.to, e.stale]), unfed]);
   if (picture === state.picture) return;
   state.picture = picture;
-  const end = (e) => `${e.host}/${e.service}`;
-  document.getElementById('edges').replaceChildren(...edges.map((e) =>
-    el('li', {}, `${end(e.from)} → ${end(e.to)} `,
-      el('code', { text: e.from.topic === e.to.topic ? e.from.topic : `${e.from.topic} → ${e.to.topic}` }))));
   document.getElementById('flow-picture').src = `/api/docs/cluster.svg?v=${Date.now()}`;
 }
 
