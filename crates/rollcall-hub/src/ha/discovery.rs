@@ -240,7 +240,7 @@ fn origin() -> Value {
 fn hub_entity(options: &HaOptions) -> Entity {
     let config = json!({
         "name": "hub",
-        "unique_id": format!("rollcall:{HUB_IDENTIFIER}:hub"),
+        "unique_id": format!("rollcall:{HUB_IDENTIFIER}:binary_sensor:hub"),
         "state_topic": options.hub_topic(),
         "payload_on": "online",
         "payload_off": "offline",
@@ -330,9 +330,11 @@ fn service_entities(
         let mut config = common(host, node, options);
         config.insert("name".into(), format!("{} {}", service.name, i.name).into());
         let object_id = object_id(&service.name, &i.name);
+        // The component too: an input and an output of the same name but
+        // different types are two entities of different components.
         config.insert(
             "unique_id".into(),
-            format!("rollcall:{node}:{object_id}").into(),
+            format!("rollcall:{node}:{component}:{object_id}").into(),
         );
         if diagnostic {
             config.insert("entity_category".into(), "diagnostic".into());

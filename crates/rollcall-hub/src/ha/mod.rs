@@ -56,9 +56,9 @@ pub struct HaConfig {
     /// How long after a change of the map the configs are brought up to
     /// date (changes within it are taken together).
     pub debounce: Duration,
-    /// How long after start configs published by an earlier run, and no
-    /// longer wanted, are left alone: until then the map may not yet know
-    /// every host that is there.
+    /// How long after start what an earlier run published is left as it
+    /// is (not changed, not cleared): until then the map may not yet know
+    /// every host that is there, nor each host's version.
     pub orphan_grace: Duration,
     /// Home Assistant's birth message is answered after a random delay up
     /// to this (so that many publishers do not all answer at once).
@@ -191,23 +191,32 @@ impl Published {
 
     /// What to publish to make the broker retain `desired`: each desired
     /// payload not retained as it is (every one with `all`), then an empty
-    /// payload for each owned topic no longer desired, those learned from
-    /// an earlier run only once `clear_learned`.
+    /// payload for each owned topic no longer desired.
+    ///
+    /// What an earlier run left is changed or cleared only once `settled`:
+    /// until then the map may not know every host, or a host's version
+    /// (that comes with its first answer), and a restart would churn
+    /// configs that end up as they were.
     pub fn plan(
         &self,
         desired: &BTreeMap<String, Vec<u8>>,
-        clear_learned: bool,
+        settled: bool,
         all: bool,
     ) -> Vec<(String, Vec<u8>)> {
         let mut out: Vec<(String, Vec<u8>)> = desired
             .iter()
-            .filter(|(t, p)| all || self.entries.get(*t).is_none_or(|e| &e.payload != *p))
+            .filter(|(t, p)| {
+                all || match self.entries.get(*t) {
+                    None => true,
+                    Some(e) => &e.payload != *p && (e.this_run || settled),
+                }
+            })
             .map(|(t, p)| (t.clone(), p.clone()))
             .collect();
         out.extend(
             self.entries
                 .iter()
-                .filter(|(t, e)| !desired.contains_key(*t) && (e.this_run || clear_learned))
+                .filter(|(t, e)| !desired.contains_key(*t) && (e.this_run || settled))
                 .map(|(t, _)| (t.clone(), Vec::new())),
         );
         out
@@ -356,7 +365,7 @@ async fn sync(
     options: &HaOptions,
     published: &mut Published,
     skipped: &mut BTreeSet<Skipped>,
-    clear_learned: bool,
+    settled: bool,
     all: bool,
 ) -> Result<(), HubError> {
     let wanted = discovery(&shared.snapshot(), options);
@@ -372,7 +381,7 @@ async fn sync(
         skipped: wanted.skipped,
         refused: published.refused(),
     });
-    let plan = published.plan(&wanted.messages, clear_learned, all);
+    let plan = published.plan(&wanted.messages, settled, all);
     let (mut set, mut cleared) = (0, 0);
     for (topic, payload) in plan {
         if let Err(error) = session

@@ -42,9 +42,10 @@ fn config<'a>(c: &'a BTreeMap<String, Value>, topic: &str) -> &'a Value {
 fn check_common(topic: &str, c: &Value, host: &str) {
     let node = topic.split('/').nth(2).unwrap();
     let object = topic.split('/').nth(3).unwrap();
+    let component = topic.split('/').nth(1).unwrap();
     assert_eq!(
         c["unique_id"],
-        format!("rollcall:{node}:{object}"),
+        format!("rollcall:{node}:{component}:{object}"),
         "{topic}"
     );
     assert_eq!(
@@ -703,8 +704,23 @@ fn a_restarted_hub_publishes_nothing_twice_and_clears_what_it_no_longer_wants_af
         ),
     ]
     .into();
-    // Within the grace: nothing to do (the map may not know h1's `old` yet).
+    // Within the grace: nothing to do (the map may not know h1's `old`
+    // yet); a changed config of an earlier run waits too, a new one not.
     assert_eq!(p.plan(&desired, false, false), vec![]);
+    let mut changed = desired.clone();
+    changed.insert(CFG.to_owned(), OURS2.to_vec());
+    changed.insert(
+        "homeassistant/sensor/h1/s_new/config".to_owned(),
+        OURS.to_vec(),
+    );
+    assert_eq!(
+        p.plan(&changed, false, false),
+        vec![(
+            "homeassistant/sensor/h1/s_new/config".to_owned(),
+            OURS.to_vec()
+        )]
+    );
+    assert_eq!(p.plan(&changed, true, false).len(), 3, "changed, new, gone");
     // After it: the one no longer wanted is cleared.
     let plan = p.plan(&desired, true, false);
     assert_eq!(plan, vec![(gone.to_owned(), Vec::new())]);
