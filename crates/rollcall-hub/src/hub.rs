@@ -437,7 +437,9 @@ impl HubShared {
         lock(&self.ha_status).clone()
     }
 
-    pub(crate) fn set_ha_status(&self, status: HaStatus) {
+    /// Sets what `/api/map` shows of discovery (the discovery loop does,
+    /// after each round).
+    pub fn set_ha_status(&self, status: HaStatus) {
         *lock(&self.ha_status) = Some(status);
     }
 

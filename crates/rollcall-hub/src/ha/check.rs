@@ -203,13 +203,13 @@ fn common(c: &Map<String, Value>) -> Result<(), String> {
         one_of(c, "availability_mode", &["all", "any", "latest"])?;
     }
     one_of(c, "entity_category", &["config", "diagnostic"])?;
-    if let Some(origin) = c.get("origin") {
-        if !origin
-            .get("name")
-            .is_some_and(|n| n.as_str().is_some_and(|s| !s.is_empty()))
-        {
-            return Err("`origin.name` is required in an origin".into());
-        }
+    let origin_named = c.get("origin").map(|o| {
+        o.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    });
+    if origin_named == Some(false) {
+        return Err("`origin.name` is required in an origin".into());
     }
     Ok(())
 }
