@@ -105,22 +105,36 @@ fn home_assistant_takes_every_demo_config_and_refuses_what_the_hub_refuses() {
         without("event", "state_topic"),
         with("number", "min", json!(5000)),
         with("number", "step", json!(0.0001)),
-        with("sensor", "options", json!(["a", "b"])),
         with("sensor", "state_class", json!("sometimes")),
         with("text", "max", json!(300)),
         with("switch", "command_topic", json!("/h/gpio/set/+")),
         with("sensor", "availability_mode", json!("most")),
+    ];
+    // Refused by the hub, though 2024.3's schema lets them through: it
+    // drops `options` (later releases take it, for enum sensors only), and
+    // refuses a sensor of category `config` only when it adds the entity.
+    let later = [
+        with("sensor", "options", json!(["a", "b"])),
         with("sensor", "entity_category", json!("config")),
     ];
-    let verdicts = home_assistant(&python, &wrong);
-    for ((component, config), verdict) in wrong.iter().zip(&verdicts) {
+    for (component, config) in &later {
         assert!(
             check_config(component, config).is_err(),
             "the hub took {component} {config}"
         );
+    }
+    let verdicts = home_assistant(&python, &wrong);
+    let taken: Vec<String> = wrong
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, v)| !v.starts_with("refused"))
+        .map(|((c, config), _)| format!("{c} {config}"))
+        .collect();
+    for (component, config) in &wrong {
         assert!(
-            verdict.starts_with("refused"),
-            "Home Assistant took {component} {config}"
+            check_config(component, config).is_err(),
+            "the hub took {component} {config}"
         );
     }
+    assert!(taken.is_empty(), "Home Assistant took {taken:#?}");
 }

@@ -162,7 +162,10 @@ async fn api_map_is_the_snapshot_as_json() {
     assert_eq!(gpio["health"]["status"], "ok");
     assert_eq!(gpio["values"]["/pizero2/gpio/output/lamp"]["value"], 1);
     assert_eq!(host["pins"][0]["pin"], 23);
-    assert!(map.get("ha_discovery").is_none(), "only with --ha-discovery");
+    assert!(
+        map.get("ha_discovery").is_none(),
+        "only with --ha-discovery"
+    );
 
     // With Home Assistant discovery: what it skipped, in an added field.
     s.set_ha_status(rollcall_hub::ha::HaStatus {

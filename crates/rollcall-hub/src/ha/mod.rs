@@ -330,6 +330,17 @@ pub async fn run_ha(
                 false
             }
         };
+        if !session.is_connected() {
+            // A publish while disconnected may be lost: try again soon,
+            // from what the broker is known to hold.
+            let soon = Instant::now() + Duration::from_secs(1);
+            if all {
+                announce_at = Some(soon);
+            } else {
+                next_sync = Some(soon);
+            }
+            continue;
+        }
         next_sync = None;
         if all {
             announce_at = None;
