@@ -139,9 +139,10 @@ struct Entity {
     config: serde_json::Map<String, Value>,
 }
 
-/// Makes `name` an id of `[a-zA-Z0-9_-]`: other characters become `_`, and
-/// a name that had any (or was empty) gets 8 hex digits of its digest, so
-/// that two names that differ only there stay apart.
+/// Makes `name` an id of `[a-zA-Z0-9_-]`, at most [`MAX_ID`] bytes: other
+/// characters become `_`, and a name that had any (or was empty, or
+/// longer) gets 8 hex digits of its digest, so that two names that differ
+/// only there stay apart.
 pub fn clean_id(name: &str) -> String {
     let cleaned: String = name
         .chars()
@@ -153,15 +154,22 @@ pub fn clean_id(name: &str) -> String {
             }
         })
         .collect();
-    if cleaned == name && !name.is_empty() {
+    if cleaned == name && !name.is_empty() && name.len() <= MAX_ID {
         cleaned
     } else {
-        format!(
-            "{cleaned}_{}",
-            &rollcall_proto::digest(name.as_bytes())[..8]
-        )
+        // Long names are cut (ids are ASCII here), so topics stay short.
+        let kept = &cleaned[..cleaned.len().min(MAX_ID - 9)];
+        format!("{kept}_{}", &rollcall_proto::digest(name.as_bytes())[..8])
     }
 }
+
+/// The longest id [`clean_id`] makes: a discovery topic stays far below
+/// what a broker takes, whatever the names.
+pub const MAX_ID: usize = 48;
+
+/// The largest config the hub publishes (its own are about 1 KB; topics
+/// and names from a description make the rest).
+pub const MAX_CONFIG: usize = 8 * 1024;
 
 /// The object id of a service's interface: `{service}_{interface}`. When the
 /// service's id has a `_` of its own, where it ends is ambiguous
@@ -189,8 +197,13 @@ pub fn discovery(snapshot: &MapSnapshot, options: &HaOptions) -> Discovery {
             "{}/{}/{node}/{}/config",
             options.prefix, entity.component, entity.object_id
         );
+        let bytes = serde_json::to_vec(&config).unwrap_or_default();
         let problem = match check_config(entity.component, &config) {
             Err(reason) => Some(reason),
+            Ok(()) if bytes.len() > MAX_CONFIG => Some(format!(
+                "the config would have {} bytes, more than {MAX_CONFIG}",
+                bytes.len()
+            )),
             Ok(()) if out.messages.contains_key(&topic) => {
                 Some(format!("its discovery topic `{topic}` is taken"))
             }
@@ -198,8 +211,7 @@ pub fn discovery(snapshot: &MapSnapshot, options: &HaOptions) -> Discovery {
         };
         match (problem, skip) {
             (None, _) => {
-                out.messages
-                    .insert(topic, serde_json::to_vec(&config).unwrap_or_default());
+                out.messages.insert(topic, bytes);
                 out.entities += 1;
             }
             (Some(reason), Some(mut skipped)) => {

@@ -25,8 +25,8 @@ use tracing::{debug, info, warn};
 
 pub use check::{check_config, device_class_for};
 pub use discovery::{
-    BOOL_TEMPLATE, BUTTON_TEMPLATE, Discovery, HUB_IDENTIFIER, HaOptions, ORIGIN_NAME,
-    STATE_TEMPLATE, Skipped, VALUE_TEMPLATE, clean_id, discovery, object_id, step_for,
+    BOOL_TEMPLATE, BUTTON_TEMPLATE, Discovery, HUB_IDENTIFIER, HaOptions, MAX_CONFIG, MAX_ID,
+    ORIGIN_NAME, STATE_TEMPLATE, Skipped, VALUE_TEMPLATE, clean_id, discovery, object_id, step_for,
 };
 
 use crate::{HubError, HubShared, MapEvent};
@@ -395,12 +395,20 @@ async fn sync(
     let plan = published.plan(&wanted.messages, settled, all);
     let (mut set, mut cleared) = (0, 0);
     for (topic, payload) in plan {
-        if let Err(error) = session
+        match session
             .publish(&topic, payload.clone(), Qos::AtLeastOnce, true)
             .await
         {
-            warn!(%error, %topic, "a discovery message could not be published");
-            return Err(error.into());
+            Ok(()) => {}
+            Err(rollcall_net::NetError::SessionClosed) => {
+                return Err(rollcall_net::NetError::SessionClosed.into());
+            }
+            // One message refused is not a reason to stop the hub: what
+            // made it came from a description, and the rest go on.
+            Err(error) => {
+                warn!(%error, %topic, "a discovery message could not be published");
+                continue;
+            }
         }
         debug!(%topic, cleared = payload.is_empty(), "discovery message published");
         if payload.is_empty() {

@@ -432,6 +432,33 @@ fn an_interface_that_cannot_be_mapped_is_skipped_with_its_reason_never_half_publ
     assert_eq!(flux["unit_of_measurement"], "Wb");
 }
 
+/// A description from anyone who can publish on the broker: names and
+/// topics that would make topics or configs too long for a broker are cut
+/// or skipped, never published.
+#[test]
+fn huge_names_and_topics_are_cut_or_skipped() {
+    let long_topic = format!("/h1/s/{}", "t".repeat(20_000));
+    let s = service(
+        &"s".repeat(64),
+        vec![],
+        vec![
+            Interface::new("n".repeat(1_000), "/h1/s/a", ValueType::Float),
+            Interface::new("b", long_topic, ValueType::Float),
+        ],
+    );
+    let d = discovery(
+        &map(vec![host("h1", vec![s])]),
+        &HaOptions::new("homeassistant"),
+    );
+    for (topic, payload) in &d.messages {
+        assert!(topic.len() <= rollcall_proto::topic::MAX_TOPIC, "{topic}");
+        assert!(payload.len() <= MAX_CONFIG);
+    }
+    assert_eq!(d.entities, 2, "the hub and the long-named reading");
+    assert_eq!(d.skipped.len(), 1);
+    assert!(d.skipped[0].reason.contains("bytes"), "{:?}", d.skipped);
+}
+
 #[test]
 fn a_host_that_is_not_online_says_so_and_a_host_that_is_gone_leaves_nothing() {
     let mut h = host(
@@ -574,6 +601,9 @@ fn ids_keep_to_the_allowed_characters_and_names_that_differ_stay_apart() {
     assert_ne!(clean_id("temp_c"), clean_id("temp.c"));
     assert_eq!(clean_id("temp.c"), clean_id("temp.c"), "stable");
     assert!(!clean_id("").is_empty());
+    let long = "x".repeat(10_000);
+    assert_eq!(clean_id(&long).len(), MAX_ID);
+    assert_ne!(clean_id(&long), clean_id(&"x".repeat(10_001)));
     assert_eq!(object_id("gpio", "pump_drive"), "gpio_pump_drive");
     // `a_b` + `c` and `a` + `b_c`: apart.
     assert_ne!(object_id("a_b", "c"), object_id("a", "b_c"));
