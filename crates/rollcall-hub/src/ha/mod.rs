@@ -14,6 +14,7 @@ mod discovery;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rollcall_net::{Message, Qos, SessionHandle};
@@ -339,6 +340,15 @@ pub async fn run_ha(
             } else {
                 next_sync = Some(soon);
             }
+            continue;
+        }
+        // The first round waits for the first roll-call (or the grace's
+        // end): before it the map knows no host's version, and each config
+        // would be published twice, without it and then with it. The
+        // roll-call's changes bring the round on.
+        let rollcalls = shared.metrics.rollcalls.load(Ordering::Relaxed);
+        if !all && !grace_over && rollcalls == 0 {
+            next_sync = None;
             continue;
         }
         next_sync = None;
