@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::docs::AsyncApiOptions;
+use crate::ha::{HaConfig, HaStatus};
 use crate::map::WatchChange;
 use crate::{
     ClusterMap, Descriptions, HubError, MapEvent, MapSnapshot, ScanOptions, ScanReport, Scanner,
@@ -66,6 +67,8 @@ pub struct HubConfig {
     /// ([`crate::scan::window_for`]) instead of `scan.window_ms`, which is
     /// then used only while none has.
     pub window_per_host: bool,
+    /// Publish Home Assistant MQTT discovery for the map (`--ha-discovery`).
+    pub ha_discovery: Option<HaConfig>,
 }
 
 impl HubConfig {
@@ -80,6 +83,7 @@ impl HubConfig {
             every: Some(every),
             expire_every: Duration::from_secs(1),
             window_per_host: false,
+            ha_discovery: None,
         }
     }
 
@@ -416,6 +420,7 @@ pub struct HubShared {
     link: Mutex<Option<Link>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Value>>>,
     next_id: AtomicU64,
+    ha_status: Mutex<Option<HaStatus>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -441,6 +446,7 @@ impl HubShared {
             link: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            ha_status: Mutex::new(None),
         }
     }
 
@@ -452,6 +458,18 @@ impl HubShared {
     /// The map as `/api/map` serves it, now.
     pub fn snapshot(&self) -> MapSnapshot {
         self.lock_map().snapshot(now_ms())
+    }
+
+    /// Home Assistant discovery's latest round (`None` without
+    /// `--ha-discovery`): `/api/map`'s `ha_discovery` field.
+    pub fn ha_status(&self) -> Option<HaStatus> {
+        lock(&self.ha_status).clone()
+    }
+
+    /// Sets what `/api/map` shows of discovery (the discovery loop does,
+    /// after each round).
+    pub fn set_ha_status(&self, status: HaStatus) {
+        *lock(&self.ha_status) = Some(status);
     }
 
     /// `/metrics`: the counters and the map's sizes, in Prometheus format.
@@ -636,6 +654,9 @@ pub async fn run_hub(
             "the roll-call and expiry intervals must be more than zero".into(),
         ));
     }
+    if let Some(ha) = &config.ha_discovery {
+        ha.check()?;
+    }
     // The hub's own embedded broker is logged in to as its in-process user.
     let (broker, login) = match (&config.embedded_broker, &config.broker) {
         (Some(options), _) => {
@@ -654,6 +675,7 @@ pub async fn run_hub(
     // one loop fails.
     let stop = shutdown.child_token();
     let tracker = TaskTracker::new();
+    let ha_stop = CancellationToken::new();
     let suffix = format!("{:08x}", rand::random::<u32>());
     // Under the answer prefix, where a broker's ACL lets every agent write
     // (examples/mosquitto/acl), on no host's topics, and on a `$` level,
@@ -692,14 +714,33 @@ pub async fn run_hub(
                 .await?;
         }
         watch.handle.subscribe(&reply_topic).await?;
-        Ok::<_, HubError>((scanner, watch))
+        // Home Assistant's session has a token of its own, cancelled after
+        // its loop has said `offline` (a clean DISCONNECT fires no will).
+        let ha = match &config.ha_discovery {
+            Some(ha) => {
+                let ha_config = SessionConfig {
+                    channel_capacity: crate::ha::BUFFER,
+                    max_packet_size: crate::ha::MAX_MESSAGE,
+                    last_will: Some(rollcall_net::Will {
+                        topic: ha.options.hub_topic(),
+                        payload: b"offline".to_vec(),
+                        retain: true,
+                    }),
+                    ..session(format!("rollcall-hub-ha-{suffix}"))
+                };
+                Some(Session::start(ha_config, ha_stop.clone(), &tracker)?)
+            }
+            None => None,
+        };
+        Ok::<_, HubError>((scanner, watch, ha))
     }
     .await;
-    let (scanner, watch) = match started {
+    let (scanner, watch, ha) = match started {
         Ok(started) => started,
         Err(e) => {
             // What did start (a session) stops before the error is returned.
             stop.cancel();
+            ha_stop.cancel();
             tracker.close();
             tracker.wait().await;
             return Err(e);
@@ -747,7 +788,27 @@ pub async fn run_hub(
         ),
         stop.clone(),
     ));
-    let (scan, watching) = tokio::join!(scan, watching);
+    let publishing = {
+        let (shared, stop, ha_stop) = (Arc::clone(&shared), stop.clone(), ha_stop.clone());
+        let ha_config = config.ha_discovery.clone();
+        async move {
+            // However the loop ends, its session ends after it.
+            let _ha_stop = ha_stop.drop_guard();
+            match (ha, ha_config) {
+                (Some(session), Some(ha_config)) => {
+                    crate::ha::run_ha(session.handle, session.incoming, ha_config, shared, stop)
+                        .await
+                }
+                // Nothing to publish; ending early would stop the hub.
+                _ => {
+                    stop.cancelled().await;
+                    Ok(())
+                }
+            }
+        }
+    };
+    let publishing = tracker.spawn(stop_on_exit(publishing, stop.clone()));
+    let (scan, watching, publishing) = tokio::join!(scan, watching, publishing);
     stop.cancel();
     *lock(&shared.link) = None;
     // Waiting requests learn that the hub stopped.
@@ -757,7 +818,7 @@ pub async fn run_hub(
     let joined = |r: Result<Result<(), HubError>, tokio::task::JoinError>| {
         r.unwrap_or_else(|e| Err(HubError::Invalid(format!("a hub task failed: {e}"))))
     };
-    joined(scan).and(joined(watching))
+    joined(scan).and(joined(watching)).and(joined(publishing))
 }
 
 /// Runs one of the hub's loops; when it ends, however it ends (an error, or

@@ -162,6 +162,30 @@ async fn api_map_is_the_snapshot_as_json() {
     assert_eq!(gpio["health"]["status"], "ok");
     assert_eq!(gpio["values"]["/pizero2/gpio/output/lamp"]["value"], 1);
     assert_eq!(host["pins"][0]["pin"], 23);
+    assert!(
+        map.get("ha_discovery").is_none(),
+        "only with --ha-discovery"
+    );
+
+    // With Home Assistant discovery: what it skipped, in an added field.
+    s.set_ha_status(rollcall_hub::ha::HaStatus {
+        prefix: "homeassistant".into(),
+        entities: 3,
+        skipped: vec![rollcall_hub::ha::Skipped {
+            host: "pizero2".into(),
+            service: "gpio".into(),
+            list: "inputs".into(),
+            interface: "outputs".into(),
+            reason: "a JSON document has no Home Assistant entity".into(),
+        }],
+        refused: 0,
+    });
+    let (_, _, body) = get(&s, "/api/map").await;
+    let map: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(map["hosts"], now["hosts"]);
+    assert_eq!(map["ha_discovery"]["prefix"], "homeassistant");
+    assert_eq!(map["ha_discovery"]["entities"], 3);
+    assert_eq!(map["ha_discovery"]["skipped"][0]["interface"], "outputs");
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rollcall_agent::{Agent, RawConfig};
+use rollcall_hub::ha::HaConfig;
 use rollcall_hub::{ClusterMap, HubConfig, HubShared, MapConfig, ScanOptions, Scanner};
 use rollcall_net::{BrokerUrl, EmbeddedBroker, NetError, Qos, SessionConfig};
 use rollcall_proto::Topics;
@@ -55,6 +56,15 @@ pub struct Args {
     broker: Option<BrokerUrl>,
     #[command(flatten)]
     login: LoginArgs,
+    /// Publish Home Assistant MQTT discovery for the demo's hosts under
+    /// this prefix (default `homeassistant`). See docs/home-assistant.md.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        num_args = 0..=1,
+        default_missing_value = rollcall_hub::ha::DEFAULT_PREFIX
+    )]
+    ha_discovery: Option<String>,
 }
 
 /// Where the demo's dashboard goes when no --http is given.
@@ -319,32 +329,44 @@ pub async fn run(args: Args) -> Result<()> {
         sends: 1,
         descriptions: Default::default(),
     };
-    let dashboard = match dashboard_listener(&args).await? {
-        Some(listener) => {
-            // The demo calls the roll itself (it prints each report) and
-            // hands the reports to the map; the hub only watches.
-            let every = Duration::from_secs(args.every);
-            let map = ClusterMap::with_config(MapConfig::for_rollcalls(every, opts.wait));
-            let shared = Arc::new(HubShared::with_map(Topics::default(), map));
-            let config = HubConfig {
-                login: login.clone(),
-                ..HubConfig::watching(broker.clone(), opts.clone())
-            };
-            let hub = tracker.spawn(rollcall_hub::run_hub(
-                config,
-                Arc::clone(&shared),
-                shutdown.clone(),
-            ));
-            let web = crate::hub::start_dashboard(
+    let listener = dashboard_listener(&args).await?;
+    // The hub runs for the dashboard, for Home Assistant, or both.
+    let dashboard = if listener.is_some() || args.ha_discovery.is_some() {
+        // The demo calls the roll itself (it prints each report) and
+        // hands the reports to the map; the hub only watches.
+        let every = Duration::from_secs(args.every);
+        let map = ClusterMap::with_config(MapConfig::for_rollcalls(every, opts.wait));
+        let shared = Arc::new(HubShared::with_map(Topics::default(), map));
+        let config = HubConfig {
+            login: login.clone(),
+            ha_discovery: args.ha_discovery.clone().map(HaConfig::new),
+            ..HubConfig::watching(broker.clone(), opts.clone())
+        };
+        if let Some(ha) = &config.ha_discovery {
+            ha.check()?;
+            eprintln!(
+                "rollcall demo: Home Assistant discovery under `{}/`",
+                ha.options.prefix
+            );
+        }
+        let hub = tracker.spawn(rollcall_hub::run_hub(
+            config,
+            Arc::clone(&shared),
+            shutdown.clone(),
+        ));
+        let web = match listener {
+            Some(listener) => Some(crate::hub::start_dashboard(
                 "rollcall demo",
                 listener,
                 Arc::clone(&shared),
                 args.access.access()?,
                 shutdown.clone(),
-            )?;
-            Some((shared, hub, web))
-        }
-        None => None,
+            )?),
+            None => None,
+        };
+        Some((shared, hub, web))
+    } else {
+        None
     };
     let mut ticker = tokio::time::interval(Duration::from_secs(args.every));
     let mut id = u64::from(crate::query::rand_id());
@@ -390,7 +412,7 @@ pub async fn run(args: Args) -> Result<()> {
         .context("the demo's irrigation task failed")??;
     if let Some((_, hub, web)) = dashboard {
         hub.await.context("the demo's hub task failed")??;
-        crate::hub::join_dashboard(Some(web)).await?;
+        crate::hub::join_dashboard(web).await?;
     }
     tracker.close();
     tracker.wait().await;

@@ -48,6 +48,16 @@ pub struct Args {
     /// a token. See docs/dashboard.md.
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// Publish Home Assistant MQTT discovery for the map under this prefix
+    /// (default `homeassistant`): an entity per GPIO pin, reading, DAC
+    /// channel and display, one device per host. See docs/home-assistant.md.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        num_args = 0..=1,
+        default_missing_value = rollcall_hub::ha::DEFAULT_PREFIX
+    )]
+    ha_discovery: Option<String>,
     #[command(flatten)]
     access: HttpAccessArgs,
 }
@@ -201,7 +211,14 @@ pub async fn run(args: Args) -> Result<()> {
         every: Some(every),
         expire_every: Duration::from_secs(1),
         window_per_host: args.rollcall.window_ms.is_none(),
+        ha_discovery: args
+            .ha_discovery
+            .clone()
+            .map(rollcall_hub::ha::HaConfig::new),
     };
+    if let Some(ha) = &config.ha_discovery {
+        ha.check()?;
+    }
     let signals = tokio_util::task::TaskTracker::new();
     let shutdown = rollcall_net::ctrl_c_token(&signals);
     let map = ClusterMap::with_config(MapConfig {

@@ -253,6 +253,21 @@ fn a_dashboard_others_can_reach_needs_a_token() {
 }
 
 #[test]
+fn a_bad_discovery_prefix_is_refused_before_anything_connects() {
+    // Nothing listens on this port: the error comes before connecting.
+    let broker = format!("mqtt://127.0.0.1:{}", free_tcp_port());
+    for prefix in ["ha/+", "ha/", "$SYS"] {
+        let refused = failed(
+            rollcall()
+                .args(["hub", "--broker", &broker, "--ha-discovery", prefix])
+                .output()
+                .unwrap(),
+        );
+        assert!(refused.contains("discovery prefix"), "{prefix}: {refused}");
+    }
+}
+
+#[test]
 fn login_flags_are_checked_before_anything_connects_and_never_printed() {
     let dir = tempfile::tempdir().unwrap();
     let not_pem = dir.path().join("ca.pem");

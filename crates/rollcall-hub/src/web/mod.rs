@@ -217,10 +217,24 @@ async fn api_map(State(web): State<Web>) -> Response {
     // The semaphore is never closed; if it were, serving without it is
     // no worse than before it existed.
     let _permit = web.snapshots.acquire().await.ok();
-    let mut r = axum::Json(web.shared.snapshot()).into_response();
+    let map = ApiMap {
+        map: web.shared.snapshot(),
+        ha_discovery: web.shared.ha_status(),
+    };
+    let mut r = axum::Json(map).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
+}
+
+/// `/api/map`: the map, and what the hub's Home Assistant discovery
+/// publishes and skips (only with `--ha-discovery`; an added field).
+#[derive(serde::Serialize)]
+struct ApiMap {
+    #[serde(flatten)]
+    map: crate::MapSnapshot,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ha_discovery: Option<crate::ha::HaStatus>,
 }
 
 /// Every map event as `event: map` with the event as JSON; `event: resync`

@@ -9,6 +9,7 @@ mod support;
 
 mod bme280;
 mod gpio;
+mod ha;
 mod hub;
 mod repeat;
 mod secure_broker;
