@@ -281,6 +281,8 @@ struct Shared {
     client: AsyncClient,
     /// The configured brokers, for error messages.
     brokers: String,
+    /// The broker of the latest accepted connection.
+    current: Mutex<Option<BrokerUrl>>,
     remembered: Mutex<Remembered>,
     connected: watch::Sender<bool>,
     counters: Counters,
@@ -504,6 +506,16 @@ impl SessionHandle {
         }
     }
 
+    /// The broker that accepted the latest connection (the one in use
+    /// while [`is_connected`](Self::is_connected)), if any did yet.
+    pub fn broker(&self) -> Option<BrokerUrl> {
+        self.shared
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     /// Whether the session is connected to the broker right now.
     pub fn is_connected(&self) -> bool {
         *self.shared.connected.borrow()
@@ -593,6 +605,7 @@ impl Session {
         let shared = Arc::new(Shared {
             client,
             brokers: config.brokers_text(),
+            current: Mutex::default(),
             remembered: Mutex::default(),
             connected: watch::Sender::new(false),
             counters: Counters::default(),
@@ -877,6 +890,11 @@ impl SessionLoop {
             Event::Incoming(Packet::ConnAck(_)) => {
                 Counters::bump(&self.shared.counters.connects);
                 self.subscriptions = SubscribeWatch::default();
+                *self
+                    .shared
+                    .current
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(self.broker().clone());
                 // rumqttc has just cleared `pending` (a clean session has
                 // nothing to resume) and sends it before anything queued.
                 let replay = self.shared.remembered().on_connected();

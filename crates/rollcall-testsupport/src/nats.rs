@@ -45,7 +45,8 @@ pub struct NodeConfig {
 }
 
 /// The configuration file of one node: JetStream on (MQTT needs it), its
-/// routes to the others, MQTT on `mqtt_port`, anonymous clients.
+/// routes to the others (none for a lone node), MQTT on `mqtt_port`,
+/// anonymous clients.
 pub fn node_config(node: &NodeConfig) -> String {
     let routes = node
         .routes
@@ -53,16 +54,24 @@ pub fn node_config(node: &NodeConfig) -> String {
         .map(|r| format!("\"{r}\""))
         .collect::<Vec<_>>()
         .join(", ");
+    // A lone node has no cluster block: JetStream would wait for peers.
+    let cluster = if node.routes.len() > 1 {
+        format!(
+            "cluster {{\n  name: \"{CLUSTER_NAME}\"\n  listen: \"{}:{}\"\n  routes: [{routes}]\n}}\n",
+            node.address, node.cluster_port
+        )
+    } else {
+        String::new()
+    };
     format!(
         "server_name: \"{name}\"\n\
          listen: \"{addr}:{client}\"\n\
          jetstream {{\n  store_dir: \"{store}\"\n}}\n\
-         cluster {{\n  name: \"{CLUSTER_NAME}\"\n  listen: \"{addr}:{cluster}\"\n  routes: [{routes}]\n}}\n\
+         {cluster}\
          mqtt {{\n  listen: \"{addr}:{mqtt}\"\n}}\n",
         name = node.name,
         addr = node.address,
         client = node.client_port,
-        cluster = node.cluster_port,
         mqtt = node.mqtt_port,
         store = node.store_dir.display(),
     )
@@ -349,7 +358,7 @@ mod tests {
 
     #[test]
     fn a_node_configuration_names_its_routes_jetstream_and_mqtt() {
-        let text = node_config(&NodeConfig {
+        let config = NodeConfig {
             name: "n1".into(),
             address: "198.18.0.2".into(),
             client_port: 4222,
@@ -360,7 +369,8 @@ mod tests {
                 "nats://198.18.0.3:6222".into(),
             ],
             store_dir: "/tmp/js".into(),
-        });
+        };
+        let text = node_config(&config);
         assert!(text.contains("server_name: \"n1\"\n"), "{text}");
         assert!(text.contains("store_dir: \"/tmp/js\""), "{text}");
         assert!(text.contains("listen: \"198.18.0.2:6222\""), "{text}");
