@@ -125,7 +125,8 @@ impl FromStr for BrokerUrl {
 
 /// The brokers one session may use, tried in turn: the nodes of one
 /// clustered broker (NATS with MQTT, for instance). Never empty, no URL
-/// twice. The session's login goes to these brokers only.
+/// twice, all plain MQTT or all TLS (one login, with one set of TLS files,
+/// goes to each). The session's login goes to these brokers only.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BrokerList(Vec<BrokerUrl>);
 
@@ -146,6 +147,11 @@ impl BrokerList {
         for (i, url) in urls.iter().enumerate() {
             if urls[..i].contains(url) {
                 return Err(list_error("a broker list names each broker once"));
+            }
+            if url.tls != urls[0].tls {
+                return Err(list_error(
+                    "a broker list mixes mqtt:// and mqtts://; the nodes of one cluster speak alike",
+                ));
             }
         }
         Ok(Self(urls))
@@ -262,15 +268,15 @@ mod tests {
 
     #[test]
     fn broker_lists_are_non_empty_and_name_each_broker_once() {
-        let list: BrokerList = "mqtt://a:1, b:2,mqtts://c".parse().unwrap();
+        let list: BrokerList = "mqtt://a:1, b:2,mqtt://c".parse().unwrap();
         assert_eq!(list.first(), &parse("a:1"));
-        assert_eq!(list.alternates(), [parse("b:2"), parse("mqtts://c")]);
-        assert_eq!(list.to_string(), "mqtt://a:1,mqtt://b:2,mqtts://c:8883");
+        assert_eq!(list.alternates(), [parse("b:2"), parse("mqtt://c")]);
+        assert_eq!(list.to_string(), "mqtt://a:1,mqtt://b:2,mqtt://c:1883");
         assert_eq!(list.to_string().parse::<BrokerList>().unwrap(), list);
         assert!(list.contains(&parse("b:2")) && !list.contains(&parse("b:3")));
         assert_eq!(BrokerList::from(parse("a")).iter().count(), 1);
         // The same broker spelt two ways is still the same broker.
-        for bad in ["", "a,", "a:1,mqtt://a:1", "a,b,http://c"] {
+        for bad in ["", "a,", "a:1,mqtt://a:1", "a,b,http://c", "mqtts://a,b"] {
             assert!(bad.parse::<BrokerList>().is_err(), "{bad:?} was accepted");
         }
         assert!(BrokerList::new(Vec::new()).is_err());
