@@ -6,7 +6,7 @@
 //! subscribes again when a broker refuses a subscription or never confirms
 //! it (a NATS node does both for some seconds after a peer died).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -236,12 +236,14 @@ impl Remembered {
         subscribes.chain(states).collect()
     }
 
-    /// A SUBSCRIBE for every remembered filter, for a broker that refused
-    /// or lost some: subscribing again to a filter replaces it.
-    fn subscribes(&self) -> Vec<Request> {
+    /// The remembered filters among `only` (all of them for `None`), for
+    /// a broker that refused or lost some: subscribing again to a filter
+    /// replaces it.
+    fn subscribes(&self, only: Option<&BTreeSet<String>>) -> Vec<(String, QoS)> {
         self.filters
             .iter()
-            .map(|(filter, qos)| Request::Subscribe(Subscribe::new(filter, *qos)))
+            .filter(|(filter, _)| only.is_none_or(|only| only.contains(*filter)))
+            .map(|(filter, qos)| (filter.clone(), *qos))
             .collect()
     }
 
@@ -622,6 +624,7 @@ impl Session {
             brokers: config.brokers().cloned().zip(options).collect(),
             current: 0,
             subscriptions: SubscribeWatch::default(),
+            refusals: Refusals::default(),
         };
         tracker.spawn(event_loop.run(shutdown));
         Ok(Session {
@@ -787,6 +790,54 @@ struct SessionLoop {
     /// The index in `brokers` of the broker in use.
     current: usize,
     subscriptions: SubscribeWatch,
+    /// Which filters the broker refused, so that only those are sent again.
+    refusals: Refusals,
+}
+
+/// The filters of the SUBSCRIBEs the loop itself queued (replays and
+/// retries), matched to their packet ids as they go out and to their
+/// SUBACKs as they come back. A refused subscription the handle sent (its
+/// filter unknown here) makes the retry cover every filter.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// Filters of SUBSCRIBEs in the event loop's `pending`, in order.
+    queued: VecDeque<String>,
+    /// Filters by packet id, written and not yet acknowledged.
+    in_flight: HashMap<u16, String>,
+    refused: BTreeSet<String>,
+    refused_unknown: bool,
+}
+
+impl Refusals {
+    /// A SUBSCRIBE went out; `left` is how many SUBSCRIBEs `pending` still
+    /// holds. rumqttc writes `pending` before anything the handle queued,
+    /// one request per poll, so one fewer there means it was ours.
+    fn on_sent(&mut self, pkid: u16, left: usize) {
+        if left < self.queued.len()
+            && let Some(filter) = self.queued.pop_front()
+        {
+            self.in_flight.insert(pkid, filter);
+        }
+    }
+
+    fn on_suback(&mut self, pkid: u16, refused: bool) {
+        let filter = self.in_flight.remove(&pkid);
+        if refused {
+            match filter {
+                Some(filter) => {
+                    self.refused.insert(filter);
+                }
+                None => self.refused_unknown = true,
+            }
+        }
+    }
+
+    /// Which filters to send again (`None`: all), forgetting the refusals.
+    fn take(&mut self) -> Option<BTreeSet<String>> {
+        let refused = std::mem::take(&mut self.refused);
+        let unknown = std::mem::take(&mut self.refused_unknown);
+        (!unknown && !refused.is_empty()).then_some(refused)
+    }
 }
 
 impl SessionLoop {
@@ -864,14 +915,30 @@ impl SessionLoop {
         }
     }
 
-    /// Sends a SUBSCRIBE for every remembered filter again.
+    /// Sends a SUBSCRIBE again for each refused filter, or for every
+    /// remembered filter when it is not known which were refused (or a
+    /// SUBACK never came).
     fn resubscribe(&mut self) {
         Counters::bump(&self.shared.counters.resubscribes);
-        let subscribes = self.shared.remembered().subscribes();
+        let only = self.refusals.take();
+        let subscribes = self.shared.remembered().subscribes(only.as_ref());
         warn!(broker = %self.broker(), filters = subscribes.len(),
             attempt = self.subscriptions.attempts,
             "the broker refused or did not confirm a subscription; subscribing again");
-        self.eventloop.pending.extend(subscribes);
+        for (filter, qos) in subscribes {
+            self.eventloop
+                .pending
+                .push_back(Request::Subscribe(Subscribe::new(&filter, qos)));
+            self.refusals.queued.push_back(filter);
+        }
+    }
+
+    fn pending_subscribes(&self) -> usize {
+        self.eventloop
+            .pending
+            .iter()
+            .filter(|request| matches!(request, Request::Subscribe(_)))
+            .count()
     }
 
     /// Drops a connection whose broker keeps refusing subscriptions, so that
@@ -898,6 +965,16 @@ impl SessionLoop {
                 // rumqttc has just cleared `pending` (a clean session has
                 // nothing to resume) and sends it before anything queued.
                 let replay = self.shared.remembered().on_connected();
+                self.refusals = Refusals::default();
+                self.refusals.queued = replay
+                    .iter()
+                    .filter_map(|request| match request {
+                        Request::Subscribe(subscribe) => {
+                            subscribe.filters.first().map(|f| f.path.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect();
                 self.eventloop.pending.extend(replay);
                 self.shared.set_connected(true);
                 true
@@ -912,11 +989,18 @@ impl SessionLoop {
                 self.shared.progress.send_modify(|p| p.written += 1);
                 false
             }
-            Event::Outgoing(Outgoing::Subscribe(_)) => {
+            Event::Outgoing(Outgoing::Subscribe(pkid)) => {
                 self.subscriptions.on_subscribe_sent(Instant::now());
+                let left = self.pending_subscribes();
+                self.refusals.on_sent(pkid, left);
                 false
             }
             Event::Incoming(Packet::SubAck(ack)) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .any(|code| matches!(code, SubscribeReasonCode::Failure));
+                self.refusals.on_suback(ack.pkid, refused);
                 // A refusal is not a confirmation: whoever waits for one
                 // waits for the retry's.
                 if self
@@ -1140,6 +1224,36 @@ mod tests {
             MAX_RESUBSCRIBES - 2
         );
         assert_eq!(verdicts.last(), Some(&false));
+    }
+
+    #[test]
+    fn only_the_refused_filters_are_sent_again_when_they_are_known() {
+        let mut refusals = Refusals {
+            queued: ["/a", "/b", "/c"].map(String::from).into(),
+            ..Refusals::default()
+        };
+        // Three of ours go out (two left, one, none), then one of the handle's.
+        refusals.on_sent(7, 2);
+        refusals.on_sent(8, 1);
+        refusals.on_sent(9, 0);
+        refusals.on_sent(10, 0);
+        refusals.on_suback(7, false);
+        refusals.on_suback(8, true);
+        refusals.on_suback(9, true);
+        assert_eq!(refusals.take(), Some(["/b", "/c"].map(String::from).into()));
+        assert_eq!(refusals.take(), None, "taken, nothing refused");
+        // A refused SUBSCRIBE of unknown filter: everything again.
+        refusals.on_suback(10, true);
+        assert_eq!(refusals.take(), None);
+        let mut remembered = Remembered::default();
+        remembered.subscribe("/a", QoS::AtLeastOnce);
+        remembered.subscribe("/b", QoS::AtMostOnce);
+        assert_eq!(remembered.subscribes(None).len(), 2);
+        let only = ["/b", "/gone"].map(String::from).into();
+        assert_eq!(
+            remembered.subscribes(Some(&only)),
+            [("/b".to_owned(), QoS::AtMostOnce)]
+        );
     }
 
     #[test]

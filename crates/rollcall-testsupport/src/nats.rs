@@ -47,6 +47,13 @@ pub struct NodeConfig {
 /// The configuration file of one node: JetStream on (MQTT needs it), its
 /// routes to the others (none for a lone node), MQTT on `mqtt_port`,
 /// anonymous clients.
+///
+/// Each QoS 1 subscription is a JetStream consumer, replicated like the
+/// streams (a raft group on three nodes). One replica in memory
+/// (`consumer_replicas: 1`) would make subscribing faster, but a consumer
+/// then dies with its node, and NATS refuses the session's reconnection to
+/// any other node for as long as it cannot delete the session's old
+/// consumers ("unable to delete consumer ... timeout"): failover breaks.
 pub fn node_config(node: &NodeConfig) -> String {
     let routes = node
         .routes
