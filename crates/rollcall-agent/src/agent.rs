@@ -61,7 +61,8 @@ impl Agent {
         self.udp_addr
     }
 
-    /// The broker the agent uses (its embedded one, where it runs one).
+    /// The broker the agent uses (its embedded one, where it runs one), the
+    /// first of its list where it has several.
     pub fn broker_url(&self) -> &BrokerUrl {
         &self.broker_url
     }
@@ -91,8 +92,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
 /// connects (and reconnects) by itself.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, AgentError> {
     let tracker = TaskTracker::new();
-    let (broker_url, own_broker, login) = match &config.broker {
-        BrokerChoice::External(url) => (url.clone(), url.resolve()?, config.login.clone()),
+    let (brokers, own_brokers, login) = match &config.broker {
+        BrokerChoice::External(list) => {
+            // The first must resolve now, as a single broker always had to;
+            // an alternate that does not (yet) is only not recognised as
+            // ours in a roll-call's `broker`.
+            let mut own = vec![list.first().resolve()?];
+            own.extend(list.alternates().iter().filter_map(|url| {
+                url.resolve()
+                    .inspect_err(|error| warn!(broker = %url, %error, "cannot resolve a broker of the list now"))
+                    .ok()
+            }));
+            (list.clone(), own, config.login.clone())
+        }
         BrokerChoice::Embedded(options) => {
             let broker = EmbeddedBroker::start(options.clone())?;
             info!(addr = %broker.addr, tls = broker.tls, "embedded broker listening");
@@ -102,7 +114,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
                 credentials: broker.login().credentials,
                 tls: config.login.tls.clone(),
             };
-            (broker.url(), broker.addr, login)
+            (broker.url().into(), vec![broker.addr], login)
         }
     };
     let host = config.hostname.clone();
@@ -119,7 +131,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     let core = AgentCore::new(
         config.clone(),
         services,
-        own_broker,
+        own_brokers,
         Box::new(KernelRoutes),
         stats.clone(),
         session,
@@ -128,7 +140,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     // The session outlives the agent's loop by a little: it must carry the
     // final `offline` before it disconnects, so it has a token of its own.
     let session_token = CancellationToken::new();
-    let mut template = SessionConfig::new(broker_url.clone(), format!("rollcall-agent-{host}"));
+    let mut template = SessionConfig::for_brokers(&brokers, format!("rollcall-agent-{host}"));
     template.keep_alive = config.keepalive;
     template.login = login;
     template.last_will = Some(core.last_will());
@@ -168,7 +180,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     };
     let alarm = Alarm::new().map_err(AgentError::Timer)?;
     shell.step(Input::Start { saved }).await?;
-    info!(%host, udp = %udp_addr, broker = %broker_url, "agent listening");
+    info!(%host, udp = %udp_addr, broker = %brokers, "agent listening");
 
     let task = tokio::spawn(async move {
         // However this task ends, a panic included, the session ends too,
@@ -186,7 +198,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
         session_number: session,
         session: handle,
         udp_addr,
-        broker_url,
+        broker_url: brokers.first().clone(),
         task,
         tracker,
     })

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rollcall_net::{
-    BrokerOptions, BrokerUrl, Credentials, Login, LoginSettings, Secret, ServerTls, TlsFiles,
+    BrokerList, BrokerOptions, BrokerUrl, Credentials, Login, LoginSettings, Secret, ServerTls,
+    TlsFiles,
 };
 use rollcall_proto::Topics;
 use rollcall_proto::topic::check_name;
@@ -27,6 +28,8 @@ pub struct RawConfig {
     pub hostname: Option<String>,
     /// The MQTT broker the agent and its services use.
     pub broker: Option<String>,
+    /// Or the nodes of one clustered broker, tried in turn.
+    pub brokers: Option<Vec<String>>,
     /// Run an embedded broker on this address and use it.
     pub embedded_broker: Option<SocketAddr>,
     /// Who may log in to the embedded broker (`user:password` lines);
@@ -136,8 +139,8 @@ pub struct RawHw {
 /// Where the agent's MQTT traffic goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrokerChoice {
-    /// An existing broker.
-    External(BrokerUrl),
+    /// An existing broker, or the nodes of one cluster, tried in turn.
+    External(BrokerList),
     /// A broker the agent runs itself (the notes' broker on every host):
     /// where, who may log in, TLS.
     Embedded(BrokerOptions),
@@ -198,6 +201,17 @@ pub struct Config {
     pub sysfs_root: PathBuf,
     /// Announced services.
     pub announce: Vec<AnnounceConfig>,
+}
+
+/// The `brokers` (or `broker`) list, checked as [`BrokerList`] says.
+fn broker_list(urls: &[String]) -> Result<BrokerList, AgentError> {
+    let key = if urls.len() == 1 { "broker" } else { "brokers" };
+    let parsed = urls
+        .iter()
+        .map(|url| url.parse::<BrokerUrl>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(key, e.to_string()))?;
+    BrokerList::new(parsed).map_err(|e| invalid(key, e.to_string()))
 }
 
 /// The `relay_brokers` URLs, and the logins of those that have one.
@@ -285,6 +299,10 @@ const GENERAL_TOML: &str = r#"# rollcall agent configuration. Every key is optio
 
 # The MQTT broker shared by the agent and the host's services.
 broker = "mqtt://127.0.0.1:1883"
+# Or, instead of `broker`, the nodes of one clustered broker (NATS with
+# MQTT, for instance), tried in turn whenever a connection fails; the login
+# below goes to each of them. See docs/deploying.md.
+# brokers = ["mqtt://10.0.0.1:1883", "mqtt://10.0.0.2:1883", "mqtt://10.0.0.3:1883"]
 
 # Or: run an embedded broker on this address and use it, the original notes'
 # broker on every host. Answers are then relayed to the scanner's broker.
@@ -469,23 +487,38 @@ impl RawConfig {
                 "the embedded_broker_* keys are for an embedded broker; set embedded_broker".into(),
             ));
         }
-        let broker = match (self.embedded_broker, self.broker) {
+        let listed = match (self.broker, self.brokers) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "brokers",
+                    "give `broker` or `brokers`, not both".into(),
+                ));
+            }
+            (Some(url), None) => Some(vec![url]),
+            (None, brokers) => brokers,
+        };
+        let broker = match (self.embedded_broker, listed) {
+            (Some(_), Some(list)) if list.len() > 1 => {
+                return Err(invalid(
+                    "brokers",
+                    "an agent with embedded_broker uses its own broker; `brokers` is for \
+                     an external cluster"
+                        .into(),
+                ));
+            }
             (Some(addr), _) => BrokerChoice::Embedded(embedded_options(
                 addr,
                 self.embedded_broker_password_file,
                 self.embedded_broker_tls_cert,
                 self.embedded_broker_tls_key,
             )?),
-            (None, Some(url)) => BrokerChoice::External(
-                url.parse()
-                    .map_err(|e: rollcall_net::NetError| invalid("broker", e.to_string()))?,
-            ),
-            (None, None) => BrokerChoice::External(BrokerUrl::new("127.0.0.1", 1883)),
+            (None, Some(urls)) => BrokerChoice::External(broker_list(&urls)?),
+            (None, None) => BrokerChoice::External(BrokerUrl::new("127.0.0.1", 1883).into()),
         };
         let topics = Topics::new(self.root.as_deref().unwrap_or(""))
             .map_err(|e| invalid("root", e.to_string()))?;
         let own_broker = match &broker {
-            BrokerChoice::External(url) => url.clone(),
+            BrokerChoice::External(list) => list.first().clone(),
             BrokerChoice::Embedded(options) => {
                 BrokerUrl::new(options.addr.ip().to_string(), options.addr.port())
             }
@@ -665,8 +698,42 @@ mod tests {
         );
         assert_eq!(
             cfg.broker,
-            BrokerChoice::External(BrokerUrl::new("127.0.0.1", 1883))
+            BrokerChoice::External(BrokerUrl::new("127.0.0.1", 1883).into())
         );
+    }
+
+    #[test]
+    fn a_broker_list_is_checked_whole() {
+        let validate = |toml: &str| {
+            RawConfig::from_toml(&format!("hostname = \"a\"\n{toml}"))
+                .unwrap()
+                .validate()
+        };
+        let config = validate(r#"brokers = ["mqtt://n1:1883", "n2:1884", "mqtt://n3"]"#).unwrap();
+        let BrokerChoice::External(list) = &config.broker else {
+            panic!("{:?}", config.broker);
+        };
+        assert_eq!(
+            list.to_string(),
+            "mqtt://n1:1883,mqtt://n2:1884,mqtt://n3:1883"
+        );
+        for (toml, says) in [
+            ("brokers = []", "at least one"),
+            (r#"brokers = ["n1", "mqtt://n1:1883"]"#, "each broker once"),
+            (r#"brokers = ["n1", "http://n2"]"#, "scheme"),
+            (r#"brokers = ["mqtt://n1", "mqtts://n2"]"#, "mixes"),
+            ("broker = \"n1\"\nbrokers = [\"n2\"]", "not both"),
+            (
+                "embedded_broker = \"127.0.0.1:1883\"\nbrokers = [\"n1\", \"n2\"]",
+                "embedded_broker",
+            ),
+        ] {
+            let err = validate(toml).unwrap_err().to_string();
+            assert!(
+                err.contains("brokers") && err.contains(says),
+                "{toml}: {err}"
+            );
+        }
     }
 
     #[test]

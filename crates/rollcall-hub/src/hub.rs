@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rollcall_net::{
-    BrokerOptions, BrokerUrl, EmbeddedBroker, Login, Message, Qos, Session, SessionConfig,
-    SessionHandle,
+    BrokerList, BrokerOptions, BrokerUrl, EmbeddedBroker, Login, Message, Qos, Session,
+    SessionConfig, SessionHandle,
 };
 use rollcall_proto::Topics;
 use serde_json::Value;
@@ -49,8 +49,8 @@ const BATCH: usize = 1024;
 /// How the hub runs.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
-    /// Use this broker...
-    pub broker: Option<BrokerUrl>,
+    /// Use this broker (or these nodes of one cluster, tried in turn)...
+    pub broker: Option<BrokerList>,
     /// ...or run an embedded one: where, who may log in, TLS.
     pub embedded_broker: Option<BrokerOptions>,
     /// How the hub's sessions log in to `broker` (to an embedded broker
@@ -74,9 +74,9 @@ pub struct HubConfig {
 impl HubConfig {
     /// A hub on `broker`, calling the roll with `scan` every `every`, and
     /// expiring the map every second.
-    pub fn new(broker: BrokerUrl, scan: ScanOptions, every: Duration) -> Self {
+    pub fn new(broker: impl Into<BrokerList>, scan: ScanOptions, every: Duration) -> Self {
         HubConfig {
-            broker: Some(broker),
+            broker: Some(broker.into()),
             embedded_broker: None,
             login: Login::default(),
             scan,
@@ -89,7 +89,7 @@ impl HubConfig {
 
     /// A hub on `broker` that calls no roll: it watches retained state and
     /// values, and takes reports from [`HubShared::record_scan`].
-    pub fn watching(broker: BrokerUrl, scan: ScanOptions) -> Self {
+    pub fn watching(broker: impl Into<BrokerList>, scan: ScanOptions) -> Self {
         HubConfig {
             every: None,
             ..HubConfig::new(broker, scan, Duration::from_secs(1))
@@ -662,9 +662,9 @@ pub async fn run_hub(
         (Some(options), _) => {
             let b = EmbeddedBroker::start(options.clone())?;
             info!(addr = %b.addr, tls = b.tls, "embedded broker listening");
-            (b.url(), b.login())
+            (BrokerList::from(b.url()), b.login())
         }
-        (None, Some(url)) => (url.clone(), config.login.clone()),
+        (None, Some(list)) => (list.clone(), config.login.clone()),
         (None, None) => {
             return Err(HubError::Invalid(
                 "give a broker or an embedded broker".into(),
@@ -684,7 +684,7 @@ pub async fn run_hub(
     let reply_topic = shared.topics.topic(&format!("stat/$hub-{suffix}/reply"));
     let session = |client_id: String| SessionConfig {
         login: login.clone(),
-        ..SessionConfig::new(broker.clone(), client_id)
+        ..SessionConfig::for_brokers(&broker, client_id)
     };
     let started = async {
         let scanner = match config.every {
@@ -749,7 +749,8 @@ pub async fn run_hub(
     *lock(&shared.link) = Some(Link {
         session: watch.handle.clone(),
         reply_topic: reply_topic.clone(),
-        broker,
+        // The AsyncAPI document names the first; the others are its peers.
+        broker: broker.first().clone(),
     });
 
     let scanning = {

@@ -30,4 +30,4 @@ pub use secret::Secret;
 pub use shutdown::{ctrl_c_token, wait_for_signal};
 pub use stun::{StunResponder, decode_binding_response, discover_external_addr};
 pub use udp::{RollCallSocket, interface_broadcasts, local_addr_towards};
-pub use url::{BrokerUrl, MQTT_PORT, MQTTS_PORT};
+pub use url::{BrokerList, BrokerUrl, MQTT_PORT, MQTTS_PORT};

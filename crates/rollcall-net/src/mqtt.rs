@@ -1,9 +1,12 @@
 //! The MQTT session: one task owns the rumqttc event loop and keeps the
 //! session alive across broker outages. It remembers subscriptions and
 //! retained state so that every reconnect restores them, because a
-//! clean-session broker forgets both.
+//! clean-session broker forgets both. Given several brokers (the nodes of
+//! one cluster), it moves to the next whenever a connection fails, and it
+//! subscribes again when a broker refuses a subscription or never confirms
+//! it (a NATS node does both for some seconds after a peer died).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -11,14 +14,24 @@ use std::time::Duration;
 use bytes::Bytes;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
-    Outgoing, Packet, Publish, QoS, Request, Subscribe, TlsConfiguration, Transport,
+    Outgoing, Packet, Publish, QoS, Request, Subscribe, SubscribeReasonCode, TlsConfiguration,
+    Transport,
 };
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::{BrokerUrl, Login, NetError};
+use crate::{BrokerList, BrokerUrl, Login, NetError};
+
+/// How long a SUBACK may take before the session subscribes again.
+const SUBACK_WAIT: Duration = Duration::from_secs(5);
+
+/// Re-subscriptions on one connection before the session gives the
+/// connection up and moves to the next broker (about 12 s of retries with
+/// [`Backoff`]'s delays).
+const MAX_RESUBSCRIBES: u32 = 10;
 
 /// How long a clean shutdown waits for queued requests and the DISCONNECT
 /// to reach the broker before it drops the connection anyway.
@@ -27,8 +40,12 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 /// Everything needed to open a session.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// The broker to connect to.
+    /// The broker to connect to first.
     pub broker: BrokerUrl,
+    /// Brokers tried in turn after `broker` whenever a connection fails or
+    /// ends: other nodes of the same cluster. The login goes to each of
+    /// them; keep it empty for a single broker.
+    pub alternates: Vec<BrokerUrl>,
     /// MQTT client id, without `+ # $ /` (which rumqttd refuses).
     pub client_id: String,
     /// Keep-alive interval: zero, or at least one second (default 5 s).
@@ -61,6 +78,7 @@ impl SessionConfig {
     pub fn new(broker: BrokerUrl, client_id: impl Into<String>) -> Self {
         Self {
             broker,
+            alternates: Vec::new(),
             client_id: client_id.into(),
             keep_alive: Duration::from_secs(5),
             last_will: None,
@@ -68,6 +86,29 @@ impl SessionConfig {
             max_packet_size: 256 * 1024,
             channel_capacity: 1024,
         }
+    }
+}
+
+impl SessionConfig {
+    /// A configuration with the defaults for the brokers of `brokers`,
+    /// tried in their order.
+    pub fn for_brokers(brokers: &BrokerList, client_id: impl Into<String>) -> Self {
+        Self {
+            alternates: brokers.alternates().to_vec(),
+            ..Self::new(brokers.first().clone(), client_id)
+        }
+    }
+
+    /// Every broker, in the order they are tried.
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerUrl> {
+        std::iter::once(&self.broker).chain(&self.alternates)
+    }
+
+    fn brokers_text(&self) -> String {
+        self.brokers()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -125,6 +166,9 @@ pub struct SessionStats {
     /// Received publishes dropped because they were larger than
     /// `max_packet_size`.
     pub oversized: u64,
+    /// Times the remembered filters were subscribed again because the
+    /// broker refused a subscription (SUBACK 0x80) or did not confirm it.
+    pub resubscribes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -134,6 +178,7 @@ struct Counters {
     sent: AtomicU64,
     dropped: AtomicU64,
     oversized: AtomicU64,
+    resubscribes: AtomicU64,
 }
 
 impl Counters {
@@ -191,6 +236,17 @@ impl Remembered {
         subscribes.chain(states).collect()
     }
 
+    /// The remembered filters among `only` (all of them for `None`), for
+    /// a broker that refused or lost some: subscribing again to a filter
+    /// replaces it.
+    fn subscribes(&self, only: Option<&BTreeSet<String>>) -> Vec<(String, QoS)> {
+        self.filters
+            .iter()
+            .filter(|(filter, _)| only.is_none_or(|only| only.contains(*filter)))
+            .map(|(filter, qos)| (filter.clone(), *qos))
+            .collect()
+    }
+
     fn on_disconnected(&mut self) {
         self.connected = false;
     }
@@ -225,7 +281,10 @@ impl Backoff {
 #[derive(Debug)]
 struct Shared {
     client: AsyncClient,
-    broker: BrokerUrl,
+    /// The configured brokers, for error messages.
+    brokers: String,
+    /// The broker of the latest accepted connection.
+    current: Mutex<Option<BrokerUrl>>,
     remembered: Mutex<Remembered>,
     connected: watch::Sender<bool>,
     counters: Counters,
@@ -437,7 +496,7 @@ impl SessionHandle {
             }
             () = self.shared.ended.cancelled() => Err(NetError::SessionClosed),
             () = tokio::time::sleep(timeout) => Err(NetError::NotConnected {
-                broker: self.shared.broker.to_string(),
+                broker: self.shared.brokers.clone(),
                 waited: timeout,
                 last_error: self
                     .shared
@@ -447,6 +506,16 @@ impl SessionHandle {
                     .clone(),
             }),
         }
+    }
+
+    /// The broker that accepted the latest connection (the one in use
+    /// while [`is_connected`](Self::is_connected)), if any did yet.
+    pub fn broker(&self) -> Option<BrokerUrl> {
+        self.shared
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Whether the session is connected to the broker right now.
@@ -463,6 +532,7 @@ impl SessionHandle {
             sent: counters.sent.load(Ordering::Relaxed),
             dropped: counters.dropped.load(Ordering::Relaxed),
             oversized: counters.oversized.load(Ordering::Relaxed),
+            resubscribes: counters.resubscribes.load(Ordering::Relaxed),
         }
     }
 
@@ -532,11 +602,12 @@ impl Session {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Session, NetError> {
-        let (eventloop, client) = build_client(&config)?;
+        let (eventloop, client, options) = build_client(&config)?;
         let (incoming_tx, incoming) = mpsc::channel(config.channel_capacity.max(1));
         let shared = Arc::new(Shared {
             client,
-            broker: config.broker.clone(),
+            brokers: config.brokers_text(),
+            current: Mutex::default(),
             remembered: Mutex::default(),
             connected: watch::Sender::new(false),
             counters: Counters::default(),
@@ -550,7 +621,10 @@ impl Session {
             shared: Arc::clone(&shared),
             incoming: incoming_tx,
             max_message: config.max_packet_size,
-            broker: config.broker,
+            brokers: config.brokers().cloned().zip(options).collect(),
+            current: 0,
+            subscriptions: SubscribeWatch::default(),
+            refusals: Refusals::default(),
         };
         tracker.spawn(event_loop.run(shutdown));
         Ok(Session {
@@ -560,7 +634,11 @@ impl Session {
     }
 }
 
-fn build_client(config: &SessionConfig) -> Result<(EventLoop, AsyncClient), NetError> {
+/// The event loop and client for the first broker, and the options of
+/// every broker (the first's included), all checked now.
+fn build_client(
+    config: &SessionConfig,
+) -> Result<(EventLoop, AsyncClient, Vec<MqttOptions>), NetError> {
     // rumqttd refuses these, and one such client reconnecting can poison
     // rumqttd's will bookkeeping for every later connection.
     if config.client_id.contains(['+', '#', '$', '/']) {
@@ -573,7 +651,22 @@ fn build_client(config: &SessionConfig) -> Result<(EventLoop, AsyncClient), NetE
             "keep_alive must be zero or at least one second",
         ));
     }
-    let mut options = MqttOptions::new(&config.client_id, &config.broker.host, config.broker.port);
+    let options = config
+        .brokers()
+        .map(|broker| broker_options(config, broker))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (client, mut eventloop) = AsyncClient::new(options[0].clone(), config.channel_capacity);
+    // Without TCP_NODELAY every QoS 1 exchange waits ~40 ms on delayed ACKs.
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
+    Ok((eventloop, client, options))
+}
+
+/// The connection options for `broker`: the same client id, will and login
+/// for every broker of the list.
+fn broker_options(config: &SessionConfig, broker: &BrokerUrl) -> Result<MqttOptions, NetError> {
+    let mut options = MqttOptions::new(&config.client_id, &broker.host, broker.port);
     options
         .set_keep_alive(config.keep_alive)
         .set_clean_session(true)
@@ -584,7 +677,7 @@ fn build_client(config: &SessionConfig) -> Result<(EventLoop, AsyncClient), NetE
     if let Some(credentials) = &config.login.credentials {
         options.set_credentials(&credentials.username, credentials.password.expose());
     }
-    if config.broker.tls {
+    if broker.tls {
         // rumqttc gives rustls the host as the server name to check.
         let tls = config.login.tls.client_config()?;
         options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
@@ -597,12 +690,92 @@ fn build_client(config: &SessionConfig) -> Result<(EventLoop, AsyncClient), NetE
             will.retain,
         ));
     }
-    let (client, mut eventloop) = AsyncClient::new(options, config.channel_capacity);
-    // Without TCP_NODELAY every QoS 1 exchange waits ~40 ms on delayed ACKs.
-    let mut network = NetworkOptions::new();
-    network.set_tcp_nodelay(true);
-    eventloop.set_network_options(network);
-    Ok((eventloop, client))
+    Ok(options)
+}
+
+/// Whether the broker has confirmed what the session subscribed to on the
+/// current connection, and when to subscribe again if not.
+#[derive(Debug)]
+struct SubscribeWatch {
+    /// SUBSCRIBEs written and SUBACKs received on this connection.
+    sent: u64,
+    acked: u64,
+    /// When a missing SUBACK counts as lost.
+    suback_deadline: Option<Instant>,
+    /// When to subscribe again, after a refusal or a lost SUBACK.
+    resubscribe_at: Option<Instant>,
+    /// Re-subscriptions on this connection, and their delays.
+    attempts: u32,
+    backoff: Backoff,
+}
+
+impl Default for SubscribeWatch {
+    fn default() -> Self {
+        Self {
+            sent: 0,
+            acked: 0,
+            suback_deadline: None,
+            resubscribe_at: None,
+            attempts: 0,
+            backoff: Backoff::new(),
+        }
+    }
+}
+
+impl SubscribeWatch {
+    fn on_subscribe_sent(&mut self, now: Instant) {
+        if self.sent == self.acked {
+            self.suback_deadline = Some(now + SUBACK_WAIT);
+        }
+        self.sent += 1;
+    }
+
+    /// Notes a SUBACK; returns whether it confirms every filter it answers.
+    fn on_suback(&mut self, codes: &[SubscribeReasonCode], now: Instant) -> bool {
+        self.acked += 1;
+        // A late SUBACK of a subscription already sent again can make
+        // `acked` pass `sent`: nothing is outstanding then.
+        self.suback_deadline = (self.acked < self.sent).then(|| now + SUBACK_WAIT);
+        let refused = codes
+            .iter()
+            .any(|code| matches!(code, SubscribeReasonCode::Failure));
+        if refused {
+            self.schedule(now);
+        } else if self.resubscribe_at.is_none() {
+            self.backoff.reset();
+        }
+        !refused
+    }
+
+    fn schedule(&mut self, now: Instant) {
+        if self.resubscribe_at.is_none() {
+            self.resubscribe_at = Some(now + self.backoff.next_delay());
+        }
+    }
+
+    /// The next moment something is due, if any.
+    fn next_due(&self) -> Option<Instant> {
+        match (self.suback_deadline, self.resubscribe_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// What is due at `now`: `Some(true)` to subscribe again, `Some(false)`
+    /// to give the connection up (too many attempts), `None` for nothing.
+    fn due(&mut self, now: Instant) -> Option<bool> {
+        if self.suback_deadline.is_some_and(|at| at <= now) {
+            self.suback_deadline = None;
+            self.acked = self.sent;
+            self.schedule(now);
+        }
+        if self.resubscribe_at.is_some_and(|at| at <= now) {
+            self.resubscribe_at = None;
+            self.attempts += 1;
+            return Some(self.attempts <= MAX_RESUBSCRIBES);
+        }
+        None
+    }
 }
 
 /// The task that owns the rumqttc event loop.
@@ -612,7 +785,59 @@ struct SessionLoop {
     incoming: mpsc::Sender<Message>,
     /// The largest message delivered (topic and payload bytes).
     max_message: usize,
-    broker: BrokerUrl,
+    /// Every broker and its connection options, tried in turn.
+    brokers: Vec<(BrokerUrl, MqttOptions)>,
+    /// The index in `brokers` of the broker in use.
+    current: usize,
+    subscriptions: SubscribeWatch,
+    /// Which filters the broker refused, so that only those are sent again.
+    refusals: Refusals,
+}
+
+/// The filters of the SUBSCRIBEs the loop itself queued (replays and
+/// retries), matched to their packet ids as they go out and to their
+/// SUBACKs as they come back. A refused subscription the handle sent (its
+/// filter unknown here) makes the retry cover every filter.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// Filters of SUBSCRIBEs in the event loop's `pending`, in order.
+    queued: VecDeque<String>,
+    /// Filters by packet id, written and not yet acknowledged.
+    in_flight: HashMap<u16, String>,
+    refused: BTreeSet<String>,
+    refused_unknown: bool,
+}
+
+impl Refusals {
+    /// A SUBSCRIBE went out; `left` is how many SUBSCRIBEs `pending` still
+    /// holds. rumqttc writes `pending` before anything the handle queued,
+    /// one request per poll, so one fewer there means it was ours.
+    fn on_sent(&mut self, pkid: u16, left: usize) {
+        if left < self.queued.len()
+            && let Some(filter) = self.queued.pop_front()
+        {
+            self.in_flight.insert(pkid, filter);
+        }
+    }
+
+    fn on_suback(&mut self, pkid: u16, refused: bool) {
+        let filter = self.in_flight.remove(&pkid);
+        if refused {
+            match filter {
+                Some(filter) => {
+                    self.refused.insert(filter);
+                }
+                None => self.refused_unknown = true,
+            }
+        }
+    }
+
+    /// Which filters to send again (`None`: all), forgetting the refusals.
+    fn take(&mut self) -> Option<BTreeSet<String>> {
+        let refused = std::mem::take(&mut self.refused);
+        let unknown = std::mem::take(&mut self.refused_unknown);
+        (!unknown && !refused.is_empty()).then_some(refused)
+    }
 }
 
 impl SessionLoop {
@@ -621,6 +846,11 @@ impl SessionLoop {
         let mut backoff = Backoff::new();
         let mut in_outage = false;
         loop {
+            // Far enough never to come, when nothing is due.
+            let due = self
+                .subscriptions
+                .next_due()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
             let event = tokio::select! {
                 biased;
                 () = kill.cancelled() => break,
@@ -628,6 +858,14 @@ impl SessionLoop {
                     self.disconnect().await;
                     break;
                 }
+                () = tokio::time::sleep_until(due) => match self.subscriptions.due(Instant::now()) {
+                    Some(true) => {
+                        self.resubscribe();
+                        continue;
+                    }
+                    Some(false) => Err(self.give_up_connection()),
+                    None => continue,
+                },
                 event = self.eventloop.poll() => event,
             };
             match event {
@@ -635,7 +873,7 @@ impl SessionLoop {
                     if self.handle(event) {
                         backoff.reset();
                         if std::mem::take(&mut in_outage) {
-                            info!(broker = %self.broker, "MQTT connection restored");
+                            info!(broker = %self.broker(), "MQTT connection restored");
                         }
                     }
                 }
@@ -646,8 +884,10 @@ impl SessionLoop {
                         .last_error
                         .lock()
                         .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(describe(&error));
-                    log_connection_error(&self.broker, &error, in_outage);
+                    log_connection_error(self.broker(), &error, in_outage);
                     in_outage = true;
+                    self.subscriptions = SubscribeWatch::default();
+                    self.next_broker();
                     tokio::select! {
                         () = kill.cancelled() => break,
                         () = shutdown.cancelled() => break,
@@ -658,7 +898,57 @@ impl SessionLoop {
         }
         self.set_disconnected();
         self.shared.ended.cancel();
-        debug!(broker = %self.broker, "MQTT session ended");
+        debug!(broker = %self.broker(), "MQTT session ended");
+    }
+
+    fn broker(&self) -> &BrokerUrl {
+        &self.brokers[self.current].0
+    }
+
+    /// After a failed or lost connection: the next broker of the list is
+    /// the one the event loop connects to next.
+    fn next_broker(&mut self) {
+        if self.brokers.len() > 1 {
+            self.current = (self.current + 1) % self.brokers.len();
+            self.eventloop.mqtt_options = self.brokers[self.current].1.clone();
+            debug!(broker = %self.broker(), "trying the next broker");
+        }
+    }
+
+    /// Sends a SUBSCRIBE again for each refused filter, or for every
+    /// remembered filter when it is not known which were refused (or a
+    /// SUBACK never came).
+    fn resubscribe(&mut self) {
+        Counters::bump(&self.shared.counters.resubscribes);
+        let only = self.refusals.take();
+        let subscribes = self.shared.remembered().subscribes(only.as_ref());
+        warn!(broker = %self.broker(), filters = subscribes.len(),
+            attempt = self.subscriptions.attempts,
+            "the broker refused or did not confirm a subscription; subscribing again");
+        for (filter, qos) in subscribes {
+            self.eventloop
+                .pending
+                .push_back(Request::Subscribe(Subscribe::new(&filter, qos)));
+            self.refusals.queued.push_back(filter);
+        }
+    }
+
+    fn pending_subscribes(&self) -> usize {
+        self.eventloop
+            .pending
+            .iter()
+            .filter(|request| matches!(request, Request::Subscribe(_)))
+            .count()
+    }
+
+    /// Drops a connection whose broker keeps refusing subscriptions, so that
+    /// the loop connects again (to the next broker, if there is one).
+    fn give_up_connection(&mut self) -> ConnectionError {
+        self.eventloop.network = None;
+        self.eventloop.clean();
+        ConnectionError::Io(std::io::Error::other(format!(
+            "the broker refused subscriptions {MAX_RESUBSCRIBES} times"
+        )))
     }
 
     /// Handles one event; returns whether it was a (re)connection.
@@ -666,9 +956,25 @@ impl SessionLoop {
         match event {
             Event::Incoming(Packet::ConnAck(_)) => {
                 Counters::bump(&self.shared.counters.connects);
+                self.subscriptions = SubscribeWatch::default();
+                *self
+                    .shared
+                    .current
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(self.broker().clone());
                 // rumqttc has just cleared `pending` (a clean session has
                 // nothing to resume) and sends it before anything queued.
                 let replay = self.shared.remembered().on_connected();
+                self.refusals = Refusals::default();
+                self.refusals.queued = replay
+                    .iter()
+                    .filter_map(|request| match request {
+                        Request::Subscribe(subscribe) => {
+                            subscribe.filters.first().map(|f| f.path.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect();
                 self.eventloop.pending.extend(replay);
                 self.shared.set_connected(true);
                 true
@@ -683,8 +989,26 @@ impl SessionLoop {
                 self.shared.progress.send_modify(|p| p.written += 1);
                 false
             }
-            Event::Incoming(Packet::SubAck(_)) => {
-                self.shared.progress.send_modify(|p| p.subacks += 1);
+            Event::Outgoing(Outgoing::Subscribe(pkid)) => {
+                self.subscriptions.on_subscribe_sent(Instant::now());
+                let left = self.pending_subscribes();
+                self.refusals.on_sent(pkid, left);
+                false
+            }
+            Event::Incoming(Packet::SubAck(ack)) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .any(|code| matches!(code, SubscribeReasonCode::Failure));
+                self.refusals.on_suback(ack.pkid, refused);
+                // A refusal is not a confirmation: whoever waits for one
+                // waits for the retry's.
+                if self
+                    .subscriptions
+                    .on_suback(&ack.return_codes, Instant::now())
+                {
+                    self.shared.progress.send_modify(|p| p.subacks += 1);
+                }
                 false
             }
             _ => false,
@@ -741,7 +1065,7 @@ impl SessionLoop {
         })
         .await;
         if flushed.is_err() {
-            warn!(broker = %self.broker, "MQTT disconnect timed out");
+            warn!(broker = %self.broker(), "MQTT disconnect timed out");
         }
     }
 }
@@ -858,6 +1182,78 @@ mod tests {
         assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000]);
         backoff.reset();
         assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_refused_or_unconfirmed_subscription_is_retried_then_given_up() {
+        let start = Instant::now();
+        let mut watch = SubscribeWatch::default();
+        assert_eq!(watch.next_due(), None);
+        watch.on_subscribe_sent(start);
+        watch.on_subscribe_sent(start);
+        assert_eq!(watch.next_due(), Some(start + SUBACK_WAIT));
+        assert!(watch.on_suback(&[SubscribeReasonCode::Success(QoS::AtLeastOnce)], start));
+        // One refused: subscribe again after the first delay.
+        assert!(!watch.on_suback(&[SubscribeReasonCode::Failure], start));
+        assert_eq!(watch.next_due(), Some(start + Backoff::FIRST));
+        assert_eq!(watch.due(start), None);
+        assert_eq!(watch.due(start + Backoff::FIRST), Some(true));
+        assert_eq!(watch.next_due(), None);
+        // A SUBACK that never comes counts as a refusal once SUBACK_WAIT passed.
+        let later = start + Duration::from_secs(1);
+        watch.on_subscribe_sent(later);
+        assert_eq!(
+            watch.due(later + SUBACK_WAIT - Duration::from_millis(1)),
+            None
+        );
+        assert_eq!(watch.due(later + SUBACK_WAIT), None);
+        let retry = watch.next_due().expect("a retry is scheduled");
+        assert_eq!(retry, later + SUBACK_WAIT + Duration::from_millis(200));
+        assert_eq!(watch.due(retry), Some(true));
+        // Bounded: past MAX_RESUBSCRIBES the connection is given up.
+        let mut now = retry;
+        let mut verdicts = Vec::new();
+        for _ in 0..MAX_RESUBSCRIBES {
+            watch.on_subscribe_sent(now);
+            watch.on_suback(&[SubscribeReasonCode::Failure], now);
+            now = watch.next_due().unwrap();
+            verdicts.push(watch.due(now).unwrap());
+        }
+        assert_eq!(
+            verdicts.iter().filter(|ok| **ok).count() as u32,
+            MAX_RESUBSCRIBES - 2
+        );
+        assert_eq!(verdicts.last(), Some(&false));
+    }
+
+    #[test]
+    fn only_the_refused_filters_are_sent_again_when_they_are_known() {
+        let mut refusals = Refusals {
+            queued: ["/a", "/b", "/c"].map(String::from).into(),
+            ..Refusals::default()
+        };
+        // Three of ours go out (two left, one, none), then one of the handle's.
+        refusals.on_sent(7, 2);
+        refusals.on_sent(8, 1);
+        refusals.on_sent(9, 0);
+        refusals.on_sent(10, 0);
+        refusals.on_suback(7, false);
+        refusals.on_suback(8, true);
+        refusals.on_suback(9, true);
+        assert_eq!(refusals.take(), Some(["/b", "/c"].map(String::from).into()));
+        assert_eq!(refusals.take(), None, "taken, nothing refused");
+        // A refused SUBSCRIBE of unknown filter: everything again.
+        refusals.on_suback(10, true);
+        assert_eq!(refusals.take(), None);
+        let mut remembered = Remembered::default();
+        remembered.subscribe("/a", QoS::AtLeastOnce);
+        remembered.subscribe("/b", QoS::AtMostOnce);
+        assert_eq!(remembered.subscribes(None).len(), 2);
+        let only = ["/b", "/gone"].map(String::from).into();
+        assert_eq!(
+            remembered.subscribes(Some(&only)),
+            [("/b".to_owned(), QoS::AtMostOnce)]
+        );
     }
 
     #[test]

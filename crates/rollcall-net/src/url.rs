@@ -1,5 +1,6 @@
 //! Broker addresses as users write them: `mqtt://host:port`, `mqtts://host`,
-//! `tcp://host`, or a bare `host:port`.
+//! `tcp://host`, or a bare `host:port`; and lists of them, the nodes of one
+//! clustered broker tried in turn.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -122,6 +123,92 @@ impl FromStr for BrokerUrl {
     }
 }
 
+/// The brokers one session may use, tried in turn: the nodes of one
+/// clustered broker (NATS with MQTT, for instance). Never empty, no URL
+/// twice, all plain MQTT or all TLS (one login, with one set of TLS files,
+/// goes to each). The session's login goes to these brokers only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BrokerList(Vec<BrokerUrl>);
+
+impl BrokerList {
+    /// Checks a list: at least one URL, none twice.
+    pub fn new(urls: Vec<BrokerUrl>) -> Result<Self, NetError> {
+        let list_error = |reason| NetError::InvalidUrl {
+            url: urls
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            reason,
+        };
+        if urls.is_empty() {
+            return Err(list_error("a broker list names at least one broker"));
+        }
+        for (i, url) in urls.iter().enumerate() {
+            if urls[..i].contains(url) {
+                return Err(list_error("a broker list names each broker once"));
+            }
+            if url.tls != urls[0].tls {
+                return Err(list_error(
+                    "a broker list mixes mqtt:// and mqtts://; the nodes of one cluster speak alike",
+                ));
+            }
+        }
+        Ok(Self(urls))
+    }
+
+    /// The broker tried first.
+    pub fn first(&self) -> &BrokerUrl {
+        &self.0[0]
+    }
+
+    /// The brokers tried after the first, in order.
+    pub fn alternates(&self) -> &[BrokerUrl] {
+        &self.0[1..]
+    }
+
+    /// Every broker, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &BrokerUrl> {
+        self.0.iter()
+    }
+
+    /// Whether `url` is one of the brokers.
+    pub fn contains(&self, url: &BrokerUrl) -> bool {
+        self.0.contains(url)
+    }
+}
+
+impl From<BrokerUrl> for BrokerList {
+    fn from(url: BrokerUrl) -> Self {
+        Self(vec![url])
+    }
+}
+
+impl fmt::Display for BrokerList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, url) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{url}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A comma-separated list, as `--broker a,b,c` gives it.
+impl FromStr for BrokerList {
+    type Err = NetError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let urls = text
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<Vec<BrokerUrl>, _>>()?;
+        Self::new(urls)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +264,22 @@ mod tests {
             assert_eq!(parse(&parse(text).to_string()), parse(text));
         }
         assert_eq!(parse("host:7").to_string(), "mqtt://host:7");
+    }
+
+    #[test]
+    fn broker_lists_are_non_empty_and_name_each_broker_once() {
+        let list: BrokerList = "mqtt://a:1, b:2,mqtt://c".parse().unwrap();
+        assert_eq!(list.first(), &parse("a:1"));
+        assert_eq!(list.alternates(), [parse("b:2"), parse("mqtt://c")]);
+        assert_eq!(list.to_string(), "mqtt://a:1,mqtt://b:2,mqtt://c:1883");
+        assert_eq!(list.to_string().parse::<BrokerList>().unwrap(), list);
+        assert!(list.contains(&parse("b:2")) && !list.contains(&parse("b:3")));
+        assert_eq!(BrokerList::from(parse("a")).iter().count(), 1);
+        // The same broker spelt two ways is still the same broker.
+        for bad in ["", "a,", "a:1,mqtt://a:1", "a,b,http://c", "mqtts://a,b"] {
+            assert!(bad.parse::<BrokerList>().is_err(), "{bad:?} was accepted");
+        }
+        assert!(BrokerList::new(Vec::new()).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What rollcall's tests and benchmarks share, in one place: finding a
 //! program and skipping a test that cannot run (never under `CI=true`), free
-//! loopback ports, a real Mosquitto as a child process, a child process that
+//! loopback ports, a real Mosquitto as a child process, a NATS cluster
+//! speaking MQTT, a child process that
 //! dies with the test, test certificates (a CA, a server and a client
 //! certificate made at test time), the network-namespace test bed, and
 //! Debian's kernel booted in QEMU for tests against real kernel drivers.
@@ -14,6 +15,7 @@
 pub mod env;
 pub mod kernel_vm;
 pub mod mosquitto;
+pub mod nats;
 pub mod netns;
 pub mod ports;
 pub mod process;
@@ -22,6 +24,7 @@ pub mod tls;
 pub use env::{ci, find_program, require_program, skip};
 pub use kernel_vm::{KernelVm, VmRun};
 pub use mosquitto::{Mosquitto, MosquittoConfig, Tcp};
+pub use nats::NatsCluster;
 pub use ports::{LOOPBACK_BROADCAST, embedded_broker, free_tcp_port, free_udp_port, unique};
 pub use process::Running;
 /// Temporary folders: `tempfile::tempdir()`, removed when dropped.
@@ -46,6 +49,9 @@ pub enum SupportError {
     /// Mosquitto started but did not come up.
     #[error("mosquitto: {0}")]
     Mosquitto(String),
+    /// A NATS cluster started but did not come up.
+    #[error("nats-server: {0}")]
+    Nats(String),
     /// A test certificate could not be made.
     #[error("test certificate: {0}")]
     Certificate(String),

@@ -10,6 +10,14 @@
 //! roll-call puts on the bridge (nftables counters in the bridge's
 //! namespace). Prints markdown for BENCHMARKS.md. Needs root, `ip` and `nft`.
 //!
+//! Where `nats-server` is installed, the same on a three-node NATS cluster
+//! speaking MQTT (one namespace per node, each agent with all three in
+//! `brokers`, its own node first, the scanner on node 1), then node 1 is
+//! killed and roll-calls through node 2 are repeated until one brings every
+//! host and every service again: the recovery time.
+//! `ROLLCALL_BENCH_NETNS_BROKERS=stock,nats` picks the phases whose names
+//! contain one of the words.
+//!
 //! Run: `cargo bench -p rollcall --bench netns_scale`
 
 use std::fmt::Write as _;
@@ -79,6 +87,13 @@ fn main() {
     let reader = bed.traffic_reader(lan);
     let broker_addr = bed.addr(broker);
     let broadcast = bed.broadcast(lan);
+    let nats = find_program("nats-server");
+    let nats_nodes: Vec<NodeId> = match nats {
+        Some(_) => (1..=3)
+            .map(|i| bed.add_host(&format!("nats{i}"), lan).unwrap())
+            .collect(),
+        None => Vec::new(),
+    };
     eprintln!(
         "test bed: {} namespaces in {:?}",
         HOSTS + 3,
@@ -96,8 +111,30 @@ fn main() {
         eprintln!("mosquitto is not installed: the embedded broker only");
     }
     brokers.push("embedded (rumqttd)");
+    if nats.is_some() {
+        brokers.push("nats (3 nodes)");
+    } else {
+        eprintln!("nats-server is not installed: no NATS phase");
+    }
+    if let Ok(only) = std::env::var("ROLLCALL_BENCH_NETNS_BROKERS") {
+        brokers.retain(|kind| only.split(',').any(|word| kind.contains(word.trim())));
+    }
+    let mut recovery = String::new();
     for kind in brokers {
+        let is_nats = kind.starts_with("nats");
+        let mut nats_procs = Vec::new();
+        // The NATS phase's scanner, probe and CPU readings are on node 1.
+        let broker_addr = if is_nats {
+            bed.addr(nats_nodes[0])
+        } else {
+            broker_addr
+        };
+        let nats_addrs: Vec<Ipv4Addr> = nats_nodes.iter().map(|&n| bed.addr(n)).collect();
         let broker_proc = match kind {
+            _ if is_nats => {
+                nats_procs = cluster::start_nats(&mut bed, &nats_nodes, nats.as_ref().unwrap());
+                nats_procs[0]
+            }
             "mosquitto (stock)" | "mosquitto (tuned)" => {
                 let m = find_program("mosquitto").unwrap();
                 let tuned = kind == "mosquitto (tuned)";
@@ -105,12 +142,19 @@ fn main() {
             }
             _ => cluster::start_hub(&mut bed, broker, Ipv4Addr::LOCALHOST, 3600, &[]),
         };
-        let at = SocketAddr::from((broker_addr, MQTT_PORT));
-        cluster::wait_listening(&bed, broker, at, Duration::from_secs(10));
+        if !is_nats {
+            let at = SocketAddr::from((broker_addr, MQTT_PORT));
+            cluster::wait_listening(&bed, broker, at, Duration::from_secs(10));
+        }
         let agents: Vec<_> = hosts
             .iter()
-            .map(|&h| {
-                let spec = agent_spec(broker_addr, bed.name(h));
+            .enumerate()
+            .map(|(i, &h)| {
+                let mut spec = agent_spec(broker_addr, bed.name(h));
+                if is_nats {
+                    spec.broker =
+                        AgentBroker::Cluster((0..3).map(|k| nats_addrs[(i + k) % 3]).collect());
+                }
                 cluster::start_agent(&mut bed, h, &spec)
             })
             .collect();
@@ -118,7 +162,10 @@ fn main() {
             let url = format!("mqtt://{broker_addr}:{MQTT_PORT}");
             let probe = bed.mqtt(hub, &url, &["/+/$state"]);
             let names: Vec<String> = hosts.iter().map(|&h| bed.name(h).to_owned()).collect();
-            probe.wait("every agent online", Duration::from_secs(60), |s| {
+            // 50 agents' QoS 1 subscriptions are 50 × 17 replicated
+            // JetStream consumers to create: minutes on a loaded machine.
+            let online_within = Duration::from_secs(if is_nats { 300 } else { 60 });
+            probe.wait("every agent online", online_within, |s| {
                 names
                     .iter()
                     .all(|n| {
@@ -140,7 +187,13 @@ fn main() {
         };
         // The window `rollcall scan --expect 50` now asks for (5 ms), the
         // old fixed default, and none.
-        for window_ms in [rollcall_hub::scan::window_for(HOSTS), 20, 0] {
+        // NATS: the default window only (its roll-calls take seconds).
+        let windows = if is_nats {
+            vec![rollcall_hub::scan::window_for(HOSTS)]
+        } else {
+            vec![rollcall_hub::scan::window_for(HOSTS), 20, 0]
+        };
+        for window_ms in windows {
             let samples = run_scans(
                 &bed,
                 hub,
@@ -156,10 +209,32 @@ fn main() {
             traffic_rows.push_str(&traffic_row);
             cpu_rows.push_str(&cpu_row);
         }
+        if is_nats {
+            let killed = Instant::now();
+            bed.kill(nats_procs[0]);
+            let (took, scans) = recover(&bed, hub, &nats_addrs[1..], broadcast);
+            let line = match took {
+                Some(t) => format!(
+                    "node 1 of 3 killed (`kill -9`): a roll-call through node 2 found all {HOSTS} hosts \
+                     and their {} services again {:.1} s after the kill ({scans} roll-calls)\n",
+                    HOSTS * (1 + ANNOUNCED),
+                    t.as_secs_f64()
+                ),
+                None => format!(
+                    "node 1 of 3 killed: no complete roll-call within {:.0} s ({scans} roll-calls)\n",
+                    killed.elapsed().as_secs_f64()
+                ),
+            };
+            eprintln!("{line}");
+            recovery.push_str(&line);
+        }
         for a in agents {
             bed.kill(a);
         }
         bed.kill(broker_proc);
+        for p in nats_procs {
+            bed.kill(p);
+        }
     }
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -178,6 +253,9 @@ fn main() {
          | broker | window_ms | scan wall | 50 agents | broker | scanner thread | other processes | machine busy |\n\
          | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n{cpu_rows}"
     );
+    if !recovery.is_empty() {
+        println!("{recovery}");
+    }
     println!(
         "wall {:.1} s; /proc/loadavg before: {}; after: {}",
         started.elapsed().as_secs_f64(),
@@ -319,8 +397,16 @@ fn run_scans(
                     thread_cpu_ns(),
                 );
                 let t0 = Instant::now();
-                let report: ScanReport =
-                    scanner.scan(base + i as u64, &opts, |_| {}).await.unwrap();
+                // A NATS node refusing the scanner's session (JetStream
+                // busy) fails the roll-call: it is reported on stderr and
+                // left out of the samples, rather than ending the run.
+                let report: ScanReport = match scanner.scan(base + i as u64, &opts, |_| {}).await {
+                    Ok(report) => report,
+                    Err(error) => {
+                        eprintln!("roll-call {i} (window_ms {window_ms}) failed: {error}");
+                        continue;
+                    }
+                };
                 let wall_ns = t0.elapsed().as_nanos() as u64;
                 let scanner_ns = thread_cpu_ns().saturating_sub(scanner0);
                 let agents_ns = cpu_ns(&pids.agents).saturating_sub(agents0);
@@ -352,6 +438,77 @@ fn run_scans(
             tracker.close();
             tracker.wait().await;
             samples
+        })
+    })
+}
+
+/// How long after a node's death a roll-call through the surviving nodes
+/// (`brokers`) brings every host and every service again, and how many
+/// roll-calls that took; `None` after two minutes.
+fn recover(
+    bed: &TestBed,
+    hub: NodeId,
+    brokers: &[Ipv4Addr],
+    broadcast: Ipv4Addr,
+) -> (Option<Duration>, usize) {
+    let brokers: Vec<BrokerUrl> = brokers
+        .iter()
+        .map(|a| BrokerUrl::new(a.to_string(), MQTT_PORT))
+        .collect();
+    let started = Instant::now();
+    bed.in_node(hub, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let shutdown = CancellationToken::new();
+            let tracker = TaskTracker::new();
+            let list = rollcall_net::BrokerList::new(brokers).unwrap();
+            let mut scanner = Scanner::connect(
+                rollcall_net::SessionConfig::for_brokers(
+                    &list,
+                    format!("netns-bench-recovery-{}", std::process::id()),
+                ),
+                Topics::new("").unwrap(),
+                shutdown.clone(),
+                &tracker,
+            )
+            .unwrap();
+            let opts = ScanOptions {
+                replyto: "netns-bench".into(),
+                topic: "/stat/data".into(),
+                udp_port: rollcall_proto::DEFAULT_UDP_PORT,
+                broadcasts: vec![IpAddr::V4(broadcast)],
+                targets: Vec::new(),
+                via_mqtt: false,
+                wait: Duration::from_secs(3),
+                window_ms: rollcall_hub::scan::window_for(HOSTS),
+                expect: Some(HOSTS),
+                cluster_key: None,
+                sends: 1,
+                descriptions: Default::default(),
+            };
+            let mut scans = 0;
+            let mut took = None;
+            while started.elapsed() < Duration::from_secs(120) {
+                scans += 1;
+                let began = Instant::now();
+                if let Ok(report) = scanner.scan(90_000_000 + scans as u64, &opts, |_| {}).await {
+                    let hosts = report.hosts.iter().filter(|h| h.t_ms.is_some()).count();
+                    if hosts == HOSTS && report.service_count() == HOSTS * (1 + ANNOUNCED) {
+                        took = Some(started.elapsed());
+                        break;
+                    }
+                }
+                if let Some(rest) = SPACING.checked_sub(began.elapsed()) {
+                    tokio::time::sleep(rest).await;
+                }
+            }
+            shutdown.cancel();
+            tracker.close();
+            tracker.wait().await;
+            (took, scans)
         })
     })
 }

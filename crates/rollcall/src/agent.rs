@@ -22,7 +22,8 @@ pub struct Args {
     /// This host's name (default: the machine's hostname).
     #[arg(long)]
     hostname: Option<String>,
-    /// The MQTT broker, mqtt://host:port.
+    /// The MQTT broker, mqtt://host:port; a comma-separated list names the
+    /// nodes of one clustered broker, tried in turn (`brokers` in --config).
     #[arg(long)]
     broker: Option<String>,
     /// Run an embedded broker on ADDR (e.g. 127.0.0.1:1883) and use it;
@@ -57,7 +58,11 @@ pub async fn run(args: Args) -> Result<()> {
         None => RawConfig::default(),
     };
     raw.hostname = args.hostname.or(raw.hostname);
-    raw.broker = args.broker.or(raw.broker);
+    // A flag's list replaces the file's `broker` or `brokers`, whichever.
+    if let Some(list) = args.broker {
+        raw.broker = None;
+        raw.brokers = Some(list.split(',').map(|url| url.trim().to_owned()).collect());
+    }
     raw.embedded_broker = args.embedded_broker.or(raw.embedded_broker);
     raw.udp_port = args.udp_port.or(raw.udp_port);
     args.login.apply_to(&mut raw);

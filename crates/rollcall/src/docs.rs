@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use rollcall_hub::docs::{AsyncApiOptions, Format};
 use rollcall_hub::{ClusterMap, Descriptions, Scanner, now_ms};
-use rollcall_net::{BrokerUrl, Qos, Session, SessionConfig};
+use rollcall_net::{BrokerList, Qos, Session, SessionConfig};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,8 +34,10 @@ const RETAINED_BUFFER: usize = 65_536;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The broker to read the cluster from.
+    /// A comma-separated list names the nodes of one clustered broker,
+    /// tried in turn (docs/deploying.md).
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-    broker: BrokerUrl,
+    broker: BrokerList,
     #[command(flatten)]
     login: LoginArgs,
     #[command(flatten)]
@@ -127,7 +129,7 @@ pub async fn run(args: Args) -> Result<()> {
 
     let snapshot = map.snapshot(now_ms());
     let options = AsyncApiOptions {
-        broker: Some(args.broker.clone()),
+        broker: Some(args.broker.first().clone()),
         topics: Some(topics),
     };
     match &args.out {

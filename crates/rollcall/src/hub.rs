@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rollcall_hub::web::Access;
 use rollcall_hub::{ClusterMap, HubConfig, HubError, HubShared, MapConfig};
-use rollcall_net::{BrokerUrl, Login, Secret};
+use rollcall_net::{BrokerList, BrokerUrl, Login, Secret};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -18,8 +18,10 @@ use crate::scan::RollCallArgs;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Use this broker.
+    /// A comma-separated list names the nodes of one clustered broker,
+    /// tried in turn (docs/deploying.md).
     #[arg(long, conflicts_with = "embedded_broker")]
-    broker: Option<BrokerUrl>,
+    broker: Option<BrokerList>,
     /// Run an embedded MQTT broker on this address and use it (e.g.
     /// 127.0.0.1:1883). Any address but a loopback one needs
     /// --embedded-broker-password-file. See docs/embedded-broker.md.
@@ -191,13 +193,13 @@ pub async fn run(args: Args) -> Result<()> {
             Some(
                 args.broker
                     .clone()
-                    .unwrap_or_else(|| BrokerUrl::new("127.0.0.1", 1883)),
+                    .unwrap_or_else(|| BrokerUrl::new("127.0.0.1", 1883).into()),
             ),
             None,
         ),
     };
     let login = match &broker {
-        Some(url) => args.login.login(url)?,
+        Some(list) => args.login.login(list.first())?,
         None => Login::default(),
     };
     let every = Duration::from_secs(args.scan_every);

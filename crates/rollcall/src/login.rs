@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use rollcall_agent::RawConfig;
-use rollcall_net::{BrokerUrl, Login, LoginSettings, Secret, SessionConfig, TlsFiles};
+use rollcall_net::{BrokerList, BrokerUrl, Login, LoginSettings, Secret, SessionConfig, TlsFiles};
 
 /// The login flags.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -49,11 +49,12 @@ impl LoginArgs {
         .with_context(|| format!("logging in to {broker}"))
     }
 
-    /// A session to `broker` as `client_id`, logged in as these flags say.
-    pub fn session(&self, broker: &BrokerUrl, client_id: String) -> Result<SessionConfig> {
+    /// A session to `brokers` (tried in turn) as `client_id`, logged in as
+    /// these flags say: the same login to each of them, and to no other.
+    pub fn session(&self, brokers: &BrokerList, client_id: String) -> Result<SessionConfig> {
         Ok(SessionConfig {
-            login: self.login(broker)?,
-            ..SessionConfig::new(broker.clone(), client_id)
+            login: self.login(brokers.first())?,
+            ..SessionConfig::for_brokers(brokers, client_id)
         })
     }
 

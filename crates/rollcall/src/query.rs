@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use rollcall_net::{BrokerUrl, Qos, Session};
+use rollcall_net::{BrokerList, Qos, Session};
 use rollcall_proto::Topics;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -44,8 +44,10 @@ pub struct SetArgs {
 #[derive(Debug, clap::Args)]
 struct Common {
     /// The broker.
+    /// A comma-separated list names the nodes of one clustered broker,
+    /// tried in turn (docs/deploying.md).
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-    broker: BrokerUrl,
+    broker: BrokerList,
     #[command(flatten)]
     login: LoginArgs,
     /// Topic root.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rollcall_hub::{ScanOptions, Scanner};
-use rollcall_net::BrokerUrl;
+use rollcall_net::BrokerList;
 use rollcall_proto::Topics;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -103,8 +103,10 @@ impl RollCallArgs {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The broker answers arrive at.
+    /// A comma-separated list names the nodes of one clustered broker,
+    /// tried in turn (docs/deploying.md).
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-    broker: BrokerUrl,
+    broker: BrokerList,
     #[command(flatten)]
     login: LoginArgs,
     #[command(flatten)]

@@ -253,8 +253,9 @@ pub struct AgentCore {
     routes: Box<dyn Routes>,
     stats: Arc<AgentStats>,
     rng: StdRng,
-    /// The agent's broker's address: answers to it are not relayed.
-    own_broker: SocketAddr,
+    /// The addresses of the agent's broker (every node of its list, the
+    /// first first): answers to them are not relayed.
+    own_brokers: Vec<SocketAddr>,
     extaddr: Option<IpAddr>,
     started: Option<Instant>,
     /// Services of this host that published a `$description`, ours included.
@@ -277,14 +278,14 @@ pub struct AgentCore {
 }
 
 impl AgentCore {
-    /// A core for `config`'s host with its built services. `own_broker` is
-    /// the address of the agent's broker; `session` is this run's session
+    /// A core for `config`'s host with its built services. `own_brokers`
+    /// are the addresses of the agent's broker (at least one); `session` is this run's session
     /// number ([`crate::state::next_session`]); `seed` seeds the answer
     /// jitter.
     pub fn new(
         config: Arc<Config>,
         services: Vec<Built>,
-        own_broker: SocketAddr,
+        own_brokers: Vec<SocketAddr>,
         routes: Box<dyn Routes>,
         stats: Arc<AgentStats>,
         session: u64,
@@ -316,7 +317,7 @@ impl AgentCore {
             routes,
             stats,
             rng: StdRng::seed_from_u64(seed),
-            own_broker,
+            own_brokers,
             started: None,
             known_apps: BTreeSet::new(),
             scheduled: Vec::new(),

@@ -87,7 +87,7 @@ impl AgentCore {
                 "roll-call asks for answers outside the answer prefix or on a `$` topic; dropped");
             return;
         }
-        let towards = source.unwrap_or(self.own_broker.ip());
+        let towards = source.unwrap_or(self.own_brokers[0].ip());
         let Some(ipaddr) = self.routes.local_addr_towards(towards) else {
             warn!(%towards, "no route back to the requester; roll-call dropped");
             return;
@@ -176,7 +176,11 @@ impl AgentCore {
         out: &mut Out,
     ) {
         let routes = &self.routes;
-        if is_own_broker(addr, self.own_broker, |ip| routes.is_local(ip)) {
+        if self
+            .own_brokers
+            .iter()
+            .any(|own| is_own_broker(addr, *own, |ip| routes.is_local(ip)))
+        {
             self.answer(rc, ipaddr, SessionId::Local, now, out);
             return;
         }
@@ -244,7 +248,7 @@ impl AgentCore {
     /// Whether `requester` is the broker we are configured with, by the
     /// same name.
     fn is_own_broker_url(&self, requester: &BrokerUrl) -> bool {
-        matches!(&self.config.broker, crate::BrokerChoice::External(own) if own == requester)
+        matches!(&self.config.broker, crate::BrokerChoice::External(own) if own.contains(requester))
     }
 
     fn refuse_relay(&self, requester: &BrokerUrl) {

@@ -70,7 +70,7 @@ fn bed(toml: &str) -> Bed {
     let core = AgentCore::new(
         Arc::new(config),
         services,
-        own,
+        vec![own],
         Box::new(TestRoutes),
         stats.clone(),
         SESSION,

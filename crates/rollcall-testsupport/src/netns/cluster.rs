@@ -29,6 +29,9 @@ pub enum AgentBroker {
     Embedded,
     /// A broker in the agent's namespace (Mosquitto), at 127.0.0.1:1883.
     Local,
+    /// The nodes of a clustered broker on other nodes (NATS), tried in
+    /// this order: `brokers = [..]`.
+    Cluster(Vec<Ipv4Addr>),
 }
 
 /// How one agent is configured.
@@ -64,6 +67,14 @@ pub fn agent_toml(bed: &TestBed, name: &str, spec: &AgentSpec) -> String {
         // need a password file, and nothing in the bed logs in.
         AgentBroker::Embedded => format!("embedded_broker = \"127.0.0.1:{MQTT_PORT}\""),
         AgentBroker::Local => format!("broker = \"mqtt://127.0.0.1:{MQTT_PORT}\""),
+        AgentBroker::Cluster(nodes) => format!(
+            "brokers = [{}]",
+            nodes
+                .iter()
+                .map(|addr| format!("\"mqtt://{addr}:{MQTT_PORT}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     format!(
         "hostname = \"{name}\"\n{broker}\nstate_dir = \"{}\"\nsim = true\nkeepalive_s = {}\n{}\n{}\n",
@@ -118,6 +129,73 @@ pub fn start_mosquitto_as(
     );
     let args = ["-c".into(), conf.into_os_string()];
     bed.spawn(node, &format!("mosquitto-{name}"), mosquitto, &args)
+}
+
+/// The port NATS nodes of the bed route to each other on.
+pub const NATS_CLUSTER_PORT: u16 = 6222;
+
+/// Starts a NATS cluster, one node on each of `nodes`: MQTT on the node's
+/// address, port 1883, routes on [`NATS_CLUSTER_PORT`], JetStream in the
+/// bed's folder; configured by [`crate::nats::node_config`]. Returns once
+/// every node carries a message from a client to a subscriber on it.
+pub fn start_nats(bed: &mut TestBed, nodes: &[NodeId], nats: &std::path::Path) -> Vec<ProcId> {
+    let routes: Vec<String> = nodes
+        .iter()
+        .map(|&n| format!("nats://{}:{NATS_CLUSTER_PORT}", bed.addr(n)))
+        .collect();
+    let procs = nodes
+        .iter()
+        .map(|&node| {
+            let name = bed.name(node).to_owned();
+            let config = crate::nats::NodeConfig {
+                name: name.clone(),
+                address: bed.addr(node).to_string(),
+                client_port: 4222,
+                cluster_port: NATS_CLUSTER_PORT,
+                mqtt_port: MQTT_PORT,
+                routes: routes.clone(),
+                store_dir: bed.dir().join(format!("jetstream-{name}")),
+            };
+            let conf = bed.write_file(
+                &format!("nats-{name}.conf"),
+                &crate::nats::node_config(&config),
+            );
+            let args = ["-c".into(), conf.into_os_string()];
+            bed.spawn(node, &format!("nats-{name}"), nats, &args)
+        })
+        .collect();
+    for &node in nodes {
+        let at = SocketAddr::from((bed.addr(node), MQTT_PORT));
+        wait_listening(bed, node, at, Duration::from_secs(20));
+    }
+    // Clients connecting while JetStream elects its leaders time out in
+    // turn and pile up; the cluster is ready once each node carries a
+    // message to a subscriber of its own.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for &node in nodes {
+        let url = format!("mqtt://{}:{MQTT_PORT}", bed.addr(node));
+        let topic = format!("/rollcall-ready/{}", bed.name(node));
+        let probe = bed.mqtt(node, &url, &[&topic]);
+        loop {
+            probe.publish(&topic, "ready", false);
+            let asked = Instant::now();
+            while asked.elapsed() < Duration::from_secs(1)
+                && !probe.with(|seen| seen.last.contains_key(&topic))
+            {
+                // Polling what the probe's thread records, briefly.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if probe.with(|seen| seen.last.contains_key(&topic)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "NATS on {} carries no message after 60 s",
+                bed.name(node)
+            );
+        }
+    }
+    procs
 }
 
 /// Starts Mosquitto on `node` (every address, port 1883, anonymous) and

@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rollcall_net::{BrokerUrl, Qos, Session, SessionConfig};
+use rollcall_net::{BrokerList, Qos, Session, SessionConfig};
 
 use crate::{find_program, skip};
 use tokio::sync::mpsc;
@@ -868,7 +868,8 @@ pub struct MqttProbe {
 impl MqttProbe {
     fn start(ns: &str, broker: &str, filters: &[&str]) -> MqttProbe {
         static CLIENTS: AtomicUsize = AtomicUsize::new(0);
-        let broker: BrokerUrl = broker.parse().expect("broker URL");
+        // One URL, or the nodes of a cluster as a comma list.
+        let brokers: BrokerList = broker.parse().expect("broker URL");
         let filters: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
         let client_id = format!(
             "netns-probe-{}-{}",
@@ -890,7 +891,7 @@ impl MqttProbe {
                     .expect("runtime");
                 rt.block_on(async move {
                     let tracker = TaskTracker::new();
-                    let mut config = SessionConfig::new(broker, client_id);
+                    let mut config = SessionConfig::for_brokers(&brokers, client_id);
                     config.keep_alive = Duration::from_secs(5);
                     let mut session =
                         Session::start(config, shutdown.clone(), &tracker).expect("probe session");
