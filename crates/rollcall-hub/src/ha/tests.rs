@@ -345,6 +345,9 @@ fn map(hosts: Vec<HostSnapshot>) -> MapSnapshot {
         now_ms: 0,
         hosts,
         edges: Vec::new(),
+        unfed: Vec::new(),
+        unread: Vec::new(),
+        edge_stale_after_ms: 600_000,
     }
 }
 
