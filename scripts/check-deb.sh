@@ -16,7 +16,7 @@ contents=$(dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|')
 for path in /usr/bin/rollcall \
   /usr/lib/systemd/system/rollcall-agent.service /usr/lib/systemd/system/rollcall-hub.service \
   /etc/rollcall/agent.toml /etc/default/rollcall-hub \
-  /usr/lib/sysusers.d/rollcall.conf /usr/lib/udev/rules.d/60-rollcall.rules \
+  /usr/lib/sysusers.d/rollcall.conf /usr/lib/tmpfiles.d/rollcall.conf /usr/lib/udev/rules.d/60-rollcall.rules \
   /usr/share/man/man1/rollcall.1.gz /usr/share/man/man1/rollcall-agent.1.gz \
   /usr/share/man/man1/rollcall-hub.1.gz \
   /usr/share/bash-completion/completions/rollcall \
@@ -35,6 +35,7 @@ diff <(sort "$work/control/conffiles") <(printf '/etc/default/rollcall-hub\n/etc
   fail "conffiles are not agent.toml and rollcall-hub"
 post=$work/control/postinst
 grep -q 'systemd-sysusers.*rollcall.conf' "$post" || fail "postinst does not run systemd-sysusers"
+grep -q 'systemd-tmpfiles.*--create rollcall.conf' "$post" || fail "postinst does not make /var/lib/rollcall"
 # The agent: enabled on a first install (was-enabled says yes for a unit
 # never seen) and started. The hub: enabled only if it was before, never
 # started on a first install.

@@ -109,8 +109,11 @@ package() {
   say "$target: package ($debarch)"
   mkdir -p "$out"
   # Stripped by the profile already; cargo-deb's strip knows the host's ELF only.
-  cargo deb -p rollcall --no-build --no-strip --profile "$PROFILE" --target "$target" \
-    --output "$out" | tail -n1
+  local deb
+  deb=$(cargo deb -p rollcall --no-build --no-strip --profile "$PROFILE" --target "$target" \
+    --output "$out" | tail -n1)
+  scripts/check-deb.sh "$deb"
+  ls -l "$bin" "$deb"
 }
 
 for arch in "${arches[@]}"; do
