@@ -27,7 +27,6 @@ export CARGO_INCREMENTAL=0
 GLIBC=2.36 # Raspberry Pi OS Bookworm and Debian 12
 PROFILE=deb
 TESTS=${ROLLCALL_PACKAGE_TESTS:-1}
-ASSETS=target/package-assets
 arches=("$@")
 ((${#arches[@]})) || arches=(amd64 arm64 armhf)
 
@@ -57,11 +56,7 @@ if [[ " ${arches[*]} " =~ (arm64|armhf|armv7) ]]; then
 fi
 
 say "man pages, completions and agent.toml from the clap definitions"
-rm -rf "$ASSETS"
-cargo build -q -p rollcall --features assets
-target/debug/rollcall assets --out "$ASSETS"
-target/debug/rollcall agent --print-config >"$ASSETS/agent.toml"
-gzip -9n "$ASSETS"/man/*.1
+scripts/package-assets.sh
 
 # Builds the binary for Rust target $1 (cargo-zigbuild for cross targets),
 # runs the unit tests under $2 (a qemu-user binary, or "" for native), and
