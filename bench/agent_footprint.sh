@@ -14,8 +14,14 @@
 # /work/shared/bench/lib.sh does), adds its p50/p99/mean, the agent's CPU
 # (its threads' schedstat) over that run per command, and VmRSS after it.
 #
+# With IDLE_CPU_S=N (N > 0) it also measures the agent's CPU over N more
+# seconds of idling (nothing sent to it; its input scans run) and adds
+# idle_cpu_pct (percent of one CPU). With RUNNER="qemu-aarch64-static -L
+# /usr/aarch64-linux-gnu" it runs BINARY under that emulator (a cross-built
+# binary; the figures are then the emulator's process, emulation included).
+#
 # Usage: bench/agent_footprint.sh BINARY [LABEL]
-#   IDLE_S=5  RTT_COMMANDS=0  BENCH_PY=/tmp/mqttio-venv/bin/python (paho-mqtt)
+#   IDLE_S=5  IDLE_CPU_S=0  RUNNER=  RTT_COMMANDS=0  BENCH_PY=/tmp/mqttio-venv/bin/python (paho-mqtt)
 #   AGENT_CONFIG=/work/shared/bench/rollcall/agent.toml
 #   BENCH_DIR=/work/shared/bench (where gpio_rtt.py lives)
 #   SMAPS_TOP=N: also print the N biggest mappings by RSS (to stderr).
@@ -28,6 +34,8 @@ BIN=${1:?usage: $0 BINARY [LABEL]}
 LABEL=${2:-$(basename "$BIN")}
 IDLE_S=${IDLE_S:-5}
 RTT_COMMANDS=${RTT_COMMANDS:-0}
+IDLE_CPU_S=${IDLE_CPU_S:-0}
+read -r -a RUNNER_CMD <<<"${RUNNER:-}"
 SMAPS_TOP=${SMAPS_TOP:-0}
 BENCH_PY=${BENCH_PY:-/tmp/mqttio-venv/bin/python}
 BENCH_DIR=${BENCH_DIR:-/work/shared/bench}
@@ -89,7 +97,7 @@ for try in 1 2 3 4 5; do
 done
 
 mkdir "$TMP/state"
-"$BIN" agent --sim --hostname pc01 --broker "mqtt://127.0.0.1:$PORT" \
+"${RUNNER_CMD[@]}" "$BIN" agent --sim --hostname pc01 --broker "mqtt://127.0.0.1:$PORT" \
     --udp-port "$(free_port udp)" --state-dir "$TMP/state" --config "$AGENT_CONFIG" \
     >"$TMP/agent.log" 2>&1 &
 AGENT_PID=$!
@@ -123,6 +131,14 @@ fi
 cpu_ns() { # the agent's threads' time on a CPU (schedstat), in ns
     cat /proc/"$AGENT_PID"/task/*/schedstat | awk '{ ns += $1 } END { printf "%d\n", ns }'
 }
+
+if (( IDLE_CPU_S > 0 )); then
+    # A measuring window, not a wait for a condition: the agent's CPU time
+    # over IDLE_CPU_S seconds in which nobody talks to it.
+    T0=$(cpu_ns)
+    sleep "$IDLE_CPU_S"
+    LINE+=" idle_cpu_pct=$(awk -v ns=$(( $(cpu_ns) - T0 )) -v s="$IDLE_CPU_S" 'BEGIN { printf "%.3f", ns / 1e7 / s }')"
+fi
 
 if (( RTT_COMMANDS > 0 )); then
     T0=$(cpu_ns)

@@ -73,6 +73,17 @@ pub enum HwError {
         /// The pin.
         pin: Pin,
     },
+    /// No sysfs PWM chip belongs to the device the header's PWM is on.
+    #[error(
+        "no PWM chip of {device} under {class}: is the PWM overlay loaded \
+         (dtoverlay=pwm-2chan in /boot/firmware/config.txt, see docs/hardware.md)?"
+    )]
+    PwmChipNotFound {
+        /// The device looked for (`1f00098000.pwm`).
+        device: String,
+        /// The folder searched (`/sys/class/pwm`).
+        class: PathBuf,
+    },
     /// PWM settings that no channel can take (duty above period, for example).
     #[error("invalid PWM settings: {reason}")]
     InvalidPwm {

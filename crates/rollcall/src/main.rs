@@ -5,6 +5,8 @@
 //! alone: `agent`, `get` and `set`.
 
 mod agent;
+#[cfg(feature = "assets")]
+mod assets;
 #[cfg(feature = "hub")]
 mod demo;
 #[cfg(feature = "hub")]
@@ -54,6 +56,10 @@ enum Command {
     Get(query::GetArgs),
     /// Sets a service's value (`/{host}/{app}/set/{item}`).
     Set(query::SetArgs),
+    /// Writes the man pages and shell completions (for packaging).
+    #[cfg(feature = "assets")]
+    #[command(hide = true)]
+    Assets(assets::Args),
 }
 
 fn init_logging(verbose: u8) {
@@ -111,6 +117,8 @@ fn main() -> ExitCode {
             Command::Docs(args) => docs::run(args).await,
             Command::Get(args) => query::get(args).await,
             Command::Set(args) => query::set(args).await,
+            #[cfg(feature = "assets")]
+            Command::Assets(args) => assets::run::<Cli>(args),
         }
     });
     // rumqttd's threads cannot be stopped; leaving the runtime must not wait for them.

@@ -8,7 +8,7 @@ use rollcall_hw::HwError;
 use rollcall_hw::gpio::cdev::CdevChip;
 use rollcall_hw::gpio::shared::SharedChip;
 use rollcall_hw::gpio::sim::SimChip;
-use rollcall_hw::pwm::pi_pwm_channel;
+use rollcall_hw::pwm::PiPwm;
 use rollcall_hw::pwm::sim::SimPwm;
 use rollcall_hw::pwm::soft::SoftPwm;
 use rollcall_hw::pwm::sysfs::SysfsPwm;
@@ -131,11 +131,20 @@ impl Settings for GpioSettings {
         // Shared, so that software PWM can drive lines of the chip the service owns.
         let chip = SharedChip::new(Box::new(linux));
         let lines = chip.clone();
+        // The header's hardware PWM: the BCM2835's two channels on a Pi 1 to
+        // 4, RP1's four on a Pi 5, told apart by the device tree.
         let sysfs_root = env.sysfs_root.to_owned();
+        let board = PiPwm::detect(&sysfs_root);
+        let channel_of = board.channel_of();
         let opener: PwmOpener = Box::new(move |pin| {
-            Ok(match pi_pwm_channel(pin) {
-                Some((chip, channel)) => PwmLine {
-                    channel: Box::new(SysfsPwm::open(&sysfs_root, chip, channel)?),
+            Ok(match channel_of(pin) {
+                Some((_, channel)) => PwmLine {
+                    // Looked up at each open: the overlay may be loaded later.
+                    channel: Box::new(SysfsPwm::open(
+                        &sysfs_root,
+                        board.sysfs_chip(&sysfs_root)?,
+                        channel,
+                    )?),
                     on_gpio_line: false,
                 },
                 None => PwmLine {
@@ -144,7 +153,7 @@ impl Settings for GpioSettings {
                 },
             })
         });
-        let service = GpioService::new(Box::new(chip), opener).with_pwm_channels(pi_pwm_channel);
+        let service = GpioService::new(Box::new(chip), opener).with_pwm_channels(channel_of);
         Ok(Built {
             service: Box::new(service),
             sim: None,

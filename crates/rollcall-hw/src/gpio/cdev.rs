@@ -711,6 +711,55 @@ mod tests {
         assert_eq!(find_chip_by_label(&[], PI_CHIP_LABELS), None);
     }
 
+    fn chips(list: &[(&str, &str)]) -> Vec<(PathBuf, String)> {
+        list.iter()
+            .map(|(path, label)| (PathBuf::from(path), label.to_string()))
+            .collect()
+    }
+
+    /// `chip = "auto"` on each board, as `/dev` lists its chips.
+    #[test]
+    fn auto_finds_the_header_chip_of_each_pi() {
+        let pi4 = chips(&[
+            ("/dev/gpiochip0", "pinctrl-bcm2711"),
+            ("/dev/gpiochip1", "raspberrypi-exp-gpio"),
+        ]);
+        let zero = chips(&[("/dev/gpiochip0", "pinctrl-bcm2835")]);
+        // The Pi 5 on its first kernels: the SoC's own chips come first and
+        // RP1, which carries the header, is gpiochip4.
+        let pi5_old = chips(&[
+            ("/dev/gpiochip0", "gpio-brcmstb@107d508500"),
+            ("/dev/gpiochip1", "gpio-brcmstb@107d508520"),
+            ("/dev/gpiochip2", "gpio-brcmstb@107d517c00"),
+            ("/dev/gpiochip3", "gpio-brcmstb@107d517c20"),
+            ("/dev/gpiochip4", "pinctrl-rp1"),
+        ]);
+        // Later kernels: RP1 is gpiochip0 and the SoC's chips 10 to 13 (the
+        // gpiochip4 link that Raspberry Pi OS keeps is resolved to gpiochip0
+        // and merged with it when /dev is listed).
+        let pi5_new = chips(&[
+            ("/dev/gpiochip0", "pinctrl-rp1"),
+            ("/dev/gpiochip10", "gpio-brcmstb@107d508500"),
+            ("/dev/gpiochip11", "gpio-brcmstb@107d508520"),
+            ("/dev/gpiochip12", "gpio-brcmstb@107d517c00"),
+            ("/dev/gpiochip13", "gpio-brcmstb@107d517c20"),
+        ]);
+        let pc = chips(&[("/dev/gpiochip0", "INT34C6:00")]);
+        for (board, list, want) in [
+            ("Pi 4", &pi4, Some("/dev/gpiochip0")),
+            ("Pi Zero", &zero, Some("/dev/gpiochip0")),
+            ("Pi 5, old numbering", &pi5_old, Some("/dev/gpiochip4")),
+            ("Pi 5, new numbering", &pi5_new, Some("/dev/gpiochip0")),
+            ("a PC", &pc, None),
+        ] {
+            assert_eq!(
+                find_chip_by_label(list, PI_CHIP_LABELS),
+                want.map(Path::new),
+                "{board}"
+            );
+        }
+    }
+
     #[test]
     fn opening_a_missing_chip_names_the_path() {
         let error = CdevChip::open("/nonexistent/gpiochip9").unwrap_err();

@@ -1424,6 +1424,18 @@ mod tests {
     }
 
     #[test]
+    fn a_pi5_has_a_hardware_channel_for_each_pwm_pin() {
+        let mut rig = Rig::new();
+        rig.svc.channel_of = Some(rollcall_hw::pwm::pi5_pwm_channel);
+        // 12 and 18 share a channel on a Pi 4, not on a Pi 5's RP1.
+        rig.control(json!({"pwm":[
+            {"name":"a","pin":12},{"name":"b","pin":13},
+            {"name":"c","pin":18},{"name":"d","pin":19}]}))
+            .unwrap();
+        assert_eq!(rig.opens.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
     fn software_pwm_gets_its_line_as_an_output() {
         use rollcall_hw::gpio::shared::SharedChip;
         use rollcall_hw::pwm::soft::SoftPwm;
