@@ -487,6 +487,7 @@ impl RawConfig {
                 "the embedded_broker_* keys are for an embedded broker; set embedded_broker".into(),
             ));
         }
+        let brokers_key = self.brokers.is_some();
         let listed = match (self.broker, self.brokers) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -498,7 +499,7 @@ impl RawConfig {
             (None, brokers) => brokers,
         };
         let broker = match (self.embedded_broker, listed) {
-            (Some(_), Some(list)) if list.len() > 1 => {
+            (Some(_), Some(list)) if brokers_key || list.len() > 1 => {
                 return Err(invalid(
                     "brokers",
                     "an agent with embedded_broker uses its own broker; `brokers` is for \
@@ -725,6 +726,10 @@ mod tests {
             ("broker = \"n1\"\nbrokers = [\"n2\"]", "not both"),
             (
                 "embedded_broker = \"127.0.0.1:1883\"\nbrokers = [\"n1\", \"n2\"]",
+                "embedded_broker",
+            ),
+            (
+                "embedded_broker = \"127.0.0.1:1883\"\nbrokers = [\"n1\"]",
                 "embedded_broker",
             ),
         ] {

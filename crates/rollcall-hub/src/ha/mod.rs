@@ -116,7 +116,10 @@ pub struct HaStatus {
 /// One retained topic the hub owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
-    payload: Vec<u8>,
+    /// SHA-256 of the payload: enough to tell whether the broker retains
+    /// what the hub wants, without holding up to 100,000 payloads of up to
+    /// 64 KiB that anyone who can publish under the prefix could send.
+    digest: [u8; 32],
     /// Published by this run (else learned from the broker).
     this_run: bool,
 }
@@ -130,14 +133,20 @@ pub struct Published {
     refused: u64,
 }
 
+fn payload_digest(payload: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(payload).into()
+}
+
 /// Whether a payload on an owned topic is one the hub publishes: a config
 /// with rollcall's origin, or a host's `online`/`offline`.
 fn is_ours(topic: &str, payload: &[u8]) -> bool {
     if topic.ends_with("/config") {
         // Cheap test first: most configs on a busy broker are others'.
+        let quoted = format!("\"{ORIGIN_NAME}\"");
         if !payload
-            .windows(ORIGIN_NAME.len() + 2)
-            .any(|w| w == format!("\"{ORIGIN_NAME}\"").as_bytes())
+            .windows(quoted.len())
+            .any(|w| w == quoted.as_bytes())
         {
             return false;
         }
@@ -167,10 +176,11 @@ impl Published {
             return self.entries.remove(topic).is_some();
         }
         let full = self.entries.len() >= MAX_OWNED;
+        let digest = payload_digest(payload);
         match self.entries.get_mut(topic) {
-            Some(e) if e.payload == payload => false,
+            Some(e) if e.digest == digest => false,
             Some(e) => {
-                e.payload = payload.to_vec();
+                e.digest = digest;
                 true
             }
             None if full => {
@@ -181,7 +191,7 @@ impl Published {
                 self.entries.insert(
                     topic.to_owned(),
                     Entry {
-                        payload: payload.to_vec(),
+                        digest,
                         this_run: false,
                     },
                 );
@@ -209,7 +219,7 @@ impl Published {
             .filter(|(t, p)| {
                 all || match self.entries.get(*t) {
                     None => true,
-                    Some(e) => &e.payload != *p && (e.this_run || settled),
+                    Some(e) => e.digest != payload_digest(p) && (e.this_run || settled),
                 }
             })
             .map(|(t, p)| (t.clone(), p.clone()))
@@ -231,7 +241,7 @@ impl Published {
             self.entries.insert(
                 topic.to_owned(),
                 Entry {
-                    payload: payload.to_vec(),
+                    digest: payload_digest(payload),
                     this_run: true,
                 },
             );
