@@ -65,6 +65,11 @@ impl SecureBroker {
         for (user, password) in USERS {
             std::fs::write(dir.path().join(user), format!("{password}\n")).unwrap();
         }
+        // Beside the password file, not read from the checkout: Mosquitto
+        // started as root reads its ACL as the `mosquitto` user, which may
+        // not enter the checkout's folder (a clone in a private temp folder).
+        let acl = dir.path().join("acl");
+        std::fs::copy(example_acl(), &acl).unwrap();
         let config = MosquittoConfig {
             listener: format!(
                 "cafile {}\ncertfile {}\nkeyfile {}\n{listener}",
@@ -76,7 +81,7 @@ impl SecureBroker {
             extra: format!(
                 "password_file {}\nacl_file {}\n",
                 passwords.display(),
-                example_acl().display()
+                acl.display()
             ),
             ..MosquittoConfig::default()
         };
