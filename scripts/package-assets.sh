@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 export CARGO_INCREMENTAL=0
 out=target/package-assets
 rm -rf "$out"
+bin=${CARGO_TARGET_DIR:-target}/debug   # where cargo puts the host build
 cargo build -q -p rollcall --features assets
-cp target/debug/rollcall target/debug/rollcall-assets
+cp "$bin/rollcall" "$bin/rollcall-assets"
 cargo build -q -p rollcall
-target/debug/rollcall-assets assets --out "$out"
-target/debug/rollcall-assets agent --print-config >"$out/agent.toml"
+"$bin/rollcall-assets" assets --out "$out"
+"$bin/rollcall-assets" agent --print-config >"$out/agent.toml"
 gzip -9n "$out"/man/*.1

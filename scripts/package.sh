@@ -80,7 +80,7 @@ package() {
   local start=$SECONDS
   env "${env[@]}" "${build[@]}" -p rollcall --profile "$PROFILE" --target "$zigtarget" "${extra[@]}"
   echo "built in $((SECONDS - start)) s"
-  local bin=target/$target/$PROFILE/rollcall
+  local bin=${CARGO_TARGET_DIR:-target}/$target/$PROFILE/rollcall
   readelf -A "$bin" | grep -E 'Tag_CPU_arch:|Tag_ABI_VFP_args' || true
   if [ "$target" = arm-unknown-linux-gnueabihf ] && ! readelf -A "$bin" | grep -q 'Tag_CPU_arch: v6'; then
     echo "$bin is not an ARMv6 binary" >&2
