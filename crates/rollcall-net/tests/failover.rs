@@ -16,6 +16,13 @@ use tokio_util::task::TaskTracker;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// How long a NATS cluster may take, after a node is killed, to serve the
+/// retained messages again from the nodes left: JetStream elects new stream
+/// leaders first. 5 to 10 s on an idle machine; a fresh-clone CI run beside
+/// a build took longer than 10 s, and the network-namespace bed under load
+/// saw over 100 s (BENCHMARKS.md, issue 15). An upper bound, not a wait.
+const NATS_RECOVERY: Duration = Duration::from_secs(120);
+
 struct Harness {
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -295,7 +302,7 @@ async fn on_a_nats_cluster_rollcall_topics_cross_nodes_and_survive_a_node_kill()
         ))
         .await;
     after.handle.subscribe("/h1/#").await.unwrap();
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + NATS_RECOVERY;
     let mut seen = std::collections::BTreeMap::new();
     while seen.get("/h1/$state").map(Vec::as_slice) != Some(b"online".as_slice())
         || !seen.contains_key("/h1/gpio/$description")
