@@ -73,7 +73,8 @@ pub struct GpioService {
     state: SavedState,
     /// Open PWM channels, by pin.
     pwm: HashMap<Pin, PwmLine>,
-    inputs: HashMap<String, InputState>,
+    /// Each input's reporting state, in the order of `state.config.inputs`.
+    inputs: Vec<InputState>,
     waker: Option<EventWaker>,
     /// What is failing now, by what fails (`input button`, `pwm fan`): one
     /// success clears only its own entry. The errors themselves are kept;
@@ -225,7 +226,7 @@ impl GpioService {
             open_pwm,
             state: SavedState::default(),
             pwm: HashMap::new(),
-            inputs: HashMap::new(),
+            inputs: Vec::new(),
             waker: None,
             errors: BTreeMap::new(),
             channel_of: None,
@@ -400,31 +401,21 @@ impl GpioService {
                 }
             }
         }
-        self.inputs = config
-            .inputs
-            .iter()
-            .map(|i| {
-                let state = InputState {
-                    next_scan_ms: ctx.now_ms,
-                    ..InputState::default()
-                };
-                (i.name.clone(), state)
-            })
-            .collect();
+        self.inputs = vec![
+            InputState {
+                next_scan_ms: ctx.now_ms,
+                ..InputState::default()
+            };
+            config.inputs.len()
+        ];
         self.state = SavedState {
             config,
             levels: new_levels,
             duties: new_duties,
         };
         let mut out = self.states(ctx);
-        let names: Vec<String> = self
-            .state
-            .config
-            .inputs
-            .iter()
-            .map(|i| i.name.clone())
-            .collect();
-        out.extend(self.read_inputs(&names, ctx));
+        let all: Vec<usize> = (0..self.inputs.len()).collect();
+        out.extend(self.read_inputs(&all, ctx));
         Ok(out)
     }
 
@@ -444,66 +435,61 @@ impl GpioService {
     }
 
     /// Where an input's values go.
-    fn input_topic(&self, name: &str, ctx: &Ctx<'_>) -> String {
-        self.state
-            .config
-            .inputs
-            .iter()
-            .find(|i| i.name == name)
-            .and_then(|i| i.on_change.clone())
-            .unwrap_or_else(|| {
-                ctx.topics
-                    .service(ctx.host, "gpio", &format!("input/{name}"))
-            })
+    fn input_topic(input: &super::config::InputConfig, ctx: &Ctx<'_>) -> String {
+        input.on_change.clone().unwrap_or_else(|| {
+            ctx.topics
+                .service(ctx.host, "gpio", &format!("input/{}", input.name))
+        })
     }
 
     /// Reads the named inputs and publishes each value.
-    fn read_inputs(&mut self, names: &[String], ctx: &Ctx<'_>) -> Vec<Publish> {
-        self.read_inputs_where(names, ctx, |_, _, _| true)
+    fn read_inputs(&mut self, inputs: &[usize], ctx: &Ctx<'_>) -> Vec<Publish> {
+        self.read_inputs_where(inputs, ctx, |_, _, _| true)
     }
 
-    /// Reads the named inputs and publishes the readings `publish` picks,
+    /// Reads the inputs (indices into the configuration's) and publishes
+    /// the readings `publish` picks,
     /// given the input, its reporting state and the value read. A reading
     /// left out changes nothing: the last published value and time stay.
     fn read_inputs_where(
         &mut self,
-        names: &[String],
+        inputs: &[usize],
         ctx: &Ctx<'_>,
         publish: impl Fn(&super::config::InputConfig, &InputState, bool) -> bool,
     ) -> Vec<Publish> {
         let mut out = Vec::new();
-        for name in names {
-            let Some(input) = self.state.config.inputs.iter().find(|i| &i.name == name) else {
+        for &index in inputs {
+            let (Some(input), Some(state)) = (
+                self.state.config.inputs.get(index),
+                self.inputs.get_mut(index),
+            ) else {
                 continue;
             };
             match self.chip.get(input.pin) {
                 Ok(value) => {
                     // (Checked first: the key is built only when there are errors.)
                     if !self.errors.is_empty() {
-                        self.errors.remove(&format!("input `{name}`"));
+                        self.errors.remove(&format!("input `{}`", input.name));
                     }
-                    let Some(state) = self.inputs.get_mut(name) else {
-                        continue;
-                    };
                     if !publish(input, state, value) {
                         continue;
                     }
                     state.value = Some(value);
                     state.published_ms = Some(ctx.now_ms);
-                    out.push(self.input_reading(name, value, ctx));
+                    out.push(Self::input_reading(input, value, ctx));
                 }
                 Err(e) => {
-                    self.errors.insert(format!("input `{name}`"), e);
+                    self.errors.insert(format!("input `{}`", input.name), e);
                 }
             }
         }
         out
     }
 
-    fn input_reading(&self, name: &str, value: bool, ctx: &Ctx<'_>) -> Publish {
+    fn input_reading(input: &super::config::InputConfig, value: bool, ctx: &Ctx<'_>) -> Publish {
         let payload = json!({"value": u8::from(value), "ts": ctx.now_ms});
         Publish {
-            topic: self.input_topic(name, ctx),
+            topic: Self::input_topic(input, ctx),
             payload: payload.to_string().into_bytes(),
             retain: true,
         }
@@ -631,9 +617,12 @@ impl GpioService {
 
     fn values(&self) -> Value {
         let inputs: Object = self
+            .state
+            .config
             .inputs
             .iter()
-            .map(|(name, s)| (name.clone(), s.value.map(u8::from).into()))
+            .zip(&self.inputs)
+            .map(|(input, s)| (input.name.clone(), s.value.map(u8::from).into()))
             .collect();
         let outputs: Object = self
             .state
@@ -708,7 +697,7 @@ impl Service for GpioService {
                 },
             };
             outputs.push(
-                Interface::new(&i.name, self.input_topic(&i.name, ctx), ValueType::Bool)
+                Interface::new(&i.name, Self::input_topic(i, ctx), ValueType::Bool)
                     .range(0.0, 1.0)
                     .retained()
                     .doc(&format!("pin {}, reported {how}", i.pin)),
@@ -867,12 +856,9 @@ impl Service for GpioService {
             .config
             .inputs
             .iter()
-            .filter(|i| {
-                self.inputs
-                    .get(&i.name)
-                    .is_some_and(|s| s.recheck_ms.is_some())
-            })
-            .map(|i| i.debounce_ms.max(1))
+            .zip(&self.inputs)
+            .filter(|(_, s)| s.recheck_ms.is_some())
+            .map(|(i, _)| i.debounce_ms.max(1))
             .min();
         // Intervals like 999 and 1000 ms have a divisor of 1 ms: no tick is
         // sooner than 10 ms, and each input keeps its own schedule.
@@ -887,16 +873,24 @@ impl Service for GpioService {
         // Runs up to a hundred times a second on an idle agent: it allocates
         // only for inputs that are due.
         let now = ctx.now_ms;
+        // Ticks come at a fixed rate, each late by a varying fraction of a
+        // millisecond: an input is read on the tick nearest its time, not
+        // only on one at or after it, or a tick that came a little less
+        // late than the last would put its scan off by a whole tick.
+        let nearly_now = now + MIN_TICK_MS / 2;
         let mut due = Vec::new();
-        for input in &self.state.config.inputs {
+        let inputs = self.state.config.inputs.iter().zip(&mut self.inputs);
+        for (index, (input, s)) in inputs.enumerate() {
             let Some(every) = input.scan_ms.filter(|_| input.report == Report::Scan) else {
                 continue;
             };
-            if let Some(s) = self.inputs.get_mut(&input.name)
-                && s.next_scan_ms <= now
-            {
-                s.next_scan_ms = now + every;
-                due.push(input.name.clone());
+            if s.next_scan_ms <= nearly_now {
+                // A fixed rate too; a scan more than a period late is not
+                // caught up.
+                s.next_scan_ms = Some(s.next_scan_ms + every)
+                    .filter(|&next| next > now)
+                    .unwrap_or(now + every);
+                due.push(index);
             }
         }
         // A scan publishes what changed, and what its `refresh_ms` says is
@@ -911,19 +905,15 @@ impl Service for GpioService {
             changed || refresh_due
         });
         // Lines that bounced: publish the level they settled at, if it changed.
-        let settled: Vec<(String, Option<bool>)> = self
-            .inputs
-            .iter_mut()
-            .filter(|(_, s)| s.recheck_ms.is_some_and(|at| at <= now))
-            .map(|(name, s)| {
-                s.recheck_ms = None;
-                (name.clone(), s.value)
-            })
-            .collect();
-        for (name, before) in settled {
-            let reading = self.read_inputs(std::slice::from_ref(&name), ctx);
-            let after = self.inputs.get(&name).and_then(|s| s.value);
-            if after != before {
+        for index in 0..self.inputs.len() {
+            let s = &mut self.inputs[index];
+            if s.recheck_ms.is_none_or(|at| at > now) {
+                continue;
+            }
+            s.recheck_ms = None;
+            let before = s.value;
+            let reading = self.read_inputs(&[index], ctx);
+            if self.inputs[index].value != before {
                 out.extend(reading);
             }
         }
@@ -940,20 +930,17 @@ impl Service for GpioService {
     fn wake(&mut self, ctx: &Ctx<'_>) -> Vec<Publish> {
         let mut out = Vec::new();
         for event in self.chip.take_events() {
-            let Some(input) = self
+            let Some((input, state)) = self
                 .state
                 .config
                 .inputs
                 .iter()
-                .find(|i| i.pin == event.pin && i.report == Report::Change)
+                .zip(&mut self.inputs)
+                .find(|(i, _)| i.pin == event.pin && i.report == Report::Change)
             else {
                 continue;
             };
-            let name = input.name.clone();
             let debounce_ns = input.debounce_ms * 1_000_000;
-            let Some(state) = self.inputs.get_mut(&name) else {
-                continue;
-            };
             if state
                 .last_edge_ns
                 .is_some_and(|last| event.timestamp_ns.saturating_sub(last) < debounce_ns)
@@ -967,7 +954,7 @@ impl Service for GpioService {
                 continue;
             }
             state.value = Some(value);
-            out.push(self.input_reading(&name, value, ctx));
+            out.push(Self::input_reading(input, value, ctx));
         }
         out
     }
@@ -1217,10 +1204,11 @@ mod tests {
         // The configuration published the value; a scan that finds it
         // unchanged publishes nothing (issue 12: quiet when idle).
         assert!(rig.svc.tick(&at(0)).is_empty());
-        assert!(rig.svc.tick(&at(499)).is_empty());
+        assert!(rig.svc.tick(&at(494)).is_empty());
         rig.sim.drive(17, false).unwrap();
-        // Not read before its interval is up...
-        assert!(rig.svc.tick(&at(499)).is_empty());
+        // Not read before its interval is up (give or take half the
+        // shortest tick: ticks come a little late, each by its own amount)...
+        assert!(rig.svc.tick(&at(494)).is_empty());
         // ...and published at the scan that finds it changed.
         let out = rig.svc.tick(&at(500));
         assert_eq!(
@@ -1230,6 +1218,19 @@ mod tests {
         assert!(rig.svc.tick(&at(1000)).is_empty());
         rig.sim.drive(17, true).unwrap();
         assert_eq!(rig.svc.tick(&at(1500)).len(), 1);
+        // A tick a little less late than the last still scans: at a fixed
+        // rate of 500 ms, the scans stay 500 ms apart.
+        rig.sim.drive(17, false).unwrap();
+        assert_eq!(rig.svc.tick(&at(1998)).len(), 1);
+        rig.sim.drive(17, true).unwrap();
+        assert_eq!(rig.svc.tick(&at(2497)).len(), 1);
+        // One more than a period late is not caught up: the next scan is a
+        // period from the late one.
+        rig.sim.drive(17, false).unwrap();
+        assert_eq!(rig.svc.tick(&at(3700)).len(), 1);
+        rig.sim.drive(17, true).unwrap();
+        assert!(rig.svc.tick(&at(4000)).is_empty());
+        assert_eq!(rig.svc.tick(&at(4200)).len(), 1);
     }
 
     #[test]
