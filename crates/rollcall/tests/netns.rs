@@ -2,8 +2,9 @@
 //! bridge in a namespace of its own, each running a real `rollcall agent`
 //! process; the hub in its own namespace; roll-calls as real broadcasts on
 //! the bridge (198.18.0.0/15). Shared and per-host brokers, crashes, links
-//! going down, broker restarts, packet loss, a hostile host, and a host
-//! behind a router; the hub's map read over HTTP. Needs root
+//! going down, broker restarts, packet loss, a hostile host, a host
+//! behind a router, and two sites whose Mosquittos are bridged (with the
+//! loops that bring answers twice); the hub's map read over HTTP. Needs root
 //! and `ip`; skipped (with the reason) otherwise, except under `CI=true`.
 //! docs/testbed.md describes what each test proves.
 
@@ -1106,6 +1107,22 @@ fn wait_until_ok(mut f: impl FnMut() -> bool, timeout: Duration, what: &str) {
 /// lines [`Joined`] names), so the documented example and what is tested
 /// cannot drift apart.
 const BRIDGE_EXAMPLE: &str = include_str!("../../../examples/mosquitto/bridge.conf");
+
+/// docs/deploying.md shows the example's settings, its comments left out:
+/// they are the file's, line for line. (This one needs no namespace.)
+#[test]
+fn the_bridge_settings_in_the_docs_are_the_example_files() {
+    let settings: Vec<&str> = BRIDGE_EXAMPLE
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
+    let block = format!("```\n{}\n```", settings.join("\n"));
+    let docs = include_str!("../../../docs/deploying.md");
+    assert!(
+        docs.contains(&block),
+        "docs/deploying.md has no block\n{block}"
+    );
+}
 
 /// Hosts on each of the two sites.
 const SITE_HOSTS: usize = 3;
