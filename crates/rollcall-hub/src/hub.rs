@@ -135,6 +135,9 @@ pub struct HubMetrics {
     pub rollcalls_failed: AtomicU64,
     /// Answers counted by roll-calls (host answers and service answers).
     pub answers: AtomicU64,
+    /// Answers dropped because their (host, function) had answered that
+    /// roll-call already: copies a bridge loop or a repeated path brought.
+    pub duplicates: AtomicU64,
     /// Messages taken from the broker into the map.
     pub messages: AtomicU64,
     /// Map events reported.
@@ -161,6 +164,8 @@ impl HubMetrics {
         let answers =
             report.hosts.iter().filter(|h| h.t_ms.is_some()).count() + report.service_count();
         self.answers.fetch_add(answers as u64, Ordering::Relaxed);
+        self.duplicates
+            .fetch_add(report.duplicates, Ordering::Relaxed);
         let ms = took.as_millis() as u64;
         self.last_rollcall_ms.store(ms, Ordering::Relaxed);
         self.last_answer_ms
@@ -296,6 +301,12 @@ impl HubMetrics {
             "counter",
             "Roll-call answers received (host and service answers).",
             &[("", load(&self.answers) as f64)],
+        );
+        metric(
+            "rollcall_answers_duplicate_total",
+            "counter",
+            "Roll-call answers dropped as copies of one already counted (a bridge loop, two paths).",
+            &[("", load(&self.duplicates) as f64)],
         );
         metric(
             "rollcall_hub_messages_total",
@@ -1126,7 +1137,9 @@ mod tests {
     fn prometheus_text_is_well_formed_and_counts_what_happened() {
         let shared = HubShared::new(Topics::default());
         shared.record_scan(&report(2, 3), Duration::from_millis(30));
-        shared.record_scan(&report(1, 3), Duration::from_millis(700));
+        let mut copies = report(1, 3);
+        copies.duplicates = 5;
+        shared.record_scan(&copies, Duration::from_millis(700));
         shared
             .lock_map()
             .apply_message(&Topics::default(), "/h1/$state", b"offline", 1);
@@ -1157,6 +1170,7 @@ mod tests {
         assert_eq!(samples["rollcall_rollcalls_total"], 2.0);
         // 2 + 6 answers, then 1 + 3.
         assert_eq!(samples["rollcall_answers_total"], 12.0);
+        assert_eq!(samples["rollcall_answers_duplicate_total"], 5.0);
         // h1 missed the second roll-call, then said offline.
         assert_eq!(samples["rollcall_hosts{status=\"online\"}"], 1.0);
         assert_eq!(samples["rollcall_hosts{status=\"offline\"}"], 1.0);

@@ -52,6 +52,15 @@ pub fn table(report: &ScanReport) -> String {
             .map_or_else(|| "-".into(), |t| t.to_string()),
         report.window_ms,
     );
+    // Said only when it happened: a copy dropped means two paths (a bridge
+    // loop, docs/deploying.md) brought one answer twice.
+    if report.duplicates > 0 {
+        let _ = writeln!(
+            out,
+            "{} answers arrived twice and were counted once",
+            report.duplicates
+        );
+    }
     for row in rows {
         let mut line = String::new();
         for (cell, width) in row.iter().zip(&widths) {

@@ -2,8 +2,9 @@
 //! bridge in a namespace of its own, each running a real `rollcall agent`
 //! process; the hub in its own namespace; roll-calls as real broadcasts on
 //! the bridge (198.18.0.0/15). Shared and per-host brokers, crashes, links
-//! going down, broker restarts, packet loss, a hostile host, and a host
-//! behind a router; the hub's map read over HTTP. Needs root
+//! going down, broker restarts, packet loss, a hostile host, a host
+//! behind a router, and two sites whose Mosquittos are bridged (with the
+//! loops that bring answers twice); the hub's map read over HTTP. Needs root
 //! and `ip`; skipped (with the reason) otherwise, except under `CI=true`.
 //! docs/testbed.md describes what each test proves.
 
@@ -307,7 +308,18 @@ fn request(
     body: serde_json::Value,
     id: u64,
 ) -> serde_json::Value {
-    let reply = format!("/netns/reply/{id}");
+    request_replied_at(probe, topic, body, id, "/netns/reply")
+}
+
+/// [`request`] with its reply topic under `reply_prefix`.
+fn request_replied_at(
+    probe: &harness::MqttProbe,
+    topic: &str,
+    body: serde_json::Value,
+    id: u64,
+    reply_prefix: &str,
+) -> serde_json::Value {
+    let reply = format!("{reply_prefix}/{id}");
     let mut body = match body {
         serde_json::Value::Object(map) => map,
         value => serde_json::Map::from_iter([("value".to_owned(), value)]),
@@ -1088,4 +1100,526 @@ fn wait_until_ok(mut f: impl FnMut() -> bool, timeout: Duration, what: &str) {
             "timed out after {timeout:?}: {what}"
         );
     }
+}
+
+/// The bridge as examples/mosquitto/bridge.conf ships it: the tests below
+/// run this very text, only its address changed (and, for the loops, the
+/// lines [`Joined`] names), so the documented example and what is tested
+/// cannot drift apart.
+const BRIDGE_EXAMPLE: &str = include_str!("../../../examples/mosquitto/bridge.conf");
+
+/// docs/deploying.md shows the example's settings, its comments left out:
+/// they are the file's, line for line. (This one needs no namespace.)
+#[test]
+fn the_bridge_settings_in_the_docs_are_the_example_files() {
+    let settings: Vec<&str> = BRIDGE_EXAMPLE
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
+    let block = format!("```\n{}\n```", settings.join("\n"));
+    let docs = include_str!("../../../docs/deploying.md");
+    assert!(
+        docs.contains(&block),
+        "docs/deploying.md has no block\n{block}"
+    );
+}
+
+/// Hosts on each of the two sites.
+const SITE_HOSTS: usize = 3;
+
+/// How the two sites' Mosquittos are joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Joined {
+    /// The example, as written, on site A's broker: nothing comes back.
+    Example,
+    /// The example made two-way for roll-calls and answers (`both`, as
+    /// docs/deploying.md suggests for a hub on each site), to a far broker
+    /// that is not told it is a bridge (`try_private false`): each answer
+    /// published on site A crosses to site B and comes back once.
+    EchoBack,
+    /// The example on site A, and on site B a second bridge to site A
+    /// carrying answers out: site B's answers reach site A by two paths.
+    TwoBridges,
+}
+
+/// `text` with the line `from` replaced by `to`; the line must be there.
+fn swap_line(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(
+        text.lines().filter(|l| *l == from).count(),
+        1,
+        "the bridge example has no line `{from}`"
+    );
+    text.lines()
+        .map(|l| if l == from { to } else { l })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Site A's bridge to site B's broker at `far`: the example, the address
+/// substituted, then changed as `joined` says.
+fn bridge_config(far: Ipv4Addr, joined: Joined) -> String {
+    let text = swap_line(
+        BRIDGE_EXAMPLE,
+        "address site-b.lan:1883",
+        &format!("address {far}:{MQTT_PORT}"),
+    );
+    match joined {
+        Joined::Example | Joined::TwoBridges => text,
+        Joined::EchoBack => {
+            let text = swap_line(&text, "try_private true", "try_private false");
+            let text = swap_line(
+                &text,
+                "topic /udp/request out 1",
+                "topic /udp/request both 1",
+            );
+            swap_line(&text, "topic /stat/# in 1", "topic /stat/# both 1")
+        }
+    }
+}
+
+/// Two sites, each a subnet on a bridge of its own, joined by a router:
+/// site A (198.18.0.0/24) has the hub's node with Mosquitto and `rollcall
+/// hub --via-mqtt` on it and hosts `a01`..; site B (198.18.1.0/24) has
+/// `brokerb` with Mosquitto and hosts `b01`..; every agent on its own
+/// site's broker; the brokers joined as `joined` says. Traffic is counted
+/// on both bridges, the router watched.
+struct Sites {
+    bed: TestBed,
+    site_a: BridgeId,
+    site_b: BridgeId,
+    hub: NodeId,
+    broker_b: NodeId,
+    router: NodeId,
+    hosts_a: Vec<NodeId>,
+    hosts_b: Vec<NodeId>,
+    agents_b: Vec<ProcId>,
+}
+
+impl Sites {
+    fn new(test: &str, joined: Joined) -> Option<Sites> {
+        let mosquitto = cluster::mosquitto_or_skip(test)?;
+        let mut bed =
+            harness::bed_or_skip(test, std::path::Path::new(env!("CARGO_BIN_EXE_rollcall")))?;
+        let site_a = bed.add_bridge().unwrap();
+        let site_b = bed.add_bridge().unwrap();
+        let hub = bed.add_host("hub", site_a).unwrap();
+        let hosts_a: Vec<NodeId> = (1..=SITE_HOSTS)
+            .map(|i| bed.add_host(&format!("a{i:02}"), site_a).unwrap())
+            .collect();
+        let broker_b = bed.add_host("brokerb", site_b).unwrap();
+        let hosts_b: Vec<NodeId> = (1..=SITE_HOSTS)
+            .map(|i| bed.add_host(&format!("b{i:02}"), site_b).unwrap())
+            .collect();
+        let router = bed.add_router("gw", &[site_a, site_b]).unwrap();
+        bed.count_traffic(site_a, &[router]).unwrap();
+        bed.count_traffic(site_b, &[router]).unwrap();
+        let (hub_addr, b_addr) = (bed.addr(hub), bed.addr(broker_b));
+
+        // Site B's broker first, so that site A's bridge finds it at once
+        // (a bridge that failed waits before trying again).
+        let back = match joined {
+            // Started before site A's broker, it fails its first try:
+            // it tries again after a second, not Mosquitto's default 5 s.
+            Joined::TwoBridges => format!(
+                "connection site-a\naddress {hub_addr}:{MQTT_PORT}\ntry_private true\n\
+                 cleansession true\nnotifications false\nrestart_timeout 1\n\
+                 topic /stat/# out 1\n"
+            ),
+            Joined::Example | Joined::EchoBack => String::new(),
+        };
+        cluster::start_mosquitto_with(&mut bed, broker_b, &mosquitto, &back);
+        let at_b = SocketAddr::from((b_addr, MQTT_PORT));
+        cluster::wait_listening(&bed, broker_b, at_b, Duration::from_secs(10));
+        // Bridge connections and their failures are logged at `notice`.
+        let bridge = format!("log_type notice\n{}", bridge_config(b_addr, joined));
+        cluster::start_mosquitto_with(&mut bed, hub, &mosquitto, &bridge);
+        let broadcast = bed.broadcast(site_a);
+        cluster::start_hub_on_broker(
+            &mut bed,
+            hub,
+            broadcast,
+            1,
+            &["--http", HUB_HTTP, "--wait-ms", "800", "--via-mqtt"],
+        );
+        for &h in &hosts_a {
+            cluster::start_agent(&mut bed, h, &AgentSpec::new(AgentBroker::Remote(hub_addr)));
+        }
+        let agents_b = hosts_b
+            .iter()
+            .map(|&h| {
+                cluster::start_agent(&mut bed, h, &AgentSpec::new(AgentBroker::Remote(b_addr)))
+            })
+            .collect();
+        let sites = Sites {
+            bed,
+            site_a,
+            site_b,
+            hub,
+            broker_b,
+            router,
+            hosts_a,
+            hosts_b,
+            agents_b,
+        };
+        // Site B's states reach the hub's broker only over the bridge.
+        let probe = sites.probe(&["/+/$state"]);
+        let names = sites.names();
+        probe.wait(
+            "every host of both sites online at site A's broker",
+            Duration::from_secs(30),
+            |seen| {
+                names
+                    .iter()
+                    .all(|n| {
+                        seen.text(&format!("/{n}/$state"))
+                            .as_deref()
+                            .and_then(first_word)
+                            == Some("online")
+                    })
+                    .then_some(())
+            },
+        );
+        if joined == Joined::TwoBridges {
+            sites.wait_two_paths();
+        }
+        Some(sites)
+    }
+
+    /// Waits until a message published on site B's broker under `/stat/`
+    /// reaches site A's twice, once over each bridge.
+    fn wait_two_paths(&self) {
+        let at_a = self.probe(&["/stat/netns-ready"]);
+        let url = format!("mqtt://127.0.0.1:{MQTT_PORT}");
+        let at_b = self.bed.mqtt(self.broker_b, &url, &[]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for marker in 0u64.. {
+            at_b.publish("/stat/netns-ready", marker.to_string(), false);
+            let asked = Instant::now();
+            let copies = |marker: u64| {
+                at_a.with(|seen| {
+                    seen.log
+                        .iter()
+                        .filter(|(_, p, _)| *p == marker.to_string().as_bytes())
+                        .count()
+                })
+            };
+            while asked.elapsed() < Duration::from_millis(500) && copies(marker) < 2 {
+                // Polling what the probe's thread records, briefly.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if copies(marker) >= 2 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "site B's messages do not reach site A by two paths after 30 s"
+            );
+        }
+    }
+
+    /// An MQTT client in the hub's node, on site A's broker.
+    fn probe(&self, filters: &[&str]) -> harness::MqttProbe {
+        self.bed
+            .mqtt(self.hub, &format!("mqtt://127.0.0.1:{MQTT_PORT}"), filters)
+    }
+
+    /// Every host's name, site A's first.
+    fn names(&self) -> Vec<String> {
+        self.hosts_a
+            .iter()
+            .chain(&self.hosts_b)
+            .map(|&h| self.bed.name(h).to_owned())
+            .collect()
+    }
+
+    /// What a roll-call reaching `hosts` must bring: each host at its own
+    /// address, with its services.
+    fn expected(&self, hosts: &[NodeId]) -> BTreeMap<String, (String, Vec<String>, Vec<String>)> {
+        hosts
+            .iter()
+            .map(|&h| {
+                (
+                    self.bed.name(h).to_owned(),
+                    (
+                        self.bed.addr(h).to_string(),
+                        SERVICES.map(str::to_owned).to_vec(),
+                        SERVICES.map(str::to_owned).to_vec(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// `rollcall scan --json` in `node` on its own broker (127.0.0.1,
+    /// as the hub runs: such a roll-call names no broker, so an agent
+    /// across a bridge answers on its own broker), by broadcast on the
+    /// node's subnet; waits the whole `wait_ms`.
+    fn scan(&self, node: NodeId, broadcast: Ipv4Addr, extra: &[&str]) -> serde_json::Value {
+        let mut args: Vec<String> = [
+            "scan",
+            "--json",
+            "--broker",
+            &format!("mqtt://127.0.0.1:{MQTT_PORT}"),
+            "--broadcast",
+            &broadcast.to_string(),
+            "--wait-ms",
+            "3000",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let out = self.bed.exec(node, self.bed.rollcall(), &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("scan --json")
+    }
+
+    /// `rollcall ARGS` in the hub's node, on site A's broker; its stdout.
+    fn cli(&self, args: &[&str]) -> String {
+        let mut all: Vec<&str> = args.to_vec();
+        let broker = format!("mqtt://127.0.0.1:{MQTT_PORT}");
+        all.extend(["--broker", &broker]);
+        let out = self.bed.exec(self.hub, self.bed.rollcall(), &all);
+        assert!(
+            out.status.success(),
+            "rollcall {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The hub's map: `GET /api/map` from inside the hub's node.
+    fn map(&self) -> Result<serde_json::Value, String> {
+        let body = cluster::http_get(&self.bed, self.hub, HUB_HTTP.parse().unwrap(), "/api/map")?;
+        serde_json::from_str(&body).map_err(|e| format!("/api/map: {e}: {body}"))
+    }
+
+    /// One sample of the hub's `/metrics`.
+    fn metric(&self, name: &str) -> Option<f64> {
+        let text =
+            cluster::http_get(&self.bed, self.hub, HUB_HTTP.parse().unwrap(), "/metrics").ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Waits until the hub's map has every host of both sites once,
+    /// `online` at its own address with its services.
+    fn wait_whole_map(&self) {
+        let expected: BTreeMap<_, _> = self
+            .expected(&[self.hosts_a.clone(), self.hosts_b.clone()].concat())
+            .into_iter()
+            .map(|(name, (addr, apps, services))| {
+                (name, ("online".to_owned(), addr, apps, services))
+            })
+            .collect();
+        let timeout = Duration::from_secs(20);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let map = self.map().map(|m| map_summary(&m));
+            if map.as_ref().is_ok_and(|m| *m == expected) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for the hub's map to show both \
+                 sites, each host at its own address; last: {map:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Answers (host answers and service answers) in a scan report.
+fn answer_count(report: &serde_json::Value) -> u64 {
+    let (hosts, services, _) = cluster::answers(report);
+    (hosts + services) as u64
+}
+
+#[test]
+fn two_sites_joined_by_the_example_bridge_one_roll_call_over_mqtt_maps_both() {
+    let _serial = serial();
+    let Some(mut sites) = Sites::new("two_sites", Joined::Example) else {
+        return;
+    };
+    let (hosts_a, hosts_b) = (sites.hosts_a.clone(), sites.hosts_b.clone());
+    for &h in &hosts_a {
+        assert_eq!(sites.bed.addr(h).octets()[..3], [198, 18, 0]);
+    }
+    for &h in &hosts_b {
+        assert_eq!(sites.bed.addr(h).octets()[..3], [198, 18, 1]);
+    }
+    let gw = sites.bed.name(sites.router).to_owned();
+    let counted_a = sites.bed.traffic(sites.site_a).unwrap();
+    let counted_b = sites.bed.traffic(sites.site_b).unwrap();
+
+    // A UDP roll-call stays on its subnet: a broadcast on site A finds
+    // site A's hosts only, though site B's are online.
+    let report = sites.scan(sites.hub, sites.bed.broadcast(sites.site_a), &[]);
+    assert_eq!(
+        summary(&cluster::map_of(&report)),
+        sites.expected(&hosts_a),
+        "{report}"
+    );
+    // And one on site B finds site B's only.
+    let report = sites.scan(sites.broker_b, sites.bed.broadcast(sites.site_b), &[]);
+    assert_eq!(
+        summary(&cluster::map_of(&report)),
+        sites.expected(&hosts_b),
+        "{report}"
+    );
+    // The router forwarded no UDP onto either subnet (counted at its
+    // port on each bridge), while both bridges carried roll-calls (so the
+    // counters count) and the router carried the brokers' bridge (TCP).
+    let a = sites.bed.traffic(sites.site_a).unwrap().since(&counted_a);
+    let b = sites.bed.traffic(sites.site_b).unwrap().since(&counted_b);
+    assert!(a.get("udp_sent").packets > 0, "{a:?}");
+    assert!(b.get("udp_sent").packets > 0, "{b:?}");
+    assert_eq!(a.get(&format!("udp_port_{gw}")).packets, 0, "{a:?}");
+    assert_eq!(b.get(&format!("udp_port_{gw}")).packets, 0, "{b:?}");
+    assert!(a.get(&format!("tcp_port_{gw}")).packets > 0, "{a:?}");
+    assert!(b.get(&format!("tcp_port_{gw}")).packets > 0, "{b:?}");
+
+    // Over MQTT the roll-call crosses the bridge: both sites answer, each
+    // host with its address on its own subnet, each answer once.
+    let report = sites.scan(
+        sites.hub,
+        sites.bed.broadcast(sites.site_a),
+        &["--via-mqtt", "--expect", &(2 * SITE_HOSTS).to_string()],
+    );
+    let map = cluster::map_of(&report);
+    assert_eq!(
+        summary(&map),
+        sites.expected(&[hosts_a.clone(), hosts_b.clone()].concat()),
+        "{report}"
+    );
+    assert_flat_fields(&map);
+    assert_eq!(report["duplicates"], 0, "{report}");
+
+    // The hub's map, from its own roll-calls and the retained states and
+    // descriptions that came over the bridge.
+    sites.wait_whole_map();
+    let descriptions = sites.probe(&["/+/+/$description"]);
+    let names = sites.names();
+    descriptions.wait(
+        "every host's descriptions at site A's broker",
+        Duration::from_secs(10),
+        |seen| {
+            names
+                .iter()
+                .all(|n| {
+                    SERVICES
+                        .iter()
+                        .all(|s| seen.last.contains_key(&format!("/{n}/{s}/$description")))
+                })
+                .then_some(())
+        },
+    );
+
+    // Queries and sets from site A reach a site-B host, and their replies
+    // come back: configured from a client, then `rollcall set` and `get`.
+    let probe = sites.probe(&["/stat/netns-reply/#"]);
+    let far = sites.bed.name(hosts_b[0]).to_owned();
+    assert_ok(&request_replied_at(
+        &probe,
+        &format!("/{far}/gpio/control"),
+        gpio_config(&far),
+        1,
+        "/stat/netns-reply",
+    ));
+    let lamp = format!("lamp_{far}");
+    sites.cli(&["set", &far, "gpio", &lamp, "1"]);
+    let level: serde_json::Value =
+        serde_json::from_str(&sites.cli(&["get", &far, "gpio", &format!("output/{lamp}")]))
+            .unwrap();
+    assert_eq!(level["value"], 1, "{level}");
+
+    // A far host's last will crosses too: its agent killed, the map shows
+    // it offline (2 s keep-alive).
+    sites.bed.kill(sites.agents_b[SITE_HOSTS - 1]);
+    let gone = sites.bed.name(hosts_b[SITE_HOSTS - 1]).to_owned();
+    wait_until(
+        &format!("{gone} offline in the hub's map"),
+        Duration::from_secs(15),
+        || {
+            sites.map().is_ok_and(|m| {
+                map_summary(&m)
+                    .get(&gone)
+                    .is_some_and(|(status, ..)| status == "offline")
+            })
+        },
+    );
+
+    // The hub called the roll over MQTT all along and saw no copies.
+    assert!(sites.metric("rollcall_rollcalls_total").unwrap_or(0.0) > 0.0);
+    assert_eq!(sites.metric("rollcall_answers_duplicate_total"), Some(0.0));
+}
+
+#[test]
+fn two_sites_whose_bridge_sends_answers_back_each_answer_counts_once_and_copies_are_counted() {
+    bridge_loop("bridge_echo", Joined::EchoBack);
+}
+
+#[test]
+fn two_sites_joined_by_two_bridges_each_answer_counts_once_and_copies_are_counted() {
+    bridge_loop("two_bridges", Joined::TwoBridges);
+}
+
+/// A roll-call over MQTT to two sites whose bridges bring some answers
+/// twice: every host and service is in the report once, at its own
+/// address, and the copies are counted, exactly: site A's answers (they go
+/// out and come back) or site B's (they come by two paths). The hub counts
+/// them too, and its map is whole.
+fn bridge_loop(test: &str, joined: Joined) {
+    let _serial = serial();
+    let Some(sites) = Sites::new(test, joined) else {
+        return;
+    };
+    let all = [sites.hosts_a.clone(), sites.hosts_b.clone()].concat();
+    // No --expect: the whole wait, so that every copy is in.
+    let report = sites.scan(
+        sites.hub,
+        sites.bed.broadcast(sites.site_a),
+        &["--via-mqtt"],
+    );
+    let map = cluster::map_of(&report);
+    assert_eq!(summary(&map), sites.expected(&all));
+    // Each site's answers, from the report.
+    let from = |hosts: &[NodeId]| -> u64 {
+        let names: Vec<String> = hosts
+            .iter()
+            .map(|&h| sites.bed.name(h).to_owned())
+            .collect();
+        map.iter()
+            .filter(|(name, _)| names.contains(name))
+            .map(|(_, v)| 1 + v.services.len() as u64)
+            .sum()
+    };
+    let copied = match joined {
+        Joined::EchoBack => from(&sites.hosts_a),
+        Joined::TwoBridges => from(&sites.hosts_b),
+        Joined::Example => 0,
+    };
+    assert_eq!(answer_count(&report), from(&all));
+    assert_eq!(copied, (SITE_HOSTS * (1 + SERVICES.len())) as u64);
+    assert_eq!(
+        report["duplicates"], copied,
+        "other ids: {}",
+        report["other_ids"]
+    );
+    // The hub, calling the roll every second, counts the copies it drops.
+    wait_until(
+        "the hub's count of answers seen twice",
+        Duration::from_secs(15),
+        || {
+            sites
+                .metric("rollcall_answers_duplicate_total")
+                .is_some_and(|n| n > 0.0)
+        },
+    );
+    sites.wait_whole_map();
 }

@@ -114,7 +114,6 @@ pub fn start_mosquitto_as(
     mosquitto: &std::path::Path,
     tuned: bool,
 ) -> ProcId {
-    let name = bed.name(node).to_owned();
     let config = if tuned {
         MosquittoConfig {
             extra: "max_queued_messages 100000".into(),
@@ -123,6 +122,31 @@ pub fn start_mosquitto_as(
     } else {
         MosquittoConfig::default()
     };
+    start_mosquitto_config(bed, node, mosquitto, &config)
+}
+
+/// [`start_mosquitto`] with `more` appended to its configuration: a bridge's
+/// `connection` section, which must come after every general setting.
+pub fn start_mosquitto_with(
+    bed: &mut TestBed,
+    node: NodeId,
+    mosquitto: &std::path::Path,
+    more: &str,
+) -> ProcId {
+    let config = MosquittoConfig {
+        extra: format!("max_queued_messages 100000\n{more}"),
+        ..MosquittoConfig::tuned()
+    };
+    start_mosquitto_config(bed, node, mosquitto, &config)
+}
+
+fn start_mosquitto_config(
+    bed: &mut TestBed,
+    node: NodeId,
+    mosquitto: &std::path::Path,
+    config: &MosquittoConfig,
+) -> ProcId {
+    let name = bed.name(node).to_owned();
     let conf = bed.write_file(
         &format!("mosquitto-{name}.conf"),
         &config.text("0.0.0.0", MQTT_PORT),
@@ -216,6 +240,18 @@ pub fn start_hub(
     let mosquitto = find_program("mosquitto")
         .expect("the bed's shared broker is Mosquitto: check with mosquitto_or_skip first");
     start_mosquitto(bed, node, &mosquitto);
+    start_hub_on_broker(bed, node, broadcast, every_s, extra)
+}
+
+/// [`start_hub`] on a broker already started on `node` (port 1883): waits
+/// until it listens, then starts `rollcall hub` on it.
+pub fn start_hub_on_broker(
+    bed: &mut TestBed,
+    node: NodeId,
+    broadcast: Ipv4Addr,
+    every_s: u64,
+    extra: &[&str],
+) -> ProcId {
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, MQTT_PORT));
     wait_listening(bed, node, local, Duration::from_secs(10));
     let mut args: Vec<String> = [

@@ -562,7 +562,11 @@ impl TestBed {
     /// nodes get counters of their own for the UDP they send
     /// (`udp_from_{name}`), the TCP connections opened to them
     /// (`syn_to_{name}`), and the TCP they send and receive
-    /// (`tcp_from_{name}`, `tcp_to_{name}`).
+    /// (`tcp_from_{name}`, `tcp_to_{name}`), all by the node's first
+    /// address; and, by the node's port on this bridge, every UDP and TCP
+    /// frame that enters the bridge from it (`udp_port_{name}`,
+    /// `tcp_port_{name}`), whatever its source address: what a router
+    /// forwards onto this subnet keeps its sender's address.
     pub fn count_traffic(&mut self, bridge: BridgeId, watched: &[NodeId]) -> Result<(), String> {
         let mut per_node = String::new();
         let mut decls = String::new();
@@ -579,6 +583,16 @@ impl TestBed {
                  ip saddr {addr} meta l4proto tcp counter name tcp_from_{name}\n\
                  ip daddr {addr} meta l4proto tcp counter name tcp_to_{name}\n"
             ));
+            for i in self.nodes[n.0].ifaces.iter().filter(|i| i.bridge == bridge) {
+                let port = &i.port;
+                decls.push_str(&format!(
+                    "counter udp_port_{name} {{}}\ncounter tcp_port_{name} {{}}\n"
+                ));
+                per_node.push_str(&format!(
+                    "iifname \"{port}\" meta l4proto udp counter name udp_port_{name}\n\
+                     iifname \"{port}\" meta l4proto tcp counter name tcp_port_{name}\n"
+                ));
+            }
         }
         let script = format!(
             "table bridge rollcall_count {{\n\
