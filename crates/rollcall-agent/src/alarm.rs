@@ -7,45 +7,19 @@
 //! for the rest. An idle agent scanning inputs every 100 ms therefore woke
 //! twenty times a second instead of ten. A timerfd wakes once, when the
 //! kernel's high-resolution timer expires. Elsewhere it is tokio's sleep.
-//!
-//! Re-arming a timerfd costs a syscall that, in a virtual machine, also
-//! reprograms the host's timer: on this project's 2-CPU VM about as much
-//! again as the wake-up itself. The core keeps its ticks at a fixed rate
-//! (`core::next_tick`), so once a deadline follows the last one fired by
-//! the same step as that one followed the one before, the alarm is armed
-//! periodic with that step and the kernel re-arms it by itself: an idle
-//! agent scanning inputs makes no timer syscall at all.
 
 use std::io;
 use std::time::Instant;
 
-/// An alarm for one deadline at a time, re-armed only when the deadline
-/// is not the one the kernel timer will expire at next anyway.
+/// A one-shot alarm, re-armed for each wait.
 #[derive(Debug)]
 pub(crate) struct Alarm {
     #[cfg(target_os = "linux")]
     timer: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
-    /// What the kernel timer is set to, to skip a syscall when the loop
-    /// waits for that deadline.
+    /// The deadline the kernel timer is set to, to skip a syscall when the
+    /// loop waits for the same deadline again.
     #[cfg(target_os = "linux")]
-    armed: Option<Armed>,
-    /// The deadline that last fired: the step from it to the next deadline
-    /// is the period the timer is armed with.
-    #[cfg(target_os = "linux")]
-    fired: Option<Instant>,
-    /// How many times the kernel timer was set, for the tests.
-    #[cfg(all(test, target_os = "linux"))]
-    settings: usize,
-}
-
-/// The kernel timer's setting, as the deadlines the core asked for.
-#[cfg(target_os = "linux")]
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Armed {
-    /// Its next expiry.
-    next: Instant,
-    /// After which it expires again every `period`; `None`: once.
-    period: Option<std::time::Duration>,
+    armed: Option<Instant>,
 }
 
 #[cfg(target_os = "linux")]
@@ -63,13 +37,7 @@ impl Alarm {
         // is `unsafe`, which this workspace forbids.
         #[allow(deprecated)]
         let timer = tokio::io::unix::AsyncFd::new(fd)?;
-        Ok(Alarm {
-            timer,
-            armed: None,
-            fired: None,
-            #[cfg(test)]
-            settings: 0,
-        })
+        Ok(Alarm { timer, armed: None })
     }
 
     /// Waits until `at`, or forever for `None`. Cancel-safe: dropped before
@@ -91,14 +59,15 @@ impl Alarm {
             };
             // Reading the expiry count clears it; nothing to read means the
             // readiness was stale (an expiry consumed by an earlier re-arm).
-            let mut count = [0u8; 8];
-            let expired =
-                ready.try_io(|fd| rustix::io::read(fd, &mut count).map_err(io::Error::from));
+            let expired = ready.try_io(|fd| {
+                let mut count = [0u8; 8];
+                rustix::io::read(fd, &mut count).map_err(io::Error::from)
+            });
             match expired {
                 Ok(Ok(_)) => {
                     // The read took every expiry: the next one is a new edge.
                     ready.clear_ready();
-                    self.expired(u64::from_ne_bytes(count));
+                    self.armed = None;
                     if Instant::now() >= at {
                         return;
                     }
@@ -113,74 +82,39 @@ impl Alarm {
         }
     }
 
-    /// Books `count` expiries read from the timer: which deadline fired
-    /// last, and when it expires next.
-    fn expired(&mut self, count: u64) {
-        let Some(Armed { next, period }) = self.armed else {
-            // Expiries of a setting since replaced: nothing to book.
-            return;
-        };
-        let Some(period) = period else {
-            self.fired = Some(next);
-            self.armed = None;
-            return;
-        };
-        // A periodic timer expired `count` times, the first at `next`.
-        let late = u32::try_from(count.saturating_sub(1)).unwrap_or(u32::MAX);
-        let fired = period.checked_mul(late).and_then(|d| next.checked_add(d));
-        self.fired = fired;
-        self.armed = fired
-            .and_then(|fired| fired.checked_add(period))
-            .map(|next| Armed {
-                next,
-                period: Some(period),
-            });
-    }
-
     /// Sets the kernel timer to `at` (relative to now), or disarms it.
-    /// Armed periodic with the step from the deadline that last fired, so
-    /// the next deadline of a fixed-rate series needs no syscall.
     fn set(&mut self, at: Option<Instant>) {
         use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
-        if self.armed.map(|armed| armed.next) == at {
+        if self.armed == at {
             return;
         }
-        let timespec = |d: std::time::Duration| Timespec {
-            tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            tv_nsec: i64::from(d.subsec_nanos()),
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
         };
-        let zero = std::time::Duration::ZERO;
-        let armed = at.map(|next| Armed {
-            next,
-            period: self
-                .fired
-                .and_then(|fired| next.checked_duration_since(fired))
-                .filter(|period| !period.is_zero()),
-        });
-        let spec = match armed {
-            Some(Armed { next, period }) => Itimerspec {
-                // At least a nanosecond: a zero value would disarm it.
-                it_value: timespec(
-                    next.saturating_duration_since(Instant::now())
-                        .max(std::time::Duration::from_nanos(1)),
-                ),
-                it_interval: timespec(period.unwrap_or(zero)),
-            },
-            None => Itimerspec {
-                it_value: timespec(zero),
-                it_interval: timespec(zero),
-            },
+        let value = match at {
+            // At least a nanosecond: a zero value would disarm it.
+            Some(at) => {
+                let left = at
+                    .saturating_duration_since(Instant::now())
+                    .max(std::time::Duration::from_nanos(1));
+                Timespec {
+                    tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                    tv_nsec: i64::from(left.subsec_nanos()),
+                }
+            }
+            None => zero,
         };
-        #[cfg(test)]
-        {
-            self.settings += 1;
-        }
+        let spec = Itimerspec {
+            it_interval: zero,
+            it_value: value,
+        };
         // Settime on our own timerfd fails only for a bad value, which the
         // conversion above rules out; if it did fail, the alarm would stay
         // as it was, so forget what it was set to and try again next time.
         self.armed = match timerfd_settime(self.timer.get_ref(), TimerfdTimerFlags::empty(), &spec)
         {
-            Ok(_) => armed,
+            Ok(_) => at,
             Err(_) => None,
         };
     }
@@ -232,50 +166,6 @@ mod tests {
         // Nothing to wait for: it waits forever.
         let never = tokio::time::timeout(Duration::from_millis(20), alarm.wait_until(None)).await;
         assert!(never.is_err());
-    }
-
-    #[tokio::test]
-    async fn a_fixed_rate_series_sets_the_kernel_timer_twice_and_wakes_on_time() {
-        let mut alarm = Alarm::new().unwrap();
-        let step = Duration::from_millis(40);
-        let mut at = Instant::now() + step;
-        // A deadline already past when the wait begins (this thread kept
-        // off the CPU) returns at once and breaks the series: counted.
-        let mut passed = 0;
-        for _ in 0..6 {
-            passed += usize::from(Instant::now() >= at);
-            alarm.wait_until(Some(at)).await;
-            assert!(Instant::now() >= at, "woke before its deadline");
-            at += step;
-        }
-        if passed == 0 {
-            // Once alone, once periodic: the other four came from the kernel.
-            assert_eq!(alarm.settings, 2);
-        } else {
-            assert!(
-                alarm.settings <= 2 + 2 * passed,
-                "{} settings",
-                alarm.settings
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn a_deadline_off_the_series_is_set_and_kept() {
-        let mut alarm = Alarm::new().unwrap();
-        let step = Duration::from_millis(20);
-        let start = Instant::now();
-        alarm.wait_until(Some(start + step)).await;
-        alarm.wait_until(Some(start + 2 * step)).await;
-        // Periodic now, due at 3 steps; the next deadline is later than
-        // that: the kernel's expiry at 3 steps must not end the wait.
-        let later = start + 7 * step;
-        alarm.wait_until(Some(later)).await;
-        assert!(Instant::now() >= later, "woke at the series' expiry");
-        // And sooner than the series would have it.
-        let sooner = Instant::now() + Duration::from_millis(30);
-        alarm.wait_until(Some(sooner)).await;
-        assert!(Instant::now() >= sooner);
     }
 
     #[tokio::test]

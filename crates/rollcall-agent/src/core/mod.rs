@@ -746,10 +746,7 @@ impl AgentCore {
             }
             let publish = self.call(index, now, |svc, ctx| svc.tick(ctx));
             let slot = &mut self.slots[index];
-            slot.due = slot
-                .service
-                .tick_every()
-                .map(|every| next_tick(slot.due, every, now.at));
+            slot.due = slot.service.tick_every().map(|every| now.at + every);
             out.publish_all(publish);
             self.flush_health(now, out);
         }
@@ -798,18 +795,6 @@ impl AgentCore {
         apps.extend(self.slots.iter().map(|s| s.service.name().to_owned()));
         apps.into_iter().collect()
     }
-}
-
-/// When a service that ticks `every` and was due at `due` ticks next: one
-/// period after `due`, so ticks keep a fixed rate rather than drifting by
-/// each wake-up's lateness, and the deadlines the alarm is given form a
-/// series it can leave to the kernel (`alarm.rs`: no timer syscall a tick).
-/// A tick more than a period late is not caught up: the next is a period
-/// from now.
-fn next_tick(due: Option<Instant>, every: Duration, now: Instant) -> Instant {
-    due.map(|due| due + every)
-        .filter(|&next| next > now)
-        .unwrap_or(now + every)
 }
 
 /// The effects of one input, built up in order.

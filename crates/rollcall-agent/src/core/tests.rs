@@ -1315,25 +1315,3 @@ fn states_replies_and_reports_go_at_qos_0_and_answers_at_qos_1() {
     assert_eq!(answers.len(), 3, "host, gpio and system: {sent:?}");
     assert!(answers.iter().all(|q| *q == Qos::AtLeastOnce), "{sent:?}");
 }
-
-/// The wake-up each batch of effects ends with.
-fn wake_at(effects: &[Effect]) -> Option<Instant> {
-    effects.iter().find_map(|e| match e {
-        Effect::WakeAt(at) => Some(*at),
-        _ => None,
-    })
-}
-
-// Ticks (section 6): at a fixed rate, not drifting by each wake-up's
-// lateness, so the shell's alarm can leave the series to the kernel.
-#[test]
-fn ticks_keep_a_fixed_rate_and_do_not_catch_up_a_missed_period() {
-    let mut bed = plain_bed();
-    let t0 = bed.t0;
-    let ms = Duration::from_millis;
-    assert_eq!(wake_at(&bed.at(0)), Some(t0 + ms(30_000)));
-    // Three milliseconds late: the next is still on the 30 s grid.
-    assert_eq!(wake_at(&bed.at(30_003)), Some(t0 + ms(60_000)));
-    // More than a period late: a period from now, not a burst of ticks.
-    assert_eq!(wake_at(&bed.at(95_000)), Some(t0 + ms(125_000)));
-}

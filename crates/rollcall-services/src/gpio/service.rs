@@ -873,23 +873,14 @@ impl Service for GpioService {
         // Runs up to a hundred times a second on an idle agent: it allocates
         // only for inputs that are due.
         let now = ctx.now_ms;
-        // Ticks come at a fixed rate, each late by a varying fraction of a
-        // millisecond: an input is read on the tick nearest its time, not
-        // only on one at or after it, or a tick that came a little less
-        // late than the last would put its scan off by a whole tick.
-        let nearly_now = now + MIN_TICK_MS / 2;
         let mut due = Vec::new();
         let inputs = self.state.config.inputs.iter().zip(&mut self.inputs);
         for (index, (input, s)) in inputs.enumerate() {
             let Some(every) = input.scan_ms.filter(|_| input.report == Report::Scan) else {
                 continue;
             };
-            if s.next_scan_ms <= nearly_now {
-                // A fixed rate too; a scan more than a period late is not
-                // caught up.
-                s.next_scan_ms = Some(s.next_scan_ms + every)
-                    .filter(|&next| next > now)
-                    .unwrap_or(now + every);
+            if s.next_scan_ms <= now {
+                s.next_scan_ms = now + every;
                 due.push(index);
             }
         }
@@ -1204,11 +1195,10 @@ mod tests {
         // The configuration published the value; a scan that finds it
         // unchanged publishes nothing (issue 12: quiet when idle).
         assert!(rig.svc.tick(&at(0)).is_empty());
-        assert!(rig.svc.tick(&at(494)).is_empty());
+        assert!(rig.svc.tick(&at(499)).is_empty());
         rig.sim.drive(17, false).unwrap();
-        // Not read before its interval is up (give or take half the
-        // shortest tick: ticks come a little late, each by its own amount)...
-        assert!(rig.svc.tick(&at(494)).is_empty());
+        // Not read before its interval is up...
+        assert!(rig.svc.tick(&at(499)).is_empty());
         // ...and published at the scan that finds it changed.
         let out = rig.svc.tick(&at(500));
         assert_eq!(
@@ -1218,19 +1208,6 @@ mod tests {
         assert!(rig.svc.tick(&at(1000)).is_empty());
         rig.sim.drive(17, true).unwrap();
         assert_eq!(rig.svc.tick(&at(1500)).len(), 1);
-        // A tick a little less late than the last still scans: at a fixed
-        // rate of 500 ms, the scans stay 500 ms apart.
-        rig.sim.drive(17, false).unwrap();
-        assert_eq!(rig.svc.tick(&at(1998)).len(), 1);
-        rig.sim.drive(17, true).unwrap();
-        assert_eq!(rig.svc.tick(&at(2497)).len(), 1);
-        // One more than a period late is not caught up: the next scan is a
-        // period from the late one.
-        rig.sim.drive(17, false).unwrap();
-        assert_eq!(rig.svc.tick(&at(3700)).len(), 1);
-        rig.sim.drive(17, true).unwrap();
-        assert!(rig.svc.tick(&at(4000)).is_empty());
-        assert_eq!(rig.svc.tick(&at(4200)).len(), 1);
     }
 
     #[test]
