@@ -134,19 +134,7 @@ impl Lan {
     /// The map every test expects: every host at its own address, listing
     /// and answering for `SERVICES`.
     fn expected_map(&self) -> BTreeMap<String, (String, Vec<String>, Vec<String>)> {
-        self.hosts
-            .iter()
-            .map(|&h| {
-                (
-                    self.bed.name(h).to_owned(),
-                    (
-                        self.bed.addr(h).to_string(),
-                        SERVICES.map(str::to_owned).to_vec(),
-                        SERVICES.map(str::to_owned).to_vec(),
-                    ),
-                )
-            })
-            .collect()
+        expected_hosts(&self.bed, &self.hosts)
     }
 
     /// The hub's map: `GET /api/map` from inside the hub's node.
@@ -915,6 +903,22 @@ fn a_host_behind_a_router_answers_a_unicast_roll_call_from_its_own_subnet() {
     assert_eq!(summary(&cluster::map_of(&scan.report)), expected);
 }
 
+/// What a map or a roll-call must show of `hosts`: each at its own
+/// address, listing and answering for `SERVICES`.
+fn expected_hosts(
+    bed: &TestBed,
+    hosts: &[NodeId],
+) -> BTreeMap<String, (String, Vec<String>, Vec<String>)> {
+    let services = || SERVICES.map(str::to_owned).to_vec();
+    hosts
+        .iter()
+        .map(|&h| {
+            let view = (bed.addr(h).to_string(), services(), services());
+            (bed.name(h).to_owned(), view)
+        })
+        .collect()
+}
+
 /// A `$state`'s first word, `online` or `offline`: the agent's session
 /// number follows it (docs/protocol.md section 4).
 fn first_word(text: &str) -> Option<&str> {
@@ -1336,19 +1340,7 @@ impl Sites {
     /// What a roll-call reaching `hosts` must bring: each host at its own
     /// address, with its services.
     fn expected(&self, hosts: &[NodeId]) -> BTreeMap<String, (String, Vec<String>, Vec<String>)> {
-        hosts
-            .iter()
-            .map(|&h| {
-                (
-                    self.bed.name(h).to_owned(),
-                    (
-                        self.bed.addr(h).to_string(),
-                        SERVICES.map(str::to_owned).to_vec(),
-                        SERVICES.map(str::to_owned).to_vec(),
-                    ),
-                )
-            })
-            .collect()
+        expected_hosts(&self.bed, hosts)
     }
 
     /// `rollcall scan --json` in `node` on its own broker (127.0.0.1,
