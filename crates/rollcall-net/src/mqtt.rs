@@ -16,7 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, NetworkOptions,
-    Outgoing, Packet, Publish, QoS, Request, SubscribeReasonCode, TlsConfiguration, Transport,
+    Outgoing, Packet, Publish, QoS, Request, Subscribe, SubscribeReasonCode, TlsConfiguration,
+    Transport,
 };
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
@@ -255,19 +256,23 @@ impl Remembered {
         self.connected
     }
 
-    /// Marks the session connected, puts every filter in the outbox, and
-    /// returns the retained states to publish again.
+    /// Marks the session connected and returns what must be replayed:
+    /// every filter first, then the retained states, so that whoever reads
+    /// a replayed `online` finds the session subscribed (a NATS node takes
+    /// seconds to set up a dozen subscriptions).
     fn on_connected(&mut self) -> Vec<Request> {
         self.connected = true;
-        self.outbox = self.filters.keys().cloned().collect();
-        self.states
+        self.outbox.clear();
+        let subscribes = self
+            .filters
             .iter()
-            .map(|(topic, payload)| {
-                let mut publish = Publish::new(topic, QoS::AtLeastOnce, payload.clone());
-                publish.retain = true;
-                Request::Publish(publish)
-            })
-            .collect()
+            .map(|(filter, qos)| Request::Subscribe(Subscribe::new(filter, *qos)));
+        let states = self.states.iter().map(|(topic, payload)| {
+            let mut publish = Publish::new(topic, QoS::AtLeastOnce, payload.clone());
+            publish.retain = true;
+            Request::Publish(publish)
+        });
+        subscribes.chain(states).collect()
     }
 
     fn on_disconnected(&mut self) {
@@ -784,17 +789,26 @@ enum Refusal {
 
 /// The SUBSCRIBEs of the current connection, per filter: which are out,
 /// which the broker refused or never answered, and when each is tried
-/// again. Only the session loop sends SUBSCRIBEs, one filter each, through
-/// rumqttc's request channel, so the n-th SUBSCRIBE written is the n-th
-/// filter queued: that is how a SUBACK (which names no filter) is matched
-/// to its filter.
+/// again. Only the session loop sends SUBSCRIBEs, one filter each: after a
+/// ConnAck through rumqttc's `pending`, then through its request channel,
+/// so the n-th SUBSCRIBE written is the n-th filter replayed or queued:
+/// that is how a SUBACK (which names no filter) is matched to its filter.
 #[derive(Debug, Default)]
 struct Subscriptions {
+    /// Filters of the SUBSCRIBEs a ConnAck replayed into rumqttc's
+    /// `pending`, in order: rumqttc writes all of `pending` before it takes
+    /// anything from the request channel.
+    replayed: VecDeque<String>,
     /// Filters of SUBSCRIBEs in the request channel, in order.
     queued: VecDeque<String>,
-    /// Written and not answered yet: the filter, and when its SUBACK
-    /// counts as lost.
-    in_flight: HashMap<u16, (String, Instant)>,
+    /// Written and not answered yet, by packet id.
+    in_flight: HashMap<u16, String>,
+    /// When the SUBSCRIBEs in flight count as lost: [`SUBACK_WAIT`] after
+    /// the latest SUBACK (or the first SUBSCRIBE), not after each one, since
+    /// a broker answers them in turn and a NATS node takes a second or more
+    /// for each under load; retrying those it is still working through
+    /// would only add to its work.
+    lost_at: Option<Instant>,
     /// Refused or unanswered filters.
     retries: BTreeMap<String, Retry>,
     /// When to try again to queue what the full request channel refused.
@@ -804,15 +818,25 @@ struct Subscriptions {
 impl Subscriptions {
     /// A SUBSCRIBE went out.
     fn on_sent(&mut self, pkid: u16, now: Instant) {
-        if let Some(filter) = self.queued.pop_front() {
-            self.in_flight.insert(pkid, (filter, now + SUBACK_WAIT));
+        let filter = self
+            .replayed
+            .pop_front()
+            .or_else(|| self.queued.pop_front());
+        if let Some(filter) = filter {
+            if self.in_flight.is_empty() {
+                self.lost_at = Some(now + SUBACK_WAIT);
+            }
+            self.in_flight.insert(pkid, filter);
         }
     }
 
     /// The filter a SUBACK answers, unless its SUBSCRIBE was given up as
     /// unanswered already (then the retry's SUBACK is the one that counts).
-    fn on_suback(&mut self, pkid: u16) -> Option<String> {
-        self.in_flight.remove(&pkid).map(|(filter, _)| filter)
+    fn on_suback(&mut self, pkid: u16, now: Instant) -> Option<String> {
+        let filter = self.in_flight.remove(&pkid);
+        // The broker is working through what we sent: give the rest time.
+        self.lost_at = (!self.in_flight.is_empty()).then(|| now + SUBACK_WAIT);
+        filter
     }
 
     /// Notes a refusal (or a lost SUBACK) of `filter` and schedules its retry.
@@ -852,23 +876,20 @@ impl Subscriptions {
 
     /// The next moment something is due, if any.
     fn next_due(&self) -> Option<Instant> {
-        let lost = self.in_flight.values().map(|(_, at)| *at);
         let retries = self.retries.values().filter_map(|r| r.at);
-        lost.chain(retries).chain(self.requeue_at).min()
+        retries.chain(self.lost_at).chain(self.requeue_at).min()
     }
 
-    /// The SUBSCRIBEs unanswered past [`SUBACK_WAIT`], forgotten: a SUBACK
-    /// of theirs arriving later is ignored.
+    /// The SUBSCRIBEs in flight once no SUBACK came for [`SUBACK_WAIT`],
+    /// forgotten: a SUBACK of theirs arriving later is ignored.
     fn lost(&mut self, now: Instant) -> Vec<String> {
-        let lost: Vec<u16> = self
-            .in_flight
-            .iter()
-            .filter(|(_, (_, at))| *at <= now)
-            .map(|(pkid, _)| *pkid)
-            .collect();
-        lost.into_iter()
-            .filter_map(|pkid| self.in_flight.remove(&pkid).map(|(filter, _)| filter))
-            .collect()
+        if !self.lost_at.is_some_and(|at| at <= now) {
+            return Vec::new();
+        }
+        self.lost_at = None;
+        let mut lost: Vec<(u16, String)> = self.in_flight.drain().collect();
+        lost.sort_unstable();
+        lost.into_iter().map(|(_, filter)| filter).collect()
     }
 
     /// The filters whose retry is due, marked as out.
@@ -1142,12 +1163,20 @@ impl LoopState {
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(self.broker().clone());
                 // rumqttc has just cleared `pending` (a clean session has
-                // nothing to resume) and sends it before anything queued:
-                // the retained states go out first, then every filter.
+                // nothing to resume) and sends it before anything queued.
                 let replay = self.shared.remembered().on_connected();
+                self.subscriptions.replayed = replay
+                    .iter()
+                    .filter_map(|request| match request {
+                        Request::Subscribe(subscribe) => {
+                            subscribe.filters.first().map(|f| f.path.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect();
                 pending.extend(replay);
+                self.shared.progress.send_modify(|p| p.outbox += 1);
                 self.shared.set_connected(true);
-                self.flush_outbox(Instant::now());
                 true
             }
             Event::Incoming(Packet::Publish(publish)) => {
@@ -1169,7 +1198,7 @@ impl LoopState {
                     .return_codes
                     .iter()
                     .any(|code| matches!(code, SubscribeReasonCode::Failure));
-                match self.subscriptions.on_suback(ack.pkid) {
+                match self.subscriptions.on_suback(ack.pkid, Instant::now()) {
                     Some(filter) if taken => {
                         if self.subscriptions.accepted(&filter) {
                             info!(broker = %self.broker(), filter, "the broker took a given-up subscription after all");
@@ -1277,10 +1306,9 @@ mod tests {
     /// What a ConnAck replays: the filters the loop then subscribes to, and
     /// the retained states.
     fn replay(remembered: &mut Remembered) -> Vec<String> {
-        let states = remembered.on_connected();
-        let mut all = outbox(remembered);
-        all.extend(topics(&states));
-        all
+        let replay = topics(&remembered.on_connected());
+        assert!(outbox(remembered).is_empty(), "replayed, not in the outbox");
+        replay
     }
 
     /// What the session loop sends from the outbox, emptying it.
@@ -1369,30 +1397,42 @@ mod tests {
         let now = Instant::now();
         let mut subs = Subscriptions::default();
         subs.queued.extend(["/a", "/b"].map(String::from));
+        // What a ConnAck replayed goes out first.
+        subs.replayed.push_back("/r".into());
+        subs.on_sent(6, now);
         subs.on_sent(7, now);
         subs.on_sent(8, now);
+        assert_eq!(subs.on_suback(6, now).as_deref(), Some("/r"));
         // A SUBSCRIBE the loop did not queue (none should exist) is ignored.
         subs.on_sent(9, now);
-        assert_eq!(subs.on_suback(8).as_deref(), Some("/b"));
-        assert_eq!(subs.on_suback(7).as_deref(), Some("/a"));
-        assert_eq!(subs.on_suback(9), None);
-        assert_eq!(subs.on_suback(7), None, "answered once");
+        assert_eq!(subs.on_suback(8, now).as_deref(), Some("/b"));
+        assert_eq!(subs.on_suback(7, now).as_deref(), Some("/a"));
+        assert_eq!(subs.on_suback(9, now), None);
+        assert_eq!(subs.on_suback(7, now), None, "answered once");
         assert_eq!(subs.next_due(), None);
     }
 
     #[test]
-    fn a_lost_suback_is_a_refusal_and_a_late_one_is_ignored() {
+    fn subacks_are_lost_only_when_none_came_for_a_while() {
         let start = Instant::now();
         let mut subs = Subscriptions::default();
-        subs.queued.push_back("/a".into());
+        subs.queued.extend(["/a", "/b", "/c"].map(String::from));
         subs.on_sent(1, start);
+        subs.on_sent(2, start + Duration::from_secs(1));
+        subs.on_sent(3, start + Duration::from_secs(1));
         assert_eq!(subs.next_due(), Some(start + SUBACK_WAIT));
-        assert!(
-            subs.lost(start + SUBACK_WAIT - Duration::from_millis(1))
-                .is_empty()
+        // A slow broker answers the first after 4 s: the others get 5 s more.
+        let answered = start + Duration::from_secs(4);
+        assert_eq!(subs.on_suback(1, answered).as_deref(), Some("/a"));
+        assert!(subs.lost(start + SUBACK_WAIT).is_empty());
+        assert_eq!(subs.next_due(), Some(answered + SUBACK_WAIT));
+        assert_eq!(subs.lost(answered + SUBACK_WAIT), ["/b", "/c"]);
+        assert_eq!(
+            subs.on_suback(2, answered),
+            None,
+            "too late: the retry's counts"
         );
-        assert_eq!(subs.lost(start + SUBACK_WAIT), ["/a"]);
-        assert_eq!(subs.on_suback(1), None, "too late: the retry's counts");
+        assert_eq!(subs.next_due(), None);
     }
 
     #[test]
