@@ -912,8 +912,9 @@ fn first_word(text: &str) -> Option<&str> {
 /// The whole cluster on a three-node NATS cluster speaking MQTT, one node
 /// per namespace: agents spread over the nodes (each with all three in its
 /// `brokers`, its own node first), the hub on another node's broker. The
-/// roll-call, the hub's map, retained `$state` and `$description`, queries
-/// and GPIO sets all work across nodes.
+/// roll-call, the hub's map and dashboard, retained `$state` and
+/// `$description`, queries and GPIO sets all work across nodes, and a
+/// killed agent's will reaches the hub and a client on the other nodes.
 #[test]
 fn nats_cluster_carries_the_roll_call_the_map_queries_and_gpio_across_nodes() {
     nats_cluster("nats_cluster", false);
@@ -976,6 +977,7 @@ fn nats_cluster(test: &str, kill: bool) {
     );
     // Agents spread over the three nodes.
     let hosts = lan.hosts.clone();
+    let mut agents = Vec::new();
     for (i, &host) in hosts.iter().enumerate() {
         // NATS answers a PINGREQ only after the packets before it, and
         // each QoS 1 SUBSCRIBE creates a replicated JetStream consumer: on
@@ -985,7 +987,7 @@ fn nats_cluster(test: &str, kill: bool) {
             keepalive_s: 20,
             ..AgentSpec::new(AgentBroker::Cluster(list(i % 3)))
         };
-        cluster::start_agent(&mut lan.bed, host, &spec);
+        agents.push(cluster::start_agent(&mut lan.bed, host, &spec));
     }
     let probe = lan.bed.mqtt(
         lan.hub,
@@ -1006,7 +1008,32 @@ fn nats_cluster(test: &str, kill: bool) {
     lan.wait_map("every host online", Duration::from_secs(30), |m| {
         map_summary(m) == lan.expected_online()
     });
+    // The dashboard is served beside the map.
+    let page = cluster::http_get(&lan.bed, lan.hub, HUB_HTTP.parse().unwrap(), "/").unwrap();
+    assert!(page.contains("<title>rollcall dashboard</title>"), "{page}");
     if !kill {
+        // A crash: h02's agent (on node 2; the hub is on node 1, the probe
+        // on node 3) is killed, its node publishes its last will, and the
+        // will crosses the cluster: the probe reads `offline`, the hub's
+        // map shows it. Restarted, it is online again everywhere.
+        let name = names[1].clone();
+        lan.bed.kill(agents[1]);
+        probe.wait(&format!("{name}'s will"), Duration::from_secs(30), |s| {
+            (s.text(&format!("/{name}/$state"))
+                .as_deref()
+                .and_then(first_word)
+                == Some("offline"))
+            .then_some(())
+        });
+        lan.wait_map(&format!("{name} offline"), Duration::from_secs(30), |m| {
+            map_summary(m).get(&name).is_some_and(|h| h.0 == "offline")
+        });
+        lan.bed.start(agents[1]);
+        lan.wait_map(
+            &format!("{name} online again"),
+            Duration::from_secs(60),
+            |m| map_summary(m) == lan.expected_online(),
+        );
         return;
     }
 
