@@ -167,6 +167,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     let session_token = CancellationToken::new();
     let mut template = SessionConfig::for_brokers(&brokers, format!("rollcall-agent-{host}"));
     template.keep_alive = config.keepalive;
+    template.max_subscribe_qos = config.subscribe_qos;
     template.login = login;
     template.last_will = Some(core.last_will());
     let Session { handle, incoming } =

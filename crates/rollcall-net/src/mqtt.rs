@@ -66,6 +66,13 @@ pub struct SessionConfig {
     /// Capacity of both the request queue and the incoming-message channel
     /// (default 1024).
     pub channel_capacity: usize,
+    /// The highest QoS any subscription asks for (default QoS 1): QoS 0
+    /// for a NATS cluster, where each QoS 1 subscription is a replicated
+    /// JetStream consumer that a node, after a peer died, takes many
+    /// seconds to create, while a QoS 0 one is a plain NATS subscription.
+    /// With clean sessions, QoS 1 adds little: what is in flight when a
+    /// connection drops is lost either way (docs/deploying.md).
+    pub max_subscribe_qos: Qos,
 }
 
 /// The largest packet a session reads from its broker. Anything up to this
@@ -88,6 +95,7 @@ impl SessionConfig {
             login: Login::default(),
             max_packet_size: 256 * 1024,
             channel_capacity: 1024,
+            max_subscribe_qos: Qos::AtLeastOnce,
         }
     }
 }
@@ -206,6 +214,8 @@ impl Counters {
 #[derive(Debug, Default)]
 struct Remembered {
     connected: bool,
+    /// [`SessionConfig::max_subscribe_qos`].
+    max_qos: Option<QoS>,
     filters: BTreeMap<String, QoS>,
     states: BTreeMap<String, Vec<u8>>,
     /// Filters the session loop must subscribe to on this connection: the
@@ -218,6 +228,10 @@ impl Remembered {
     /// Records a subscription; returns whether the session loop must send
     /// it now (it is in the outbox).
     fn subscribe(&mut self, filter: &str, qos: QoS) -> bool {
+        let qos = match self.max_qos {
+            Some(QoS::AtMostOnce) => QoS::AtMostOnce,
+            _ => qos,
+        };
         self.filters.insert(filter.to_owned(), qos);
         if self.connected {
             self.outbox.insert(filter.to_owned());
@@ -661,7 +675,10 @@ impl Session {
             client,
             brokers: config.brokers_text(),
             current: Mutex::default(),
-            remembered: Mutex::default(),
+            remembered: Mutex::new(Remembered {
+                max_qos: Some(config.max_subscribe_qos.into()),
+                ..Remembered::default()
+            }),
             connected: watch::Sender::new(false),
             counters: Counters::default(),
             kill: CancellationToken::new(),
@@ -1355,6 +1372,16 @@ mod tests {
             replay(&mut remembered),
             ["sub /a/+ AtLeastOnce", "pub /h/$state online"]
         );
+    }
+
+    #[test]
+    fn a_qos_cap_lowers_every_subscription() {
+        let mut remembered = Remembered {
+            max_qos: Some(QoS::AtMostOnce),
+            ..Remembered::default()
+        };
+        remembered.subscribe("/a", QoS::AtLeastOnce);
+        assert_eq!(replay(&mut remembered), ["sub /a AtMostOnce"]);
     }
 
     #[test]
