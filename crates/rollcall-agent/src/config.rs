@@ -700,6 +700,22 @@ mod tests {
     use crate::builtin::system::SystemSettings;
 
     #[test]
+    fn subscribe_qos_is_0_or_1_and_1_by_default() {
+        let with = |qos: Option<u8>| {
+            RawConfig {
+                hostname: Some("h".into()),
+                subscribe_qos: qos,
+                ..RawConfig::default()
+            }
+            .validate()
+        };
+        assert_eq!(with(None).unwrap().subscribe_qos, rollcall_net::Qos::AtLeastOnce);
+        assert_eq!(with(Some(0)).unwrap().subscribe_qos, rollcall_net::Qos::AtMostOnce);
+        let error = with(Some(2)).err().expect("QoS 2 refused").to_string();
+        assert!(error.contains("subscribe_qos"), "{error}");
+    }
+
+    #[test]
     fn the_printed_default_parses_and_validates() {
         let raw = RawConfig::from_toml(&default_toml()).unwrap();
         let cfg = RawConfig {
