@@ -900,7 +900,7 @@ impl Subscriptions {
     /// The SUBSCRIBEs in flight once no SUBACK came for [`SUBACK_WAIT`],
     /// forgotten: a SUBACK of theirs arriving later is ignored.
     fn lost(&mut self, now: Instant) -> Vec<String> {
-        if !self.lost_at.is_some_and(|at| at <= now) {
+        if self.lost_at.is_none_or(|at| at > now) {
             return Vec::new();
         }
         self.lost_at = None;
@@ -1216,13 +1216,11 @@ impl LoopState {
                     .iter()
                     .any(|code| matches!(code, SubscribeReasonCode::Failure));
                 match self.subscriptions.on_suback(ack.pkid, Instant::now()) {
-                    Some(filter) if taken => {
-                        if self.subscriptions.accepted(&filter) {
-                            info!(broker = %self.broker(), filter, "the broker took a given-up subscription after all");
-                        }
+                    Some(filter) if taken && self.subscriptions.accepted(&filter) => {
+                        info!(broker = %self.broker(), filter, "the broker took a given-up subscription after all");
                     }
-                    Some(filter) => self.on_refused(&filter, Instant::now(), "refused"),
-                    None => {}
+                    Some(filter) if !taken => self.on_refused(&filter, Instant::now(), "refused"),
+                    Some(_) | None => {}
                 }
                 // A refusal is not a confirmation: whoever waits for one
                 // waits for the retry's.

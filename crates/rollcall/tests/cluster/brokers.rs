@@ -55,10 +55,10 @@ async fn an_agent_whose_first_broker_does_not_resolve_starts_on_the_next() {
         brokers: None,
         ..config
     };
-    let error = rollcall_agent::start(alone.validate().unwrap(), shutdown.clone())
-        .await
-        .err()
-        .expect("no broker resolves");
+    let Err(error) = rollcall_agent::start(alone.validate().unwrap(), shutdown.clone()).await
+    else {
+        panic!("an agent started with no broker that resolves");
+    };
     assert!(
         error.to_string().contains("no-such-node.invalid"),
         "{error}"
