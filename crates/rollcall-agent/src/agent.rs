@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rollcall_net::{
-    BrokerUrl, EmbeddedBroker, RollCallSocket, Session, SessionConfig, SessionHandle,
+    BrokerList, BrokerUrl, EmbeddedBroker, NetError, RollCallSocket, Session, SessionConfig,
+    SessionHandle,
 };
 use rollcall_services::announce::Announced;
 use std::collections::HashMap;
@@ -82,6 +83,38 @@ impl Agent {
     }
 }
 
+/// The addresses of the brokers of `list` that resolve now: a roll-call
+/// whose `broker` is one of them is answered on our own session. A node
+/// that does not resolve is skipped with a warning (the session resolves
+/// each node again when it tries it, so a name that resolves later is
+/// used then; it is only not recognised as ours in a roll-call's
+/// `broker`). A list none of which resolves is an error, a single broker
+/// included: a misspelt name is said at once, and a service manager
+/// restarts an agent that started before DNS was up.
+fn resolve_brokers(
+    list: &BrokerList,
+    resolve: impl Fn(&BrokerUrl) -> Result<SocketAddr, NetError>,
+) -> Result<Vec<SocketAddr>, AgentError> {
+    let mut own = Vec::new();
+    let mut first_error = None;
+    for url in list.iter() {
+        match resolve(url) {
+            Ok(addr) => own.push(addr),
+            Err(error) => {
+                if list.alternates().is_empty() {
+                    return Err(error.into());
+                }
+                warn!(broker = %url, %error, "cannot resolve a broker of the list now; skipped");
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match first_error {
+        Some(error) if own.is_empty() => Err(error.into()),
+        _ => Ok(own),
+    }
+}
+
 /// Runs an agent until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
     start(config, shutdown).await?.join().await
@@ -94,15 +127,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     let tracker = TaskTracker::new();
     let (brokers, own_brokers, login) = match &config.broker {
         BrokerChoice::External(list) => {
-            // The first must resolve now, as a single broker always had to;
-            // an alternate that does not (yet) is only not recognised as
-            // ours in a roll-call's `broker`.
-            let mut own = vec![list.first().resolve()?];
-            own.extend(list.alternates().iter().filter_map(|url| {
-                url.resolve()
-                    .inspect_err(|error| warn!(broker = %url, %error, "cannot resolve a broker of the list now"))
-                    .ok()
-            }));
+            let own = resolve_brokers(list, BrokerUrl::resolve)?;
             (list.clone(), own, config.login.clone())
         }
         BrokerChoice::Embedded(options) => {
@@ -142,6 +167,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Agent,
     let session_token = CancellationToken::new();
     let mut template = SessionConfig::for_brokers(&brokers, format!("rollcall-agent-{host}"));
     template.keep_alive = config.keepalive;
+    template.max_subscribe_qos = config.subscribe_qos;
     template.login = login;
     template.last_will = Some(core.last_will());
     let Session { handle, incoming } =
@@ -254,6 +280,44 @@ async fn discover_extaddr(config: &Config) -> Option<IpAddr> {
         Err(error) => {
             warn!(%error, "STUN discovery failed; extaddr left out");
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resolves `*.invalid` to an error and anything else to 192.0.2.1:
+    /// no DNS asked.
+    fn fake(url: &BrokerUrl) -> Result<SocketAddr, NetError> {
+        if url.host.ends_with(".invalid") {
+            Err(NetError::Resolve {
+                host: url.host.clone(),
+                source: std::io::ErrorKind::NotFound.into(),
+            })
+        } else {
+            Ok(SocketAddr::from(([192, 0, 2, 1], url.port)))
+        }
+    }
+
+    fn list(text: &str) -> BrokerList {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_broker_of_the_list_that_does_not_resolve_is_skipped() {
+        let own = resolve_brokers(&list("mqtt://a.invalid:1883,mqtt://b:1884"), fake).unwrap();
+        assert_eq!(own, [SocketAddr::from(([192, 0, 2, 1], 1884))]);
+        let own = resolve_brokers(&list("mqtt://b:1884,mqtt://a.invalid:1883"), fake).unwrap();
+        assert_eq!(own.len(), 1);
+    }
+
+    #[test]
+    fn a_list_none_of_which_resolves_is_an_error_a_single_broker_included() {
+        for text in ["mqtt://a.invalid:1883", "mqtt://a.invalid,mqtt://c.invalid"] {
+            let error = resolve_brokers(&list(text), fake).unwrap_err();
+            assert!(error.to_string().contains("a.invalid"), "{error}");
         }
     }
 }

@@ -79,6 +79,9 @@ pub struct RawConfig {
     pub answer_prefix: Option<String>,
     /// MQTT keepalive, seconds.
     pub keepalive_s: Option<u64>,
+    /// The highest QoS the agent subscribes with: 1 (default) or 0 (for a
+    /// NATS cluster: docs/deploying.md).
+    pub subscribe_qos: Option<u8>,
     /// Shared secret: roll-calls must be signed with it (docs/protocol.md section 8).
     pub cluster_key: Option<String>,
     /// Built-in services: `[services.NAME]` tables, each checked against
@@ -192,6 +195,8 @@ pub struct Config {
     pub answer_prefix: String,
     /// MQTT keepalive.
     pub keepalive: Duration,
+    /// The highest QoS the agent's sessions subscribe with.
+    pub subscribe_qos: rollcall_net::Qos,
     /// The cluster key, if roll-calls must be signed.
     pub cluster_key: Option<Secret<Vec<u8>>>,
     /// The built-in services that run, in the registry's order, with
@@ -381,6 +386,11 @@ answer_prefix = "/stat/"
 # MQTT keepalive; a crashed agent shows offline about 1.5 times this later.
 keepalive_s = 5
 
+# The highest QoS the agent subscribes with: 0 on a NATS cluster, where a
+# QoS 1 subscription is a JetStream consumer, slow to set up again after a
+# node dies (docs/deploying.md).
+subscribe_qos = 1
+
 # A shared secret of at least 16 bytes: when set, only roll-calls signed
 # with it are answered.
 # cluster_key = "a long random string"
@@ -548,6 +558,11 @@ impl RawConfig {
         if !(1..=3600).contains(&keepalive_s) {
             return Err(invalid("keepalive_s", "must be from 1 to 3600".into()));
         }
+        let subscribe_qos = match self.subscribe_qos.unwrap_or(1) {
+            0 => rollcall_net::Qos::AtMostOnce,
+            1 => rollcall_net::Qos::AtLeastOnce,
+            _ => return Err(invalid("subscribe_qos", "must be 0 or 1".into())),
+        };
         let relay_grace_ms = self.relay_grace_ms.unwrap_or(2000);
         if relay_grace_ms > 60_000 {
             return Err(invalid("relay_grace_ms", "at most 60000".into()));
@@ -618,6 +633,7 @@ impl RawConfig {
             max_relay_sessions,
             answer_prefix,
             keepalive: Duration::from_secs(keepalive_s),
+            subscribe_qos,
             cluster_key,
             services,
             sysfs_root: self.hw.sysfs_root.unwrap_or_else(|| PathBuf::from("/sys")),
@@ -682,6 +698,31 @@ mod tests {
     use crate::builtin::display::DisplaySettings;
     use crate::builtin::sensor::SensorSettings;
     use crate::builtin::system::SystemSettings;
+
+    #[test]
+    fn subscribe_qos_is_0_or_1_and_1_by_default() {
+        let with = |qos: Option<u8>| {
+            RawConfig {
+                hostname: Some("h".into()),
+                subscribe_qos: qos,
+                ..RawConfig::default()
+            }
+            .validate()
+        };
+        assert_eq!(
+            with(None).unwrap().subscribe_qos,
+            rollcall_net::Qos::AtLeastOnce
+        );
+        assert_eq!(
+            with(Some(0)).unwrap().subscribe_qos,
+            rollcall_net::Qos::AtMostOnce
+        );
+        let Err(error) = with(Some(2)) else {
+            panic!("QoS 2 accepted");
+        };
+        let error = error.to_string();
+        assert!(error.contains("subscribe_qos"), "{error}");
+    }
 
     #[test]
     fn the_printed_default_parses_and_validates() {

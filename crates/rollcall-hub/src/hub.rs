@@ -69,6 +69,9 @@ pub struct HubConfig {
     pub window_per_host: bool,
     /// Publish Home Assistant MQTT discovery for the map (`--ha-discovery`).
     pub ha_discovery: Option<HaConfig>,
+    /// The highest QoS the hub's sessions subscribe with
+    /// ([`SessionConfig::max_subscribe_qos`]: QoS 0 on a NATS cluster).
+    pub subscribe_qos: Qos,
 }
 
 impl HubConfig {
@@ -84,6 +87,7 @@ impl HubConfig {
             expire_every: Duration::from_secs(1),
             window_per_host: false,
             ha_discovery: None,
+            subscribe_qos: Qos::AtLeastOnce,
         }
     }
 
@@ -695,6 +699,7 @@ pub async fn run_hub(
     let reply_topic = shared.topics.topic(&format!("stat/$hub-{suffix}/reply"));
     let session = |client_id: String| SessionConfig {
         login: login.clone(),
+        max_subscribe_qos: config.subscribe_qos,
         ..SessionConfig::for_brokers(&broker, client_id)
     };
     let started = async {

@@ -218,6 +218,8 @@ pub struct Scanner {
     session: SessionHandle,
     incoming: mpsc::Receiver<Message>,
     udp: RollCallSocket,
+    /// The first broker of the session's list: named in a roll-call only
+    /// until the session has connected somewhere.
     broker: BrokerUrl,
     topics: Topics,
     subscribed: Option<String>,
@@ -256,14 +258,17 @@ impl Scanner {
         &self.session
     }
 
-    /// The `broker` field for a roll-call to `destinations`: our broker, unless
-    /// it is a loopback address and the datagrams leave this host, where
-    /// agents would read it as their own loopback (docs/protocol.md section 5).
+    /// The `broker` field for a roll-call to `destinations`: the broker our
+    /// session is connected to now (with a list of brokers, whichever node
+    /// it moved to, since that is where the answers reach us), unless it is
+    /// a loopback address and the datagrams leave this host, where agents
+    /// would read it as their own loopback (docs/protocol.md section 5).
     /// Agents that hear the roll-call over MQTT ignore a loopback broker, so
     /// it does no harm there.
     fn broker_field(&self, destinations: &[IpAddr]) -> Option<String> {
+        let broker = self.session.broker().unwrap_or_else(|| self.broker.clone());
         let leaves_host = destinations.iter().any(|d| !d.is_loopback());
-        (!(self.broker.is_loopback() && leaves_host)).then(|| self.broker.to_string())
+        (!(broker.is_loopback() && leaves_host)).then(|| broker.to_string())
     }
 
     /// Returns once the broker delivers what is published on `topic` to us:

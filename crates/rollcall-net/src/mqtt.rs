@@ -2,9 +2,11 @@
 //! session alive across broker outages. It remembers subscriptions and
 //! retained state so that every reconnect restores them, because a
 //! clean-session broker forgets both. Given several brokers (the nodes of
-//! one cluster), it moves to the next whenever a connection fails, and it
-//! subscribes again when a broker refuses a subscription or never confirms
-//! it (a NATS node does both for some seconds after a peer died).
+//! one cluster), it moves to the next whenever a connection fails. It
+//! subscribes again, with backoff, when a broker refuses a subscription or
+//! never confirms it (a NATS node does both for some seconds after a peer
+//! died); a filter still refused after the bounded retries is given up on
+//! that connection, not the connection, unless every filter is.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +19,7 @@ use rumqttc::{
     Outgoing, Packet, Publish, QoS, Request, Subscribe, SubscribeReasonCode, TlsConfiguration,
     Transport,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,9 +30,10 @@ use crate::{BrokerList, BrokerUrl, Login, NetError};
 /// How long a SUBACK may take before the session subscribes again.
 const SUBACK_WAIT: Duration = Duration::from_secs(5);
 
-/// Re-subscriptions on one connection before the session gives the
-/// connection up and moves to the next broker (about 12 s of retries with
-/// [`Backoff`]'s delays).
+/// Re-subscriptions of one filter on one connection before the session
+/// gives the filter up there (about 13 s of retries with [`Backoff`]'s
+/// delays); when it has given up every filter, and other brokers are
+/// configured, it moves to the next broker.
 const MAX_RESUBSCRIBES: u32 = 10;
 
 /// How long a clean shutdown waits for queued requests and the DISCONNECT
@@ -63,6 +66,13 @@ pub struct SessionConfig {
     /// Capacity of both the request queue and the incoming-message channel
     /// (default 1024).
     pub channel_capacity: usize,
+    /// The highest QoS any subscription asks for (default QoS 1): QoS 0
+    /// for a NATS cluster, where each QoS 1 subscription is a replicated
+    /// JetStream consumer that a node, after a peer died, takes many
+    /// seconds to create, while a QoS 0 one is a plain NATS subscription.
+    /// With clean sessions, QoS 1 adds little: what is in flight when a
+    /// connection drops is lost either way (docs/deploying.md).
+    pub max_subscribe_qos: Qos,
 }
 
 /// The largest packet a session reads from its broker. Anything up to this
@@ -85,6 +95,7 @@ impl SessionConfig {
             login: Login::default(),
             max_packet_size: 256 * 1024,
             channel_capacity: 1024,
+            max_subscribe_qos: Qos::AtLeastOnce,
         }
     }
 }
@@ -166,9 +177,14 @@ pub struct SessionStats {
     /// Received publishes dropped because they were larger than
     /// `max_packet_size`.
     pub oversized: u64,
-    /// Times the remembered filters were subscribed again because the
-    /// broker refused a subscription (SUBACK 0x80) or did not confirm it.
+    /// SUBSCRIBEs sent again because the broker refused one (SUBACK
+    /// 0x80) or did not confirm it within 5 s.
     pub resubscribes: u64,
+    /// Filters given up on a connection: the broker still refused them
+    /// after the bounded retries (a NATS server refuses a filter with a
+    /// `.`; an ACL may refuse one). The session's other subscriptions go
+    /// on; the filter is tried again every minute.
+    pub given_up: u64,
 }
 
 #[derive(Debug, Default)]
@@ -179,6 +195,7 @@ struct Counters {
     dropped: AtomicU64,
     oversized: AtomicU64,
     resubscribes: AtomicU64,
+    given_up: AtomicU64,
 }
 
 impl Counters {
@@ -191,19 +208,34 @@ impl Counters {
 /// connected right now.
 ///
 /// Both live under one lock so that a request is sent exactly once: either
-/// the handle sees the session connected and sends it itself, or it only
-/// records it and the next ConnAck replays it.
+/// the handle sees the session connected and sends it (a publish) or hands
+/// it to the session loop (a subscription, in `outbox`), or it only records
+/// it and the next ConnAck replays it.
 #[derive(Debug, Default)]
 struct Remembered {
     connected: bool,
+    /// [`SessionConfig::max_subscribe_qos`].
+    max_qos: Option<QoS>,
     filters: BTreeMap<String, QoS>,
     states: BTreeMap<String, Vec<u8>>,
+    /// Filters the session loop must subscribe to on this connection: the
+    /// loop sends every SUBSCRIBE itself, so that it knows which filter
+    /// each SUBACK answers.
+    outbox: BTreeSet<String>,
 }
 
 impl Remembered {
-    /// Records a subscription; returns whether the caller must send it now.
+    /// Records a subscription; returns whether the session loop must send
+    /// it now (it is in the outbox).
     fn subscribe(&mut self, filter: &str, qos: QoS) -> bool {
+        let qos = match self.max_qos {
+            Some(QoS::AtMostOnce) => QoS::AtMostOnce,
+            _ => qos,
+        };
         self.filters.insert(filter.to_owned(), qos);
+        if self.connected {
+            self.outbox.insert(filter.to_owned());
+        }
         self.connected
     }
 
@@ -211,7 +243,24 @@ impl Remembered {
     /// UNSUBSCRIBE now (a disconnected clean session has nothing to undo).
     fn unsubscribe(&mut self, filter: &str) -> bool {
         self.filters.remove(filter);
+        self.outbox.remove(filter);
         self.connected
+    }
+
+    /// Hands the outbox's filters to `send` in turn, each taken out once
+    /// sent; stops at the first `send` refuses (a full request channel).
+    /// Returns whether the outbox is empty. Done under the lock, so that a
+    /// handle that sees its filter gone from the outbox knows it is queued.
+    fn drain_outbox(&mut self, mut send: impl FnMut(&str, QoS) -> bool) -> bool {
+        while let Some(filter) = self.outbox.first().cloned() {
+            if let Some(qos) = self.filters.get(&filter)
+                && !send(&filter, *qos)
+            {
+                return false;
+            }
+            self.outbox.remove(&filter);
+        }
+        true
     }
 
     /// Records the latest retained state of a topic; returns whether the
@@ -221,9 +270,13 @@ impl Remembered {
         self.connected
     }
 
-    /// Marks the session connected and returns what must be replayed.
+    /// Marks the session connected and returns what must be replayed:
+    /// every filter first, then the retained states, so that whoever reads
+    /// a replayed `online` finds the session subscribed (a NATS node takes
+    /// seconds to set up a dozen subscriptions).
     fn on_connected(&mut self) -> Vec<Request> {
         self.connected = true;
+        self.outbox.clear();
         let subscribes = self
             .filters
             .iter()
@@ -236,19 +289,9 @@ impl Remembered {
         subscribes.chain(states).collect()
     }
 
-    /// The remembered filters among `only` (all of them for `None`), for
-    /// a broker that refused or lost some: subscribing again to a filter
-    /// replaces it.
-    fn subscribes(&self, only: Option<&BTreeSet<String>>) -> Vec<(String, QoS)> {
-        self.filters
-            .iter()
-            .filter(|(filter, _)| only.is_none_or(|only| only.contains(*filter)))
-            .map(|(filter, qos)| (filter.clone(), *qos))
-            .collect()
-    }
-
     fn on_disconnected(&mut self) {
         self.connected = false;
+        self.outbox.clear();
     }
 }
 
@@ -290,6 +333,8 @@ struct Shared {
     counters: Counters,
     /// Ends the loop without DISCONNECT, so the broker fires the will.
     kill: CancellationToken,
+    /// Wakes the session loop when the outbox has a filter to subscribe to.
+    wake: Notify,
     /// Cancelled once the event-loop task has finished.
     ended: CancellationToken,
     /// Why the latest connection attempt failed, for a caller waiting to
@@ -310,6 +355,8 @@ struct Progress {
     written: u64,
     /// SUBACKs received.
     subacks: u64,
+    /// Times the session loop emptied (part of) the outbox.
+    outbox: u64,
 }
 
 impl Shared {
@@ -348,11 +395,32 @@ impl SessionHandle {
     /// state, such as every host's `$state`.
     pub async fn subscribe_with_qos(&self, filter: &str, qos: Qos) -> Result<(), NetError> {
         check_filter(filter)?;
-        if self.shared.remembered().subscribe(filter, qos.into()) {
-            self.send(self.shared.client.subscribe(filter, qos.into()))
-                .await?;
-        }
+        self.queue_subscribe(filter, qos.into()).await?;
         Ok(())
+    }
+
+    /// Remembers a subscription and, while connected, hands it to the
+    /// session loop; returns whether it goes out now.
+    ///
+    /// Returns once the session loop has queued the SUBSCRIBE (or the
+    /// connection was lost, and the next ConnAck replays it): what this
+    /// handle queues next goes out after it, as with every other request.
+    async fn queue_subscribe(&self, filter: &str, qos: QoS) -> Result<bool, NetError> {
+        if self.shared.ended.is_cancelled() {
+            return Err(NetError::SessionClosed);
+        }
+        let mut progress = self.shared.progress.subscribe();
+        if !self.shared.remembered().subscribe(filter, qos) {
+            return Ok(false);
+        }
+        self.shared.wake.notify_one();
+        let queued = progress.wait_for(|_| !self.shared.remembered().outbox.contains(filter));
+        tokio::select! {
+            // A closed watch cannot happen while `self` holds the sender.
+            result = queued => result.map(drop).map_err(|_| NetError::SessionClosed)?,
+            () = self.shared.ended.cancelled() => return Err(NetError::SessionClosed),
+        }
+        Ok(true)
     }
 
     /// Subscribes like [`subscribe`](Self::subscribe) and, when the
@@ -386,11 +454,9 @@ impl SessionHandle {
         check_filter(filter)?;
         let mut progress = self.shared.progress.subscribe();
         let before = progress.borrow_and_update().subacks;
-        if !self.shared.remembered().subscribe(filter, qos.into()) {
+        if !self.queue_subscribe(filter, qos.into()).await? {
             return Ok(());
         }
-        self.send(self.shared.client.subscribe(filter, qos.into()))
-            .await?;
         self.wait_progress(
             &mut progress,
             timeout,
@@ -533,6 +599,7 @@ impl SessionHandle {
             dropped: counters.dropped.load(Ordering::Relaxed),
             oversized: counters.oversized.load(Ordering::Relaxed),
             resubscribes: counters.resubscribes.load(Ordering::Relaxed),
+            given_up: counters.given_up.load(Ordering::Relaxed),
         }
     }
 
@@ -608,23 +675,29 @@ impl Session {
             client,
             brokers: config.brokers_text(),
             current: Mutex::default(),
-            remembered: Mutex::default(),
+            remembered: Mutex::new(Remembered {
+                max_qos: Some(config.max_subscribe_qos.into()),
+                ..Remembered::default()
+            }),
             connected: watch::Sender::new(false),
             counters: Counters::default(),
             kill: CancellationToken::new(),
+            wake: Notify::new(),
             ended: CancellationToken::new(),
             last_error: Mutex::default(),
             progress: watch::Sender::new(Progress::default()),
         });
         let event_loop = SessionLoop {
             eventloop,
-            shared: Arc::clone(&shared),
-            incoming: incoming_tx,
-            max_message: config.max_packet_size,
-            brokers: config.brokers().cloned().zip(options).collect(),
-            current: 0,
-            subscriptions: SubscribeWatch::default(),
-            refusals: Refusals::default(),
+            state: LoopState {
+                shared: Arc::clone(&shared),
+                incoming: incoming_tx,
+                max_message: config.max_packet_size,
+                brokers: config.brokers().cloned().zip(options).collect(),
+                current: 0,
+                subscriptions: Subscriptions::default(),
+                abandon: false,
+            },
         };
         tracker.spawn(event_loop.run(shutdown));
         Ok(Session {
@@ -693,94 +766,183 @@ fn broker_options(config: &SessionConfig, broker: &BrokerUrl) -> Result<MqttOpti
     Ok(options)
 }
 
-/// Whether the broker has confirmed what the session subscribed to on the
-/// current connection, and when to subscribe again if not.
+/// When a filter refused past [`MAX_RESUBSCRIBES`] is tried again, for as
+/// long as the connection lasts: quietly, in case the broker's refusal was
+/// a long outage rather than a rule.
+const GIVEN_UP_RETRY: Duration = Duration::from_secs(60);
+
+/// How soon to try again to queue a SUBSCRIBE the full request channel
+/// did not take.
+const QUEUE_RETRY: Duration = Duration::from_millis(50);
+
+/// One filter the broker refused (SUBACK 0x80) or did not confirm within
+/// [`SUBACK_WAIT`] on the current connection.
 #[derive(Debug)]
-struct SubscribeWatch {
-    /// SUBSCRIBEs written and SUBACKs received on this connection.
-    sent: u64,
-    acked: u64,
-    /// When a missing SUBACK counts as lost.
-    suback_deadline: Option<Instant>,
-    /// When to subscribe again, after a refusal or a lost SUBACK.
-    resubscribe_at: Option<Instant>,
-    /// Re-subscriptions on this connection, and their delays.
-    attempts: u32,
+struct Retry {
+    refusals: u32,
+    /// When to subscribe again; `None` while the retry is out.
+    at: Option<Instant>,
     backoff: Backoff,
 }
 
-impl Default for SubscribeWatch {
-    fn default() -> Self {
-        Self {
-            sent: 0,
-            acked: 0,
-            suback_deadline: None,
-            resubscribe_at: None,
-            attempts: 0,
-            backoff: Backoff::new(),
-        }
+impl Retry {
+    /// Past the bounded retries: logged and counted once, then only tried
+    /// again every [`GIVEN_UP_RETRY`].
+    fn given_up(&self) -> bool {
+        self.refusals > MAX_RESUBSCRIBES
     }
 }
 
-impl SubscribeWatch {
-    fn on_subscribe_sent(&mut self, now: Instant) {
-        if self.sent == self.acked {
-            self.suback_deadline = Some(now + SUBACK_WAIT);
+/// What one more refusal of a filter means.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// Subscribe again after a backoff delay.
+    Retry,
+    /// The bounded retries are spent: give the filter up (log, count).
+    GiveUp,
+    /// Given up already: the slow retry was refused too.
+    StillRefused,
+}
+
+/// The SUBSCRIBEs of the current connection, per filter: which are out,
+/// which the broker refused or never answered, and when each is tried
+/// again. Only the session loop sends SUBSCRIBEs, one filter each: after a
+/// ConnAck through rumqttc's `pending`, then through its request channel,
+/// so the n-th SUBSCRIBE written is the n-th filter replayed or queued:
+/// that is how a SUBACK (which names no filter) is matched to its filter.
+#[derive(Debug, Default)]
+struct Subscriptions {
+    /// Filters of the SUBSCRIBEs a ConnAck replayed into rumqttc's
+    /// `pending`, in order: rumqttc writes all of `pending` before it takes
+    /// anything from the request channel.
+    replayed: VecDeque<String>,
+    /// Filters of SUBSCRIBEs in the request channel, in order.
+    queued: VecDeque<String>,
+    /// Written and not answered yet, by packet id.
+    in_flight: HashMap<u16, String>,
+    /// When the SUBSCRIBEs in flight count as lost: [`SUBACK_WAIT`] after
+    /// the latest SUBACK (or the first SUBSCRIBE), not after each one, since
+    /// a broker answers them in turn and a NATS node takes a second or more
+    /// for each under load; retrying those it is still working through
+    /// would only add to its work.
+    lost_at: Option<Instant>,
+    /// Refused or unanswered filters.
+    retries: BTreeMap<String, Retry>,
+    /// When to try again to queue what the full request channel refused.
+    requeue_at: Option<Instant>,
+}
+
+impl Subscriptions {
+    /// A SUBSCRIBE went out.
+    fn on_sent(&mut self, pkid: u16, now: Instant) {
+        let filter = self
+            .replayed
+            .pop_front()
+            .or_else(|| self.queued.pop_front());
+        if let Some(filter) = filter {
+            if self.in_flight.is_empty() {
+                self.lost_at = Some(now + SUBACK_WAIT);
+            }
+            self.in_flight.insert(pkid, filter);
         }
-        self.sent += 1;
     }
 
-    /// Notes a SUBACK; returns whether it confirms every filter it answers.
-    fn on_suback(&mut self, codes: &[SubscribeReasonCode], now: Instant) -> bool {
-        self.acked += 1;
-        // A late SUBACK of a subscription already sent again can make
-        // `acked` pass `sent`: nothing is outstanding then.
-        self.suback_deadline = (self.acked < self.sent).then(|| now + SUBACK_WAIT);
-        let refused = codes
-            .iter()
-            .any(|code| matches!(code, SubscribeReasonCode::Failure));
-        if refused {
-            self.schedule(now);
-        } else if self.resubscribe_at.is_none() {
-            self.backoff.reset();
-        }
-        !refused
+    /// The filter a SUBACK answers, unless its SUBSCRIBE was given up as
+    /// unanswered already (then the retry's SUBACK is the one that counts).
+    fn on_suback(&mut self, pkid: u16, now: Instant) -> Option<String> {
+        let filter = self.in_flight.remove(&pkid);
+        // The broker is working through what we sent: give the rest time.
+        self.lost_at = (!self.in_flight.is_empty()).then(|| now + SUBACK_WAIT);
+        filter
     }
 
-    fn schedule(&mut self, now: Instant) {
-        if self.resubscribe_at.is_none() {
-            self.resubscribe_at = Some(now + self.backoff.next_delay());
+    /// Notes a refusal (or a lost SUBACK) of `filter` and schedules its retry.
+    fn refused(&mut self, filter: &str, now: Instant) -> Refusal {
+        let retry = self
+            .retries
+            .entry(filter.to_owned())
+            .or_insert_with(|| Retry {
+                refusals: 0,
+                at: None,
+                backoff: Backoff::new(),
+            });
+        retry.refusals += 1;
+        if !retry.given_up() {
+            retry.at = Some(now + retry.backoff.next_delay());
+            Refusal::Retry
+        } else {
+            retry.at = Some(now + GIVEN_UP_RETRY);
+            if retry.refusals == MAX_RESUBSCRIBES + 1 {
+                Refusal::GiveUp
+            } else {
+                Refusal::StillRefused
+            }
         }
+    }
+
+    /// Notes that the broker took `filter`; returns whether it had been
+    /// given up.
+    fn accepted(&mut self, filter: &str) -> bool {
+        self.retries.remove(filter).is_some_and(|r| r.given_up())
+    }
+
+    /// Whether the broker refused every one of `filters` past the retries.
+    fn all_given_up<'a>(&self, mut filters: impl Iterator<Item = &'a String>) -> bool {
+        filters.all(|filter| self.retries.get(filter).is_some_and(Retry::given_up))
     }
 
     /// The next moment something is due, if any.
     fn next_due(&self) -> Option<Instant> {
-        match (self.suback_deadline, self.resubscribe_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let retries = self.retries.values().filter_map(|r| r.at);
+        retries.chain(self.lost_at).chain(self.requeue_at).min()
     }
 
-    /// What is due at `now`: `Some(true)` to subscribe again, `Some(false)`
-    /// to give the connection up (too many attempts), `None` for nothing.
-    fn due(&mut self, now: Instant) -> Option<bool> {
-        if self.suback_deadline.is_some_and(|at| at <= now) {
-            self.suback_deadline = None;
-            self.acked = self.sent;
-            self.schedule(now);
+    /// The SUBSCRIBEs in flight once no SUBACK came for [`SUBACK_WAIT`],
+    /// forgotten: a SUBACK of theirs arriving later is ignored.
+    fn lost(&mut self, now: Instant) -> Vec<String> {
+        if self.lost_at.is_none_or(|at| at > now) {
+            return Vec::new();
         }
-        if self.resubscribe_at.is_some_and(|at| at <= now) {
-            self.resubscribe_at = None;
-            self.attempts += 1;
-            return Some(self.attempts <= MAX_RESUBSCRIBES);
-        }
-        None
+        self.lost_at = None;
+        let mut lost: Vec<(u16, String)> = self.in_flight.drain().collect();
+        lost.sort_unstable();
+        lost.into_iter().map(|(_, filter)| filter).collect()
     }
+
+    /// The filters whose retry is due, marked as out.
+    fn due_retries(&mut self, now: Instant) -> Vec<String> {
+        self.retries
+            .iter_mut()
+            .filter(|(_, retry)| retry.at.is_some_and(|at| at <= now))
+            .map(|(filter, retry)| {
+                retry.at = None;
+                filter.clone()
+            })
+            .collect()
+    }
+}
+
+/// What ended one wait on the event loop.
+enum Outcome {
+    /// rumqttc's poll finished.
+    Polled(Result<Event, ConnectionError>),
+    /// The broker refused every subscription past the retries, and other
+    /// brokers are configured: move on.
+    Abandon,
+    /// Killed, or shut down (after the DISCONNECT or its grace period).
+    End,
 }
 
 /// The task that owns the rumqttc event loop.
 struct SessionLoop {
     eventloop: EventLoop,
+    state: LoopState,
+}
+
+/// Everything of the session loop but rumqttc's event loop, so that both
+/// can be borrowed at once: the poll future holds the event loop while
+/// the timers and wake-ups work on this.
+struct LoopState {
     shared: Arc<Shared>,
     incoming: mpsc::Sender<Message>,
     /// The largest message delivered (topic and payload bytes).
@@ -789,174 +951,229 @@ struct SessionLoop {
     brokers: Vec<(BrokerUrl, MqttOptions)>,
     /// The index in `brokers` of the broker in use.
     current: usize,
-    subscriptions: SubscribeWatch,
-    /// Which filters the broker refused, so that only those are sent again.
-    refusals: Refusals,
-}
-
-/// The filters of the SUBSCRIBEs the loop itself queued (replays and
-/// retries), matched to their packet ids as they go out and to their
-/// SUBACKs as they come back. A refused subscription the handle sent (its
-/// filter unknown here) makes the retry cover every filter.
-#[derive(Debug, Default)]
-struct Refusals {
-    /// Filters of SUBSCRIBEs in the event loop's `pending`, in order.
-    queued: VecDeque<String>,
-    /// Filters by packet id, written and not yet acknowledged.
-    in_flight: HashMap<u16, String>,
-    refused: BTreeSet<String>,
-    refused_unknown: bool,
-}
-
-impl Refusals {
-    /// A SUBSCRIBE went out; `left` is how many SUBSCRIBEs `pending` still
-    /// holds. rumqttc writes `pending` before anything the handle queued,
-    /// one request per poll, so one fewer there means it was ours.
-    fn on_sent(&mut self, pkid: u16, left: usize) {
-        if left < self.queued.len()
-            && let Some(filter) = self.queued.pop_front()
-        {
-            self.in_flight.insert(pkid, filter);
-        }
-    }
-
-    fn on_suback(&mut self, pkid: u16, refused: bool) {
-        let filter = self.in_flight.remove(&pkid);
-        if refused {
-            match filter {
-                Some(filter) => {
-                    self.refused.insert(filter);
-                }
-                None => self.refused_unknown = true,
-            }
-        }
-    }
-
-    /// Which filters to send again (`None`: all), forgetting the refusals.
-    fn take(&mut self) -> Option<BTreeSet<String>> {
-        let refused = std::mem::take(&mut self.refused);
-        let unknown = std::mem::take(&mut self.refused_unknown);
-        (!unknown && !refused.is_empty()).then_some(refused)
-    }
+    subscriptions: Subscriptions,
+    /// Set when the connection is of no use (see [`Outcome::Abandon`]).
+    abandon: bool,
 }
 
 impl SessionLoop {
+    /// Drives rumqttc's poll and the session's own timers. A poll, once
+    /// started, is awaited to its end: rumqttc's `poll` is not
+    /// cancel-safe (dropped while writing a request it has already taken
+    /// from its queue, or a PUBACK, the packet is lost), so the timers and
+    /// the handle's wake-ups run beside it and only ever use the request
+    /// channel. Only ending the session, or dropping a connection that is
+    /// of no use, drops a poll.
     async fn run(mut self, shutdown: CancellationToken) {
-        let kill = self.shared.kill.clone();
+        let shared = Arc::clone(&self.state.shared);
         let mut backoff = Backoff::new();
         let mut in_outage = false;
+        // Once shut down: until when the DISCONNECT may take to go out.
+        let mut stopping: Option<Instant> = None;
         loop {
-            // Far enough never to come, when nothing is due.
-            let due = self
-                .subscriptions
-                .next_due()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
-            let event = tokio::select! {
-                biased;
-                () = kill.cancelled() => break,
-                () = shutdown.cancelled() => {
-                    self.disconnect().await;
-                    break;
-                }
-                () = tokio::time::sleep_until(due) => match self.subscriptions.due(Instant::now()) {
-                    Some(true) => {
-                        self.resubscribe();
-                        continue;
+            let outcome = {
+                let state = &mut self.state;
+                let poll = self.eventloop.poll();
+                tokio::pin!(poll);
+                loop {
+                    // Far enough never to come, when nothing is due.
+                    let due = [state.subscriptions.next_due(), stopping]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+                    tokio::select! {
+                        biased;
+                        () = shared.kill.cancelled() => break Outcome::End,
+                        () = shutdown.cancelled(), if stopping.is_none() => {
+                            // Queued behind earlier requests on purpose: an
+                            // "offline" state published just before
+                            // shutdown still goes out first.
+                            if !shared.remembered().connected
+                                || shared.client.try_disconnect().is_err()
+                            {
+                                break Outcome::End;
+                            }
+                            stopping = Some(Instant::now() + DISCONNECT_GRACE);
+                        }
+                        () = tokio::time::sleep_until(due) => {
+                            let now = Instant::now();
+                            if stopping.is_some_and(|at| at <= now) {
+                                warn!(broker = %state.broker(), "MQTT disconnect timed out");
+                                break Outcome::End;
+                            }
+                            state.on_timer(now);
+                            if std::mem::take(&mut state.abandon) {
+                                break Outcome::Abandon;
+                            }
+                        }
+                        () = shared.wake.notified() => state.flush_outbox(Instant::now()),
+                        event = &mut poll => break Outcome::Polled(event),
                     }
-                    Some(false) => Err(self.give_up_connection()),
-                    None => continue,
-                },
-                event = self.eventloop.poll() => event,
+                }
             };
-            match event {
-                Ok(event) => {
-                    if self.handle(event) {
+            let error = match outcome {
+                Outcome::End => break,
+                Outcome::Polled(Ok(event)) => {
+                    if stopping.is_some() && event == Event::Outgoing(Outgoing::Disconnect) {
+                        break;
+                    }
+                    if self.state.handle(event, &mut self.eventloop.pending) {
                         backoff.reset();
                         if std::mem::take(&mut in_outage) {
-                            info!(broker = %self.broker(), "MQTT connection restored");
+                            info!(broker = %self.state.broker(), "MQTT connection restored");
                         }
                     }
-                }
-                Err(error) => {
-                    self.set_disconnected();
-                    *self
-                        .shared
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(describe(&error));
-                    log_connection_error(self.broker(), &error, in_outage);
-                    in_outage = true;
-                    self.subscriptions = SubscribeWatch::default();
-                    self.next_broker();
-                    tokio::select! {
-                        () = kill.cancelled() => break,
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                    if !std::mem::take(&mut self.state.abandon) {
+                        continue;
                     }
+                    self.give_up_connection()
                 }
+                Outcome::Abandon => self.give_up_connection(),
+                Outcome::Polled(Err(error)) => error,
+            };
+            if stopping.is_some() {
+                break;
+            }
+            self.state.set_disconnected();
+            *shared
+                .last_error
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(describe(&error));
+            log_connection_error(self.state.broker(), &error, in_outage);
+            in_outage = true;
+            self.state.subscriptions = Subscriptions::default();
+            self.next_broker();
+            tokio::select! {
+                () = shared.kill.cancelled() => break,
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
-        self.set_disconnected();
-        self.shared.ended.cancel();
-        debug!(broker = %self.broker(), "MQTT session ended");
-    }
-
-    fn broker(&self) -> &BrokerUrl {
-        &self.brokers[self.current].0
+        self.state.set_disconnected();
+        shared.ended.cancel();
+        debug!(broker = %self.state.broker(), "MQTT session ended");
     }
 
     /// After a failed or lost connection: the next broker of the list is
     /// the one the event loop connects to next.
     fn next_broker(&mut self) {
-        if self.brokers.len() > 1 {
-            self.current = (self.current + 1) % self.brokers.len();
-            self.eventloop.mqtt_options = self.brokers[self.current].1.clone();
-            debug!(broker = %self.broker(), "trying the next broker");
+        let state = &mut self.state;
+        if state.brokers.len() > 1 {
+            state.current = (state.current + 1) % state.brokers.len();
+            self.eventloop.mqtt_options = state.brokers[state.current].1.clone();
+            debug!(broker = %state.broker(), "trying the next broker");
         }
     }
 
-    /// Sends a SUBSCRIBE again for each refused filter, or for every
-    /// remembered filter when it is not known which were refused (or a
-    /// SUBACK never came).
-    fn resubscribe(&mut self) {
-        Counters::bump(&self.shared.counters.resubscribes);
-        let only = self.refusals.take();
-        let subscribes = self.shared.remembered().subscribes(only.as_ref());
-        warn!(broker = %self.broker(), filters = subscribes.len(),
-            attempt = self.subscriptions.attempts,
-            "the broker refused or did not confirm a subscription; subscribing again");
-        for (filter, qos) in subscribes {
-            self.eventloop
-                .pending
-                .push_back(Request::Subscribe(Subscribe::new(&filter, qos)));
-            self.refusals.queued.push_back(filter);
-        }
-    }
-
-    fn pending_subscribes(&self) -> usize {
-        self.eventloop
-            .pending
-            .iter()
-            .filter(|request| matches!(request, Request::Subscribe(_)))
-            .count()
-    }
-
-    /// Drops a connection whose broker keeps refusing subscriptions, so that
-    /// the loop connects again (to the next broker, if there is one).
+    /// Drops a connection on which the broker refuses every subscription,
+    /// so that the loop connects to the next broker.
     fn give_up_connection(&mut self) -> ConnectionError {
         self.eventloop.network = None;
         self.eventloop.clean();
         ConnectionError::Io(std::io::Error::other(format!(
-            "the broker refused subscriptions {MAX_RESUBSCRIBES} times"
+            "the broker refused every subscription {} times",
+            MAX_RESUBSCRIBES + 1
         )))
+    }
+}
+
+impl LoopState {
+    fn broker(&self) -> &BrokerUrl {
+        &self.brokers[self.current].0
+    }
+
+    /// Queues a SUBSCRIBE of one filter; false when the request channel is
+    /// full (or closed: the session is ending).
+    fn send_subscribe(&mut self, filter: &str, qos: QoS) -> bool {
+        if self.shared.client.try_subscribe(filter, qos).is_err() {
+            return false;
+        }
+        self.subscriptions.queued.push_back(filter.to_owned());
+        true
+    }
+
+    /// Sends the SUBSCRIBEs the handle asked for (and the replays after a
+    /// ConnAck); what the full channel does not take waits a moment.
+    fn flush_outbox(&mut self, now: Instant) {
+        let shared = Arc::clone(&self.shared);
+        let drained = shared
+            .remembered()
+            .drain_outbox(|filter, qos| self.send_subscribe(filter, qos));
+        if !drained {
+            self.subscriptions.requeue_at = Some(now + QUEUE_RETRY);
+        }
+        // Outside the lock: a waiting handle reads the outbox under it.
+        shared.progress.send_modify(|p| p.outbox += 1);
+    }
+
+    /// Lost SUBACKs count as refusals; due retries go out.
+    fn on_timer(&mut self, now: Instant) {
+        for filter in self.subscriptions.lost(now) {
+            self.on_refused(&filter, now, "did not confirm");
+        }
+        for filter in self.subscriptions.due_retries(now) {
+            let qos = self.shared.remembered().filters.get(&filter).copied();
+            let Some(qos) = qos else {
+                // Unsubscribed meanwhile.
+                self.subscriptions.retries.remove(&filter);
+                continue;
+            };
+            if self.send_subscribe(&filter, qos) {
+                Counters::bump(&self.shared.counters.resubscribes);
+            } else if let Some(retry) = self.subscriptions.retries.get_mut(&filter) {
+                retry.at = Some(now + QUEUE_RETRY);
+            }
+        }
+        if self.subscriptions.requeue_at.is_some_and(|at| at <= now) {
+            self.subscriptions.requeue_at = None;
+            self.flush_outbox(now);
+        }
+    }
+
+    /// The broker refused `filter`, or did not answer for it: retry it
+    /// with backoff, and past the bounded retries give it up (once, in the
+    /// log and the stats). Only when every filter is given up, and other
+    /// brokers are configured, is the connection abandoned.
+    fn on_refused(&mut self, filter: &str, now: Instant, how: &'static str) {
+        if !self.shared.remembered().filters.contains_key(filter) {
+            self.subscriptions.retries.remove(filter);
+            return;
+        }
+        match self.subscriptions.refused(filter, now) {
+            Refusal::Retry => {
+                debug!(broker = %self.broker(), filter, how, "subscription not taken; subscribing again");
+            }
+            Refusal::StillRefused => {
+                debug!(broker = %self.broker(), filter, how, "given-up subscription still not taken");
+            }
+            Refusal::GiveUp => {
+                Counters::bump(&self.shared.counters.given_up);
+                warn!(broker = %self.broker(), filter, how,
+                    attempts = MAX_RESUBSCRIBES + 1,
+                    "the broker keeps refusing this subscription: given up on this connection \
+                     (tried again every {} s); the session's other subscriptions go on",
+                    GIVEN_UP_RETRY.as_secs());
+                let useless = self.brokers.len() > 1 && {
+                    let remembered = self.shared.remembered();
+                    !remembered.filters.is_empty()
+                        && self.subscriptions.all_given_up(remembered.filters.keys())
+                };
+                if useless {
+                    warn!(broker = %self.broker(),
+                        "the broker refuses every subscription of the session: moving to the next broker");
+                    self.abandon = true;
+                }
+            }
+        }
     }
 
     /// Handles one event; returns whether it was a (re)connection.
-    fn handle(&mut self, event: Event) -> bool {
+    fn handle(&mut self, event: Event, pending: &mut VecDeque<Request>) -> bool {
         match event {
             Event::Incoming(Packet::ConnAck(_)) => {
                 Counters::bump(&self.shared.counters.connects);
-                self.subscriptions = SubscribeWatch::default();
+                self.subscriptions = Subscriptions::default();
                 *self
                     .shared
                     .current
@@ -965,8 +1182,7 @@ impl SessionLoop {
                 // rumqttc has just cleared `pending` (a clean session has
                 // nothing to resume) and sends it before anything queued.
                 let replay = self.shared.remembered().on_connected();
-                self.refusals = Refusals::default();
-                self.refusals.queued = replay
+                self.subscriptions.replayed = replay
                     .iter()
                     .filter_map(|request| match request {
                         Request::Subscribe(subscribe) => {
@@ -975,7 +1191,8 @@ impl SessionLoop {
                         _ => None,
                     })
                     .collect();
-                self.eventloop.pending.extend(replay);
+                pending.extend(replay);
+                self.shared.progress.send_modify(|p| p.outbox += 1);
                 self.shared.set_connected(true);
                 true
             }
@@ -990,23 +1207,24 @@ impl SessionLoop {
                 false
             }
             Event::Outgoing(Outgoing::Subscribe(pkid)) => {
-                self.subscriptions.on_subscribe_sent(Instant::now());
-                let left = self.pending_subscribes();
-                self.refusals.on_sent(pkid, left);
+                self.subscriptions.on_sent(pkid, Instant::now());
                 false
             }
             Event::Incoming(Packet::SubAck(ack)) => {
-                let refused = ack
+                let taken = !ack
                     .return_codes
                     .iter()
                     .any(|code| matches!(code, SubscribeReasonCode::Failure));
-                self.refusals.on_suback(ack.pkid, refused);
+                match self.subscriptions.on_suback(ack.pkid, Instant::now()) {
+                    Some(filter) if taken && self.subscriptions.accepted(&filter) => {
+                        info!(broker = %self.broker(), filter, "the broker took a given-up subscription after all");
+                    }
+                    Some(filter) if !taken => self.on_refused(&filter, Instant::now(), "refused"),
+                    Some(_) | None => {}
+                }
                 // A refusal is not a confirmation: whoever waits for one
                 // waits for the retry's.
-                if self
-                    .subscriptions
-                    .on_suback(&ack.return_codes, Instant::now())
-                {
+                if taken {
                     self.shared.progress.send_modify(|p| p.subacks += 1);
                 }
                 false
@@ -1040,33 +1258,8 @@ impl SessionLoop {
 
     fn set_disconnected(&self) {
         self.shared.remembered().on_disconnected();
+        self.shared.progress.send_modify(|p| p.outbox += 1);
         self.shared.set_connected(false);
-    }
-
-    /// Flushes what is queued, then sends DISCONNECT, within a grace period.
-    async fn disconnect(&mut self) {
-        if !self.shared.remembered().connected {
-            return;
-        }
-        // Queued behind earlier requests on purpose: an "offline" state
-        // published just before shutdown still goes out first.
-        if self.shared.client.try_disconnect().is_err() {
-            return;
-        }
-        let flushed = tokio::time::timeout(DISCONNECT_GRACE, async {
-            loop {
-                match self.eventloop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(event) => {
-                        self.handle(event);
-                    }
-                }
-            }
-        })
-        .await;
-        if flushed.is_err() {
-            warn!(broker = %self.broker(), "MQTT disconnect timed out");
-        }
     }
 }
 
@@ -1125,13 +1318,32 @@ mod tests {
             .collect()
     }
 
+    /// What a ConnAck replays: the filters the loop then subscribes to, and
+    /// the retained states.
+    fn replay(remembered: &mut Remembered) -> Vec<String> {
+        let replay = topics(&remembered.on_connected());
+        assert!(outbox(remembered).is_empty(), "replayed, not in the outbox");
+        replay
+    }
+
+    /// What the session loop sends from the outbox, emptying it.
+    fn outbox(remembered: &mut Remembered) -> Vec<String> {
+        let mut sent = Vec::new();
+        assert!(remembered.drain_outbox(|filter, qos| {
+            sent.push(format!("sub {filter} {qos:?}"));
+            true
+        }));
+        sent
+    }
+
     #[test]
     fn requests_while_disconnected_are_only_remembered() {
         let mut remembered = Remembered::default();
         assert!(!remembered.subscribe("/a/#", QoS::AtLeastOnce));
         assert!(!remembered.set_state("/h/$state", b"online"));
+        assert!(outbox(&mut remembered).is_empty());
         assert_eq!(
-            topics(&remembered.on_connected()),
+            replay(&mut remembered),
             ["sub /a/# AtLeastOnce", "pub /h/$state online"]
         );
     }
@@ -1142,11 +1354,32 @@ mod tests {
         remembered.on_connected();
         assert!(remembered.subscribe("/a/+", QoS::AtLeastOnce));
         assert!(remembered.set_state("/h/$state", b"online"));
+        // A full request channel: the filter stays in the outbox.
+        assert!(!remembered.drain_outbox(|_, _| false));
+        assert_eq!(outbox(&mut remembered), ["sub /a/+ AtLeastOnce"]);
+        // Subscribed then unsubscribed before the loop sent it: nothing goes.
+        assert!(remembered.subscribe("/b", QoS::AtLeastOnce));
+        assert!(remembered.unsubscribe("/b"));
+        assert!(outbox(&mut remembered).is_empty());
+        // A lost connection empties the outbox: the ConnAck replays all.
+        assert!(remembered.subscribe("/c", QoS::AtLeastOnce));
         remembered.on_disconnected();
+        assert!(outbox(&mut remembered).is_empty());
+        remembered.unsubscribe("/c");
         assert_eq!(
-            topics(&remembered.on_connected()),
+            replay(&mut remembered),
             ["sub /a/+ AtLeastOnce", "pub /h/$state online"]
         );
+    }
+
+    #[test]
+    fn a_qos_cap_lowers_every_subscription() {
+        let mut remembered = Remembered {
+            max_qos: Some(QoS::AtMostOnce),
+            ..Remembered::default()
+        };
+        remembered.subscribe("/a", QoS::AtLeastOnce);
+        assert_eq!(replay(&mut remembered), ["sub /a AtMostOnce"]);
     }
 
     #[test]
@@ -1162,7 +1395,7 @@ mod tests {
         remembered.unsubscribe("/never");
         for _ in 0..3 {
             assert_eq!(
-                topics(&remembered.on_connected()),
+                replay(&mut remembered),
                 [
                     "sub /a AtLeastOnce",
                     "pub /h/$state online",
@@ -1185,75 +1418,78 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_or_unconfirmed_subscription_is_retried_then_given_up() {
-        let start = Instant::now();
-        let mut watch = SubscribeWatch::default();
-        assert_eq!(watch.next_due(), None);
-        watch.on_subscribe_sent(start);
-        watch.on_subscribe_sent(start);
-        assert_eq!(watch.next_due(), Some(start + SUBACK_WAIT));
-        assert!(watch.on_suback(&[SubscribeReasonCode::Success(QoS::AtLeastOnce)], start));
-        // One refused: subscribe again after the first delay.
-        assert!(!watch.on_suback(&[SubscribeReasonCode::Failure], start));
-        assert_eq!(watch.next_due(), Some(start + Backoff::FIRST));
-        assert_eq!(watch.due(start), None);
-        assert_eq!(watch.due(start + Backoff::FIRST), Some(true));
-        assert_eq!(watch.next_due(), None);
-        // A SUBACK that never comes counts as a refusal once SUBACK_WAIT passed.
-        let later = start + Duration::from_secs(1);
-        watch.on_subscribe_sent(later);
-        assert_eq!(
-            watch.due(later + SUBACK_WAIT - Duration::from_millis(1)),
-            None
-        );
-        assert_eq!(watch.due(later + SUBACK_WAIT), None);
-        let retry = watch.next_due().expect("a retry is scheduled");
-        assert_eq!(retry, later + SUBACK_WAIT + Duration::from_millis(200));
-        assert_eq!(watch.due(retry), Some(true));
-        // Bounded: past MAX_RESUBSCRIBES the connection is given up.
-        let mut now = retry;
-        let mut verdicts = Vec::new();
-        for _ in 0..MAX_RESUBSCRIBES {
-            watch.on_subscribe_sent(now);
-            watch.on_suback(&[SubscribeReasonCode::Failure], now);
-            now = watch.next_due().unwrap();
-            verdicts.push(watch.due(now).unwrap());
-        }
-        assert_eq!(
-            verdicts.iter().filter(|ok| **ok).count() as u32,
-            MAX_RESUBSCRIBES - 2
-        );
-        assert_eq!(verdicts.last(), Some(&false));
+    fn subacks_are_matched_to_their_filters_in_the_order_they_were_queued() {
+        let now = Instant::now();
+        let mut subs = Subscriptions::default();
+        subs.queued.extend(["/a", "/b"].map(String::from));
+        // What a ConnAck replayed goes out first.
+        subs.replayed.push_back("/r".into());
+        subs.on_sent(6, now);
+        subs.on_sent(7, now);
+        subs.on_sent(8, now);
+        assert_eq!(subs.on_suback(6, now).as_deref(), Some("/r"));
+        // A SUBSCRIBE the loop did not queue (none should exist) is ignored.
+        subs.on_sent(9, now);
+        assert_eq!(subs.on_suback(8, now).as_deref(), Some("/b"));
+        assert_eq!(subs.on_suback(7, now).as_deref(), Some("/a"));
+        assert_eq!(subs.on_suback(9, now), None);
+        assert_eq!(subs.on_suback(7, now), None, "answered once");
+        assert_eq!(subs.next_due(), None);
     }
 
     #[test]
-    fn only_the_refused_filters_are_sent_again_when_they_are_known() {
-        let mut refusals = Refusals {
-            queued: ["/a", "/b", "/c"].map(String::from).into(),
-            ..Refusals::default()
-        };
-        // Three of ours go out (two left, one, none), then one of the handle's.
-        refusals.on_sent(7, 2);
-        refusals.on_sent(8, 1);
-        refusals.on_sent(9, 0);
-        refusals.on_sent(10, 0);
-        refusals.on_suback(7, false);
-        refusals.on_suback(8, true);
-        refusals.on_suback(9, true);
-        assert_eq!(refusals.take(), Some(["/b", "/c"].map(String::from).into()));
-        assert_eq!(refusals.take(), None, "taken, nothing refused");
-        // A refused SUBSCRIBE of unknown filter: everything again.
-        refusals.on_suback(10, true);
-        assert_eq!(refusals.take(), None);
-        let mut remembered = Remembered::default();
-        remembered.subscribe("/a", QoS::AtLeastOnce);
-        remembered.subscribe("/b", QoS::AtMostOnce);
-        assert_eq!(remembered.subscribes(None).len(), 2);
-        let only = ["/b", "/gone"].map(String::from).into();
+    fn subacks_are_lost_only_when_none_came_for_a_while() {
+        let start = Instant::now();
+        let mut subs = Subscriptions::default();
+        subs.queued.extend(["/a", "/b", "/c"].map(String::from));
+        subs.on_sent(1, start);
+        subs.on_sent(2, start + Duration::from_secs(1));
+        subs.on_sent(3, start + Duration::from_secs(1));
+        assert_eq!(subs.next_due(), Some(start + SUBACK_WAIT));
+        // A slow broker answers the first after 4 s: the others get 5 s more.
+        let answered = start + Duration::from_secs(4);
+        assert_eq!(subs.on_suback(1, answered).as_deref(), Some("/a"));
+        assert!(subs.lost(start + SUBACK_WAIT).is_empty());
+        assert_eq!(subs.next_due(), Some(answered + SUBACK_WAIT));
+        assert_eq!(subs.lost(answered + SUBACK_WAIT), ["/b", "/c"]);
         assert_eq!(
-            remembered.subscribes(Some(&only)),
-            [("/b".to_owned(), QoS::AtMostOnce)]
+            subs.on_suback(2, answered),
+            None,
+            "too late: the retry's counts"
         );
+        assert_eq!(subs.next_due(), None);
+    }
+
+    #[test]
+    fn a_refused_filter_is_retried_with_backoff_then_given_up_alone() {
+        let start = Instant::now();
+        let mut subs = Subscriptions::default();
+        let mut now = start;
+        let mut verdicts = Vec::new();
+        for _ in 0..MAX_RESUBSCRIBES + 2 {
+            verdicts.push(subs.refused("/pi.local/x", now));
+            let due = subs.next_due().expect("a retry is scheduled");
+            assert!(subs.due_retries(due - Duration::from_millis(1)).is_empty());
+            assert_eq!(subs.due_retries(due), ["/pi.local/x"]);
+            assert_eq!(subs.next_due(), None, "out, waiting for its SUBACK");
+            now = due;
+        }
+        let retries = MAX_RESUBSCRIBES as usize;
+        assert!(verdicts[..retries].iter().all(|v| *v == Refusal::Retry));
+        assert_eq!(verdicts[retries], Refusal::GiveUp);
+        assert_eq!(verdicts[retries + 1], Refusal::StillRefused);
+        // The bounded retries take 13.1 s; then one a minute.
+        assert_eq!(
+            now - start,
+            Duration::from_millis(13_100) + 2 * GIVEN_UP_RETRY
+        );
+        let filters = ["/ok/#", "/pi.local/x"].map(String::from);
+        assert!(!subs.all_given_up(filters.iter()), "/ok/# is fine");
+        assert!(subs.all_given_up(filters[1..].iter()));
+        // Taken after all: forgotten, and said so.
+        assert!(subs.accepted("/pi.local/x"));
+        assert!(!subs.accepted("/ok/#"));
+        assert_eq!(subs.next_due(), None);
     }
 
     #[test]

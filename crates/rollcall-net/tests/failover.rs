@@ -1,6 +1,6 @@
 //! A session given several brokers: it moves to the next when its broker
-//! dies or keeps refusing a subscription, and restores what it remembered
-//! there. Against real brokers: two Mosquittos, and a three-node NATS
+//! dies or refuses every subscription, and restores what it remembered
+//! there; a broker refusing one filter only loses that filter. Against real brokers: two Mosquittos, and a three-node NATS
 //! cluster speaking MQTT (skipped where `mosquitto` or `nats-server` is
 //! missing, never under `CI=true`). Every wait is a timeout around the real
 //! condition.
@@ -187,6 +187,149 @@ async fn a_broker_that_keeps_refusing_a_subscription_is_left_for_the_next() {
     assert_eq!(stats.connects, 2, "{stats:?}");
     assert_eq!(session.handle.broker(), Some(mosquitto.url()));
     eprintln!("left the refusing broker after {:?}", started.elapsed());
+    harness.stop().await;
+}
+
+/// Waits, at most `wait`, until `done` holds for the session's stats.
+async fn wait_stats(
+    session: &Session,
+    wait: Duration,
+    done: impl Fn(&rollcall_net::SessionStats) -> bool,
+) {
+    let deadline = Instant::now() + wait;
+    while !done(&session.handle.stats()) {
+        assert!(
+            Instant::now() < deadline,
+            "stats never got there: {:?}",
+            session.handle.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_filter_the_broker_keeps_refusing_is_given_up_not_the_connection() {
+    let test = "a_filter_the_broker_keeps_refusing";
+    // One refused filter among good ones (a `$description` topic with a `.`
+    // that a hub would subscribe to): the session must not leave the node,
+    // which would flap its will, however long the refusals go on.
+    let Some(nats) = NatsCluster::for_test(test, 1) else {
+        return;
+    };
+    let Some(mosquitto) = Mosquitto::for_test(test) else {
+        return;
+    };
+    let harness = Harness::new();
+    let mut config = SessionConfig::for_brokers(
+        &list(&[nats.url(0), mosquitto.url()]),
+        format!("g-{}", unique()),
+    );
+    config.last_will = Some(Will {
+        topic: "/g/$state".into(),
+        payload: b"offline".to_vec(),
+        retain: true,
+    });
+    let mut session = harness.session(config).await;
+    session
+        .handle
+        .subscribe_confirmed("/ok/#", WAIT)
+        .await
+        .unwrap();
+    session.handle.subscribe("/pi.local/x").await.unwrap();
+    let publisher = harness
+        .session(SessionConfig::new(nats.url(0), format!("p-{}", unique())))
+        .await;
+    // The bounded retries take about 13 s.
+    wait_stats(&session, Duration::from_secs(40), |s| s.given_up == 1).await;
+    let stats = session.handle.stats();
+    assert_eq!(stats.connects, 1, "{stats:?}");
+    assert_eq!(stats.resubscribes, 10, "{stats:?}");
+    assert_eq!(session.handle.broker(), Some(nats.url(0)));
+    // The good subscription works on.
+    publish_until_seen(&publisher, &mut session.incoming, "/ok/x", WAIT).await;
+    assert!(session.handle.is_connected());
+    assert_eq!(session.handle.stats().connects, 1);
+    harness.stop().await;
+}
+
+/// How many distinct topics under `prefix` arrive, waiting at most 30 s for
+/// `expected` of them.
+async fn count_all(incoming: &mut mpsc::Receiver<Message>, prefix: &str, expected: usize) -> usize {
+    let mut seen = std::collections::BTreeSet::new();
+    let _ = timeout(Duration::from_secs(30), async {
+        while seen.len() < expected {
+            let message = incoming.recv().await.expect("session ended");
+            if let Some(n) = message.topic.strip_prefix(prefix) {
+                seen.insert(n.to_owned());
+            }
+        }
+    })
+    .await;
+    seen.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_while_refused_subscriptions_are_retried() {
+    let test = "nothing_is_lost_while_refused_subscriptions";
+    let Some(nats) = NatsCluster::for_test(test, 1) else {
+        return;
+    };
+    const REFUSED: usize = 50;
+    const MESSAGES: usize = 500;
+    let harness = Harness::new();
+    let mut session = harness
+        .session(SessionConfig::new(nats.url(0), format!("s-{}", unique())))
+        .await;
+    let mut watcher = harness
+        .session(SessionConfig::new(nats.url(0), format!("w-{}", unique())))
+        .await;
+    watcher
+        .handle
+        .subscribe_confirmed("/echo/#", WAIT)
+        .await
+        .unwrap();
+    session
+        .handle
+        .subscribe_confirmed("/ok/#", WAIT)
+        .await
+        .unwrap();
+    // A storm of retries: every one of these is refused, retried with
+    // backoff from 100 ms, about 500 SUBSCRIBEs in 13 s...
+    for i in 0..REFUSED {
+        session
+            .handle
+            .subscribe(&format!("/bad.{i}/x"))
+            .await
+            .unwrap();
+    }
+    // ...while QoS 1 messages go both ways through the same session.
+    for i in 0..MESSAGES {
+        watcher
+            .handle
+            .publish(&format!("/ok/{i}"), "m", Qos::AtLeastOnce, false)
+            .await
+            .unwrap();
+        session
+            .handle
+            .publish(&format!("/echo/{i}"), "m", Qos::AtLeastOnce, false)
+            .await
+            .unwrap();
+        if i % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(
+        count_all(&mut session.incoming, "/ok/", MESSAGES).await,
+        MESSAGES
+    );
+    assert_eq!(
+        count_all(&mut watcher.incoming, "/echo/", MESSAGES).await,
+        MESSAGES
+    );
+    let stats = session.handle.stats();
+    assert!(stats.resubscribes >= REFUSED as u64, "{stats:?}");
+    assert_eq!(stats.connects, 1, "{stats:?}");
+    assert_eq!(stats.dropped, 0, "{stats:?}");
     harness.stop().await;
 }
 

@@ -12,7 +12,8 @@
 //!
 //! Where `nats-server` is installed, the same on a three-node NATS cluster
 //! speaking MQTT (one namespace per node, each agent with all three in
-//! `brokers`, its own node first, the scanner on node 1), then node 1 is
+//! `brokers`, its own node first, the scanner on node 1, every subscription
+//! at QoS 0 as docs/deploying.md says for NATS), then node 1 is
 //! killed and roll-calls through node 2 are repeated until one brings every
 //! host and every service again: the recovery time.
 //! `ROLLCALL_BENCH_NETNS_BROKERS=stock,nats` picks the phases whose names
@@ -154,16 +155,21 @@ fn main() {
                 if is_nats {
                     spec.broker =
                         AgentBroker::Cluster((0..3).map(|k| nats_addrs[(i + k) % 3]).collect());
+                    // As docs/deploying.md says for NATS.
+                    spec.top = "subscribe_qos = 0".into();
                 }
                 cluster::start_agent(&mut bed, h, &spec)
             })
             .collect();
         {
             let url = format!("mqtt://{broker_addr}:{MQTT_PORT}");
-            let probe = bed.mqtt(hub, &url, &["/+/$state"]);
+            let probe = if is_nats {
+                bed.mqtt_qos0(hub, &url, &["/+/$state"])
+            } else {
+                bed.mqtt(hub, &url, &["/+/$state"])
+            };
             let names: Vec<String> = hosts.iter().map(|&h| bed.name(h).to_owned()).collect();
-            // 50 agents' QoS 1 subscriptions are 50 × 17 replicated
-            // JetStream consumers to create: minutes on a loaded machine.
+            // NATS sets up its JetStream streams first.
             let online_within = Duration::from_secs(if is_nats { 300 } else { 60 });
             probe.wait("every agent online", online_within, |s| {
                 names
@@ -202,6 +208,7 @@ fn main() {
                 window_ms,
                 reader.clone(),
                 pids.clone(),
+                is_nats,
             );
             let (row, traffic_row, cpu_row) = summarize(kind, window_ms, &samples);
             eprintln!("{row}");
@@ -344,6 +351,9 @@ fn settled(reader: &TrafficReader) -> Traffic {
 }
 
 /// Warm-up and counted roll-calls from a scanner inside the hub's namespace.
+// The bed, where to call, how, and what to read: a struct for them would
+// only be taken apart again.
+#[allow(clippy::too_many_arguments)]
 fn run_scans(
     bed: &TestBed,
     hub: NodeId,
@@ -352,6 +362,7 @@ fn run_scans(
     window_ms: u64,
     reader: TrafficReader,
     pids: Pids,
+    qos0: bool,
 ) -> Vec<Sample> {
     bed.in_node(hub, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -362,10 +373,17 @@ fn run_scans(
             let shutdown = CancellationToken::new();
             let tracker = TaskTracker::new();
             let mut scanner = Scanner::connect(
-                rollcall_net::SessionConfig::new(
-                    BrokerUrl::new(broker.to_string(), MQTT_PORT),
-                    format!("netns-bench-{}", std::process::id()),
-                ),
+                rollcall_net::SessionConfig {
+                    max_subscribe_qos: if qos0 {
+                        rollcall_net::Qos::AtMostOnce
+                    } else {
+                        rollcall_net::Qos::AtLeastOnce
+                    },
+                    ..rollcall_net::SessionConfig::new(
+                        BrokerUrl::new(broker.to_string(), MQTT_PORT),
+                        format!("netns-bench-{}", std::process::id()),
+                    )
+                },
                 Topics::new("").unwrap(),
                 shutdown.clone(),
                 &tracker,
@@ -466,10 +484,13 @@ fn recover(
             let tracker = TaskTracker::new();
             let list = rollcall_net::BrokerList::new(brokers).unwrap();
             let mut scanner = Scanner::connect(
-                rollcall_net::SessionConfig::for_brokers(
-                    &list,
-                    format!("netns-bench-recovery-{}", std::process::id()),
-                ),
+                rollcall_net::SessionConfig {
+                    max_subscribe_qos: rollcall_net::Qos::AtMostOnce,
+                    ..rollcall_net::SessionConfig::for_brokers(
+                        &list,
+                        format!("netns-bench-recovery-{}", std::process::id()),
+                    )
+                },
                 Topics::new("").unwrap(),
                 shutdown.clone(),
                 &tracker,

@@ -340,6 +340,7 @@ pub async fn run(args: Args) -> Result<()> {
         let config = HubConfig {
             login: login.clone(),
             ha_discovery: args.ha_discovery.clone().map(HaConfig::new),
+            subscribe_qos: args.login.max_subscribe_qos(),
             ..HubConfig::watching(broker.clone(), opts.clone())
         };
         if let Some(ha) = &config.ha_discovery {

@@ -217,6 +217,7 @@ pub async fn run(args: Args) -> Result<()> {
             .ha_discovery
             .clone()
             .map(rollcall_hub::ha::HaConfig::new),
+        subscribe_qos: args.login.max_subscribe_qos(),
     };
     if let Some(ha) = &config.ha_discovery {
         ha.check()?;

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use rollcall_agent::RawConfig;
-use rollcall_net::{BrokerList, BrokerUrl, Login, LoginSettings, Secret, SessionConfig, TlsFiles};
+use rollcall_net::{
+    BrokerList, BrokerUrl, Login, LoginSettings, Qos, Secret, SessionConfig, TlsFiles,
+};
 
 /// The login flags.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -33,6 +35,11 @@ pub struct LoginArgs {
     /// The client certificate's private key (PEM).
     #[arg(long, value_name = "FILE", requires = "client_cert")]
     pub client_key: Option<PathBuf>,
+    /// The highest QoS to subscribe with: 1 (the default) or 0, for a NATS
+    /// cluster, where a QoS 1 subscription is a JetStream consumer that is
+    /// slow to set up again after a node dies (docs/deploying.md).
+    #[arg(long, value_name = "0|1", value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub subscribe_qos: Option<u8>,
 }
 
 impl LoginArgs {
@@ -54,8 +61,17 @@ impl LoginArgs {
     pub fn session(&self, brokers: &BrokerList, client_id: String) -> Result<SessionConfig> {
         Ok(SessionConfig {
             login: self.login(brokers.first())?,
+            max_subscribe_qos: self.max_subscribe_qos(),
             ..SessionConfig::for_brokers(brokers, client_id)
         })
+    }
+
+    /// `--subscribe-qos`, QoS 1 unless 0 is given.
+    pub fn max_subscribe_qos(&self) -> Qos {
+        match self.subscribe_qos {
+            Some(0) => Qos::AtMostOnce,
+            _ => Qos::AtLeastOnce,
+        }
     }
 
     /// Puts each flag given over the same key of an agent's configuration.
@@ -70,6 +86,7 @@ impl LoginArgs {
         raw.ca_file = given.ca_file.or(raw.ca_file.take());
         raw.client_cert = given.client_cert.or(raw.client_cert.take());
         raw.client_key = given.client_key.or(raw.client_key.take());
+        raw.subscribe_qos = given.subscribe_qos.or(raw.subscribe_qos.take());
     }
 
     /// The password given as such, unless a file is given: a file named

@@ -296,16 +296,25 @@ fn request(
     body: serde_json::Value,
     id: u64,
 ) -> serde_json::Value {
-    request_replied_at(probe, topic, body, id, "/netns/reply")
+    request_at(
+        probe,
+        topic,
+        body,
+        id,
+        "/netns/reply",
+        Duration::from_secs(10),
+    )
 }
 
-/// [`request`] with its reply topic under `reply_prefix`.
-fn request_replied_at(
+/// [`request`] with its reply topic under `reply_prefix`, waiting `wait`
+/// for the answer.
+fn request_at(
     probe: &harness::MqttProbe,
     topic: &str,
     body: serde_json::Value,
     id: u64,
     reply_prefix: &str,
+    wait: Duration,
 ) -> serde_json::Value {
     let reply = format!("{reply_prefix}/{id}");
     let mut body = match body {
@@ -315,15 +324,11 @@ fn request_replied_at(
     body.insert("id".into(), id.into());
     body.insert("topic".into(), reply.clone().into());
     probe.publish(topic, serde_json::to_vec(&body).unwrap(), false);
-    probe.wait(
-        &format!("the answer on {reply}"),
-        Duration::from_secs(10),
-        |seen| {
-            seen.last
-                .get(&reply)
-                .map(|p| serde_json::from_slice::<serde_json::Value>(p).unwrap())
-        },
-    )
+    probe.wait(&format!("the answer on {reply}"), wait, |seen| {
+        seen.last
+            .get(&reply)
+            .map(|p| serde_json::from_slice::<serde_json::Value>(p).unwrap())
+    })
 }
 
 fn assert_ok(answer: &serde_json::Value) {
@@ -357,11 +362,18 @@ fn configure_gpio(probe: &harness::MqttProbe, host: &str, id: u64) {
 
 /// `host`'s GPIO is still configured as [`configure_gpio`] left it.
 fn assert_gpio_kept(probe: &harness::MqttProbe, host: &str, id: u64) {
-    let config = request(
+    assert_gpio_kept_within(probe, host, id, Duration::from_secs(10));
+}
+
+/// [`assert_gpio_kept`], each answer waited for `wait` at most.
+fn assert_gpio_kept_within(probe: &harness::MqttProbe, host: &str, id: u64, wait: Duration) {
+    let config = request_at(
         probe,
         &format!("/{host}/gpio/get/config"),
         serde_json::json!({}),
         id,
+        "/netns/reply",
+        wait,
     );
     assert_ok(&config);
     let names = |list: &str| -> Vec<String> {
@@ -374,11 +386,13 @@ fn assert_gpio_kept(probe: &harness::MqttProbe, host: &str, id: u64) {
     };
     assert_eq!(names("outputs"), [format!("lamp_{host}")], "{config}");
     assert_eq!(names("inputs"), ["door"], "{config}");
-    let level = request(
+    let level = request_at(
         probe,
         &format!("/{host}/gpio/get/output/lamp_{host}"),
         serde_json::json!({}),
         id + 1,
+        "/netns/reply",
+        wait,
     );
     assert_ok(&level);
     assert_eq!(level["value"], 1, "{level}");
@@ -928,8 +942,9 @@ fn first_word(text: &str) -> Option<&str> {
 /// The whole cluster on a three-node NATS cluster speaking MQTT, one node
 /// per namespace: agents spread over the nodes (each with all three in its
 /// `brokers`, its own node first), the hub on another node's broker. The
-/// roll-call, the hub's map, retained `$state` and `$description`, queries
-/// and GPIO sets all work across nodes.
+/// roll-call, the hub's map and dashboard, retained `$state` and
+/// `$description`, queries and GPIO sets all work across nodes, and a
+/// killed agent's will reaches the hub and a client on the other nodes.
 #[test]
 fn nats_cluster_carries_the_roll_call_the_map_queries_and_gpio_across_nodes() {
     nats_cluster("nats_cluster", false);
@@ -940,9 +955,6 @@ fn nats_cluster_carries_the_roll_call_the_map_queries_and_gpio_across_nodes() {
 /// everyone moves to another node, subscribes again, and the map is whole
 /// again, nothing retained lost.
 #[test]
-#[ignore = "on this 2-core machine, shared with builds, the two NATS nodes left \
-            refused new JetStream consumers for over two minutes after the kill \
-            (BENCHMARKS.md); run with --ignored on an idle machine"]
 fn nats_cluster_node_killed_everyone_moves_and_the_map_is_whole_again() {
     nats_cluster("nats_cluster_kill", true);
 }
@@ -988,10 +1000,15 @@ fn nats_cluster(test: &str, kill: bool) {
             "800",
             "--http",
             HUB_HTTP,
+            "--subscribe-qos",
+            "0",
         ],
     );
-    // Agents spread over the three nodes.
+    // Agents spread over the three nodes, subscribing at QoS 0 as
+    // docs/deploying.md says for NATS (a QoS 1 subscription is a JetStream
+    // consumer, which the nodes left after a kill took minutes to create).
     let hosts = lan.hosts.clone();
+    let mut agents = Vec::new();
     for (i, &host) in hosts.iter().enumerate() {
         // NATS answers a PINGREQ only after the packets before it, and
         // each QoS 1 SUBSCRIBE creates a replicated JetStream consumer: on
@@ -999,11 +1016,12 @@ fn nats_cluster(test: &str, kill: bool) {
         // the bed's 2 s keep-alive (docs/deploying.md says 20 s).
         let spec = AgentSpec {
             keepalive_s: 20,
+            top: "subscribe_qos = 0".into(),
             ..AgentSpec::new(AgentBroker::Cluster(list(i % 3)))
         };
-        cluster::start_agent(&mut lan.bed, host, &spec);
+        agents.push(cluster::start_agent(&mut lan.bed, host, &spec));
     }
-    let probe = lan.bed.mqtt(
+    let probe = lan.bed.mqtt_qos0(
         lan.hub,
         &url_list(2),
         &["/+/$state", "/+/+/$description", "/netns/reply/#"],
@@ -1014,7 +1032,7 @@ fn nats_cluster(test: &str, kill: bool) {
     for (i, name) in names.iter().enumerate() {
         configure_gpio(&probe, name, 100 + 10 * i as u64);
     }
-    let scan = lan.scan(&[]);
+    let scan = lan.scan(&["--subscribe-qos", "0"]);
     assert!(scan.ok, "{}", scan.stderr);
     let map = cluster::map_of(&scan.report);
     assert_eq!(summary(&map), lan.expected_map());
@@ -1022,7 +1040,32 @@ fn nats_cluster(test: &str, kill: bool) {
     lan.wait_map("every host online", Duration::from_secs(30), |m| {
         map_summary(m) == lan.expected_online()
     });
+    // The dashboard is served beside the map.
+    let page = cluster::http_get(&lan.bed, lan.hub, HUB_HTTP.parse().unwrap(), "/").unwrap();
+    assert!(page.contains("<title>rollcall dashboard</title>"), "{page}");
     if !kill {
+        // A crash: h02's agent (on node 2; the hub is on node 1, the probe
+        // on node 3) is killed, its node publishes its last will, and the
+        // will crosses the cluster: the probe reads `offline`, the hub's
+        // map shows it. Restarted, it is online again everywhere.
+        let name = names[1].clone();
+        lan.bed.kill(agents[1]);
+        probe.wait(&format!("{name}'s will"), Duration::from_secs(30), |s| {
+            (s.text(&format!("/{name}/$state"))
+                .as_deref()
+                .and_then(first_word)
+                == Some("offline"))
+            .then_some(())
+        });
+        lan.wait_map(&format!("{name} offline"), Duration::from_secs(30), |m| {
+            map_summary(m).get(&name).is_some_and(|h| h.0 == "offline")
+        });
+        lan.bed.start(agents[1]);
+        lan.wait_map(
+            &format!("{name} online again"),
+            Duration::from_secs(60),
+            |m| map_summary(m) == lan.expected_online(),
+        );
         return;
     }
 
@@ -1031,19 +1074,25 @@ fn nats_cluster(test: &str, kill: bool) {
     lan.bed.kill(procs[0]);
     // Each agent answers its queries again, its GPIO as it was (a query
     // reaches an agent on node 1 only once it has subscribed elsewhere).
-    // The issue's goal is 15 s; the bound is wider because on a loaded
-    // machine JetStream refuses new consumers for much longer after a
-    // node dies (BENCHMARKS.md has the figures), and this test is about
-    // recovering at all.
+    // The issue's goal is 15 s (BENCHMARKS.md has the figures: about 10 s
+    // with QoS 0 subscriptions); the bound is wider so that a loaded CI
+    // machine does not fail it: this test is about recovering at all.
     for (i, name) in names.iter().enumerate() {
         wait_until_ok(
             || {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    assert_gpio_kept(&probe, name, 300 + 10 * i as u64 + 1000 * attempt());
+                    // Asked again every second: the time measured is
+                    // the recovery's, to a second.
+                    assert_gpio_kept_within(
+                        &probe,
+                        name,
+                        300 + 10 * i as u64 + 1000 * attempt(),
+                        Duration::from_secs(1),
+                    );
                 }))
                 .is_ok()
             },
-            Duration::from_secs(120),
+            Duration::from_secs(60),
             &format!("{name} answering after the kill"),
         );
     }
@@ -1055,7 +1104,7 @@ fn nats_cluster(test: &str, kill: bool) {
         Duration::from_secs(30),
         |m| map_summary(m) == lan.expected_online(),
     );
-    let scan = lan.scan(&[]);
+    let scan = lan.scan(&["--subscribe-qos", "0"]);
     assert!(scan.ok, "{}", scan.stderr);
     assert_eq!(summary(&cluster::map_of(&scan.report)), lan.expected_map());
     let map_back = killed.elapsed();
@@ -1063,7 +1112,7 @@ fn nats_cluster(test: &str, kill: bool) {
     // and description.
     let late = lan
         .bed
-        .mqtt(lan.hub, &url_list(2), &["/+/$state", "/+/+/$description"]);
+        .mqtt_qos0(lan.hub, &url_list(2), &["/+/$state", "/+/+/$description"]);
     late.wait(
         "every host's retained state and descriptions",
         Duration::from_secs(20),
@@ -1516,12 +1565,13 @@ fn two_sites_joined_by_the_example_bridge_one_roll_call_over_mqtt_maps_both() {
     // come back: configured from a client, then `rollcall set` and `get`.
     let probe = sites.probe(&["/stat/netns-reply/#"]);
     let far = sites.bed.name(hosts_b[0]).to_owned();
-    assert_ok(&request_replied_at(
+    assert_ok(&request_at(
         &probe,
         &format!("/{far}/gpio/control"),
         gpio_config(&far),
         1,
         "/stat/netns-reply",
+        Duration::from_secs(10),
     ));
     let lamp = format!("lamp_{far}");
     sites.cli(&["set", &far, "gpio", &lamp, "1"]);

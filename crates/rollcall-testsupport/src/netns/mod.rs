@@ -799,7 +799,13 @@ impl TestBed {
     /// An MQTT client inside `node` on `broker`, subscribed to `filters`,
     /// recording what arrives.
     pub fn mqtt(&self, node: NodeId, broker: &str, filters: &[&str]) -> MqttProbe {
-        MqttProbe::start(self.ns(node), broker, filters)
+        MqttProbe::start(self.ns(node), broker, filters, Qos::AtLeastOnce)
+    }
+
+    /// [`TestBed::mqtt`] subscribing at QoS 0, as rollcall is configured
+    /// on a NATS cluster (`subscribe_qos = 0`, docs/deploying.md).
+    pub fn mqtt_qos0(&self, node: NodeId, broker: &str, filters: &[&str]) -> MqttProbe {
+        MqttProbe::start(self.ns(node), broker, filters, Qos::AtMostOnce)
     }
 
     fn teardown(&mut self) {
@@ -880,7 +886,7 @@ pub struct MqttProbe {
 }
 
 impl MqttProbe {
-    fn start(ns: &str, broker: &str, filters: &[&str]) -> MqttProbe {
+    fn start(ns: &str, broker: &str, filters: &[&str], max_qos: Qos) -> MqttProbe {
         static CLIENTS: AtomicUsize = AtomicUsize::new(0);
         // One URL, or the nodes of a cluster as a comma list.
         let brokers: BrokerList = broker.parse().expect("broker URL");
@@ -907,6 +913,7 @@ impl MqttProbe {
                     let tracker = TaskTracker::new();
                     let mut config = SessionConfig::for_brokers(&brokers, client_id);
                     config.keep_alive = Duration::from_secs(5);
+                    config.max_subscribe_qos = max_qos;
                     let mut session =
                         Session::start(config, shutdown.clone(), &tracker).expect("probe session");
                     for f in &filters {

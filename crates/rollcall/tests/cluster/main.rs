@@ -8,6 +8,7 @@
 mod support;
 
 mod bme280;
+mod brokers;
 mod gpio;
 mod ha;
 mod hub;
