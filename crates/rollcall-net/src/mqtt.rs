@@ -818,8 +818,11 @@ struct Subscriptions {
     replayed: VecDeque<String>,
     /// Filters of SUBSCRIBEs in the request channel, in order.
     queued: VecDeque<String>,
-    /// Written and not answered yet, by packet id.
-    in_flight: HashMap<u16, String>,
+    /// Written and not answered yet, by packet id, each id's in the order
+    /// written: rumqttc's packet ids wrap at its in-flight limit (100,
+    /// shared with QoS 1 publishes), so more SUBSCRIBEs than that out at
+    /// once share ids, and a broker answers a connection's in order.
+    in_flight: HashMap<u16, VecDeque<String>>,
     /// When the SUBSCRIBEs in flight count as lost: [`SUBACK_WAIT`] after
     /// the latest SUBACK (or the first SUBSCRIBE), not after each one, since
     /// a broker answers them in turn and a NATS node takes a second or more
@@ -843,15 +846,21 @@ impl Subscriptions {
             if self.in_flight.is_empty() {
                 self.lost_at = Some(now + SUBACK_WAIT);
             }
-            self.in_flight.insert(pkid, filter);
+            self.in_flight.entry(pkid).or_default().push_back(filter);
         }
     }
 
     /// The filter a SUBACK answers, unless its SUBSCRIBE was given up as
     /// unanswered already (then the retry's SUBACK is the one that counts).
     fn on_suback(&mut self, pkid: u16, now: Instant) -> Option<String> {
-        let filter = self.in_flight.remove(&pkid);
+        let same_id = self.in_flight.get_mut(&pkid)?;
+        let filter = same_id.pop_front();
+        if same_id.is_empty() {
+            self.in_flight.remove(&pkid);
+        }
         // The broker is working through what we sent: give the rest time.
+        // (Only for a SUBACK of ours: one with an id we did not send, from
+        // a broker gone wrong, must not keep the lost ones from counting.)
         self.lost_at = (!self.in_flight.is_empty()).then(|| now + SUBACK_WAIT);
         filter
     }
@@ -904,9 +913,9 @@ impl Subscriptions {
             return Vec::new();
         }
         self.lost_at = None;
-        let mut lost: Vec<(u16, String)> = self.in_flight.drain().collect();
+        let mut lost: Vec<(u16, VecDeque<String>)> = self.in_flight.drain().collect();
         lost.sort_unstable();
-        lost.into_iter().map(|(_, filter)| filter).collect()
+        lost.into_iter().flat_map(|(_, filters)| filters).collect()
     }
 
     /// The filters whose retry is due, marked as out.
@@ -1032,6 +1041,11 @@ impl SessionLoop {
                 Outcome::Abandon => self.give_up_connection(),
                 Outcome::Polled(Err(error)) => error,
             };
+            // What rumqttc queued as events for the connection that ended
+            // (a SUBSCRIBE it was writing when the write failed) must not
+            // be taken for the next connection's: each would shift the
+            // SUBACKs matched to filters by one.
+            self.eventloop.state.events.clear();
             if stopping.is_some() {
                 break;
             }
@@ -1112,14 +1126,20 @@ impl LoopState {
         for filter in self.subscriptions.lost(now) {
             self.on_refused(&filter, now, "did not confirm");
         }
+        let shared = Arc::clone(&self.shared);
         for filter in self.subscriptions.due_retries(now) {
-            let qos = self.shared.remembered().filters.get(&filter).copied();
-            let Some(qos) = qos else {
+            // Checked and queued under one lock: a handle's UNSUBSCRIBE
+            // queued in between would otherwise go out before the retry,
+            // and the broker keep a filter the session has forgotten.
+            let remembered = shared.remembered();
+            let Some(&qos) = remembered.filters.get(&filter) else {
                 // Unsubscribed meanwhile.
                 self.subscriptions.retries.remove(&filter);
                 continue;
             };
-            if self.send_subscribe(&filter, qos) {
+            let queued = self.send_subscribe(&filter, qos);
+            drop(remembered);
+            if queued {
                 Counters::bump(&self.shared.counters.resubscribes);
             } else if let Some(retry) = self.subscriptions.retries.get_mut(&filter) {
                 retry.at = Some(now + QUEUE_RETRY);
@@ -1180,7 +1200,10 @@ impl LoopState {
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(self.broker().clone());
                 // rumqttc has just cleared `pending` (a clean session has
-                // nothing to resume) and sends it before anything queued.
+                // nothing to resume) and sends it before anything queued;
+                // cleared here too, in case a broker claimed a session we
+                // never asked it to keep, so the replay is all it holds.
+                pending.clear();
                 let replay = self.shared.remembered().on_connected();
                 self.subscriptions.replayed = replay
                     .iter()
@@ -1215,18 +1238,20 @@ impl LoopState {
                     .return_codes
                     .iter()
                     .any(|code| matches!(code, SubscribeReasonCode::Failure));
-                match self.subscriptions.on_suback(ack.pkid, Instant::now()) {
-                    Some(filter) if taken && self.subscriptions.accepted(&filter) => {
-                        info!(broker = %self.broker(), filter, "the broker took a given-up subscription after all");
-                    }
-                    Some(filter) if !taken => self.on_refused(&filter, Instant::now(), "refused"),
-                    Some(_) | None => {}
+                let Some(filter) = self.subscriptions.on_suback(ack.pkid, Instant::now()) else {
+                    // Not an answer to a SUBSCRIBE of ours that is out.
+                    return false;
+                };
+                if !taken {
+                    self.on_refused(&filter, Instant::now(), "refused");
+                    // A refusal is not a confirmation: whoever waits for
+                    // one waits for the retry's.
+                    return false;
                 }
-                // A refusal is not a confirmation: whoever waits for one
-                // waits for the retry's.
-                if taken {
-                    self.shared.progress.send_modify(|p| p.subacks += 1);
+                if self.subscriptions.accepted(&filter) {
+                    info!(broker = %self.broker(), filter, "the broker took a given-up subscription after all");
                 }
+                self.shared.progress.send_modify(|p| p.subacks += 1);
                 false
             }
             _ => false,
