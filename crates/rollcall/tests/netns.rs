@@ -642,15 +642,7 @@ fn broker_restart_agents_reconnect_and_republish_and_keep_their_gpio() {
         |s| {
             names
                 .iter()
-                .all(|n| {
-                    s.text(&format!("/{n}/$state"))
-                        .as_deref()
-                        .and_then(first_word)
-                        == Some("online")
-                        && s.text(&format!("/{n}/system/$description")).is_some()
-                        && s.text(&format!("/{n}/gpio/$description"))
-                            .is_some_and(|d| d.contains(&format!("lamp_{n}")))
-                })
+                .all(|n| online_with_its_gpio(s, n))
                 .then_some(())
         },
     );
@@ -933,6 +925,20 @@ fn expected_hosts(
         .collect()
 }
 
+/// Whether `seen` holds host `name`'s retained `online`, its system
+/// service's description and the GPIO description with the lamp the tests
+/// configured over MQTT.
+fn online_with_its_gpio(seen: &harness::Seen, name: &str) -> bool {
+    seen.text(&format!("/{name}/$state"))
+        .as_deref()
+        .and_then(first_word)
+        == Some("online")
+        && seen.text(&format!("/{name}/system/$description")).is_some()
+        && seen
+            .text(&format!("/{name}/gpio/$description"))
+            .is_some_and(|d| d.contains(&format!("lamp_{name}")))
+}
+
 /// A `$state`'s first word, `online` or `offline`: the agent's session
 /// number follows it (docs/protocol.md section 4).
 fn first_word(text: &str) -> Option<&str> {
@@ -1119,15 +1125,7 @@ fn nats_cluster(test: &str, kill: bool) {
         |s| {
             names
                 .iter()
-                .all(|n| {
-                    s.text(&format!("/{n}/$state"))
-                        .as_deref()
-                        .and_then(first_word)
-                        == Some("online")
-                        && s.text(&format!("/{n}/system/$description")).is_some()
-                        && s.text(&format!("/{n}/gpio/$description"))
-                            .is_some_and(|d| d.contains(&format!("lamp_{n}")))
-                })
+                .all(|n| online_with_its_gpio(s, n))
                 .then_some(())
         },
     );
