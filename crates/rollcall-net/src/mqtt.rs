@@ -452,18 +452,23 @@ impl SessionHandle {
         timeout: Duration,
     ) -> Result<(), NetError> {
         check_filter(filter)?;
+        const WHAT: &str = "the broker to confirm a subscription";
+        let start = tokio::time::Instant::now();
         let mut progress = self.shared.progress.subscribe();
         let before = progress.borrow_and_update().subacks;
-        if !self.queue_subscribe(filter, qos.into()).await? {
+        // The timeout covers the queueing too: with rumqttc's queue full
+        // (a broker that stopped acknowledging), the SUBSCRIBE may not even
+        // go out. The filter stays remembered and goes out when it can.
+        let queued = tokio::time::timeout(timeout, self.queue_subscribe(filter, qos.into()));
+        if !queued
+            .await
+            .map_err(|_| NetError::Timeout(timeout, WHAT))??
+        {
             return Ok(());
         }
-        self.wait_progress(
-            &mut progress,
-            timeout,
-            "the broker to confirm a subscription",
-            |p| p.subacks > before,
-        )
-        .await
+        let left = timeout.saturating_sub(start.elapsed());
+        self.wait_progress(&mut progress, left, WHAT, |p| p.subacks > before)
+            .await
     }
 
     /// Publishes like [`publish`](Self::publish) and returns once a

@@ -225,3 +225,60 @@ async fn reset_mid_subscribe() -> String {
     broker.abort();
     retried
 }
+
+/// A broker that stops acknowledging: rumqttc's 100 QoS 1 publishes in
+/// flight fill up, then the request queue, and a SUBSCRIBE cannot even be
+/// queued. `subscribe_confirmed` must still end at its timeout, with an
+/// error, rather than wait for room for ever.
+#[tokio::test]
+async fn a_confirmed_subscribe_times_out_when_the_broker_stops_acknowledging() {
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = BrokerUrl::new("127.0.0.1", listener.local_addr().unwrap().port());
+    let broker = tokio::spawn(async move {
+        let mut s = accept(&listener).await;
+        // Reads everything, answers pings only: no PUBACK, no SUBACK.
+        while let Some((kind, _)) = read_packet(&mut s).await {
+            if kind == PINGREQ {
+                s.write_all(&[0xD0, 0]).await.unwrap();
+            }
+        }
+    });
+    let mut config = SessionConfig::new(url, "subacks-full");
+    config.channel_capacity = 10;
+    let session = Session::start(config, shutdown.clone(), &tracker).unwrap();
+    session.handle.wait_connected(WAIT).await.unwrap();
+    // Fill rumqttc's in-flight window and then its queue: a publish that
+    // waits for room means both are full.
+    let mut sent = 0;
+    loop {
+        let publish = session.handle.publish(
+            "/full",
+            b"x".to_vec(),
+            rollcall_net::Qos::AtLeastOnce,
+            false,
+        );
+        if timeout(Duration::from_millis(500), publish).await.is_err() {
+            break;
+        }
+        sent += 1;
+        assert!(sent < 1000, "the queue never filled");
+    }
+    let confirmed = timeout(
+        WAIT,
+        session
+            .handle
+            .subscribe_confirmed("/never", Duration::from_secs(1)),
+    )
+    .await
+    .expect("subscribe_confirmed ended by its own timeout");
+    assert!(
+        confirmed.is_err(),
+        "confirmed by a broker that never answers"
+    );
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    broker.abort();
+}
