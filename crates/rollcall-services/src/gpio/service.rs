@@ -442,7 +442,8 @@ impl GpioService {
         })
     }
 
-    /// Reads the named inputs and publishes each value.
+    /// Reads the inputs (indices into the configuration's) and publishes
+    /// each value.
     fn read_inputs(&mut self, inputs: &[usize], ctx: &Ctx<'_>) -> Vec<Publish> {
         self.read_inputs_where(inputs, ctx, |_, _, _| true)
     }
