@@ -702,6 +702,7 @@ impl Session {
                 current: 0,
                 subscriptions: Subscriptions::default(),
                 abandon: false,
+                refused_everything: BTreeSet::new(),
             },
         };
         tracker.spawn(event_loop.run(shutdown));
@@ -968,6 +969,11 @@ struct LoopState {
     subscriptions: Subscriptions,
     /// Set when the connection is of no use (see [`Outcome::Abandon`]).
     abandon: bool,
+    /// The brokers of the list (indices) that refused every subscription
+    /// since one was last taken anywhere: once all have, the session stays
+    /// where it is rather than hop from node to node, each hop firing its
+    /// will.
+    refused_everything: BTreeSet<usize>,
 }
 
 impl SessionLoop {
@@ -1185,9 +1191,16 @@ impl LoopState {
                         && self.subscriptions.all_given_up(remembered.filters.keys())
                 };
                 if useless {
-                    warn!(broker = %self.broker(),
-                        "the broker refuses every subscription of the session: moving to the next broker");
-                    self.abandon = true;
+                    self.refused_everything.insert(self.current);
+                    if self.refused_everything.len() < self.brokers.len() {
+                        warn!(broker = %self.broker(),
+                            "the broker refuses every subscription of the session: moving to the next broker");
+                        self.abandon = true;
+                    } else {
+                        warn!(broker = %self.broker(),
+                            "every broker of the list refuses every subscription of the session: \
+                             staying on this one");
+                    }
                 }
             }
         }
@@ -1253,6 +1266,7 @@ impl LoopState {
                     // one waits for the retry's.
                     return false;
                 }
+                self.refused_everything.clear();
                 if self.subscriptions.accepted(&filter) {
                     info!(broker = %self.broker(), filter, "the broker took a given-up subscription after all");
                 }

@@ -1,13 +1,14 @@
 //! How the session matches a SUBACK (which names no filter, only a packet
-//! id) to the filter it answers, against a scripted broker on loopback:
-//! a real broker cannot be made to refuse one chosen SUBSCRIBE among 120
-//! out at once, or to reset the connection in the middle of one. Each test
-//! reproduces a mismatch found in review, in which a refused filter was
-//! never subscribed again and another was retried in its place.
+//! id) to the filter it answers, and what it does with refusals, against
+//! scripted brokers on loopback: a real broker cannot be made to refuse one
+//! chosen SUBSCRIBE among 120 out at once, or to reset the connection in
+//! the middle of one. Each test reproduces a defect found in review.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rollcall_net::{BrokerUrl, Session, SessionConfig};
+use rollcall_net::{BrokerList, BrokerUrl, Session, SessionConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -281,4 +282,75 @@ async fn a_confirmed_subscribe_times_out_when_the_broker_stops_acknowledging() {
     tracker.close();
     tracker.wait().await;
     broker.abort();
+}
+
+/// Two brokers that refuse every subscription: the session gives the
+/// filter up on the first, moves to the second, gives it up there too and
+/// then stays, rather than hop back and forth (each hop firing its will).
+#[tokio::test]
+async fn when_every_broker_refuses_every_subscription_the_session_stops_moving() {
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    let connects = Arc::new(AtomicUsize::new(0));
+    let mut urls = Vec::new();
+    let mut brokers = Vec::new();
+    for _ in 0..2 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        urls.push(format!(
+            "mqtt://127.0.0.1:{}",
+            listener.local_addr().unwrap().port()
+        ));
+        let connects = Arc::clone(&connects);
+        brokers.push(tokio::spawn(async move {
+            loop {
+                let mut s = accept(&listener).await;
+                connects.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    while let Some((kind, body)) = read_packet(&mut s).await {
+                        match kind {
+                            SUBSCRIBE => suback(&mut s, subscribe_of(&body).0, FAILURE).await,
+                            PINGREQ => s.write_all(&[0xD0, 0]).await.unwrap(),
+                            _ => {}
+                        }
+                    }
+                });
+            }
+        }));
+    }
+    let list: BrokerList = urls.join(",").parse().unwrap();
+    let config = SessionConfig::for_brokers(&list, "subacks-refused");
+    let session = Session::start(config, shutdown.clone(), &tracker).unwrap();
+    session.handle.wait_connected(WAIT).await.unwrap();
+    session.handle.subscribe("/x").await.unwrap();
+    // Given up on the first broker, then on the second (10 retries over
+    // about 13 s on each): bounded well above that.
+    let both = Duration::from_secs(60);
+    let gave_up = async {
+        while session.handle.stats().given_up < 2 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    timeout(both, gave_up)
+        .await
+        .expect("given up on both brokers");
+    assert_eq!(connects.load(Ordering::SeqCst), 2, "one connection to each");
+    // A move would follow at once (the reconnect's backoff starts well
+    // under a second): none comes.
+    let moved = async {
+        while connects.load(Ordering::SeqCst) == 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(
+        timeout(Duration::from_secs(3), moved).await.is_err(),
+        "the session moved again: {} connections",
+        connects.load(Ordering::SeqCst)
+    );
+    assert!(session.handle.is_connected());
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    for broker in brokers {
+        broker.abort();
+    }
 }
