@@ -11,8 +11,9 @@ use rollcall_net::{BrokerList, BrokerUrl, Message, Qos, Session, SessionConfig, 
 use rollcall_testsupport::{Mosquitto, NatsCluster, unique};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+mod common;
+use common::Harness;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -22,32 +23,6 @@ const WAIT: Duration = Duration::from_secs(10);
 /// a build took longer than 10 s, and the network-namespace bed under load
 /// saw over 100 s (BENCHMARKS.md, issue 15). An upper bound, not a wait.
 const NATS_RECOVERY: Duration = Duration::from_secs(120);
-
-struct Harness {
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl Harness {
-    fn new() -> Self {
-        Self {
-            shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-        }
-    }
-
-    async fn session(&self, config: SessionConfig) -> Session {
-        let session = Session::start(config, self.shutdown.clone(), &self.tracker).unwrap();
-        session.handle.wait_connected(WAIT).await.unwrap();
-        session
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.tracker.close();
-        timeout(WAIT, self.tracker.wait()).await.unwrap();
-    }
-}
 
 fn list(urls: &[BrokerUrl]) -> BrokerList {
     BrokerList::new(urls.to_vec()).unwrap()

@@ -17,40 +17,11 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod common;
+use common::Harness;
+
 const WAIT: Duration = Duration::from_secs(5);
 const LOOPBACK_ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-
-/// Sessions of one test, all stopped together.
-struct Harness {
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl Harness {
-    fn new() -> Self {
-        Self {
-            shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-        }
-    }
-
-    async fn session(&self, config: SessionConfig) -> Session {
-        let session = Session::start(config, self.shutdown.clone(), &self.tracker).unwrap();
-        session.handle.wait_connected(WAIT).await.unwrap();
-        session
-    }
-
-    async fn connect(&self, broker: &BrokerUrl, client_id: &str) -> Session {
-        self.session(SessionConfig::new(broker.clone(), client_id))
-            .await
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.tracker.close();
-        timeout(WAIT, self.tracker.wait()).await.unwrap();
-    }
-}
 
 fn broker() -> EmbeddedBroker {
     EmbeddedBroker::start(LOOPBACK_ANY_PORT).unwrap()

@@ -15,6 +15,9 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod common;
+use common::Harness;
+
 const WAIT: Duration = Duration::from_secs(5);
 
 /// A CONNACK accepting the connection, and one refusing it for a bad user
@@ -90,50 +93,16 @@ async fn client_ids_with_a_slash_do_not_take_the_broker_down() {
     tracker.wait().await;
 }
 
-/// Sessions of one test, all stopped together.
-struct Harness {
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl Harness {
-    fn new() -> Self {
-        Harness {
-            shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-        }
-    }
-
-    /// A session that must connect.
-    async fn connect(&self, config: SessionConfig) -> Session {
-        let session = self.start(config);
-        session.handle.wait_connected(WAIT).await.unwrap();
-        session
-    }
-
-    /// A session that must not connect; returns the last connection error.
-    async fn refused(&self, config: SessionConfig) -> String {
-        let session = self.start(config);
-        let short = Duration::from_secs(2);
-        match session.handle.wait_connected(short).await {
-            Err(NetError::NotConnected {
-                last_error: Some(error),
-                ..
-            }) => error,
-            other => panic!("expected a refused connection, got {other:?}"),
-        }
-    }
-
-    fn start(&self, config: SessionConfig) -> Session {
-        Session::start(config, self.shutdown.clone(), &self.tracker).unwrap()
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.tracker.close();
-        tokio::time::timeout(WAIT, self.tracker.wait())
-            .await
-            .unwrap();
+/// A session that must not connect; returns the last connection error.
+async fn refused(harness: &Harness, config: SessionConfig) -> String {
+    let session = harness.start(config);
+    let short = Duration::from_secs(2);
+    match session.handle.wait_connected(short).await {
+        Err(NetError::NotConnected {
+            last_error: Some(error),
+            ..
+        }) => error,
+        other => panic!("expected a refused connection, got {other:?}"),
     }
 }
 
@@ -274,19 +243,17 @@ async fn with_a_password_file_only_its_users_log_in() {
     assert_eq!(answer, CONNACK_ACCEPTED);
 
     let harness = Harness::new();
-    let refused = harness
-        .refused(SessionConfig::new(broker.url(), "no-login"))
-        .await;
+    let refused = refused(&harness, SessionConfig::new(broker.url(), "no-login")).await;
     assert!(refused.contains("BadUserNamePassword"), "{refused}");
     let agent = harness
-        .connect(with_login(
+        .session(with_login(
             broker.url(),
             "agent",
             password("agent", "right horse"),
         ))
         .await;
     let mut local = harness
-        .connect(with_login(broker.url(), "in-process", broker.login()))
+        .session(with_login(broker.url(), "in-process", broker.login()))
         .await;
     exchange(&agent, &mut local, "/auth/test").await;
     harness.stop().await;
@@ -315,14 +282,14 @@ async fn the_tls_listener_serves_clients_that_trust_its_ca() {
 
     let harness = Harness::new();
     let mut remote = harness
-        .connect(with_login(
+        .session(with_login(
             mqtts(broker.addr),
             "tls-client",
             trusting(&pki.ca),
         ))
         .await;
     let local = harness
-        .connect(with_login(broker.url(), "in-process", broker.login()))
+        .session(with_login(broker.url(), "in-process", broker.login()))
         .await;
     exchange(&local, &mut remote, "/tls/test").await;
 
@@ -331,16 +298,14 @@ async fn the_tls_listener_serves_clients_that_trust_its_ca() {
         .parse()
         .unwrap();
     harness
-        .connect(with_login(by_name, "tls-by-name", trusting(&pki.ca)))
+        .session(with_login(by_name, "tls-by-name", trusting(&pki.ca)))
         .await;
 
-    let error = harness
-        .refused(with_login(
-            mqtts(broker.addr),
-            "wrong-ca",
-            trusting(&other.ca),
-        ))
-        .await;
+    let error = refused(
+        &harness,
+        with_login(mqtts(broker.addr), "wrong-ca", trusting(&other.ca)),
+    )
+    .await;
     assert!(
         error.contains("TLS") && error.contains("invalid peer certificate"),
         "{error}"
@@ -381,13 +346,11 @@ async fn a_tls_client_checks_the_server_name() {
     };
     let broker = EmbeddedBroker::start(options).unwrap();
     let harness = Harness::new();
-    let error = harness
-        .refused(with_login(
-            mqtts(broker.addr),
-            "wrong-name",
-            trusting(&pki.ca),
-        ))
-        .await;
+    let error = refused(
+        &harness,
+        with_login(mqtts(broker.addr), "wrong-name", trusting(&pki.ca)),
+    )
+    .await;
     assert!(
         error.contains("TLS") && error.contains("not valid for name"),
         "{error}"
@@ -419,7 +382,7 @@ async fn a_silent_connection_does_not_block_the_tls_listener() {
     };
     let harness = Harness::new();
     harness
-        .connect(with_login(
+        .session(with_login(
             mqtts(broker.addr),
             "after-silence",
             trusting(&pki.ca),
@@ -499,7 +462,7 @@ async fn the_retained_store_keeps_at_most_its_message_bound() {
     let broker = EmbeddedBroker::start(loopback_any_port()).unwrap();
     let harness = Harness::new();
     let mut flooder = harness
-        .connect(SessionConfig::new(broker.url(), "flooder"))
+        .session(SessionConfig::new(broker.url(), "flooder"))
         .await;
     let real = "rollcall/real-host/$state";
     flooder
@@ -518,7 +481,7 @@ async fn the_retained_store_keeps_at_most_its_message_bound() {
     assert!(retained_on(&mut flooder, "sync/flooder").await.is_empty());
 
     let mut late = harness
-        .connect(SessionConfig::new(broker.url(), "late"))
+        .session(SessionConfig::new(broker.url(), "late"))
         .await;
     assert_eq!(
         retained_payload(&mut late, real).await,
@@ -563,7 +526,7 @@ async fn the_retained_store_keeps_at_most_its_message_bound() {
         }
     }
     let mut later = harness
-        .connect(SessionConfig::new(broker.url(), "later"))
+        .session(SessionConfig::new(broker.url(), "later"))
         .await;
     assert_eq!(
         retained_payload(&mut later, real).await,
@@ -584,7 +547,7 @@ async fn the_retained_store_keeps_at_most_its_bytes_bound() {
         ..config
     };
     let mut flooder = harness
-        .connect(big(SessionConfig::new(broker.url(), "flooder")))
+        .session(big(SessionConfig::new(broker.url(), "flooder")))
         .await;
     let fit = MAX_RETAINED_BYTES / (PAYLOAD + "big/00".len());
     assert_eq!(fit, 16);
@@ -609,7 +572,7 @@ async fn the_retained_store_keeps_at_most_its_bytes_bound() {
     assert!(retained_on(&mut flooder, "sync/flooder").await.is_empty());
 
     let mut late = harness
-        .connect(big(SessionConfig::new(broker.url(), "late")))
+        .session(big(SessionConfig::new(broker.url(), "late")))
         .await;
     let kept = retained_payload(&mut late, "big/00").await.unwrap();
     assert!(kept == vec![b'b'; PAYLOAD]);
@@ -634,7 +597,7 @@ async fn the_retained_store_keeps_at_most_its_bytes_bound() {
         .unwrap();
     assert!(retained_on(&mut flooder, "sync/flooder").await.is_empty());
     let mut later = harness
-        .connect(big(SessionConfig::new(broker.url(), "later")))
+        .session(big(SessionConfig::new(broker.url(), "later")))
         .await;
     let deleted = retained_payload(&mut later, "big/01").await;
     assert!(deleted.is_none(), "big/01 is still retained");

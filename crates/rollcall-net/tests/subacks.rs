@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rollcall_net::{BrokerList, BrokerUrl, Session, SessionConfig};
+use rollcall_net::{BrokerList, BrokerUrl, SessionConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+mod common;
+use common::Harness;
 
 const WAIT: Duration = Duration::from_secs(10);
 /// MQTT packet types (the high nibble of the first byte).
@@ -92,21 +93,13 @@ async fn serve(mut s: TcpStream, seen: mpsc::UnboundedSender<String>, mut refuse
     }
 }
 
-async fn start(url: BrokerUrl, tracker: &TaskTracker, shutdown: &CancellationToken) -> Session {
-    let config = SessionConfig::new(url, "subacks");
-    let session = Session::start(config, shutdown.clone(), tracker).unwrap();
-    session.handle.wait_connected(WAIT).await.unwrap();
-    session
-}
-
 /// rumqttc's packet ids wrap at its in-flight limit (100): with 120
 /// SUBSCRIBEs out before any SUBACK, filters 4 and 104 share an id. The
 /// broker refuses filter 4 only; filter 4 must be the one subscribed again.
 #[tokio::test]
 async fn with_more_subscribes_out_than_packet_ids_a_refusal_is_retried_for_its_own_filter() {
     const N: usize = 120;
-    let tracker = TaskTracker::new();
-    let shutdown = CancellationToken::new();
+    let harness = Harness::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = BrokerUrl::new("127.0.0.1", listener.local_addr().unwrap().port());
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
@@ -131,7 +124,7 @@ async fn with_more_subscribes_out_than_packet_ids_a_refusal_is_retried_for_its_o
         }
         serve(s, seen_tx, Vec::new()).await;
     });
-    let session = start(url, &tracker, &shutdown).await;
+    let session = harness.connect(&url, "subacks").await;
     for i in 0..N {
         session
             .handle
@@ -144,9 +137,7 @@ async fn with_more_subscribes_out_than_packet_ids_a_refusal_is_retried_for_its_o
         retried, "/f/004",
         "the refused filter is the one subscribed again"
     );
-    shutdown.cancel();
-    tracker.close();
-    tracker.wait().await;
+    harness.stop().await;
     broker.abort();
 }
 
@@ -168,8 +159,7 @@ async fn after_a_reset_in_the_middle_of_a_subscribe_subacks_match_their_filters(
 
 /// The filter subscribed again after the replay on the second connection.
 async fn reset_mid_subscribe() -> String {
-    let tracker = TaskTracker::new();
-    let shutdown = CancellationToken::new();
+    let harness = Harness::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = BrokerUrl::new("127.0.0.1", listener.local_addr().unwrap().port());
     let (reset_tx, reset_rx) = oneshot::channel::<()>();
@@ -197,7 +187,7 @@ async fn reset_mid_subscribe() -> String {
         let s = accept(&listener).await;
         serve(s, seen_tx, vec!["/b".to_owned()]).await;
     });
-    let session = start(url, &tracker, &shutdown).await;
+    let session = harness.connect(&url, "subacks").await;
     for filter in ["/a", "/b", "/c"] {
         session
             .handle
@@ -220,9 +210,7 @@ async fn reset_mid_subscribe() -> String {
     }
     assert_eq!(replay, ["/a", "/b", "/c", "/d"]);
     let retried = timeout(WAIT, seen.recv()).await.expect("a retry").unwrap();
-    shutdown.cancel();
-    tracker.close();
-    tracker.wait().await;
+    harness.stop().await;
     broker.abort();
     retried
 }
@@ -233,8 +221,7 @@ async fn reset_mid_subscribe() -> String {
 /// error, rather than wait for room for ever.
 #[tokio::test]
 async fn a_confirmed_subscribe_times_out_when_the_broker_stops_acknowledging() {
-    let tracker = TaskTracker::new();
-    let shutdown = CancellationToken::new();
+    let harness = Harness::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = BrokerUrl::new("127.0.0.1", listener.local_addr().unwrap().port());
     let broker = tokio::spawn(async move {
@@ -248,8 +235,7 @@ async fn a_confirmed_subscribe_times_out_when_the_broker_stops_acknowledging() {
     });
     let mut config = SessionConfig::new(url, "subacks-full");
     config.channel_capacity = 10;
-    let session = Session::start(config, shutdown.clone(), &tracker).unwrap();
-    session.handle.wait_connected(WAIT).await.unwrap();
+    let session = harness.session(config).await;
     // Fill rumqttc's in-flight window and then its queue: a publish that
     // waits for room means both are full.
     let mut sent = 0;
@@ -278,9 +264,7 @@ async fn a_confirmed_subscribe_times_out_when_the_broker_stops_acknowledging() {
         confirmed.is_err(),
         "confirmed by a broker that never answers"
     );
-    shutdown.cancel();
-    tracker.close();
-    tracker.wait().await;
+    harness.stop().await;
     broker.abort();
 }
 
@@ -289,8 +273,7 @@ async fn a_confirmed_subscribe_times_out_when_the_broker_stops_acknowledging() {
 /// then stays, rather than hop back and forth (each hop firing its will).
 #[tokio::test]
 async fn when_every_broker_refuses_every_subscription_the_session_stops_moving() {
-    let tracker = TaskTracker::new();
-    let shutdown = CancellationToken::new();
+    let harness = Harness::new();
     let connects = Arc::new(AtomicUsize::new(0));
     let mut urls = Vec::new();
     let mut brokers = Vec::new();
@@ -319,8 +302,7 @@ async fn when_every_broker_refuses_every_subscription_the_session_stops_moving()
     }
     let list: BrokerList = urls.join(",").parse().unwrap();
     let config = SessionConfig::for_brokers(&list, "subacks-refused");
-    let session = Session::start(config, shutdown.clone(), &tracker).unwrap();
-    session.handle.wait_connected(WAIT).await.unwrap();
+    let session = harness.session(config).await;
     session.handle.subscribe("/x").await.unwrap();
     // Given up on the first broker, then on the second (10 retries over
     // about 13 s on each): bounded well above that.
@@ -347,9 +329,7 @@ async fn when_every_broker_refuses_every_subscription_the_session_stops_moving()
         connects.load(Ordering::SeqCst)
     );
     assert!(session.handle.is_connected());
-    shutdown.cancel();
-    tracker.close();
-    tracker.wait().await;
+    harness.stop().await;
     for broker in brokers {
         broker.abort();
     }
