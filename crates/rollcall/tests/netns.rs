@@ -103,6 +103,29 @@ impl Lan {
         (hub, agents)
     }
 
+    /// `rollcall hub` in the hub's node on `broker`, calling the roll on
+    /// the LAN's broadcast every second and serving [`HUB_HTTP`]; `extra`
+    /// arguments are appended.
+    fn spawn_hub(&mut self, broker: &str, extra: &[&str]) -> ProcId {
+        let rollcall = self.bed.rollcall().to_path_buf();
+        let broadcast = self.broadcast().to_string();
+        let mut args = vec![
+            "hub",
+            "--broker",
+            broker,
+            "--broadcast",
+            &broadcast,
+            "--scan-every",
+            "1",
+            "--wait-ms",
+            "800",
+            "--http",
+            HUB_HTTP,
+        ];
+        args.extend_from_slice(extra);
+        self.bed.spawn(self.hub, "hub", &rollcall, &args)
+    }
+
     fn start_agents(&mut self, spec: &AgentSpec) -> Vec<ProcId> {
         let hosts = self.hosts.clone();
         hosts
@@ -596,25 +619,7 @@ fn broker_restart_agents_reconnect_and_republish_and_keep_their_gpio() {
     let at = SocketAddr::from((lan.broker, MQTT_PORT));
     cluster::wait_listening(&lan.bed, broker_node, at, Duration::from_secs(10));
     let broker_url = lan.broker_url();
-    let rollcall = lan.bed.rollcall().to_path_buf();
-    lan.bed.spawn(
-        lan.hub,
-        "hub",
-        &rollcall,
-        &[
-            "hub",
-            "--broker",
-            &broker_url,
-            "--broadcast",
-            &lan.broadcast().to_string(),
-            "--scan-every",
-            "1",
-            "--wait-ms",
-            "800",
-            "--http",
-            HUB_HTTP,
-        ],
-    );
+    lan.spawn_hub(&broker_url, &[]);
     lan.start_agents(&AgentSpec::new(AgentBroker::Remote(lan.broker)));
     let probe = lan.bed.mqtt(
         lan.hub,
@@ -988,28 +993,8 @@ fn nats_cluster(test: &str, kill: bool) {
     };
     let procs = cluster::start_nats(&mut lan.bed, &nodes, &nats);
     lan.broker = addrs[1];
-    let rollcall = lan.bed.rollcall().to_path_buf();
     // The hub on node 1 first.
-    lan.bed.spawn(
-        lan.hub,
-        "hub",
-        &rollcall,
-        &[
-            "hub",
-            "--broker",
-            &url_list(0),
-            "--broadcast",
-            &lan.broadcast().to_string(),
-            "--scan-every",
-            "1",
-            "--wait-ms",
-            "800",
-            "--http",
-            HUB_HTTP,
-            "--subscribe-qos",
-            "0",
-        ],
-    );
+    lan.spawn_hub(&url_list(0), &["--subscribe-qos", "0"]);
     // Agents spread over the three nodes, subscribing at QoS 0 as
     // docs/deploying.md says for NATS (a QoS 1 subscription is a JetStream
     // consumer, which the nodes left after a kill took minutes to create).
